@@ -1,0 +1,136 @@
+"""Encoding, length buckets, padding and seeded, resumable batch order.
+
+Every batch has a fixed shape (batch_size, bucket_length) from a small set of buckets, so jit
+compiles one program per bucket. Rows past the end of the data are all PAD (length 0), which
+every loss and metric masks out. The order of batches is a pure function of (seed, step), so a
+resumed run sees exactly the batches an uninterrupted run would have.
+
+Batch keys:
+  inputs:        int32 [B, L] source ids, PAD after each source's length.
+  input_lengths: int32 [B]    number of real source tokens (0 for filler rows).
+  targets:       int32 [B, L] target ids followed by EOS, then PAD.
+"""
+
+import dataclasses
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from textgen_jax.data.tokenizers import Tokenizer
+from textgen_jax.data.vocab import EOS_ID, PAD_ID, Vocabulary
+from textgen_jax.errors import TextgenError
+
+Batch = dict[str, np.ndarray]
+
+
+def encode_texts(texts: Sequence[str], tokenizer: Tokenizer, vocab: Vocabulary, max_len: int,
+                 too_long: str = "truncate", what: str = "sentence") -> tuple[list[np.ndarray], int]:
+  """Token ids per text (no BOS/EOS), cut to max_len tokens; returns (ids, number cut).
+
+  Args:
+    too_long: "truncate" keeps the first max_len tokens; "error" raises naming the example.
+  """
+  if too_long not in ("truncate", "error"):
+    raise TextgenError(f"data.too_long must be 'truncate' or 'error', got {too_long!r}")
+  encoded, num_truncated = [], 0
+  for index, text in enumerate(texts):
+    ids = vocab.encode(tokenizer.tokenize(text))
+    if len(ids) > max_len:
+      if too_long == "error":
+        raise TextgenError(f"{what} {index + 1} has {len(ids)} tokens, more than "
+                           f"data.max_len={max_len}: {text[:60]!r} (set data.too_long='truncate' "
+                           "to cut such sentences)")
+      ids, num_truncated = ids[:max_len], num_truncated + 1
+    encoded.append(np.asarray(ids, np.int32))
+  return encoded, num_truncated
+
+
+def bucket_lengths(max_len: int, num_buckets: int) -> list[int]:
+  """Padded lengths, evenly spaced up to max_len + 1 (the +1 holds the target's EOS)."""
+  top = max_len + 1
+  num_buckets = max(1, min(num_buckets, top))
+  return sorted({int(np.ceil(top * (i + 1) / num_buckets)) for i in range(num_buckets)})
+
+
+def one_hot(ids: np.ndarray, vocab_size: int) -> np.ndarray:
+  """The seed representation: [..., vocab_size] float32 one-hot rows (all-zero for PAD)."""
+  rows = np.eye(vocab_size, dtype=np.float32)[ids]
+  rows[..., PAD_ID] = 0.0
+  return rows
+
+
+def pad_batch(sources: Sequence[np.ndarray], targets: Sequence[np.ndarray], batch_size: int,
+              length: int) -> Batch:
+  """Pads examples to [batch_size, length]; targets get EOS appended; filler rows are PAD."""
+  inputs = np.full((batch_size, length), PAD_ID, np.int32)
+  input_lengths = np.zeros((batch_size,), np.int32)
+  padded_targets = np.full((batch_size, length), PAD_ID, np.int32)
+  for row, (source, target) in enumerate(zip(sources, targets)):
+    inputs[row, :len(source)] = source
+    input_lengths[row] = len(source)
+    padded_targets[row, :len(target)] = target
+    padded_targets[row, len(target)] = EOS_ID
+  return {"inputs": inputs, "input_lengths": input_lengths, "targets": padded_targets}
+
+
+def split_indices(num_examples: int, valid_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """A seeded (train, valid) split of example indices."""
+  if not 0.0 < valid_fraction < 1.0:
+    raise TextgenError(f"data.valid_fraction must be in (0, 1), got {valid_fraction}")
+  order = np.random.default_rng(seed).permutation(num_examples)
+  num_valid = max(1, int(round(num_examples * valid_fraction)))
+  if num_valid >= num_examples:
+    raise TextgenError(f"too few examples ({num_examples}) to hold out a validation split")
+  return np.sort(order[num_valid:]), np.sort(order[:num_valid])
+
+
+@dataclasses.dataclass
+class BucketedBatches:
+  """Fixed-shape batches over bucketed examples, in an order fixed by (seed, epoch)."""
+
+  sources: Sequence[np.ndarray]
+  targets: Sequence[np.ndarray]
+  batch_size: int
+  lengths: Sequence[int]
+  seed: int = 0
+  shuffle: bool = True
+
+  def __post_init__(self):
+    if len(self.sources) != len(self.targets) or not self.sources:
+      raise TextgenError("batching needs the same, non-zero number of sources and targets")
+    needed = [max(len(s), len(t) + 1) for s, t in zip(self.sources, self.targets)]
+    if max(needed) > self.lengths[-1]:
+      raise TextgenError(f"an example needs length {max(needed)} > largest bucket {self.lengths[-1]}")
+    bucket_of = np.searchsorted(np.asarray(self.lengths), needed)
+    self._buckets = [np.flatnonzero(bucket_of == b) for b in range(len(self.lengths))]
+    self._epoch, self._epoch_batches = None, None
+
+  @property
+  def num_batches(self) -> int:
+    """Batches per epoch; the same every epoch."""
+    return sum(-(-len(b) // self.batch_size) for b in self._buckets)
+
+  def epoch(self, epoch: int) -> list[Batch]:
+    rng = np.random.default_rng((self.seed, epoch))
+    chunks = []
+    for bucket, members in enumerate(self._buckets):
+      if self.shuffle:
+        members = rng.permutation(members)
+      for start in range(0, len(members), self.batch_size):
+        chunks.append((bucket, members[start:start + self.batch_size]))
+    if self.shuffle:
+      chunks = [chunks[i] for i in rng.permutation(len(chunks))]
+    return [pad_batch([self.sources[i] for i in rows], [self.targets[i] for i in rows],
+                      self.batch_size, self.lengths[bucket]) for bucket, rows in chunks]
+
+  def batch_at(self, step: int) -> Batch:
+    """The batch seen at training step `step` (0-based), counting epochs from 0."""
+    epoch, index = divmod(step, self.num_batches)
+    if epoch != self._epoch:
+      self._epoch, self._epoch_batches = epoch, self.epoch(epoch)
+    return self._epoch_batches[index]
+
+  def iterate_from(self, step: int) -> Iterator[Batch]:
+    while True:
+      yield self.batch_at(step)
+      step += 1

@@ -1,0 +1,82 @@
+"""Metric summaries, the workdir's metrics.jsonl, and the loss-curve plot."""
+
+import json
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+
+def summarize(sums: dict[str, float]) -> dict[str, float]:
+  """Accumulated sums to loss (nats/token), token accuracy, exact match and perplexity."""
+  tokens = max(sums["tokens"], 1.0)
+  loss = sums["nll_sum"] / tokens
+  return {
+      "loss": loss,
+      "token_accuracy": sums["correct_tokens"] / tokens,
+      "exact_match": sums["exact_sequences"] / max(sums["sequences"], 1.0),
+      "perplexity": math.exp(min(loss, 50.0)),
+  }
+
+
+class MetricWriter:
+  """Appends one JSON object per line to <workdir>/metrics.jsonl."""
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, "metrics.jsonl")
+
+  def write(self, step: int, metrics: dict[str, Any]) -> None:
+    record = {"step": step, **{k: _to_python(v) for k, v in metrics.items()}}
+    with open(self.path, "a", encoding="utf-8") as f:
+      f.write(json.dumps(record) + "\n")
+
+  def truncate_after(self, step: int) -> None:
+    """Drops records past `step`: a resumed run rewrites them, so the log has no duplicates."""
+    records = self.read()
+    kept = [r for r in records if r["step"] <= step]
+    if len(kept) != len(records):
+      tmp_path = self.path + ".tmp"
+      with open(tmp_path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in kept)
+      os.replace(tmp_path, self.path)
+
+  def read(self) -> list[dict[str, Any]]:
+    if not os.path.exists(self.path):
+      return []
+    with open(self.path, encoding="utf-8") as f:
+      return [json.loads(line) for line in f if line.strip()]
+
+
+def _to_python(value: Any) -> Any:
+  if isinstance(value, (np.ndarray, np.generic)):
+    return value.item()
+  return value
+
+
+def plot_loss_curves(records: list[dict[str, Any]], png_path: str) -> None:
+  """Train and validation loss (and validation accuracy) against step, as a PNG."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
+  valid = [r for r in records if "valid_loss" in r]
+  fig, loss_axis = plt.subplots(figsize=(7, 4))
+  if train:
+    loss_axis.plot(*zip(*train), label="train loss")
+  if valid:
+    loss_axis.plot([r["step"] for r in valid], [r["valid_loss"] for r in valid], "o-",
+                   label="valid loss")
+    accuracy_axis = loss_axis.twinx()
+    accuracy_axis.plot([r["step"] for r in valid], [r["valid_token_accuracy"] for r in valid],
+                       "s--", color="tab:green", label="valid token accuracy")
+    accuracy_axis.set_ylabel("accuracy")
+    accuracy_axis.set_ylim(0, 1)
+    accuracy_axis.legend(loc="center right")
+  loss_axis.set_xlabel("step")
+  loss_axis.set_ylabel("nats per token")
+  loss_axis.legend(loc="upper right")
+  fig.tight_layout()
+  fig.savefig(png_path, dpi=100)
+  plt.close(fig)

@@ -1,0 +1,110 @@
+"""LSTM encoder-decoder (Sutskever et al. 2014) trained with teacher forcing.
+
+Shape key: B batch, S source time, T target time, E embedding, H hidden, V vocabulary.
+The encoder's final state (at each source's true last token) starts the decoder; when sizes
+differ (a bidirectional encoder, or different hidden sizes) a Dense "bridge" projects it.
+"""
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from textgen_jax.data.vocab import BOS_ID, PAD_ID
+from textgen_jax.models.lstm import Carry, StackedLSTM
+
+
+@dataclasses.dataclass(frozen=True)
+class Seq2SeqConfig:
+  """Model hyperparameters; built from the `model` section of an experiment config."""
+
+  source_vocab_size: int
+  target_vocab_size: int
+  embed_dim: int = 256
+  hidden_size: int = 256
+  encoder_layers: int = 1
+  decoder_layers: int = 1
+  bidirectional: bool = False
+  dropout_rate: float = 0.0
+  input_encoding: str = "embedding"  # "embedding", or "one_hot" as in the Keras seq2seq seed.
+  dtype: str = "float32"  # matmul dtype: "float32" or "bfloat16".
+
+
+def shift_right(targets_BxT: jax.Array) -> jax.Array:
+  """Teacher forcing inputs: BOS followed by targets[:-1]."""
+  bos_Bx1 = jnp.full((targets_BxT.shape[0], 1), BOS_ID, targets_BxT.dtype)
+  return jnp.concatenate([bos_Bx1, targets_BxT[:, :-1]], axis=1)
+
+
+class TokenInputs(nn.Module):
+  """Token ids to input vectors: a learned embedding, or fixed one-hot rows."""
+
+  vocab_size: int
+  embed_dim: int
+  input_encoding: str = "embedding"
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array) -> jax.Array:
+    if self.input_encoding == "one_hot":
+      return jax.nn.one_hot(tokens, self.vocab_size) * (tokens != PAD_ID)[..., None]
+    return nn.Embed(self.vocab_size, self.embed_dim, name="embedding")(tokens)
+
+
+class Seq2Seq(nn.Module):
+  """Encoder-decoder with `encode`, teacher-forced `decode`, and one-token `decode_step`."""
+
+  config: Seq2SeqConfig
+
+  def setup(self):
+    cfg = self.config
+    dtype = jnp.dtype(cfg.dtype)
+    self.source_inputs = TokenInputs(cfg.source_vocab_size, cfg.embed_dim, cfg.input_encoding)
+    self.target_inputs = TokenInputs(cfg.target_vocab_size, cfg.embed_dim, cfg.input_encoding)
+    self.encoder = StackedLSTM(cfg.hidden_size, cfg.encoder_layers, cfg.dropout_rate,
+                               cfg.bidirectional, dtype)
+    self.decoder = StackedLSTM(cfg.hidden_size, cfg.decoder_layers, cfg.dropout_rate, False, dtype)
+    if cfg.bidirectional:
+      self.bridge_c = [nn.Dense(cfg.hidden_size, name=f"bridge_c_{i}")
+                       for i in range(cfg.decoder_layers)]
+      self.bridge_h = [nn.Dense(cfg.hidden_size, name=f"bridge_h_{i}")
+                       for i in range(cfg.decoder_layers)]
+    self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.output_layer = nn.Dense(cfg.target_vocab_size, dtype=dtype, name="output_layer")
+
+  def encode(self, inputs_BxS: jax.Array, input_lengths_B: jax.Array,
+             deterministic: bool = True) -> list[Carry]:
+    """The decoder's initial state: one (c, h) per decoder layer, from the encoder's final state.
+
+    Decoder layer i starts from encoder layer min(i, encoder_layers - 1).
+    """
+    emb_BxSxE = self.dropout(self.source_inputs(inputs_BxS), deterministic=deterministic)
+    final_carries, _ = self.encoder(emb_BxSxE, input_lengths_B, deterministic=deterministic)
+    carries = []
+    for i in range(self.config.decoder_layers):
+      c_BxH, h_BxH = final_carries[min(i, self.config.encoder_layers - 1)]
+      if self.config.bidirectional:
+        c_BxH, h_BxH = self.bridge_c[i](c_BxH), jnp.tanh(self.bridge_h[i](h_BxH))
+      carries.append((c_BxH, h_BxH))
+    return carries
+
+  def decode(self, carries: list[Carry], decoder_inputs_BxT: jax.Array,
+             deterministic: bool = True) -> jax.Array:
+    """Teacher-forced logits_BxTxV for all positions at once."""
+    emb_BxTxE = self.dropout(self.target_inputs(decoder_inputs_BxT), deterministic=deterministic)
+    lengths_B = jnp.full(decoder_inputs_BxT.shape[:1], decoder_inputs_BxT.shape[1])
+    _, out_BxTxH = self.decoder(emb_BxTxE, lengths_B, carries, deterministic=deterministic)
+    out_BxTxH = self.dropout(out_BxTxH, deterministic=deterministic)
+    return self.output_layer(out_BxTxH).astype(jnp.float32)
+
+  def decode_step(self, carries: list[Carry], tokens_B: jax.Array) -> tuple[list[Carry], jax.Array]:
+    """One decoding step: previous tokens in, (new state, logits_BxV) out."""
+    carries, out_BxH = self.decoder.step(carries, self.target_inputs(tokens_B))
+    return carries, self.output_layer(out_BxH).astype(jnp.float32)
+
+  def __call__(self, inputs_BxS: jax.Array, input_lengths_B: jax.Array, targets_BxT: jax.Array,
+               deterministic: bool = True) -> jax.Array:
+    """Teacher forcing: the decoder reads BOS + targets[:-1] and predicts targets."""
+    carries = self.encode(inputs_BxS, input_lengths_B, deterministic)
+    return self.decode(carries, shift_right(targets_BxT), deterministic)

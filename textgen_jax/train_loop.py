@@ -1,0 +1,111 @@
+"""The training loop shared by every model family: resume, step, log, evaluate, checkpoint.
+
+A model family describes itself as a `Task`; `train` does the rest. The loop reads top to
+bottom; each concern (evaluation, logging, checkpoints) is a small helper.
+"""
+
+import dataclasses
+import math
+import os
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from textgen_jax import metrics as metrics_lib
+from textgen_jax.checkpointing import Checkpointer
+from textgen_jax.data.batching import Batch, BucketedBatches
+from textgen_jax.errors import TextgenError
+from textgen_jax.training import (LossFn, TrainState, create_train_state, jit_eval_step,
+                                  jit_train_step, make_optimizer)
+
+
+@dataclasses.dataclass
+class Task:
+  """What the loop needs to know about a model family and its data."""
+
+  init_params: Callable[[jax.Array], Any]  # rng -> params
+  loss_fn: LossFn  # (params, batch, rng, deterministic) -> (loss, metric sums)
+  train_batches: BucketedBatches
+  valid_batches: Sequence[Batch]
+  describe_examples: Callable[[Any], list[str]] = lambda params: []  # Held-out samples to print.
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(workdir, "checkpoints")
+
+
+def evaluate(eval_step: Callable, params: Any, batches: Sequence[Batch]) -> dict[str, float]:
+  """Metrics summed over all batches, then summarised."""
+  totals = None
+  for batch in batches:
+    sums = eval_step(params, batch)
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  return metrics_lib.summarize(jax.device_get(totals))
+
+
+def _train_record(sums: dict[str, Any], num_steps: int, step: int) -> dict[str, float]:
+  """Host-side summary of accumulated train sums; stops the run on a non-finite loss."""
+  sums = jax.device_get(sums)
+  record = {f"train_{k}": v for k, v in metrics_lib.summarize(sums).items()}
+  record["grad_norm"] = float(sums["grad_norm"]) / num_steps
+  record["param_norm"] = float(sums["param_norm"]) / num_steps
+  if not math.isfinite(record["train_loss"]) or not math.isfinite(record["grad_norm"]):
+    raise TextgenError(f"non-finite loss or gradient by step {step}; stopping. The last good "
+                       "checkpoint is kept: lower --config.opt.learning_rate and rerun to resume")
+  return record
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainState:
+  """Trains to config.train.num_steps, resuming from the latest checkpoint in workdir."""
+  train_cfg = config.train
+  params_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
+  state = create_train_state(None, task.init_params(params_rng),
+                             make_optimizer(config.opt, train_cfg.num_steps))
+  checkpointer = Checkpointer(checkpoint_dir(workdir), train_cfg.checkpoint_every,
+                              train_cfg.keep_checkpoints)
+  if checkpointer.latest_step() is not None:
+    state = checkpointer.restore(state)
+    print(f"Resuming from the checkpoint at step {int(state.step)} in {workdir}")
+  writer = metrics_lib.MetricWriter(workdir)
+  writer.truncate_after(int(state.step))
+
+  train_step, eval_step = jit_train_step(task.loss_fn), jit_eval_step(task.loss_fn)
+  start_step, accumulated, accumulated_steps = int(state.step), None, 0
+  progress = tqdm(range(start_step, train_cfg.num_steps), initial=start_step,
+                  total=train_cfg.num_steps, desc="train", dynamic_ncols=True)
+  for step in progress:
+    state, sums = train_step(state, task.train_batches.batch_at(step), dropout_rng)
+    accumulated = sums if accumulated is None else jax.tree.map(jnp.add, accumulated, sums)
+    accumulated_steps += 1
+    done = step + 1
+    is_last = done == train_cfg.num_steps
+    if done % train_cfg.log_every == 0 or is_last:
+      record = _train_record(accumulated, accumulated_steps, done)
+      writer.write(done, record)
+      progress.set_postfix(loss=f"{record['train_loss']:.3f}",
+                           acc=f"{record['train_token_accuracy']:.3f}")
+      accumulated, accumulated_steps = None, 0
+    if done % train_cfg.eval_every == 0 or is_last:
+      _evaluate_and_report(eval_step, state.params, task, writer, done, progress)
+    checkpointer.save(state, force=is_last)
+  progress.close()
+  checkpointer.save(state, force=True)
+  checkpointer.close()
+  records = writer.read()
+  if records:
+    metrics_lib.plot_loss_curves(records, os.path.join(workdir, "loss_curve.png"))
+  return state
+
+
+def _evaluate_and_report(eval_step: Callable, params: Any, task: Task,
+                         writer: metrics_lib.MetricWriter, step: int, progress: tqdm) -> None:
+  summary = evaluate(eval_step, params, task.valid_batches)
+  writer.write(step, {f"valid_{k}": v for k, v in summary.items()})
+  lines = [f"step {step}: valid loss {summary['loss']:.3f}, perplexity {summary['perplexity']:.2f}"
+           f", token accuracy {summary['token_accuracy']:.3f}, "
+           f"exact match {summary['exact_match']:.3f}"]
+  progress.write("\n".join(lines + task.describe_examples(params)))

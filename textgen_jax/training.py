@@ -1,0 +1,84 @@
+"""Optimiser, train state, and the pure train and eval steps shared by every model family.
+
+A model family supplies a `loss_fn(params, batch, rng, deterministic) -> (loss, metric_sums)`;
+these steps differentiate it, clip, update, and return on-device metric sums.
+"""
+
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax.training import train_state
+
+from textgen_jax.errors import TextgenError
+
+LossFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+TrainState = train_state.TrainState
+
+
+def make_learning_rate_schedule(opt: ml_collections.ConfigDict,
+                                num_steps: int) -> optax.Schedule:
+  """Linear warmup, then constant, cosine or inverse-square-root decay."""
+  warmup = optax.linear_schedule(0.0, opt.learning_rate, max(opt.warmup_steps, 1))
+  if opt.schedule == "constant":
+    decay = optax.constant_schedule(opt.learning_rate)
+  elif opt.schedule == "cosine":
+    decay = optax.cosine_decay_schedule(opt.learning_rate,
+                                        max(num_steps - opt.warmup_steps, 1), alpha=0.1)
+  elif opt.schedule == "rsqrt":
+    warmup_steps = max(opt.warmup_steps, 1)
+    decay = lambda step: opt.learning_rate * jnp.sqrt(warmup_steps / (step + warmup_steps))
+  else:
+    raise TextgenError(f"--config.opt.schedule={opt.schedule!r}: choose constant, cosine or rsqrt")
+  return optax.join_schedules([warmup, decay], [opt.warmup_steps])
+
+
+def make_optimizer(opt: ml_collections.ConfigDict, num_steps: int) -> optax.GradientTransformation:
+  """Gradient clipping by global norm, then Adam, AdamW or SGD on the schedule."""
+  learning_rate = make_learning_rate_schedule(opt, num_steps)
+  if opt.name == "adam":
+    optimizer = optax.adam(learning_rate, b1=opt.b1, b2=opt.b2)
+  elif opt.name == "adamw":
+    optimizer = optax.adamw(learning_rate, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay)
+  elif opt.name == "sgd":
+    optimizer = optax.sgd(learning_rate, momentum=opt.b1 or None)
+  else:
+    raise TextgenError(f"--config.opt.name={opt.name!r}: choose adam, adamw or sgd")
+  if opt.grad_clip_norm:
+    return optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), optimizer)
+  return optimizer
+
+
+def create_train_state(apply_fn: Callable, params: Any,
+                       optimizer: optax.GradientTransformation) -> TrainState:
+  return TrainState.create(apply_fn=apply_fn, params=params, tx=optimizer)
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
+               loss_fn: LossFn) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One update. `rng` is the run's dropout key; folding in the step makes each step's own."""
+  step_rng = jax.random.fold_in(rng, state.step)
+  grad_fn = jax.value_and_grad(functools.partial(loss_fn, deterministic=False), has_aux=True)
+  (_, metric_sums), grads = grad_fn(state.params, batch, step_rng)
+  state = state.apply_gradients(grads=grads)
+  metric_sums["grad_norm"] = optax.global_norm(grads)
+  metric_sums["param_norm"] = optax.global_norm(state.params)
+  return state, metric_sums
+
+
+def eval_step(params: Any, batch: dict[str, jax.Array], *, loss_fn: LossFn) -> dict[str, jax.Array]:
+  """Metric sums on one batch, no dropout."""
+  _, metric_sums = loss_fn(params, batch, jax.random.key(0), deterministic=True)
+  return metric_sums
+
+
+def jit_train_step(loss_fn: LossFn) -> Callable:
+  """The compiled step; the old state's buffers are donated to the new one."""
+  return jax.jit(functools.partial(train_step, loss_fn=loss_fn), donate_argnames=("state",))
+
+
+def jit_eval_step(loss_fn: LossFn) -> Callable:
+  return jax.jit(functools.partial(eval_step, loss_fn=loss_fn))

@@ -1,0 +1,309 @@
+"""Sequence-to-sequence translation end to end: data, training, and a text-in/text-out Translator.
+
+The short path for notebooks and scripts:
+
+  from textgen_jax import translation
+  translator = translation.fit("pairs.tsv", workdir="runs/fr", num_steps=2000)
+  translator.translate(["Go.", "Hello!"])          # -> ["va !", "salut !"]
+  translator = translation.Translator.load("runs/fr")
+
+A workdir holds config.json, source_vocab.json, target_vocab.json, checkpoints/, metrics.jsonl
+and loss_curve.png.
+"""
+
+import functools
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from textgen_jax import decoding, train_loop
+from textgen_jax.checkpointing import Checkpointer
+from textgen_jax.config import check_positive, seq2seq_config
+from textgen_jax.data import batching, readers
+from textgen_jax.data.tokenizers import Tokenizer, make_tokenizer, tokenizer_from_config
+from textgen_jax.data.vocab import Vocabulary, load_vocabulary
+from textgen_jax.errors import TextgenError
+from textgen_jax.losses import sequence_metric_sums, token_cross_entropy
+from textgen_jax.models.seq2seq import Seq2Seq, Seq2SeqConfig
+
+CONFIG_FILE, SOURCE_VOCAB_FILE, TARGET_VOCAB_FILE = (
+    "config.json", "source_vocab.json", "target_vocab.json")
+# Config sections whose change makes an existing checkpoint meaningless.
+_MUST_MATCH_ON_RESUME = ("data", "model", "seed")
+
+
+def build_model(model_cfg: ml_collections.ConfigDict, source_vocab: Vocabulary,
+                target_vocab: Vocabulary) -> Seq2Seq:
+  return Seq2Seq(Seq2SeqConfig(source_vocab_size=len(source_vocab),
+                               target_vocab_size=len(target_vocab), **model_cfg.to_dict()))
+
+
+def seq2seq_loss(params: Any, batch: batching.Batch, rng: jax.Array, deterministic: bool, *,
+                 model: Seq2Seq, label_smoothing: float = 0.0) -> tuple[jax.Array, dict]:
+  """Mean masked cross-entropy per target token (EOS included, PAD excluded), and metric sums."""
+  logits_BxTxV = model.apply(params, batch["inputs"], batch["input_lengths"], batch["targets"],
+                             deterministic=deterministic, rngs={"dropout": rng})
+  nll_BxT = token_cross_entropy(logits_BxTxV, batch["targets"])
+  sums = sequence_metric_sums(logits_BxTxV, batch["targets"], nll_BxT)
+  if label_smoothing:
+    objective_BxT = token_cross_entropy(logits_BxTxV, batch["targets"], label_smoothing)
+    objective_sum = jnp.sum(objective_BxT * (batch["targets"] != 0))
+  else:
+    objective_sum = sums["nll_sum"]
+  return objective_sum / jnp.maximum(sums["tokens"], 1.0), sums
+
+
+def greedy_translate(params: Any, inputs_BxS: jax.Array, input_lengths_B: jax.Array, *,
+                     model: Seq2Seq, max_len: int) -> jax.Array:
+  """Encode, then greedy-decode up to max_len tokens; one compiled program per shape."""
+  carries = model.apply(params, inputs_BxS, input_lengths_B, method=Seq2Seq.encode)
+  step_fn = lambda carries, tokens_B: model.apply(params, carries, tokens_B,
+                                                  method=Seq2Seq.decode_step)
+  return decoding.greedy_decode(step_fn, carries, inputs_BxS.shape[0], max_len)
+
+
+def sample_translate(params: Any, inputs_BxS: jax.Array, input_lengths_B: jax.Array,
+                     rng: jax.Array, *, model: Seq2Seq, max_len: int,
+                     temperature: float) -> jax.Array:
+  """Encode, then sample each token from softmax(logits / temperature)."""
+  carries = model.apply(params, inputs_BxS, input_lengths_B, method=Seq2Seq.encode)
+  step_fn = lambda carries, tokens_B: model.apply(params, carries, tokens_B,
+                                                  method=Seq2Seq.decode_step)
+  return decoding.sample_decode(step_fn, carries, inputs_BxS.shape[0], max_len, rng, temperature)
+
+
+class Translator:
+  """Text in, text out with a trained seq2seq model; batched and compiled per bucket shape."""
+
+  def __init__(self, config: ml_collections.ConfigDict, model: Seq2Seq, params: Any,
+               tokenizer: Tokenizer, source_vocab: Vocabulary, target_vocab: Vocabulary):
+    self.config, self.model, self.params = config, model, params
+    self.tokenizer, self.source_vocab, self.target_vocab = tokenizer, source_vocab, target_vocab
+    self.max_len = config.data.max_len
+    self._lengths = batching.bucket_lengths(self.max_len, config.data.num_buckets)
+    decode_len = self.max_len + 1  # Room for EOS after a longest sentence.
+    self._greedy = jax.jit(functools.partial(greedy_translate, model=model, max_len=decode_len))
+    self._sample = jax.jit(functools.partial(sample_translate, model=model, max_len=decode_len),
+                           static_argnames=("temperature",))
+
+  def translate(self, texts: Sequence[str], batch_size: int = 256,
+                temperature: float | None = None, rng: jax.Array | None = None) -> list[str]:
+    """One output per input. Greedy by default; with temperature, sampled with `rng`.
+
+    Unknown tokens map to UNK; inputs longer than data.max_len tokens are cut (counted on stderr).
+    Inputs are sorted by length and batched so a file of thousands takes few compiled calls.
+    """
+    if temperature is not None and rng is None:
+      raise TextgenError("sampling with a temperature needs an explicit rng key")
+    if batch_size < 1:
+      raise TextgenError(f"batch_size must be at least 1, got {batch_size}")
+    ids, num_cut = batching.encode_texts(texts, self.tokenizer, self.source_vocab, self.max_len)
+    if num_cut:
+      print(f"note: cut {num_cut} of {len(texts)} inputs to data.max_len={self.max_len} tokens",
+            file=sys.stderr)
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    outputs = [""] * len(texts)
+    for start in range(0, len(order), batch_size):
+      rows = order[start:start + batch_size]
+      padded_size = min(batch_size, 1 << (len(rows) - 1).bit_length())  # Few distinct shapes.
+      length = next(n for n in self._lengths if n >= max(len(ids[i]) for i in rows))
+      batch = batching.pad_batch([ids[i] for i in rows], [ids[i][:0] for i in rows], padded_size,
+                                 max(length, 1))
+      if temperature is None:
+        tokens_BxL = self._greedy(self.params, batch["inputs"], batch["input_lengths"])
+      else:
+        tokens_BxL = self._sample(self.params, batch["inputs"], batch["input_lengths"],
+                                  jax.random.fold_in(rng, start), temperature=temperature)
+      for row, tokens in zip(rows, np.asarray(tokens_BxL)):
+        outputs[row] = self.tokenizer.detokenize(self.target_vocab.decode(tokens))
+    return outputs
+
+  def describe(self, pairs: Sequence[tuple[str, str]]) -> list[str]:
+    """Source, reference and model output of each pair, for printing."""
+    outputs = self.translate([source for source, _ in pairs])
+    return [f"  {source!r} -> {output!r} (reference {target!r})"
+            for (source, target), output in zip(pairs, outputs)]
+
+  def save(self, directory: str, step: int = 0) -> None:
+    """Writes an inference-only copy (config, vocabularies, parameters) loadable by `load`."""
+    os.makedirs(directory, exist_ok=True)
+    _write_assets(directory, self.config, self.tokenizer, self.source_vocab, self.target_vocab)
+    checkpointer = Checkpointer(train_loop.checkpoint_dir(directory))
+    checkpointer.save_params(self.params, step)
+    checkpointer.close()
+
+  @classmethod
+  def load(cls, workdir: str) -> "Translator":
+    """The translator in a workdir (or a `save`d directory), at its latest checkpoint."""
+    if not os.path.isdir(train_loop.checkpoint_dir(workdir)):
+      raise TextgenError(f"{workdir}: no checkpoint found; train one with "
+                         f"experiments/train_seq2seq.py --workdir={workdir}")
+    config = read_config(workdir)
+    source_vocab, tokenizer_cfg = load_vocabulary(os.path.join(workdir, SOURCE_VOCAB_FILE))
+    target_vocab, _ = load_vocabulary(os.path.join(workdir, TARGET_VOCAB_FILE))
+    tokenizer = tokenizer_from_config(tokenizer_cfg)
+    model = build_model(config.model, source_vocab, target_vocab)
+    params_shape = jax.eval_shape(functools.partial(init_params, model), jax.random.key(0))
+    checkpointer = Checkpointer(train_loop.checkpoint_dir(workdir))
+    params = checkpointer.restore_params(params_shape)
+    checkpointer.close()
+    return cls(config, model, params, tokenizer, source_vocab, target_vocab)
+
+
+def init_params(model: Seq2Seq, rng: jax.Array) -> Any:
+  inputs_BxS = jnp.zeros((1, 2), jnp.int32)
+  return model.init(rng, inputs_BxS, jnp.ones((1,), jnp.int32), inputs_BxS)
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, CONFIG_FILE)
+  try:
+    with open(path, encoding="utf-8") as f:
+      return ml_collections.ConfigDict(json.load(f))
+  except FileNotFoundError:
+    raise TextgenError(f"{path}: not found; is {workdir} a textgen-jax workdir?") from None
+  except json.JSONDecodeError as e:
+    raise TextgenError(f"{path}: not valid JSON ({e})") from None
+
+
+def _write_assets(directory: str, config: ml_collections.ConfigDict, tokenizer: Tokenizer,
+                  source_vocab: Vocabulary, target_vocab: Vocabulary) -> None:
+  source_vocab.save(os.path.join(directory, SOURCE_VOCAB_FILE), tokenizer.to_config())
+  target_vocab.save(os.path.join(directory, TARGET_VOCAB_FILE), tokenizer.to_config())
+  tmp_path = os.path.join(directory, CONFIG_FILE + ".tmp")
+  with open(tmp_path, "w", encoding="utf-8") as f:
+    f.write(config.to_json(indent=2))
+  os.replace(tmp_path, os.path.join(directory, CONFIG_FILE))
+
+
+def _check_resumable(workdir: str, config: ml_collections.ConfigDict, source_vocab: Vocabulary,
+                     target_vocab: Vocabulary) -> None:
+  """A workdir with checkpoints must have been made by the same data and model settings."""
+  saved = read_config(workdir).to_dict()
+  current = json.loads(config.to_json())
+  for section in _MUST_MATCH_ON_RESUME:
+    if saved.get(section) != current.get(section):
+      differing = section if not isinstance(current.get(section), dict) else ", ".join(
+          f"{section}.{k}" for k in sorted(current[section])
+          if saved.get(section, {}).get(k) != current[section][k])
+      raise TextgenError(f"{workdir} holds checkpoints of a run with other settings ({differing} "
+                         "differ from its config.json); use a new --workdir or the same config")
+  for filename, vocab in ((SOURCE_VOCAB_FILE, source_vocab), (TARGET_VOCAB_FILE, target_vocab)):
+    saved_vocab, _ = load_vocabulary(os.path.join(workdir, filename))
+    if saved_vocab != vocab:
+      raise TextgenError(f"{os.path.join(workdir, filename)}: the checkpoint's vocabulary does not "
+                         "match the one built from the current data; use a new --workdir")
+
+
+def load_pairs(data_cfg: ml_collections.ConfigDict, seed: int) -> tuple[list, list]:
+  """(train pairs, validation pairs) from data.train_path and data.valid_path or a seeded split."""
+  pairs, _ = readers.read_pairs(data_cfg.train_path, data_cfg.skip_malformed)
+  if data_cfg.max_examples:
+    pairs = pairs[:data_cfg.max_examples]
+  if data_cfg.valid_path:
+    valid_pairs, _ = readers.read_pairs(data_cfg.valid_path, data_cfg.skip_malformed)
+    return pairs, valid_pairs
+  train_idx, valid_idx = batching.split_indices(len(pairs), data_cfg.valid_fraction, seed)
+  return [pairs[i] for i in train_idx], [pairs[i] for i in valid_idx]
+
+
+def _encode_pairs(pairs: Sequence[tuple[str, str]], tokenizer: Tokenizer,
+                  source_vocab: Vocabulary, target_vocab: Vocabulary,
+                  data_cfg: ml_collections.ConfigDict, what: str) -> tuple[list, list]:
+  sources, num_cut_sources = batching.encode_texts(
+      [s for s, _ in pairs], tokenizer, source_vocab, data_cfg.max_len, data_cfg.too_long,
+      f"{what} source")
+  targets, num_cut_targets = batching.encode_texts(
+      [t for _, t in pairs], tokenizer, target_vocab, data_cfg.max_len, data_cfg.too_long,
+      f"{what} target")
+  if num_cut_sources or num_cut_targets:
+    print(f"{what}: truncated {num_cut_sources} sources and {num_cut_targets} targets of "
+          f"{len(pairs)} pairs to data.max_len={data_cfg.max_len} tokens")
+  return sources, targets
+
+
+def _validate(config: ml_collections.ConfigDict) -> None:
+  check_positive(config, ["data.max_len", "data.batch_size", "data.num_buckets", "data.min_count",
+                          "model.embed_dim", "model.hidden_size", "model.encoder_layers",
+                          "model.decoder_layers", "opt.learning_rate", "train.num_steps",
+                          "train.log_every", "train.eval_every", "train.checkpoint_every",
+                          "train.keep_checkpoints"])
+  if config.model.input_encoding not in ("embedding", "one_hot"):
+    raise TextgenError(f"--config.model.input_encoding={config.model.input_encoding!r}: "
+                       "choose embedding or one_hot")
+  if config.model.dtype not in ("float32", "bfloat16"):
+    raise TextgenError(f"--config.model.dtype={config.model.dtype!r}: choose float32 or bfloat16")
+  if not 0.0 <= config.model.dropout_rate < 1.0:
+    raise TextgenError(f"--config.model.dropout_rate must be in [0, 1), "
+                       f"got {config.model.dropout_rate}")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Translator:
+  """Trains (or resumes) a translator in workdir; prints held-out metrics and examples."""
+  _validate(config)
+  data_cfg = config.data
+  train_pairs, valid_pairs = load_pairs(data_cfg, config.seed)
+  tokenizer = make_tokenizer(data_cfg.tokenizer, data_cfg.lowercase)
+  source_vocab, target_vocab = (
+      Vocabulary.build([tokenizer.tokenize(pair[side]) for pair in train_pairs],
+                       data_cfg.min_count, data_cfg.max_size or None) for side in (0, 1))
+  print(f"{len(train_pairs)} training and {len(valid_pairs)} validation pairs; vocabularies: "
+        f"{len(source_vocab)} source and {len(target_vocab)} target {data_cfg.tokenizer} tokens")
+
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise TextgenError(f"--workdir={workdir}: cannot create it ({e.strerror})") from None
+  if os.path.isdir(train_loop.checkpoint_dir(workdir)) and os.listdir(
+      train_loop.checkpoint_dir(workdir)):
+    _check_resumable(workdir, config, source_vocab, target_vocab)
+  _write_assets(workdir, config, tokenizer, source_vocab, target_vocab)
+
+  lengths = batching.bucket_lengths(data_cfg.max_len, data_cfg.num_buckets)
+  train_batches = batching.BucketedBatches(
+      *_encode_pairs(train_pairs, tokenizer, source_vocab, target_vocab, data_cfg, "train"),
+      data_cfg.batch_size, lengths, config.seed)
+  valid_batches = batching.BucketedBatches(
+      *_encode_pairs(valid_pairs, tokenizer, source_vocab, target_vocab, data_cfg, "valid"),
+      data_cfg.batch_size, lengths, shuffle=False).epoch(0)
+  if config.train.max_eval_batches:
+    valid_batches = valid_batches[:config.train.max_eval_batches]
+
+  model = build_model(config.model, source_vocab, target_vocab)
+  translator = Translator(config, model, None, tokenizer, source_vocab, target_vocab)
+
+  def describe_examples(params):
+    translator.params = params
+    return translator.describe(valid_pairs[:config.train.num_examples_to_print])
+
+  task = train_loop.Task(
+      init_params=functools.partial(init_params, model),
+      loss_fn=functools.partial(seq2seq_loss, model=model,
+                                label_smoothing=config.train.label_smoothing),
+      train_batches=train_batches, valid_batches=valid_batches,
+      describe_examples=describe_examples)
+  state = train_loop.train(config, workdir, task)
+  translator.params = state.params
+  return translator
+
+
+def fit(train_path: str, workdir: str, config: ml_collections.ConfigDict | None = None,
+        **train_overrides: Any) -> Translator:
+  """Trains on a TSV file of pairs with the default config (or `config`); returns a Translator.
+
+  Keyword arguments override `config.train` fields, e.g. `fit(path, workdir, num_steps=500)`.
+  """
+  config = seq2seq_config() if config is None else ml_collections.ConfigDict(config.to_dict())
+  config.data.train_path = train_path
+  for name, value in train_overrides.items():
+    if name not in config.train:
+      raise TextgenError(f"fit() got an unknown train setting {name!r}; "
+                         f"known: {sorted(config.train.keys())}")
+    config.train[name] = value
+  return train_and_evaluate(config, workdir)
