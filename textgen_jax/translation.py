@@ -121,7 +121,8 @@ class Translator:
         tokens_BxL = self._sample(self.params, batch["inputs"], batch["input_lengths"],
                                   jax.random.fold_in(rng, start), temperature=temperature)
       for row, tokens in zip(rows, np.asarray(tokens_BxL)):
-        outputs[row] = self.tokenizer.detokenize(self.target_vocab.decode(tokens))
+        if len(ids[row]):  # An empty sentence translates to an empty sentence.
+          outputs[row] = self.tokenizer.detokenize(self.target_vocab.decode(tokens))
     return outputs
 
   def describe(self, pairs: Sequence[tuple[str, str]]) -> list[str]:

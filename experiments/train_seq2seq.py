@@ -1,0 +1,30 @@
+r"""Trains an LSTM encoder-decoder on sentence pairs; resumes from the workdir's last checkpoint.
+
+  python experiments/train_seq2seq.py --workdir=runs/fr_en
+  python experiments/train_seq2seq.py --config=experiments/configs/seq2seq_char.py \
+      --config.data.train_path=pairs.tsv --config.train.num_steps=3000 --workdir=runs/mine
+"""
+
+import os
+
+from absl import flags
+from ml_collections import config_flags
+
+from textgen_jax import cli, translation
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(os.path.dirname(__file__), "configs", "seq2seq_default.py"),
+    "Config file; override fields with --config.<section>.<field>=value.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, vocabularies, metrics.",
+                               required=True)
+
+
+def main(argv):
+  del argv
+  translation.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  print(f"Done. Translate with: python experiments/translate.py --workdir={_WORKDIR.value} "
+        "'Go.' 'Hello!'")
+
+
+if __name__ == "__main__":
+  cli.run(main)
