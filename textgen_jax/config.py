@@ -28,7 +28,7 @@ def seq2seq_config() -> ml_collections.ConfigDict:
   config.data.lowercase = True  # Lowercase both sides before tokenising.
   config.data.max_len = 16  # Most tokens per sentence, EOS not counted.
   config.data.too_long = "truncate"  # Longer sentences: "truncate" (and count) or "error".
-  config.data.min_count = 1  # Tokens seen fewer times in training data map to UNK.
+  config.data.min_count = 2  # Tokens seen fewer times in training data map to UNK.
   config.data.max_size = 0  # Largest vocabulary per side, specials included (0: no limit).
   config.data.num_buckets = 4  # Padded lengths compiled for: few buckets, few compilations.
   config.data.batch_size = 64

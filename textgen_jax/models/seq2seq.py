@@ -6,7 +6,6 @@ differ (a bidirectional encoder, or different hidden sizes) a Dense "bridge" pro
 """
 
 import dataclasses
-from typing import Any
 
 import flax.linen as nn
 import jax
