@@ -7,6 +7,7 @@ bottom; each concern (evaluation, logging, checkpoints) is a small helper.
 import dataclasses
 import math
 import os
+import sys
 from typing import Any, Callable, Sequence
 
 import jax
@@ -75,7 +76,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainS
   train_step, eval_step = jit_train_step(task.loss_fn), jit_eval_step(task.loss_fn)
   start_step, accumulated, accumulated_steps = int(state.step), None, 0
   progress = tqdm(range(start_step, train_cfg.num_steps), initial=start_step,
-                  total=train_cfg.num_steps, desc="train", dynamic_ncols=True)
+                  total=train_cfg.num_steps, desc="train", dynamic_ncols=True,
+                  mininterval=1.0 if sys.stderr.isatty() else 60.0)  # Quiet in log files.
   for step in progress:
     state, sums = train_step(state, task.train_batches.batch_at(step), dropout_rng)
     accumulated = sums if accumulated is None else jax.tree.map(jnp.add, accumulated, sums)
