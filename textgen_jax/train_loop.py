@@ -31,7 +31,9 @@ class Task:
   loss_fn: LossFn  # (params, batch, rng, deterministic) -> (loss, metric sums)
   train_batches: BucketedBatches
   valid_batches: Sequence[Batch]
-  describe_examples: Callable[[Any], list[str]] = lambda params: []  # Held-out samples to print.
+  # Held-out generation: params -> (metrics such as greedy exact match, lines to print).
+  evaluate_generation: Callable[[Any], tuple[dict[str, float], list[str]]] = (
+      lambda params: ({}, []))
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -105,8 +107,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainS
 def _evaluate_and_report(eval_step: Callable, params: Any, task: Task,
                          writer: metrics_lib.MetricWriter, step: int, progress: tqdm) -> None:
   summary = evaluate(eval_step, params, task.valid_batches)
+  generation_metrics, example_lines = task.evaluate_generation(params)
+  summary.update(generation_metrics)
   writer.write(step, {f"valid_{k}": v for k, v in summary.items()})
-  lines = [f"step {step}: valid loss {summary['loss']:.3f}, perplexity {summary['perplexity']:.2f}"
-           f", token accuracy {summary['token_accuracy']:.3f}, "
-           f"exact match {summary['exact_match']:.3f}"]
-  progress.write("\n".join(lines + task.describe_examples(params)))
+  header = f"step {step}, held-out: " + ", ".join(f"{k} {v:.4g}" for k, v in summary.items())
+  progress.write("\n".join([header] + example_lines))

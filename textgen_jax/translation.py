@@ -125,11 +125,15 @@ class Translator:
           outputs[row] = self.tokenizer.detokenize(self.target_vocab.decode(tokens))
     return outputs
 
-  def describe(self, pairs: Sequence[tuple[str, str]]) -> list[str]:
-    """Source, reference and model output of each pair, for printing."""
+  def evaluate(self, pairs: Sequence[tuple[str, str]],
+               num_to_print: int = 0) -> tuple[dict[str, float], list[str]]:
+    """Greedy exact match against normalised references, and the first pairs as text lines."""
     outputs = self.translate([source for source, _ in pairs])
-    return [f"  {source!r} -> {output!r} (reference {target!r})"
-            for (source, target), output in zip(pairs, outputs)]
+    references = [self.tokenizer.detokenize(self.tokenizer.tokenize(t)) for _, t in pairs]
+    exact = np.mean([out == ref for out, ref in zip(outputs, references)])
+    lines = [f"  {source!r} -> {output!r} (reference {reference!r})"
+             for (source, _), output, reference in zip(pairs, outputs, references)][:num_to_print]
+    return {"greedy_exact_match": float(exact)}, lines
 
   def save(self, directory: str, step: int = 0) -> None:
     """Writes an inference-only copy (config, vocabularies, parameters) loadable by `load`."""
@@ -279,16 +283,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Trans
   model = build_model(config.model, source_vocab, target_vocab)
   translator = Translator(config, model, None, tokenizer, source_vocab, target_vocab)
 
-  def describe_examples(params):
+  def evaluate_generation(params):
     translator.params = params
-    return translator.describe(valid_pairs[:config.train.num_examples_to_print])
+    return translator.evaluate(valid_pairs[:config.train.max_greedy_eval_pairs],
+                               config.train.num_examples_to_print)
 
   task = train_loop.Task(
       init_params=functools.partial(init_params, model),
       loss_fn=functools.partial(seq2seq_loss, model=model,
                                 label_smoothing=config.train.label_smoothing),
       train_batches=train_batches, valid_batches=valid_batches,
-      describe_examples=describe_examples)
+      evaluate_generation=evaluate_generation)
   state = train_loop.train(config, workdir, task)
   translator.params = state.params
   return translator

@@ -1,0 +1,241 @@
+"""Tests for textgen_jax.models.lstm and textgen_jax.models.seq2seq.
+
+Padding invariance (padded and unpadded batches agree), teacher-forcing shift and causality,
+and agreement between the teacher-forced pass and one-token decoding steps.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from textgen_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID
+from textgen_jax.losses import token_cross_entropy
+from textgen_jax.models import lstm
+from textgen_jax.models.seq2seq import Seq2Seq, Seq2SeqConfig, shift_right
+from textgen_jax.translation import init_params
+
+B, S, T, E, H, V = 3, 7, 7, 8, 16, 11  # Two real rows and one all-PAD filler row.
+FIRST_REAL_ID = 4  # Ids 0-3 are PAD, BOS, EOS, UNK.
+
+ENCODER_VARIANTS = {
+    "uni-2layer": dict(bidirectional=False, encoder_layers=2, decoder_layers=2),
+    "bi-2layer": dict(bidirectional=True, encoder_layers=2, decoder_layers=2),
+    "bi-3layer-onehot": dict(bidirectional=True, encoder_layers=3, decoder_layers=2,
+                             input_encoding="one_hot"),
+}
+
+# Two examples of different lengths (target lengths count the EOS).
+SOURCES = [np.array([4, 5, 6], np.int32), np.array([7, 8, 9, 10, 4], np.int32)]
+TARGETS = [np.array([5, 6, EOS_ID], np.int32), np.array([7, 8, 9, 10, EOS_ID], np.int32)]
+LENGTHS = np.array([3, 5, 0], np.int32)
+
+
+def make_model(**config_kwargs) -> Seq2Seq:
+  return Seq2Seq(Seq2SeqConfig(source_vocab_size=V, target_vocab_size=V, embed_dim=E,
+                               hidden_size=H, **config_kwargs))
+
+
+def random_params(model, seed=0):
+  """Parameters of the model's shapes, drawn on the host: no init program to compile.
+
+  Any values exercise the model math these tests check; init_params itself is exercised by the
+  training and translation tests.
+  """
+  return random_like(jax.eval_shape(functools.partial(init_params, model), jax.random.key(0)),
+                     seed)
+
+
+def random_like(shapes, seed=0):
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda s: jnp.asarray(0.4 * rng.standard_normal(s.shape), s.dtype), shapes)
+
+
+# Modules are hashable, so these compile once per (model config, shape) for the whole module.
+@functools.partial(jax.jit, static_argnums=0)
+def forward(model, params, inputs, lengths, targets):
+  """(encoder final state, teacher-forced logits)."""
+  carries = model.apply(params, inputs, lengths, method=Seq2Seq.encode)
+  return carries, model.apply(params, inputs, lengths, targets)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def decode_step(model, params, carries, tokens):
+  return model.apply(params, carries, tokens, method=Seq2Seq.decode_step)
+
+
+def per_sequence_nll(logits, targets):
+  """Summed cross-entropy of each row's non-PAD targets."""
+  nll = token_cross_entropy(logits, targets)
+  return np.asarray(jnp.sum(nll * (targets != PAD_ID), -1))
+
+
+@pytest.fixture(scope="module", params=list(ENCODER_VARIANTS), ids=list(ENCODER_VARIANTS))
+def model_and_params(request):
+  model = make_model(**ENCODER_VARIANTS[request.param])
+  return model, random_params(model)
+
+
+def pad_rows(rows, length, fill=PAD_ID, num_rows=B):
+  out = np.full((num_rows, length), fill, np.int32)
+  for i, row in enumerate(rows):
+    out[i, :len(row)] = row
+  return out
+
+
+def random_targets(seed, shape=(B, T)):
+  return np.random.default_rng(seed).integers(FIRST_REAL_ID, V, shape).astype(np.int32)
+
+
+def test_encoder_state_and_loss_are_padding_invariant(model_and_params):
+  model, params = model_and_params
+  alone = [forward(model, params, s[None], np.array([len(s)], np.int32), t[None])
+           for s, t in zip(SOURCES, TARGETS)]
+  targets = pad_rows(TARGETS, T)
+  for fill in (PAD_ID, FIRST_REAL_ID + 3):
+    # Whatever sits past a row's length must not matter: masking follows the lengths.
+    carries, logits = forward(model, params, pad_rows(SOURCES, S, fill), LENGTHS, targets)
+    assert len(carries) == model.config.decoder_layers
+    for layer, (c, h) in enumerate(carries):
+      assert c.shape == h.shape == (B, H)
+      for row in range(len(SOURCES)):
+        alone_c, alone_h = alone[row][0][layer]
+        np.testing.assert_allclose(c[row], alone_c[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(h[row], alone_h[0], rtol=1e-5, atol=1e-6)
+    alone_nll = [per_sequence_nll(l, t[None])[0] for (_, l), t in zip(alone, TARGETS)]
+    together_nll = per_sequence_nll(logits, targets)
+    np.testing.assert_allclose(together_nll[:2], alone_nll, rtol=1e-5, atol=1e-6)
+    assert together_nll[2] == 0.0  # The filler row counts nowhere.
+    assert all(x > 0 for x in alone_nll)
+
+
+def test_encoder_state_depends_on_every_real_token(model_and_params):
+  """The invariance test could pass with an encoder that ignores its input; this one cannot."""
+  model, params = model_and_params
+  inputs, targets = pad_rows(SOURCES, S), pad_rows(TARGETS, T)
+  reference, _ = forward(model, params, inputs, LENGTHS, targets)
+  for position in (0, len(SOURCES[0]) - 1):
+    changed = inputs.copy()
+    changed[0, position] = FIRST_REAL_ID + 6
+    carries, _ = forward(model, params, changed, LENGTHS, targets)
+    assert not np.allclose(carries[-1][1][0], reference[-1][1][0], atol=1e-6)
+    np.testing.assert_array_equal(carries[-1][1][1], reference[-1][1][1])
+
+
+def test_shift_right():
+  targets = jnp.array([[5, 6, 7, EOS_ID, PAD_ID], [8, EOS_ID, PAD_ID, PAD_ID, PAD_ID]], jnp.int32)
+  shifted = shift_right(targets)
+  np.testing.assert_array_equal(shifted, [[BOS_ID, 5, 6, 7, EOS_ID], [BOS_ID, 8, EOS_ID, 0, 0]])
+  assert shifted.dtype == targets.dtype and shifted.shape == targets.shape
+
+
+def test_logits_are_causal_in_the_targets(model_and_params):
+  model, params = model_and_params
+  inputs, targets = pad_rows(SOURCES, S), random_targets(0)
+  logits = np.asarray(forward(model, params, inputs, LENGTHS, targets)[1])
+  assert logits.shape == (B, T, V) and logits.dtype == np.float32
+  for t in range(T):
+    changed = targets.copy()
+    changed[:, t:] = (targets[:, t:] - FIRST_REAL_ID + 1) % (V - FIRST_REAL_ID) + FIRST_REAL_ID
+    changed_logits = np.asarray(forward(model, params, inputs, LENGTHS, changed)[1])
+    # Position t is predicted from BOS and targets[:t] only.
+    np.testing.assert_allclose(changed_logits[:, :t + 1], logits[:, :t + 1], rtol=1e-6, atol=1e-6)
+    if t + 1 < T:
+      assert not np.allclose(changed_logits[:, t + 1:], logits[:, t + 1:], atol=1e-6)
+
+
+def test_decode_steps_match_teacher_forced_logits(model_and_params):
+  model, params = model_and_params
+  inputs, targets = pad_rows(SOURCES, S), random_targets(1)
+  carries, logits = forward(model, params, inputs, LENGTHS, targets)
+  decoder_inputs = np.asarray(shift_right(jnp.asarray(targets)))
+  for t in range(T):
+    carries, step_logits = decode_step(model, params, carries, decoder_inputs[:, t])
+    np.testing.assert_allclose(step_logits, logits[:, t], rtol=1e-5, atol=1e-5)
+
+
+def param_shapes(**config_kwargs):
+  model = make_model(**config_kwargs)
+  return jax.eval_shape(functools.partial(init_params, model), jax.random.key(0))["params"]
+
+
+def test_bidirectional_bridge_and_parameter_shapes():
+  params = param_shapes(**ENCODER_VARIANTS["bi-2layer"])
+  assert params["bridge_c_0"]["kernel"].shape == (2 * H, H)
+  assert params["bridge_h_1"]["kernel"].shape == (2 * H, H)
+  assert "backward_1" in params["encoder"]
+  assert params["encoder"]["forward_0"]["recurrent_kernel"].shape == (H, 4 * H)
+  assert params["encoder"]["forward_1"]["input_projection"]["kernel"].shape == (2 * H, 4 * H)
+  assert params["output_layer"]["kernel"].shape == (H, V)
+  uni = param_shapes(**ENCODER_VARIANTS["uni-2layer"])
+  assert not any(name.startswith("bridge") for name in uni)
+  assert "backward_0" not in uni["encoder"]
+  one_hot = param_shapes(**ENCODER_VARIANTS["bi-3layer-onehot"])
+  assert one_hot["encoder"]["forward_0"]["input_projection"]["kernel"].shape == (V, 4 * H)
+  assert "source_inputs" not in one_hot  # Fixed one-hot rows have no parameters.
+  assert params["source_inputs"]["embedding"]["embedding"].shape == (V, E)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def logits_with_dropout(model, params, inputs, lengths, targets, deterministic, rng):
+  return model.apply(params, inputs, lengths, targets, deterministic=deterministic,
+                     rngs={"dropout": rng})
+
+
+def test_dropout_only_when_not_deterministic():
+  model = make_model(dropout_rate=0.5)
+  params = random_params(model)
+  apply = functools.partial(logits_with_dropout, model, params, pad_rows(SOURCES, S), LENGTHS,
+                            random_targets(2))
+  plain = apply(True, jax.random.key(1))
+  np.testing.assert_array_equal(apply(True, jax.random.key(2)), plain)
+  dropped = apply(False, jax.random.key(1))
+  np.testing.assert_array_equal(apply(False, jax.random.key(1)), dropped)
+  assert not np.allclose(dropped, plain)
+  assert not np.allclose(apply(False, jax.random.key(2)), dropped)
+
+
+def test_bfloat16_matmuls_stay_close_to_float32():
+  f32 = make_model(dtype="float32")
+  bf16 = make_model(dtype="bfloat16")
+  params = random_params(f32)
+  inputs, targets = pad_rows(SOURCES, S), random_targets(3)
+  reference = forward(f32, params, inputs, LENGTHS, targets)[1]
+  logits = forward(bf16, params, inputs, LENGTHS, targets)[1]
+  assert logits.dtype == jnp.float32
+  assert np.all(np.isfinite(logits))
+  np.testing.assert_allclose(logits, reference, atol=5e-2)
+  assert not np.array_equal(logits, reference)
+
+
+def test_forget_bias_init():
+  bias = lstm.forget_bias_init(jax.random.key(0), (4 * 3,))
+  np.testing.assert_array_equal(bias, [0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+
+
+def test_reverse_padded():
+  x = jnp.arange(10).reshape(2, 5)
+  reversed_x = lstm.reverse_padded(x, jnp.array([3, 5]))
+  np.testing.assert_array_equal(reversed_x, [[2, 1, 0, 3, 4], [9, 8, 7, 6, 5]])
+  x3 = jnp.arange(20).reshape(2, 5, 2)
+  np.testing.assert_array_equal(lstm.reverse_padded(x3, jnp.array([0, 2]))[:, :, 0],
+                                [[0, 2, 4, 6, 8], [12, 10, 14, 16, 18]])
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_stacked_lstm_final_carry_is_the_state_at_each_true_end(bidirectional):
+  layer = lstm.StackedLSTM(H, num_layers=2, bidirectional=bidirectional)
+  x = jax.random.normal(jax.random.key(0), (3, 6, E))
+  lengths = jnp.array([6, 2, 4])
+  params = random_like(jax.eval_shape(layer.init, jax.random.key(1), x, lengths))
+  carries, outputs = jax.jit(layer.apply)(params, x, lengths)
+  width = 2 * H if bidirectional else H
+  assert outputs.shape == (3, 6, width)
+  c, h = carries[-1]
+  assert c.shape == h.shape == (3, width)
+  for row, length in enumerate(lengths.tolist()):
+    np.testing.assert_allclose(h[row, :H], outputs[row, length - 1, :H], rtol=1e-6, atol=1e-6)
+    if bidirectional:  # The backward direction ends at the first token.
+      np.testing.assert_allclose(h[row, H:], outputs[row, 0, H:], rtol=1e-6, atol=1e-6)

@@ -1,0 +1,303 @@
+"""Tests for textgen_jax.training, checkpointing, metrics and train_loop.
+
+A train step lowers the loss, a tiny model overfits a handful of pairs, and checkpoints restore
+(and resume) to bitwise-identical parameters and an identical next step.
+"""
+
+import dataclasses
+import functools
+import json
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from conftest import (assert_trees_equal, copy_tree, make_pairs, tiny_config, trees_differ,
+                      write_tsv)
+from textgen_jax import metrics, train_loop, training, translation
+from textgen_jax.checkpointing import Checkpointer
+from textgen_jax.config import seq2seq_config
+from textgen_jax.data import batching
+from textgen_jax.data.tokenizers import make_tokenizer
+from textgen_jax.data.vocab import Vocabulary
+from textgen_jax.errors import TextgenError
+from textgen_jax.models.seq2seq import Seq2Seq, Seq2SeqConfig
+
+V, E, H, B, L = 11, 8, 16, 4, 7
+
+
+def opt_config(**changes):
+  opt = seq2seq_config().opt
+  opt.learning_rate, opt.warmup_steps, opt.schedule = 1e-2, 0, "constant"
+  opt.update(changes)
+  return opt
+
+
+@dataclasses.dataclass
+class Setup:
+  """A tiny model with dropout, a fixed batch, and its compiled train and eval steps."""
+
+  model: Seq2Seq
+  params: dict
+  optimizer: optax.GradientTransformation
+  batch: dict
+  train_step: callable
+  eval_step: callable
+
+  def fresh_state(self, params=None):
+    return training.create_train_state(None, copy_tree(self.params if params is None else params),
+                                       self.optimizer)
+
+  def train(self, state, num_steps, rng=jax.random.key(0)):
+    for _ in range(num_steps):
+      state, _ = self.train_step(state, self.batch, rng)
+    return state
+
+  def loss(self, params):
+    sums = jax.device_get(self.eval_step(params, self.batch))
+    return sums["nll_sum"] / sums["tokens"]
+
+
+@pytest.fixture(scope="module")
+def setup():
+  model = Seq2Seq(Seq2SeqConfig(source_vocab_size=V, target_vocab_size=V, embed_dim=E,
+                                hidden_size=H, dropout_rate=0.1))
+  params = jax.jit(functools.partial(translation.init_params, model))(jax.random.key(0))
+  rng = np.random.default_rng(0)
+  sources = [rng.integers(4, V, n).astype(np.int32) for n in (7, 3, 5)]
+  targets = [rng.integers(4, V, n).astype(np.int32) for n in (6, 2, 4)]
+  loss_fn = functools.partial(translation.seq2seq_loss, model=model)
+  return Setup(model, params, training.make_optimizer(opt_config(), 100),
+               batching.pad_batch(sources, targets, B, L), training.jit_train_step(loss_fn),
+               training.jit_eval_step(loss_fn))
+
+
+def test_train_step_lowers_the_loss_on_a_fixed_batch(setup):
+  state = setup.fresh_state()
+  initial_loss = setup.loss(state.params)
+  train_losses = []
+  for _ in range(8):
+    state, sums = setup.train_step(state, setup.batch, jax.random.key(0))
+    train_losses.append(float(sums["nll_sum"] / sums["tokens"]))
+  assert int(state.step) == 8
+  assert setup.loss(state.params) < initial_loss - 0.2
+  assert train_losses[-1] < train_losses[0]
+  assert trees_differ(state.params, setup.params)
+
+
+def test_train_step_metric_sums(setup):
+  state, sums = setup.train_step(setup.fresh_state(), setup.batch, jax.random.key(0))
+  assert sums["tokens"] == 6 + 1 + 2 + 1 + 4 + 1
+  assert sums["sequences"] == 3
+  expected_param_norm = math.sqrt(sum(float(np.sum(np.square(np.asarray(x))))
+                                      for x in jax.tree.leaves(state.params)))
+  assert float(sums["param_norm"]) == pytest.approx(expected_param_norm, rel=1e-5)
+  assert float(sums["grad_norm"]) > 0
+
+
+def test_train_step_is_deterministic_and_uses_its_rng(setup):
+  state = setup.train(setup.fresh_state(), 1)
+  first, first_sums = setup.train_step(copy_tree(state), setup.batch, jax.random.key(5))
+  again, again_sums = setup.train_step(copy_tree(state), setup.batch, jax.random.key(5))
+  other, _ = setup.train_step(copy_tree(state), setup.batch, jax.random.key(6))
+  assert_trees_equal(first.params, again.params)
+  assert_trees_equal(first_sums, again_sums)
+  assert trees_differ(first.params, other.params)  # Dropout draws from the rng.
+
+
+def test_eval_step_has_no_dropout(setup):
+  first = jax.device_get(setup.eval_step(setup.params, setup.batch))
+  again = jax.device_get(setup.eval_step(copy_tree(setup.params), setup.batch))
+  assert first == again
+  loss, sums = translation.seq2seq_loss(setup.params, setup.batch, jax.random.key(3), True,
+                                        model=setup.model)
+  np.testing.assert_allclose(first["nll_sum"], sums["nll_sum"], rtol=1e-5)
+
+
+def test_learning_rate_schedules():
+  warmup = training.make_learning_rate_schedule(
+      opt_config(warmup_steps=10, schedule="constant"), 100)
+  assert float(warmup(0)) == 0.0
+  assert float(warmup(5)) == pytest.approx(5e-3)
+  assert float(warmup(10)) == pytest.approx(1e-2) and float(warmup(99)) == pytest.approx(1e-2)
+  cosine = training.make_learning_rate_schedule(opt_config(warmup_steps=10, schedule="cosine"), 110)
+  assert float(cosine(10)) == pytest.approx(1e-2)
+  assert float(cosine(110)) == pytest.approx(1e-3)  # Decays to 10%.
+  assert float(cosine(60)) < float(cosine(30)) < 1e-2
+  rsqrt = training.make_learning_rate_schedule(opt_config(warmup_steps=4, schedule="rsqrt"), 100)
+  assert float(rsqrt(4)) == pytest.approx(1e-2)
+  assert float(rsqrt(12)) == pytest.approx(1e-2 * math.sqrt(4 / 12))
+
+
+def test_make_optimizer_rejects_unknown_names():
+  with pytest.raises(TextgenError, match="opt.name"):
+    training.make_optimizer(opt_config(name="adagrad"), 10)
+  with pytest.raises(TextgenError, match="opt.schedule"):
+    training.make_optimizer(opt_config(schedule="linear"), 10)
+  for name in ("adam", "adamw", "sgd"):
+    training.make_optimizer(opt_config(name=name, grad_clip_norm=0.0), 10)
+
+
+# Checkpoints.
+
+
+def test_checkpoint_round_trip_and_identical_next_step(setup, tmp_path):
+  state = setup.train(setup.fresh_state(), 2)
+  checkpointer = Checkpointer(str(tmp_path / "checkpoints"), save_every=1)
+  assert checkpointer.save(state)
+  checkpointer.close()
+
+  fresh = setup.fresh_state(jax.jit(functools.partial(translation.init_params, setup.model))(
+      jax.random.key(1)))
+  assert trees_differ(fresh.params, state.params)
+  reopened = Checkpointer(str(tmp_path / "checkpoints"))
+  assert reopened.latest_step() == 2
+  restored = reopened.restore(fresh)
+  reopened.close()
+  assert int(restored.step) == 2
+  assert_trees_equal(restored.params, state.params)
+  assert_trees_equal(restored.opt_state, state.opt_state)
+
+  expected, expected_sums = setup.train_step(copy_tree(state), setup.batch, jax.random.key(4))
+  resumed, resumed_sums = setup.train_step(restored, setup.batch, jax.random.key(4))
+  assert int(resumed.step) == 3
+  assert_trees_equal(resumed.params, expected.params)
+  assert_trees_equal(resumed.opt_state, expected.opt_state)
+  assert_trees_equal(resumed_sums, expected_sums)
+
+
+def test_restore_params_alone(setup, tmp_path):
+  state = setup.train(setup.fresh_state(), 1)
+  checkpointer = Checkpointer(str(tmp_path / "checkpoints"))
+  checkpointer.save(state, force=True)
+  checkpointer.close()
+  params_shape = jax.eval_shape(lambda: setup.params)
+  reopened = Checkpointer(str(tmp_path / "checkpoints"))
+  assert_trees_equal(reopened.restore_params(params_shape), state.params)
+  reopened.close()
+
+
+def test_checkpointer_saves_when_due_and_keeps_the_newest(setup, tmp_path):
+  directory = str(tmp_path / "checkpoints")
+  checkpointer = Checkpointer(directory, save_every=2, keep=2)
+  state = setup.fresh_state()
+  for step in range(1, 6):
+    state = setup.train(state, 1)
+    assert checkpointer.save(state) == (step % 2 == 0)
+  assert checkpointer.save(state, force=True)
+  assert not checkpointer.save(state, force=True)  # Step 5 is already saved.
+  checkpointer.close()
+  assert sorted(int(name) for name in os.listdir(directory) if name.isdigit()) == [4, 5]
+  assert Checkpointer(directory).latest_step() == 5
+
+
+def test_restoring_into_another_model_raises(setup, tmp_path):
+  checkpointer = Checkpointer(str(tmp_path / "checkpoints"))
+  checkpointer.save(setup.train(setup.fresh_state(), 1), force=True)
+  checkpointer.close()
+  bigger = Seq2Seq(dataclasses.replace(setup.model.config, hidden_size=2 * H))
+  other_state = jax.eval_shape(lambda key: training.create_train_state(
+      None, translation.init_params(bigger, key), setup.optimizer), jax.random.key(0))
+  with pytest.raises(TextgenError, match="do not match"):
+    Checkpointer(str(tmp_path / "checkpoints")).restore(other_state)
+  with pytest.raises(TextgenError, match="do not match"):
+    Checkpointer(str(tmp_path / "checkpoints")).restore_params(other_state.params)
+
+
+def test_restore_params_without_checkpoint_raises(setup, tmp_path):
+  with pytest.raises(TextgenError, match="no checkpoint"):
+    Checkpointer(str(tmp_path / "empty")).restore_params(jax.eval_shape(lambda: setup.params))
+
+
+# Overfitting.
+
+OVERFIT_PAIRS = [("Go.", "Va !"), ("Hi.", "Salut !"), ("Run!", "Cours !"), ("Who?", "Qui ?"),
+                 ("Wow!", "Ça alors !"), ("Help!", "À l'aide !")]
+
+
+def test_tiny_model_overfits_a_handful_of_pairs():
+  config = seq2seq_config()
+  config.data.max_len, config.data.num_buckets = 6, 1
+  config.model.embed_dim, config.model.hidden_size, config.model.dropout_rate = 16, 32, 0.0
+  tokenizer = make_tokenizer("word", lowercase=True)
+  source_vocab, target_vocab = (Vocabulary.build([tokenizer.tokenize(p[side])
+                                                  for p in OVERFIT_PAIRS]) for side in (0, 1))
+  model = translation.build_model(config.model, source_vocab, target_vocab)
+  length = batching.bucket_lengths(config.data.max_len, config.data.num_buckets)[-1]
+  batch = batching.pad_batch(
+      batching.encode_texts([s for s, _ in OVERFIT_PAIRS], tokenizer, source_vocab, 6)[0],
+      batching.encode_texts([t for _, t in OVERFIT_PAIRS], tokenizer, target_vocab, 6)[0],
+      8, length)
+  loss_fn = functools.partial(translation.seq2seq_loss, model=model)
+  train_step, eval_step = training.jit_train_step(loss_fn), training.jit_eval_step(loss_fn)
+  state = training.create_train_state(
+      None, jax.jit(functools.partial(translation.init_params, model))(jax.random.key(0)),
+      training.make_optimizer(opt_config(learning_rate=3e-2), 400))
+  num_steps, exact_match = 0, 0.0
+  while exact_match < 1.0 and num_steps < 400:
+    for _ in range(25):
+      state, _ = train_step(state, batch, jax.random.key(0))
+    num_steps += 25
+    exact_match = metrics.summarize(jax.device_get(eval_step(state.params, batch)))["exact_match"]
+  assert exact_match == 1.0, f"no exact match after {num_steps} steps"
+
+  translator = translation.Translator(config, model, state.params, tokenizer, source_vocab,
+                                      target_vocab)
+  outputs = translator.translate([s for s, _ in OVERFIT_PAIRS])
+  assert outputs == [tokenizer.normalize(t) for _, t in OVERFIT_PAIRS]
+
+
+# Resuming a run.
+
+
+def test_resumed_run_matches_an_uninterrupted_run(tmp_path, capsys):
+  # 32 training pairs in batches of 8: 6 steps cross an epoch boundary; dropout is on.
+  train_path = write_tsv(tmp_path / "pairs.tsv", make_pairs(40))
+  uninterrupted = translation.train_and_evaluate(tiny_config(train_path, train__num_steps=6),
+                                                 str(tmp_path / "one_go"))
+  resumed_dir = str(tmp_path / "resumed")
+  translation.train_and_evaluate(tiny_config(train_path, train__num_steps=3), resumed_dir)
+  capsys.readouterr()
+  resumed = translation.train_and_evaluate(tiny_config(train_path, train__num_steps=6),
+                                           resumed_dir)
+  assert f"Resuming from the checkpoint at step 3 in {resumed_dir}" in capsys.readouterr().out
+
+  assert_trees_equal(resumed.params, uninterrupted.params)
+  assert Checkpointer(os.path.join(resumed_dir, "checkpoints")).latest_step() == 6
+
+  def train_records(workdir):
+    records = metrics.MetricWriter(workdir).read()
+    return [r for r in records if "train_loss" in r]
+
+  resumed_records = train_records(resumed_dir)
+  assert [r["step"] for r in resumed_records] == list(range(1, 7))  # No step twice.
+  assert resumed_records == train_records(str(tmp_path / "one_go"))
+  valid_steps = [r["step"] for r in metrics.MetricWriter(resumed_dir).read() if "valid_loss" in r]
+  assert len(valid_steps) == len(set(valid_steps)) and valid_steps[-1] == 6
+  assert os.path.exists(os.path.join(resumed_dir, "loss_curve.png"))
+
+
+def test_metric_writer_truncate_after(tmp_path):
+  writer = metrics.MetricWriter(str(tmp_path))
+  assert writer.read() == []
+  for step in (1, 2, 3, 3, 4):
+    writer.write(step, {"train_loss": np.float32(step), "n": np.int32(step)})
+  writer.truncate_after(2)
+  records = writer.read()
+  assert [r["step"] for r in records] == [1, 2]
+  assert records[1] == {"step": 2, "train_loss": 2.0, "n": 2}
+  with open(writer.path, encoding="utf-8") as f:
+    assert all(json.loads(line) for line in f)
+
+
+def test_non_finite_loss_stops_the_run():
+  sums = {"nll_sum": float("nan"), "correct_tokens": 0.0, "tokens": 1.0, "exact_sequences": 0.0,
+          "sequences": 1.0, "grad_norm": 1.0, "param_norm": 1.0}
+  with pytest.raises(TextgenError, match="non-finite"):
+    train_loop._train_record(sums, 1, 7)
+  sums["nll_sum"] = 1.0
+  assert train_loop._train_record(sums, 2, 7)["grad_norm"] == 0.5
