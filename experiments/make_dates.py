@@ -5,12 +5,14 @@ r"""Writes a date-normalisation transduction task: free-form English dates -> IS
       --config.data.train_path=data/dates/train.tsv \
       --config.data.valid_path=data/dates/valid.tsv --workdir=runs/dates
 
-Sources mix eight surface forms ("Tuesday, March 3, 1998", "3 mar 1998", "03/03/1998", ...);
+Sources mix eight surface forms ("Tuesday, March 3, 1998", "3 mar 1998", "03/03/1998", ...),
+with and without leading zeros;
 targets are "1998-03-03". Validation dates never occur in training, in any form.
 """
 
 import datetime
 import os
+import re
 
 import numpy as np
 from absl import app, flags
@@ -25,10 +27,12 @@ FORMATS = ("%A, %B %d, %Y", "%B %d, %Y", "%d %B %Y", "%d %b %Y", "%b %d %Y", "%m
 
 
 def date_pairs(dates: list[datetime.date], rng: np.random.Generator) -> list[tuple[str, str]]:
-  """One (free-form, ISO) pair per date, in a random format, randomly lowercased."""
+  """One (free-form, ISO) pair per date: a random format, leading zeros and case varied."""
   pairs = []
   for date in dates:
     source = date.strftime(FORMATS[rng.integers(len(FORMATS))])
+    if rng.random() < 0.5:
+      source = re.sub(r"\b0(\d)", r"\1", source)  # "March 03" -> "March 3", "03/07" -> "3/7"
     if rng.random() < 0.3:
       source = source.lower()
     pairs.append((source, date.isoformat()))

@@ -21,7 +21,8 @@ B, S, T, E, H, V = 3, 7, 7, 8, 16, 11  # Two real rows and one all-PAD filler ro
 FIRST_REAL_ID = 4  # Ids 0-3 are PAD, BOS, EOS, UNK.
 
 ENCODER_VARIANTS = {
-    "uni-2layer": dict(bidirectional=False, encoder_layers=2, decoder_layers=2),
+    # More decoder than encoder layers: the top encoder layer starts the extra decoder layer.
+    "uni-2layer": dict(bidirectional=False, encoder_layers=2, decoder_layers=3),
     "bi-2layer": dict(bidirectional=True, encoder_layers=2, decoder_layers=2),
     "bi-3layer-onehot": dict(bidirectional=True, encoder_layers=3, decoder_layers=2,
                              input_encoding="one_hot"),
@@ -104,7 +105,8 @@ def test_encoder_state_and_loss_are_padding_invariant(model_and_params):
         alone_c, alone_h = alone[row][0][layer]
         np.testing.assert_allclose(c[row], alone_c[0], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(h[row], alone_h[0], rtol=1e-5, atol=1e-6)
-    alone_nll = [per_sequence_nll(l, t[None])[0] for (_, l), t in zip(alone, TARGETS)]
+    alone_nll = [per_sequence_nll(row_logits, t[None])[0]
+                 for (_, row_logits), t in zip(alone, TARGETS)]
     together_nll = per_sequence_nll(logits, targets)
     np.testing.assert_allclose(together_nll[:2], alone_nll, rtol=1e-5, atol=1e-6)
     assert together_nll[2] == 0.0  # The filler row counts nowhere.
@@ -122,6 +124,16 @@ def test_encoder_state_depends_on_every_real_token(model_and_params):
     carries, _ = forward(model, params, changed, LENGTHS, targets)
     assert not np.allclose(carries[-1][1][0], reference[-1][1][0], atol=1e-6)
     np.testing.assert_array_equal(carries[-1][1][1], reference[-1][1][1])
+
+
+def test_extra_decoder_layers_start_from_the_top_encoder_layer():
+  model = make_model(**ENCODER_VARIANTS["uni-2layer"])
+  carries, _ = forward(model, random_params(model), pad_rows(SOURCES, S), LENGTHS,
+                       pad_rows(TARGETS, T))
+  assert len(carries) == 3
+  for top, extra in zip(carries[1], carries[2]):
+    np.testing.assert_array_equal(extra, top)
+  assert not np.allclose(carries[0][1], carries[1][1])
 
 
 def test_shift_right():

@@ -32,7 +32,8 @@ ROUND_TRIP_TEXTS = [
 ]
 
 
-@pytest.fixture(params=[(kind, lowercase) for kind in ("char", "word") for lowercase in (False, True)],
+@pytest.fixture(params=[(kind, lowercase) for kind in ("char", "word")
+                        for lowercase in (False, True)],
                 ids=lambda p: f"{p[0]}-{'lower' if p[1] else 'cased'}")
 def tokenizer(request):
   kind, lowercase = request.param

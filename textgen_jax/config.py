@@ -62,7 +62,7 @@ def seq2seq_config() -> ml_collections.ConfigDict:
   config.train.keep_checkpoints = 3  # Newest checkpoints kept.
   config.train.num_examples_to_print = 8  # Held-out translations printed at each evaluation.
   config.train.max_eval_batches = 0  # Cap on validation batches per pass (0: all).
-  config.train.max_greedy_eval_pairs = 1000  # Held-out pairs greedily decoded per evaluation.
+  config.train.max_greedy_eval_pairs = 1000  # Held-out pairs greedily decoded per eval (0: all).
   return config
 
 

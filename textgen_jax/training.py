@@ -64,8 +64,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   grad_fn = jax.value_and_grad(functools.partial(loss_fn, deterministic=False), has_aux=True)
   (_, metric_sums), grads = grad_fn(state.params, batch, step_rng)
   state = state.apply_gradients(grads=grads)
-  metric_sums["grad_norm"] = optax.global_norm(grads)
-  metric_sums["param_norm"] = optax.global_norm(state.params)
+  metric_sums["grad_norm"] = optax.tree.norm(grads)
+  metric_sums["param_norm"] = optax.tree.norm(state.params)
   return state, metric_sums
 
 

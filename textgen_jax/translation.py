@@ -128,6 +128,8 @@ class Translator:
   def evaluate(self, pairs: Sequence[tuple[str, str]],
                num_to_print: int = 0) -> tuple[dict[str, float], list[str]]:
     """Greedy exact match against normalised references, and the first pairs as text lines."""
+    if not pairs:
+      return {}, []
     outputs = self.translate([source for source, _ in pairs])
     references = [self.tokenizer.detokenize(self.tokenizer.tokenize(t)) for _, t in pairs]
     exact = np.mean([out == ref for out, ref in zip(outputs, references)])
@@ -137,6 +139,9 @@ class Translator:
 
   def save(self, directory: str, step: int = 0) -> None:
     """Writes an inference-only copy (config, vocabularies, parameters) loadable by `load`."""
+    if os.path.exists(train_loop.checkpoint_dir(directory)):
+      raise TextgenError(f"{directory} already holds a saved model or a training run; "
+                         "save to a new directory")
     os.makedirs(directory, exist_ok=True)
     _write_assets(directory, self.config, self.tokenizer, self.source_vocab, self.target_vocab)
     checkpointer = Checkpointer(train_loop.checkpoint_dir(directory))
@@ -285,7 +290,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Trans
 
   def evaluate_generation(params):
     translator.params = params
-    return translator.evaluate(valid_pairs[:config.train.max_greedy_eval_pairs],
+    return translator.evaluate(valid_pairs[:config.train.max_greedy_eval_pairs or None],
                                config.train.num_examples_to_print)
 
   task = train_loop.Task(

@@ -54,7 +54,7 @@ class WordTokenizer:
   kind: str = dataclasses.field(default="word", init=False)
 
   def normalize(self, text: str) -> str:
-    return normalize_text(text, self.lowercase).replace(JOINER, "")
+    return normalize_text(text.replace(JOINER, ""), self.lowercase)
 
   def tokenize(self, text: str) -> list[str]:
     text = self.normalize(text)

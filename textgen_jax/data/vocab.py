@@ -76,5 +76,7 @@ def load_vocabulary(path: str) -> tuple[Vocabulary, dict[str, Any]]:
     return Vocabulary(data["tokens"]), data["tokenizer"]
   except FileNotFoundError:
     raise TextgenError(f"{path}: vocabulary file not found") from None
-  except (json.JSONDecodeError, KeyError, TypeError) as e:
+  except OSError as e:
+    raise TextgenError(f"{path}: cannot read the vocabulary file ({e.strerror})") from None
+  except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
     raise TextgenError(f"{path}: not a textgen-jax vocabulary file ({e})") from None
