@@ -1,0 +1,61 @@
+"""A training process killed with SIGKILL resumes from its last checkpoint and ends where an
+uninterrupted run ends (same parameters, bitwise on CPU)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import REPO_ROOT, assert_trees_equal, make_pairs, tiny_config, write_tsv
+from textgen_jax import translation
+from textgen_jax.checkpointing import Checkpointer
+
+NUM_STEPS, CHECKPOINT_EVERY = 3000, 100
+
+
+def _train_cli(train_path: str, workdir: str) -> subprocess.Popen:
+  overrides = {
+      "data.train_path": train_path, "data.valid_fraction": 0.2, "data.max_len": 6,
+      "data.min_count": 1, "data.num_buckets": 1, "data.batch_size": 8, "model.embed_dim": 8,
+      "model.hidden_size": 16, "model.dropout_rate": 0.1, "opt.learning_rate": 1e-2,
+      "opt.warmup_steps": 2, "opt.schedule": "cosine", "train.num_steps": NUM_STEPS,
+      "train.log_every": 50, "train.eval_every": 100000,
+      "train.checkpoint_every": CHECKPOINT_EVERY, "train.keep_checkpoints": 2,
+      "train.num_examples_to_print": 0}
+  return subprocess.Popen(
+      [sys.executable, os.path.join(REPO_ROOT, "experiments", "train_seq2seq.py"),
+       f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in overrides.items()],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+
+
+def _committed_steps(workdir: str) -> list[int]:
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(name) for name in os.listdir(directory) if name.isdigit()
+                and os.path.exists(os.path.join(directory, name, "_CHECKPOINT_METADATA")))
+
+
+def test_sigkilled_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
+  train_path = write_tsv(tmp_path / "pairs.tsv", make_pairs(60))
+  killed_dir = str(tmp_path / "killed")
+  process = _train_cli(train_path, killed_dir)
+  deadline = time.time() + 120
+  while not _committed_steps(killed_dir) and time.time() < deadline and process.poll() is None:
+    time.sleep(0.02)
+  process.send_signal(signal.SIGKILL)
+  process.communicate()
+  assert process.returncode == -signal.SIGKILL, "training ended before it could be killed"
+
+  resumed = _train_cli(train_path, killed_dir)
+  out, err = resumed.communicate(timeout=300)
+  assert resumed.returncode == 0, err
+  start = int(out.split("Resuming from the checkpoint at step ")[1].split()[0])
+  assert CHECKPOINT_EVERY <= start < NUM_STEPS
+  assert Checkpointer(os.path.join(killed_dir, "checkpoints")).latest_step() == NUM_STEPS
+
+  config = tiny_config(train_path, train__num_steps=NUM_STEPS, opt__schedule="cosine",
+                       train__log_every=50, train__checkpoint_every=CHECKPOINT_EVERY)
+  uninterrupted = translation.train_and_evaluate(config, str(tmp_path / "one_go"))
+  assert_trees_equal(translation.Translator.load(killed_dir).params, uninterrupted.params)
