@@ -59,12 +59,19 @@ def seq2seq_loss(params: Any, batch: batching.Batch, rng: jax.Array, determinist
   return objective_sum / jnp.maximum(sums["tokens"], 1.0), sums
 
 
-def greedy_translate(params: Any, inputs_BxS: jax.Array, input_lengths_B: jax.Array, *,
-                     model: Seq2Seq, max_len: int) -> jax.Array:
-  """Encode, then greedy-decode up to max_len tokens; one compiled program per shape."""
+def _start_decoding(params: Any, inputs_BxS: jax.Array, input_lengths_B: jax.Array,
+                    model: Seq2Seq) -> tuple[Any, decoding.StepFn]:
+  """The decoder's initial state (from the encoder) and its one-token step function."""
   carries = model.apply(params, inputs_BxS, input_lengths_B, method=Seq2Seq.encode)
   step_fn = lambda carries, tokens_B: model.apply(params, carries, tokens_B,
                                                   method=Seq2Seq.decode_step)
+  return carries, step_fn
+
+
+def greedy_translate(params: Any, inputs_BxS: jax.Array, input_lengths_B: jax.Array, *,
+                     model: Seq2Seq, max_len: int) -> jax.Array:
+  """Encode, then greedy-decode up to max_len tokens; one compiled program per shape."""
+  carries, step_fn = _start_decoding(params, inputs_BxS, input_lengths_B, model)
   return decoding.greedy_decode(step_fn, carries, inputs_BxS.shape[0], max_len)
 
 
@@ -72,9 +79,7 @@ def sample_translate(params: Any, inputs_BxS: jax.Array, input_lengths_B: jax.Ar
                      rng: jax.Array, *, model: Seq2Seq, max_len: int,
                      temperature: float) -> jax.Array:
   """Encode, then sample each token from softmax(logits / temperature)."""
-  carries = model.apply(params, inputs_BxS, input_lengths_B, method=Seq2Seq.encode)
-  step_fn = lambda carries, tokens_B: model.apply(params, carries, tokens_B,
-                                                  method=Seq2Seq.decode_step)
+  carries, step_fn = _start_decoding(params, inputs_BxS, input_lengths_B, model)
   return decoding.sample_decode(step_fn, carries, inputs_BxS.shape[0], max_len, rng, temperature)
 
 
@@ -131,7 +136,7 @@ class Translator:
     if not pairs:
       return {}, []
     outputs = self.translate([source for source, _ in pairs])
-    references = [self.tokenizer.detokenize(self.tokenizer.tokenize(t)) for _, t in pairs]
+    references = [self.tokenizer.normalize(target) for _, target in pairs]
     exact = np.mean([out == ref for out, ref in zip(outputs, references)])
     lines = [f"  {source!r} -> {output!r} (reference {reference!r})"
              for (source, _), output, reference in zip(pairs, outputs, references)][:num_to_print]
