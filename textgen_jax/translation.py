@@ -31,6 +31,7 @@ from textgen_jax.data.vocab import Vocabulary, load_vocabulary
 from textgen_jax.errors import TextgenError
 from textgen_jax.losses import sequence_metric_sums, token_cross_entropy
 from textgen_jax.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from textgen_jax.training import make_optimizer
 
 CONFIG_FILE, SOURCE_VOCAB_FILE, TARGET_VOCAB_FILE = (
     "config.json", "source_vocab.json", "target_vocab.json")
@@ -207,8 +208,8 @@ def _check_resumable(workdir: str, config: ml_collections.ConfigDict, source_voc
       differing = section if not isinstance(current.get(section), dict) else ", ".join(
           f"{section}.{k}" for k in sorted(current[section])
           if saved.get(section, {}).get(k) != current[section][k])
-      raise TextgenError(f"{workdir} holds checkpoints of a run with other settings ({differing} "
-                         "differ from its config.json); use a new --workdir or the same config")
+      raise TextgenError(f"{workdir} holds checkpoints of a run with other settings (differing "
+                         f"from its config.json: {differing}); use a new --workdir or its config")
   for filename, vocab in ((SOURCE_VOCAB_FILE, source_vocab), (TARGET_VOCAB_FILE, target_vocab)):
     saved_vocab, _ = load_vocabulary(os.path.join(workdir, filename))
     if saved_vocab != vocab:
@@ -254,6 +255,7 @@ def _validate(config: ml_collections.ConfigDict) -> None:
                        "choose embedding or one_hot")
   if config.model.dtype not in ("float32", "bfloat16"):
     raise TextgenError(f"--config.model.dtype={config.model.dtype!r}: choose float32 or bfloat16")
+  make_optimizer(config.opt, config.train.num_steps)  # Raises on an unknown name or schedule.
   if not 0.0 <= config.model.dropout_rate < 1.0:
     raise TextgenError(f"--config.model.dropout_rate must be in [0, 1), "
                        f"got {config.model.dropout_rate}")
