@@ -65,9 +65,12 @@ def test_encode_texts_truncates_and_counts():
 def test_encode_texts_too_long_error_names_the_example():
   tokenizer = WordTokenizer()
   vocab = Vocabulary.build([["a"]])
-  with pytest.raises(TextgenError, match="source 2 has 5 tokens.*max_len=3"):
+  with pytest.raises(TextgenError, match="source 2: source has 5 tokens.*max_len=3"):
     batching.encode_texts(["a a", "a a a a a"], tokenizer, vocab, 3, too_long="error",
                           what="source")
+  with pytest.raises(TextgenError, match="^f.tsv:9: target has 5 tokens.*max_len=3"):
+    batching.encode_texts(["a a", "a a a a a"], tokenizer, vocab, 3, too_long="error",
+                          what="target", locations=["f.tsv:3", "f.tsv:9"])
   ids, num_cut = batching.encode_texts(["a a", "a a a"], tokenizer, vocab, 3, too_long="error")
   assert num_cut == 0 and [len(x) for x in ids] == [2, 3]
 

@@ -13,6 +13,7 @@ def test_read_pairs_ignores_extra_columns_and_blank_lines(tmp_path, capsys):
   pairs, report = readers.read_pairs(path)
   assert pairs == [("Go.", "Va !"), ("Hi.", "Salut !"), ("Run!", "Cours\u202f!")]
   assert report.num_kept == 3 and report.num_blank == 2 and report.skipped == []
+  assert report.line_numbers == [1, 3, 5]
   assert capsys.readouterr().out.strip() == report.summary()
   assert "read 3 examples" in report.summary()
 

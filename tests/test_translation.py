@@ -270,3 +270,12 @@ def test_cli_translates_one_line_per_input(trained):
   result = run_translate_cli(f"--workdir={workdir}", stdin="\n".join(texts) + "\n")
   assert result.returncode == 0, result.stderr
   assert result.stdout.split("\n")[:-1] == translator.translate(texts)
+
+
+def test_too_long_sentence_error_names_file_and_line(tmp_path):
+  path = write_text(tmp_path / "long.tsv", "Go.\tVa !\nHi.\tSalut !\nGo go go go go go go.\tVa !\n"
+                    "Run.\tCours !\n")
+  config = tiny_config(path, data__too_long="error", data__valid_fraction=0.25)
+  with pytest.raises(TextgenError, match=r"long\.tsv:3: source has 8 tokens.*data\.max_len=6"):
+    translation.train_and_evaluate(config, str(tmp_path / "workdir"))
+  assert not os.path.exists(tmp_path / "workdir")

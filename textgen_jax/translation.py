@@ -11,6 +11,7 @@ A workdir holds config.json, source_vocab.json, target_vocab.json, checkpoints/,
 and loss_curve.png.
 """
 
+import dataclasses
 import functools
 import json
 import os
@@ -217,27 +218,44 @@ def _check_resumable(workdir: str, config: ml_collections.ConfigDict, source_voc
                          "match the one built from the current data; use a new --workdir")
 
 
-def load_pairs(data_cfg: ml_collections.ConfigDict, seed: int) -> tuple[list, list]:
-  """(train pairs, validation pairs) from data.train_path and data.valid_path or a seeded split."""
-  pairs, _ = readers.read_pairs(data_cfg.train_path, data_cfg.skip_malformed)
+@dataclasses.dataclass
+class PairSplits:
+  """Training and held-out pairs, with the "file:line" each came from (for error messages)."""
+
+  train: list[tuple[str, str]]
+  valid: list[tuple[str, str]]
+  train_locations: list[str]
+  valid_locations: list[str]
+
+
+def _read_located_pairs(path: str, skip_malformed: bool) -> tuple[list, list[str]]:
+  pairs, report = readers.read_pairs(path, skip_malformed)
+  return pairs, [f"{path}:{n}" for n in report.line_numbers]
+
+
+def load_pairs(data_cfg: ml_collections.ConfigDict, seed: int) -> PairSplits:
+  """Train and validation pairs from data.train_path and data.valid_path or a seeded split."""
+  pairs, locations = _read_located_pairs(data_cfg.train_path, data_cfg.skip_malformed)
   if data_cfg.max_examples:
-    pairs = pairs[:data_cfg.max_examples]
+    pairs, locations = pairs[:data_cfg.max_examples], locations[:data_cfg.max_examples]
   if data_cfg.valid_path:
-    valid_pairs, _ = readers.read_pairs(data_cfg.valid_path, data_cfg.skip_malformed)
-    return pairs, valid_pairs
+    valid_pairs, valid_locations = _read_located_pairs(data_cfg.valid_path,
+                                                       data_cfg.skip_malformed)
+    return PairSplits(pairs, valid_pairs, locations, valid_locations)
   train_idx, valid_idx = batching.split_indices(len(pairs), data_cfg.valid_fraction, seed)
-  return [pairs[i] for i in train_idx], [pairs[i] for i in valid_idx]
+  return PairSplits([pairs[i] for i in train_idx], [pairs[i] for i in valid_idx],
+                    [locations[i] for i in train_idx], [locations[i] for i in valid_idx])
 
 
-def _encode_pairs(pairs: Sequence[tuple[str, str]], tokenizer: Tokenizer,
-                  source_vocab: Vocabulary, target_vocab: Vocabulary,
+def _encode_pairs(pairs: Sequence[tuple[str, str]], locations: Sequence[str],
+                  tokenizer: Tokenizer, source_vocab: Vocabulary, target_vocab: Vocabulary,
                   data_cfg: ml_collections.ConfigDict, what: str) -> tuple[list, list]:
   sources, num_cut_sources = batching.encode_texts(
       [s for s, _ in pairs], tokenizer, source_vocab, data_cfg.max_len, data_cfg.too_long,
-      f"{what} source")
+      "source", locations)
   targets, num_cut_targets = batching.encode_texts(
       [t for _, t in pairs], tokenizer, target_vocab, data_cfg.max_len, data_cfg.too_long,
-      f"{what} target")
+      "target", locations)
   if num_cut_sources or num_cut_targets:
     print(f"{what}: truncated {num_cut_sources} sources and {num_cut_targets} targets of "
           f"{len(pairs)} pairs to data.max_len={data_cfg.max_len} tokens")
@@ -265,13 +283,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Trans
   """Trains (or resumes) a translator in workdir; prints held-out metrics and examples."""
   _validate(config)
   data_cfg = config.data
-  train_pairs, valid_pairs = load_pairs(data_cfg, config.seed)
+  splits = load_pairs(data_cfg, config.seed)
+  train_pairs, valid_pairs = splits.train, splits.valid
   tokenizer = make_tokenizer(data_cfg.tokenizer, data_cfg.lowercase)
   source_vocab, target_vocab = (
       Vocabulary.build([tokenizer.tokenize(pair[side]) for pair in train_pairs],
                        data_cfg.min_count, data_cfg.max_size or None) for side in (0, 1))
   print(f"{len(train_pairs)} training and {len(valid_pairs)} validation pairs; vocabularies: "
         f"{len(source_vocab)} source and {len(target_vocab)} target {data_cfg.tokenizer} tokens")
+
+  lengths = batching.bucket_lengths(data_cfg.max_len, data_cfg.num_buckets)
+  train_batches = batching.BucketedBatches(
+      *_encode_pairs(train_pairs, splits.train_locations, tokenizer, source_vocab, target_vocab,
+                     data_cfg, "train"),
+      data_cfg.batch_size, lengths, config.seed)
+  valid_batches = batching.BucketedBatches(
+      *_encode_pairs(valid_pairs, splits.valid_locations, tokenizer, source_vocab, target_vocab,
+                     data_cfg, "valid"),
+      data_cfg.batch_size, lengths, shuffle=False).epoch(0)
+  if config.train.max_eval_batches:
+    valid_batches = valid_batches[:config.train.max_eval_batches]
 
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -281,16 +312,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Trans
       train_loop.checkpoint_dir(workdir)):
     _check_resumable(workdir, config, source_vocab, target_vocab)
   _write_assets(workdir, config, tokenizer, source_vocab, target_vocab)
-
-  lengths = batching.bucket_lengths(data_cfg.max_len, data_cfg.num_buckets)
-  train_batches = batching.BucketedBatches(
-      *_encode_pairs(train_pairs, tokenizer, source_vocab, target_vocab, data_cfg, "train"),
-      data_cfg.batch_size, lengths, config.seed)
-  valid_batches = batching.BucketedBatches(
-      *_encode_pairs(valid_pairs, tokenizer, source_vocab, target_vocab, data_cfg, "valid"),
-      data_cfg.batch_size, lengths, shuffle=False).epoch(0)
-  if config.train.max_eval_batches:
-    valid_batches = valid_batches[:config.train.max_eval_batches]
 
   model = build_model(config.model, source_vocab, target_vocab)
   translator = Translator(config, model, None, tokenizer, source_vocab, target_vocab)

@@ -24,11 +24,13 @@ Batch = dict[str, np.ndarray]
 
 
 def encode_texts(texts: Sequence[str], tokenizer: Tokenizer, vocab: Vocabulary, max_len: int,
-                 too_long: str = "truncate", what: str = "sentence") -> tuple[list[np.ndarray], int]:
+                 too_long: str = "truncate", what: str = "sentence",
+                 locations: Sequence[str] | None = None) -> tuple[list[np.ndarray], int]:
   """Token ids per text (no BOS/EOS), cut to max_len tokens; returns (ids, number cut).
 
   Args:
     too_long: "truncate" keeps the first max_len tokens; "error" raises naming the example.
+    locations: where each text came from ("file:line"), for that error.
   """
   if too_long not in ("truncate", "error"):
     raise TextgenError(f"data.too_long must be 'truncate' or 'error', got {too_long!r}")
@@ -37,7 +39,8 @@ def encode_texts(texts: Sequence[str], tokenizer: Tokenizer, vocab: Vocabulary, 
     ids = vocab.encode(tokenizer.tokenize(text))
     if len(ids) > max_len:
       if too_long == "error":
-        raise TextgenError(f"{what} {index + 1} has {len(ids)} tokens, more than "
+        where = locations[index] if locations else f"{what} {index + 1}"
+        raise TextgenError(f"{where}: {what} has {len(ids)} tokens, more than "
                            f"data.max_len={max_len}: {text[:60]!r} (set data.too_long='truncate' "
                            "to cut such sentences)")
       ids, num_truncated = ids[:max_len], num_truncated + 1

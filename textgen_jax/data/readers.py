@@ -17,6 +17,7 @@ class ReadReport:
   path: str
   num_kept: int = 0
   num_blank: int = 0
+  line_numbers: list[int] = dataclasses.field(default_factory=list)  # Of each kept example.
   skipped: list[tuple[int, str]] = dataclasses.field(default_factory=list)
 
   def summary(self) -> str:
@@ -72,6 +73,7 @@ def read_pairs(path: str, skip_malformed: bool = False,
       problem = "empty target"
     else:
       pairs.append((columns[0], columns[1]))
+      report.line_numbers.append(line_number)
       continue
     if not skip_malformed:
       raise TextgenError(f"{path}:{line_number}: {problem}; expected 'source<TAB>target' "
@@ -90,6 +92,7 @@ def read_lines(path: str, skip_malformed: bool = False,
   for line_number, line in enumerate(_read_text_lines(path), start=1):
     if line.strip():
       sentences.append(line)
+      report.line_numbers.append(line_number)
       continue
     if not skip_malformed:
       raise TextgenError(f"{path}:{line_number}: empty line "
