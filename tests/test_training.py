@@ -11,6 +11,7 @@ import math
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -300,3 +301,25 @@ def test_non_finite_loss_stops_the_run():
     train_loop._train_record(sums, 1, 7)
   sums["nll_sum"] = 1.0
   assert train_loop._train_record(sums, 2, 7)["grad_norm"] == 0.5
+
+
+def test_non_finite_loss_between_logs_never_reaches_a_checkpoint(tmp_path):
+  # loss = log(w) under SGD with rate 1: step 1 sees w=1 (finite) and moves w to 0, so step 2's
+  # loss is -inf. Checkpoints are due every step but train metrics are logged only at step 100.
+  config = seq2seq_config()
+  config.opt.update(name="sgd", learning_rate=1.0, b1=0.0, warmup_steps=0, schedule="constant",
+                    grad_clip_norm=0.0)
+  config.train.update(num_steps=10, log_every=100, eval_every=100, checkpoint_every=1)
+  one_example = [np.array([4], np.int32)]
+  task = train_loop.Task(
+      init_params=lambda rng: {"w": jnp.float32(1.0)},
+      loss_fn=lambda params, batch, rng, deterministic: (jnp.log(params["w"]), {
+          "nll_sum": jnp.log(params["w"]), "correct_tokens": 0.0, "tokens": 1.0,
+          "exact_sequences": 0.0, "sequences": 1.0}),
+      train_batches=batching.BucketedBatches(one_example, one_example, 1, [2]),
+      valid_batches=[])
+  with pytest.raises(TextgenError, match="non-finite loss or gradient by step 2"):
+    train_loop.train(config, str(tmp_path), task)
+  checkpointer = Checkpointer(train_loop.checkpoint_dir(str(tmp_path)))
+  assert checkpointer.latest_step() == 1
+  assert float(checkpointer.restore_params({"w": jnp.float32(0.0)})["w"]) == 0.0

@@ -41,10 +41,13 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
+  def is_due(self, step: int) -> bool:
+    return step % self.save_every == 0
+
   def save(self, state: TrainState, force: bool = False) -> bool:
     """Saves `state` if its step is due (or force); returns whether it saved."""
     step = int(state.step)
-    if (step % self.save_every and not force) or step in self._manager.all_steps():
+    if (not self.is_due(step) and not force) or step in self._manager.all_steps():
       return False
     return self._manager.save(step, args=ocp.args.Composite(
         params=ocp.args.StandardSave(state.params),

@@ -49,15 +49,20 @@ def evaluate(eval_step: Callable, params: Any, batches: Sequence[Batch]) -> dict
   return metrics_lib.summarize(jax.device_get(totals))
 
 
+def _raise_if_non_finite(sums: dict[str, Any], step: int) -> None:
+  """Stops the run before a state trained on a NaN/Inf loss or gradient is logged or saved."""
+  if not all(math.isfinite(float(sums[k])) for k in ("nll_sum", "grad_norm")):
+    raise TextgenError(f"non-finite loss or gradient by step {step}; stopping. The last good "
+                       "checkpoint is kept: lower --config.opt.learning_rate and rerun to resume")
+
+
 def _train_record(sums: dict[str, Any], num_steps: int, step: int) -> dict[str, float]:
   """Host-side summary of accumulated train sums; stops the run on a non-finite loss."""
   sums = jax.device_get(sums)
+  _raise_if_non_finite(sums, step)
   record = {f"train_{k}": v for k, v in metrics_lib.summarize(sums).items()}
   record["grad_norm"] = float(sums["grad_norm"]) / num_steps
   record["param_norm"] = float(sums["param_norm"]) / num_steps
-  if not math.isfinite(record["train_loss"]) or not math.isfinite(record["grad_norm"]):
-    raise TextgenError(f"non-finite loss or gradient by step {step}; stopping. The last good "
-                       "checkpoint is kept: lower --config.opt.learning_rate and rerun to resume")
   return record
 
 
@@ -94,6 +99,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainS
       accumulated, accumulated_steps = None, 0
     if done % train_cfg.eval_every == 0 or is_last:
       _evaluate_and_report(eval_step, state.params, task, writer, done, progress)
+    if checkpointer.is_due(done) and accumulated is not None:
+      _raise_if_non_finite(jax.device_get(accumulated), done)  # A host sync, at saves only.
     checkpointer.save(state, force=is_last)
   progress.close()
   checkpointer.save(state, force=True)
