@@ -80,13 +80,29 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainS
   writer = metrics_lib.MetricWriter(workdir)
   writer.truncate_after(int(state.step))
 
-  train_step, eval_step = jit_train_step(task.loss_fn), jit_eval_step(task.loss_fn)
+  compiled_step, eval_step = jit_train_step(task.loss_fn), jit_eval_step(task.loss_fn)
+  train_step = lambda state, batch: compiled_step(state, batch, dropout_rng)
+  try:
+    state = _train_steps(state, task, train_step, eval_step, checkpointer, writer, train_cfg)
+    checkpointer.save(state, force=True)
+  finally:
+    checkpointer.close()  # Waits for pending asynchronous writes, even when a step raised.
+  records = writer.read()
+  if records:
+    metrics_lib.plot_loss_curves(records, os.path.join(workdir, "loss_curve.png"))
+  return state
+
+
+def _train_steps(state: TrainState, task: Task, train_step: Callable, eval_step: Callable,
+                 checkpointer: Checkpointer, writer: metrics_lib.MetricWriter,
+                 train_cfg: ml_collections.ConfigDict) -> TrainState:
+  """Steps from state.step to num_steps, logging, evaluating and checkpointing when due."""
   start_step, accumulated, accumulated_steps = int(state.step), None, 0
   progress = tqdm(range(start_step, train_cfg.num_steps), initial=start_step,
                   total=train_cfg.num_steps, desc="train", dynamic_ncols=True,
                   mininterval=1.0 if sys.stderr.isatty() else 60.0)  # Quiet in log files.
   for step in progress:
-    state, sums = train_step(state, task.train_batches.batch_at(step), dropout_rng)
+    state, sums = train_step(state, task.train_batches.batch_at(step))
     accumulated = sums if accumulated is None else jax.tree.map(jnp.add, accumulated, sums)
     accumulated_steps += 1
     done = step + 1
@@ -103,11 +119,6 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainS
       _raise_if_non_finite(jax.device_get(accumulated), done)  # A host sync, at saves only.
     checkpointer.save(state, force=is_last)
   progress.close()
-  checkpointer.save(state, force=True)
-  checkpointer.close()
-  records = writer.read()
-  if records:
-    metrics_lib.plot_loss_curves(records, os.path.join(workdir, "loss_curve.png"))
   return state
 
 
