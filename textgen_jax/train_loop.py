@@ -117,7 +117,7 @@ def _train_steps(state: TrainState, task: Task, train_step: Callable, eval_step:
       _evaluate_and_report(eval_step, state.params, task, writer, done, progress)
     if checkpointer.is_due(done) and accumulated is not None:
       _raise_if_non_finite(jax.device_get(accumulated), done)  # A host sync, at saves only.
-    checkpointer.save(state, force=is_last)
+    checkpointer.save(state)  # When due; train() saves the final state.
   progress.close()
   return state
 
