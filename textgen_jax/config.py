@@ -1,7 +1,7 @@
-"""The seq2seq experiment's configuration schema and defaults (ml_collections.ConfigDict).
+"""Experiment configuration schemas and defaults (ml_collections.ConfigDict).
 
-Configs in experiments/configs/ start from `seq2seq_config()` and override fields; on the command
-line every field can be set with `--config.<section>.<field>=value`.
+Configs in experiments/configs/ start from `seq2seq_config()` or `sentence_vae_config()` and
+override fields; on the command line every field can be set with `--config.<section>.<field>=v`.
 """
 
 import os
@@ -11,6 +11,9 @@ import ml_collections
 from textgen_jax.errors import TextgenError
 
 DEFAULT_CORPUS = os.path.join(os.path.dirname(__file__), "data", "corpora", "fra_eng_40k.tsv")
+# Penn Treebank is research-only and not shipped: $PTB_DIR, else ../shared/data/ptb beside the repo.
+PTB_DIR = os.environ.get("PTB_DIR", os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), os.pardir, "shared", "data", "ptb"))
 
 
 def seq2seq_config() -> ml_collections.ConfigDict:
@@ -63,6 +66,92 @@ def seq2seq_config() -> ml_collections.ConfigDict:
   config.train.num_examples_to_print = 8  # Held-out translations printed at each evaluation.
   config.train.max_eval_batches = 0  # Cap on validation batches per pass (0: all).
   config.train.max_greedy_eval_pairs = 1000  # Held-out pairs greedily decoded per eval (0: all).
+  return config
+
+
+def sentence_vae_config() -> ml_collections.ConfigDict:
+  """A sentence VAE (or, with model.kind="lm", a language model) at the literature's PTB size.
+
+  Sizes follow Li et al. 2019 and Fu et al. 2019 (embedding 256, hidden 256, latent 32, batch
+  32); dropout and clipping follow He et al. 2019. data.train_path must be set.
+  """
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # One seed for parameters, dropout, latent samples, data split and order.
+
+  config.data = ml_collections.ConfigDict()
+  config.data.train_path = ""  # One sentence per line.
+  config.data.valid_path = ""  # Held-out sentences; empty: a seeded split of train_path.
+  config.data.valid_fraction = 0.05  # Share of train_path held out when valid_path is empty.
+  config.data.max_examples = 0  # Use only the first N sentences of train_path (0: all).
+  config.data.skip_malformed = False  # Skip (and count) empty lines; default: error.
+  config.data.tokenizer = "whitespace"  # "whitespace" (pre-tokenised text), "word" or "char".
+  config.data.lowercase = False
+  config.data.max_len = 100  # Most tokens per sentence, EOS not counted (PTB's longest: 82).
+  config.data.too_long = "truncate"  # Longer sentences: "truncate" (and count) or "error".
+  config.data.min_count = 1  # Tokens seen fewer times in training data map to UNK.
+  config.data.max_size = 0  # Largest vocabulary, specials included (0: no limit).
+  config.data.num_buckets = 8
+  config.data.batch_size = 32
+
+  config.model = ml_collections.ConfigDict()
+  config.model.kind = "vae"  # "vae", or "lm": the same decoder with no latent.
+  config.model.embed_dim = 256
+  config.model.hidden_size = 256
+  config.model.latent_size = 32
+  config.model.encoder_layers = 1
+  config.model.decoder_layers = 1
+  config.model.z_to_initial_state = True  # Decoder state starts at Dense(z).
+  config.model.z_to_every_input = True  # z concatenated to every decoder input.
+  config.model.embedding_dropout = 0.5  # On input embeddings.
+  config.model.output_dropout = 0.5  # On decoder outputs, before the vocabulary projection.
+  config.model.dtype = "float32"  # Matmul dtype, "float32" or "bfloat16"; cell state is float32.
+
+  config.vae = ml_collections.ConfigDict()  # See textgen_jax/vae_objective.py.
+  config.vae.kl_schedule = "linear"  # "constant", "linear", "sigmoid" or "cyclical".
+  config.vae.beta_max = 1.0
+  config.vae.anneal_steps = 10000  # linear and sigmoid: steps to reach beta_max.
+  config.vae.cycle_steps = 10000  # cyclical: period.
+  config.vae.cycle_ratio = 0.5  # cyclical: share of each period spent increasing.
+  config.vae.free_bits = 0.0  # Nats per latent dimension or per sentence (0: off).
+  config.vae.free_bits_mode = "per_dimension"  # "per_dimension" or "per_batch".
+  config.vae.word_dropout = 0.0  # Decoder-input words replaced by UNK at this rate.
+  config.vae.pretrain_steps = 0  # Autoencoder steps, then the decoder is reset (0: off).
+
+  config.opt = ml_collections.ConfigDict()
+  config.opt.name = "adam"
+  config.opt.learning_rate = 1e-3
+  config.opt.b1 = 0.9
+  config.opt.b2 = 0.999
+  config.opt.weight_decay = 0.0
+  config.opt.warmup_steps = 0
+  config.opt.schedule = "constant"
+  config.opt.grad_clip_norm = 5.0
+
+  config.train = ml_collections.ConfigDict()
+  config.train.num_steps = 20000
+  config.train.log_every = 200
+  config.train.eval_every = 2000
+  config.train.checkpoint_every = 1000
+  config.train.keep_checkpoints = 3
+  config.train.num_examples_to_print = 4  # Prior samples and reconstructions at each evaluation.
+  config.train.max_eval_batches = 0  # Cap on validation batches per pass (0: all).
+  # Importance-weighted NLL, mutual information and active units at each evaluation.
+  config.train.eval_num_samples = 10  # K for the periodic importance-weighted NLL (0: skip it).
+  config.train.eval_max_sentences = 1000  # Held-out sentences used for them (0: all).
+  return config
+
+
+def ptb_config(kind: str = "vae") -> ml_collections.ConfigDict:
+  """Mikolov's Penn Treebank (10k words, <unk>, N) as in the text-VAE literature."""
+  config = sentence_vae_config()
+  config.model.kind = kind
+  config.data.train_path = os.path.normpath(os.path.join(PTB_DIR, "ptb.train.txt"))
+  config.data.valid_path = os.path.normpath(os.path.join(PTB_DIR, "ptb.valid.txt"))
+  # Lighter than He et al.'s 0.5: a run that fits in these machines' hours lasts a few epochs.
+  config.model.embedding_dropout = 0.3
+  config.model.output_dropout = 0.3
+  config.train.num_steps = 12000
+  config.train.eval_max_sentences = 500
   return config
 
 

@@ -1,4 +1,5 @@
-"""Autoregressive decoding compiled as one program: greedy and temperature sampling.
+"""Autoregressive decoding compiled as one program: greedy, and sampling with temperature,
+top-k and top-p (nucleus) filtering.
 
 A decoder is described by a pure `step_fn(carry, tokens_B) -> (carry, logits_BxV)`; the carry is
 the recurrent state (the encoder's final state for seq2seq, zeros for a language model). The
@@ -20,11 +21,16 @@ StepFn = Callable[[Any, jax.Array], tuple[Any, jax.Array]]
 ChooseFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-def _check_settings(max_len: int, temperature: float | None = None) -> None:
+def _check_settings(max_len: int, temperature: float | None = None, top_k: int = 0,
+                    top_p: float = 1.0) -> None:
   if max_len < 1:
     raise TextgenError(f"max_len must be at least 1, got {max_len}")
   if temperature is not None and not temperature > 0:
     raise TextgenError(f"temperature must be > 0, got {temperature} (use greedy decoding for 0)")
+  if top_k < 0:
+    raise TextgenError(f"top_k must be 0 (off) or positive, got {top_k}")
+  if not 0.0 < top_p <= 1.0:
+    raise TextgenError(f"top_p must be in (0, 1], got {top_p}")
 
 
 def _decode_loop(step_fn: StepFn, carry: Any, batch_size: int, max_len: int, choose: ChooseFn,
@@ -56,12 +62,32 @@ def greedy_decode(step_fn: StepFn, carry: Any, batch_size: int, max_len: int) ->
   return _decode_loop(step_fn, carry, batch_size, max_len, choose, jax.random.key(0))
 
 
+def filter_logits(logits_BxV: jax.Array, top_k: int = 0, top_p: float = 1.0) -> jax.Array:
+  """Keeps the top_k most likely tokens (0: all), then the smallest set whose probability
+  reaches top_p (the nucleus, Holtzman et al. 2020); the rest get the lowest logit."""
+  lowest = jnp.finfo(logits_BxV.dtype).min
+  if top_k and top_k < logits_BxV.shape[-1]:
+    kth_largest_Bx1 = jax.lax.top_k(logits_BxV, top_k)[0][:, -1:]
+    logits_BxV = jnp.where(logits_BxV < kth_largest_Bx1, lowest, logits_BxV)
+  if top_p < 1.0:
+    sorted_BxV = -jnp.sort(-logits_BxV, axis=-1)
+    probs_BxV = jax.nn.softmax(sorted_BxV, axis=-1)
+    mass_before_BxV = jnp.cumsum(probs_BxV, axis=-1) - probs_BxV
+    # The most likely token always stays; a token stays while the mass above it is < top_p.
+    smallest_kept_Bx1 = jnp.min(jnp.where(mass_before_BxV < top_p, sorted_BxV, jnp.inf), -1,
+                                keepdims=True)
+    logits_BxV = jnp.where(logits_BxV < smallest_kept_Bx1, lowest, logits_BxV)
+  return logits_BxV
+
+
 def sample_decode(step_fn: StepFn, carry: Any, batch_size: int, max_len: int, rng: jax.Array,
-                  temperature: float = 1.0) -> jax.Array:
-  """Ancestral sampling from softmax(logits / temperature), with an explicit key."""
-  _check_settings(max_len, temperature)
+                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> jax.Array:
+  """Ancestral sampling from softmax(logits / temperature), optionally restricted to the top_k
+  tokens and/or the top_p nucleus, with an explicit key."""
+  _check_settings(max_len, temperature, top_k, top_p)
 
   def choose(logits_BxV, key):
-    return jax.random.categorical(key, logits_BxV / temperature, -1).astype(jnp.int32)
+    logits_BxV = filter_logits(logits_BxV / temperature, top_k, top_p)
+    return jax.random.categorical(key, logits_BxV, -1).astype(jnp.int32)
 
   return _decode_loop(step_fn, carry, batch_size, max_len, choose, rng)

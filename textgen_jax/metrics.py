@@ -9,15 +9,25 @@ import numpy as np
 
 
 def summarize(sums: dict[str, float]) -> dict[str, float]:
-  """Accumulated sums to loss (nats/token), token accuracy, exact match and perplexity."""
-  tokens = max(sums["tokens"], 1.0)
+  """Accumulated sums to loss (nats/token), token accuracy, exact match and perplexity.
+
+  A VAE's sums (with kl_sum) also give the reconstruction and KL per sentence, the negative
+  ELBO per sentence and the perplexity it bounds.
+  """
+  tokens, sequences = max(sums["tokens"], 1.0), max(sums["sequences"], 1.0)
   loss = sums["nll_sum"] / tokens
-  return {
+  summary = {
       "loss": loss,
       "token_accuracy": sums["correct_tokens"] / tokens,
-      "exact_match": sums["exact_sequences"] / max(sums["sequences"], 1.0),
+      "exact_match": sums["exact_sequences"] / sequences,
       "perplexity": math.exp(min(loss, 50.0)),
   }
+  if "kl_sum" in sums:
+    summary["reconstruction"] = sums["nll_sum"] / sequences
+    summary["kl"] = sums["kl_sum"] / sequences
+    summary["neg_elbo"] = (sums["nll_sum"] + sums["kl_sum"]) / sequences
+    summary["elbo_perplexity"] = math.exp(min((sums["nll_sum"] + sums["kl_sum"]) / tokens, 50.0))
+  return summary
 
 
 class MetricWriter:

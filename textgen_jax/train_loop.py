@@ -8,7 +8,8 @@ import dataclasses
 import math
 import os
 import sys
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -19,8 +20,9 @@ from textgen_jax import metrics as metrics_lib
 from textgen_jax.checkpointing import Checkpointer
 from textgen_jax.data.batching import Batch, BucketedBatches
 from textgen_jax.errors import TextgenError
-from textgen_jax.training import (LossFn, TrainState, create_train_state, jit_eval_step,
-                                  jit_train_step, make_optimizer)
+from textgen_jax.training import (LossFn, StateHook, TrainState, create_train_state,
+                                  jit_eval_step, jit_train_step, make_optimizer)
+from textgen_jax.workdir import checkpoint_dir
 
 
 @dataclasses.dataclass
@@ -28,16 +30,15 @@ class Task:
   """What the loop needs to know about a model family and its data."""
 
   init_params: Callable[[jax.Array], Any]  # rng -> params
-  loss_fn: LossFn  # (params, batch, rng, deterministic) -> (loss, metric sums)
+  loss_fn: LossFn  # (params, batch, rng, deterministic, *, step) -> (loss, metric sums)
   train_batches: BucketedBatches
   valid_batches: Sequence[Batch]
-  # Held-out generation: params -> (metrics such as greedy exact match, lines to print).
+  # Held-out evaluation beyond the loss: params -> (metrics such as greedy exact match, or a
+  # VAE's mutual information; lines to print, such as translations or samples).
   evaluate_generation: Callable[[Any], tuple[dict[str, float], list[str]]] = (
       lambda params: ({}, []))
-
-
-def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(workdir, "checkpoints")
+  # Runs inside the compiled step before the update (see training.train_step).
+  before_update: StateHook | None = None
 
 
 def evaluate(eval_step: Callable, params: Any, batches: Sequence[Batch]) -> dict[str, float]:
@@ -47,6 +48,9 @@ def evaluate(eval_step: Callable, params: Any, batches: Sequence[Batch]) -> dict
     sums = eval_step(params, batch)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   return metrics_lib.summarize(jax.device_get(totals))
+
+
+_PER_STEP_KEYS = ("grad_norm", "param_norm", "kl_weight")
 
 
 def _raise_if_non_finite(sums: dict[str, Any], step: int) -> None:
@@ -61,8 +65,9 @@ def _train_record(sums: dict[str, Any], num_steps: int, step: int) -> dict[str, 
   sums = jax.device_get(sums)
   _raise_if_non_finite(sums, step)
   record = {f"train_{k}": v for k, v in metrics_lib.summarize(sums).items()}
-  record["grad_norm"] = float(sums["grad_norm"]) / num_steps
-  record["param_norm"] = float(sums["param_norm"]) / num_steps
+  for key in _PER_STEP_KEYS:  # Averaged over steps rather than tokens.
+    if key in sums:
+      record[key] = float(sums[key]) / num_steps
   return record
 
 
@@ -80,7 +85,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainS
   writer = metrics_lib.MetricWriter(workdir)
   writer.truncate_after(int(state.step))
 
-  compiled_step, eval_step = jit_train_step(task.loss_fn), jit_eval_step(task.loss_fn)
+  compiled_step = jit_train_step(task.loss_fn, task.before_update)
+  eval_step = jit_eval_step(task.loss_fn)
   train_step = lambda state, batch: compiled_step(state, batch, dropout_rng)
   try:
     state = _train_steps(state, task, train_step, eval_step, checkpointer, writer, train_cfg)

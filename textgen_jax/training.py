@@ -1,11 +1,13 @@
 """Optimiser, train state, and the pure train and eval steps shared by every model family.
 
-A model family supplies a `loss_fn(params, batch, rng, deterministic) -> (loss, metric_sums)`;
-these steps differentiate it, clip, update, and return on-device metric sums.
+A model family supplies a `loss_fn(params, batch, rng, deterministic, *, step) -> (loss,
+metric_sums)` (step is the train step, for schedules such as KL annealing, and None when
+evaluating); these steps differentiate it, clip, update, and return on-device metric sums.
 """
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +19,7 @@ from textgen_jax.errors import TextgenError
 
 LossFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 TrainState = train_state.TrainState
+StateHook = Callable[[TrainState], TrainState]
 
 
 def make_learning_rate_schedule(opt: ml_collections.ConfigDict,
@@ -58,10 +61,18 @@ def create_train_state(apply_fn: Callable, params: Any,
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
-               loss_fn: LossFn) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One update. `rng` is the run's dropout key; folding in the step makes each step's own."""
+               loss_fn: LossFn, before_update: StateHook | None = None
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One update. `rng` is the run's dropout key; folding in the step makes each step's own.
+
+  `before_update(state) -> state` runs first, inside the compiled step: a recipe that changes
+  the state at a given step (the VAE's decoder reset) stays a pure function of the step.
+  """
+  if before_update is not None:
+    state = before_update(state)
   step_rng = jax.random.fold_in(rng, state.step)
-  grad_fn = jax.value_and_grad(functools.partial(loss_fn, deterministic=False), has_aux=True)
+  grad_fn = jax.value_and_grad(functools.partial(loss_fn, deterministic=False, step=state.step),
+                               has_aux=True)
   (_, metric_sums), grads = grad_fn(state.params, batch, step_rng)
   state = state.apply_gradients(grads=grads)
   metric_sums["grad_norm"] = optax.tree.norm(grads)
@@ -71,13 +82,14 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
 
 def eval_step(params: Any, batch: dict[str, jax.Array], *, loss_fn: LossFn) -> dict[str, jax.Array]:
   """Metric sums on one batch, no dropout."""
-  _, metric_sums = loss_fn(params, batch, jax.random.key(0), deterministic=True)
+  _, metric_sums = loss_fn(params, batch, jax.random.key(0), deterministic=True, step=None)
   return metric_sums
 
 
-def jit_train_step(loss_fn: LossFn) -> Callable:
+def jit_train_step(loss_fn: LossFn, before_update: StateHook | None = None) -> Callable:
   """The compiled step; the old state's buffers are donated to the new one."""
-  return jax.jit(functools.partial(train_step, loss_fn=loss_fn), donate_argnames=("state",))
+  return jax.jit(functools.partial(train_step, loss_fn=loss_fn, before_update=before_update),
+                 donate_argnames=("state",))
 
 
 def jit_eval_step(loss_fn: LossFn) -> Callable:

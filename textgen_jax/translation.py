@@ -13,10 +13,10 @@ and loss_curve.png.
 
 import dataclasses
 import functools
-import json
 import os
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 
 from textgen_jax import decoding, train_loop
+from textgen_jax import workdir as workdir_lib
 from textgen_jax.checkpointing import Checkpointer
 from textgen_jax.config import check_positive, seq2seq_config
 from textgen_jax.data import batching, readers
@@ -34,10 +35,7 @@ from textgen_jax.losses import sequence_metric_sums, token_cross_entropy
 from textgen_jax.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from textgen_jax.training import make_optimizer
 
-CONFIG_FILE, SOURCE_VOCAB_FILE, TARGET_VOCAB_FILE = (
-    "config.json", "source_vocab.json", "target_vocab.json")
-# Config sections whose change makes an existing checkpoint meaningless.
-_MUST_MATCH_ON_RESUME = ("data", "model", "seed")
+SOURCE_VOCAB_FILE, TARGET_VOCAB_FILE = "source_vocab.json", "target_vocab.json"
 
 
 def build_model(model_cfg: ml_collections.ConfigDict, source_vocab: Vocabulary,
@@ -47,8 +45,10 @@ def build_model(model_cfg: ml_collections.ConfigDict, source_vocab: Vocabulary,
 
 
 def seq2seq_loss(params: Any, batch: batching.Batch, rng: jax.Array, deterministic: bool, *,
-                 model: Seq2Seq, label_smoothing: float = 0.0) -> tuple[jax.Array, dict]:
+                 model: Seq2Seq, label_smoothing: float = 0.0,
+                 step: jax.Array | None = None) -> tuple[jax.Array, dict]:
   """Mean masked cross-entropy per target token (EOS included, PAD excluded), and metric sums."""
+  del step  # No schedule inside this loss.
   logits_BxTxV = model.apply(params, batch["inputs"], batch["input_lengths"], batch["targets"],
                              deterministic=deterministic, rngs={"dropout": rng})
   nll_BxT = token_cross_entropy(logits_BxTxV, batch["targets"])
@@ -114,19 +114,13 @@ class Translator:
     if num_cut:
       print(f"note: cut {num_cut} of {len(texts)} inputs to data.max_len={self.max_len} tokens",
             file=sys.stderr)
-    order = np.argsort([len(x) for x in ids], kind="stable")
     outputs = [""] * len(texts)
-    for start in range(0, len(order), batch_size):
-      rows = order[start:start + batch_size]
-      padded_size = min(batch_size, 1 << (len(rows) - 1).bit_length())  # Few distinct shapes.
-      length = next(n for n in self._lengths if n >= max(len(ids[i]) for i in rows))
-      batch = batching.pad_batch([ids[i] for i in rows], [ids[i][:0] for i in rows], padded_size,
-                                 max(length, 1))
+    for index, (rows, batch) in enumerate(batching.sorted_batches(ids, batch_size, self._lengths)):
       if temperature is None:
         tokens_BxL = self._greedy(self.params, batch["inputs"], batch["input_lengths"])
       else:
         tokens_BxL = self._sample(self.params, batch["inputs"], batch["input_lengths"],
-                                  jax.random.fold_in(rng, start), temperature=temperature)
+                                  jax.random.fold_in(rng, index), temperature=temperature)
       for row, tokens in zip(rows, np.asarray(tokens_BxL)):
         if len(ids[row]):  # An empty sentence translates to an empty sentence.
           outputs[row] = self.tokenizer.detokenize(self.target_vocab.decode(tokens))
@@ -146,28 +140,29 @@ class Translator:
 
   def save(self, directory: str, step: int = 0) -> None:
     """Writes an inference-only copy (config, vocabularies, parameters) loadable by `load`."""
-    if os.path.exists(train_loop.checkpoint_dir(directory)):
+    if os.path.exists(workdir_lib.checkpoint_dir(directory)):
       raise TextgenError(f"{directory} already holds a saved model or a training run; "
                          "save to a new directory")
     os.makedirs(directory, exist_ok=True)
-    _write_assets(directory, self.config, self.tokenizer, self.source_vocab, self.target_vocab)
-    checkpointer = Checkpointer(train_loop.checkpoint_dir(directory))
+    workdir_lib.write_assets(directory, self.config, self.tokenizer,
+                             _vocabularies(self.source_vocab, self.target_vocab))
+    checkpointer = Checkpointer(workdir_lib.checkpoint_dir(directory))
     checkpointer.save_params(self.params, step)
     checkpointer.close()
 
   @classmethod
   def load(cls, workdir: str) -> "Translator":
     """The translator in a workdir (or a `save`d directory), at its latest checkpoint."""
-    if not os.path.isdir(train_loop.checkpoint_dir(workdir)):
+    if not os.path.isdir(workdir_lib.checkpoint_dir(workdir)):
       raise TextgenError(f"{workdir}: no checkpoint found; train one with "
                          f"experiments/train_seq2seq.py --workdir={workdir}")
-    config = read_config(workdir)
+    config = workdir_lib.read_config(workdir)
     source_vocab, tokenizer_cfg = load_vocabulary(os.path.join(workdir, SOURCE_VOCAB_FILE))
     target_vocab, _ = load_vocabulary(os.path.join(workdir, TARGET_VOCAB_FILE))
     tokenizer = tokenizer_from_config(tokenizer_cfg)
     model = build_model(config.model, source_vocab, target_vocab)
     params_shape = jax.eval_shape(functools.partial(init_params, model), jax.random.key(0))
-    checkpointer = Checkpointer(train_loop.checkpoint_dir(workdir))
+    checkpointer = Checkpointer(workdir_lib.checkpoint_dir(workdir))
     params = checkpointer.restore_params(params_shape)
     checkpointer.close()
     return cls(config, model, params, tokenizer, source_vocab, target_vocab)
@@ -178,44 +173,8 @@ def init_params(model: Seq2Seq, rng: jax.Array) -> Any:
   return model.init(rng, inputs_BxS, jnp.ones((1,), jnp.int32), inputs_BxS)
 
 
-def read_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, CONFIG_FILE)
-  try:
-    with open(path, encoding="utf-8") as f:
-      return ml_collections.ConfigDict(json.load(f))
-  except FileNotFoundError:
-    raise TextgenError(f"{path}: not found; is {workdir} a textgen-jax workdir?") from None
-  except json.JSONDecodeError as e:
-    raise TextgenError(f"{path}: not valid JSON ({e})") from None
-
-
-def _write_assets(directory: str, config: ml_collections.ConfigDict, tokenizer: Tokenizer,
-                  source_vocab: Vocabulary, target_vocab: Vocabulary) -> None:
-  source_vocab.save(os.path.join(directory, SOURCE_VOCAB_FILE), tokenizer.to_config())
-  target_vocab.save(os.path.join(directory, TARGET_VOCAB_FILE), tokenizer.to_config())
-  tmp_path = os.path.join(directory, CONFIG_FILE + ".tmp")
-  with open(tmp_path, "w", encoding="utf-8") as f:
-    f.write(config.to_json(indent=2))
-  os.replace(tmp_path, os.path.join(directory, CONFIG_FILE))
-
-
-def _check_resumable(workdir: str, config: ml_collections.ConfigDict, source_vocab: Vocabulary,
-                     target_vocab: Vocabulary) -> None:
-  """A workdir with checkpoints must have been made by the same data and model settings."""
-  saved = read_config(workdir).to_dict()
-  current = json.loads(config.to_json())
-  for section in _MUST_MATCH_ON_RESUME:
-    if saved.get(section) != current.get(section):
-      differing = section if not isinstance(current.get(section), dict) else ", ".join(
-          f"{section}.{k}" for k in sorted(current[section])
-          if saved.get(section, {}).get(k) != current[section][k])
-      raise TextgenError(f"{workdir} holds checkpoints of a run with other settings (differing "
-                         f"from its config.json: {differing}); use a new --workdir or its config")
-  for filename, vocab in ((SOURCE_VOCAB_FILE, source_vocab), (TARGET_VOCAB_FILE, target_vocab)):
-    saved_vocab, _ = load_vocabulary(os.path.join(workdir, filename))
-    if saved_vocab != vocab:
-      raise TextgenError(f"{os.path.join(workdir, filename)}: the checkpoint's vocabulary does not "
-                         "match the one built from the current data; use a new --workdir")
+def _vocabularies(source_vocab: Vocabulary, target_vocab: Vocabulary) -> dict[str, Vocabulary]:
+  return {SOURCE_VOCAB_FILE: source_vocab, TARGET_VOCAB_FILE: target_vocab}
 
 
 @dataclasses.dataclass
@@ -304,14 +263,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Trans
   if config.train.max_eval_batches:
     valid_batches = valid_batches[:config.train.max_eval_batches]
 
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    raise TextgenError(f"--workdir={workdir}: cannot create it ({e.strerror})") from None
-  if os.path.isdir(train_loop.checkpoint_dir(workdir)) and os.listdir(
-      train_loop.checkpoint_dir(workdir)):
-    _check_resumable(workdir, config, source_vocab, target_vocab)
-  _write_assets(workdir, config, tokenizer, source_vocab, target_vocab)
+  workdir_lib.make_workdir(workdir)
+  vocabularies = _vocabularies(source_vocab, target_vocab)
+  if workdir_lib.has_checkpoints(workdir):
+    workdir_lib.check_resumable(workdir, config, vocabularies)
+  workdir_lib.write_assets(workdir, config, tokenizer, vocabularies)
 
   model = build_model(config.model, source_vocab, target_vocab)
   translator = Translator(config, model, None, tokenizer, source_vocab, target_vocab)

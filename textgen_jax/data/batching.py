@@ -76,6 +76,24 @@ def pad_batch(sources: Sequence[np.ndarray], targets: Sequence[np.ndarray], batc
   return {"inputs": inputs, "input_lengths": input_lengths, "targets": padded_targets}
 
 
+def sorted_batches(sources: Sequence[np.ndarray], batch_size: int,
+                   lengths: Sequence[int]) -> Iterator[tuple[np.ndarray, Batch]]:
+  """Inference batches over `sources` sorted by length: (row indices into sources, batch).
+
+  Each batch is padded to its bucket length and to a power-of-two number of rows (at most
+  batch_size), so a few thousand inputs take few compiled shapes. Targets are the sources
+  themselves (with EOS), as a sentence VAE or LM reads them.
+  """
+  order = np.argsort([len(x) for x in sources], kind="stable")
+  for start in range(0, len(order), batch_size):
+    rows = order[start:start + batch_size]
+    padded_size = min(batch_size, 1 << (len(rows) - 1).bit_length())
+    longest = max(len(sources[i]) + 1 for i in rows)  # +1: the target's EOS.
+    length = next((n for n in lengths if n >= longest), longest)
+    chosen = [sources[i] for i in rows]
+    yield rows, pad_batch(chosen, chosen, padded_size, length)
+
+
 def split_indices(num_examples: int, valid_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
   """A seeded (train, valid) split of example indices."""
   if not 0.0 < valid_fraction < 1.0:

@@ -1,7 +1,7 @@
-"""Reversible character- and word-level tokenizers.
+"""Reversible character-, word- and whitespace-level tokenizers.
 
-Both tokenizers first normalise text (Unicode NFC, whitespace runs collapsed to one space,
-optional lowercasing); `detokenize(tokenize(s)) == normalize(s)` holds exactly for both.
+All tokenizers first normalise text (Unicode NFC, whitespace runs collapsed to one space,
+optional lowercasing); `detokenize(tokenize(s)) == normalize(s)` holds exactly for all three.
 
 The word tokenizer splits punctuation from words. To stay reversible without language-specific
 detokenisation rules (English "Go." but French "Va !"), a token written directly after the
@@ -79,12 +79,32 @@ class WordTokenizer:
     return {"kind": self.kind, "lowercase": self.lowercase}
 
 
-Tokenizer = CharTokenizer | WordTokenizer
-_TOKENIZERS = {"char": CharTokenizer, "word": WordTokenizer}
+@dataclasses.dataclass(frozen=True)
+class WhitespaceTokenizer:
+  """Splits on whitespace only: for corpora that come tokenised (Penn Treebank's "mr. <unk>")."""
+
+  lowercase: bool = False
+  kind: str = dataclasses.field(default="whitespace", init=False)
+
+  def normalize(self, text: str) -> str:
+    return normalize_text(text, self.lowercase)
+
+  def tokenize(self, text: str) -> list[str]:
+    return self.normalize(text).split()
+
+  def detokenize(self, tokens: list[str]) -> str:
+    return " ".join(tokens)
+
+  def to_config(self) -> dict[str, Any]:
+    return {"kind": self.kind, "lowercase": self.lowercase}
+
+
+Tokenizer = CharTokenizer | WordTokenizer | WhitespaceTokenizer
+_TOKENIZERS = {"char": CharTokenizer, "word": WordTokenizer, "whitespace": WhitespaceTokenizer}
 
 
 def make_tokenizer(kind: str, lowercase: bool = False) -> Tokenizer:
-  """Returns the tokenizer named `kind` ("char" or "word")."""
+  """Returns the tokenizer named `kind` ("char", "word" or "whitespace")."""
   if kind not in _TOKENIZERS:
     raise TextgenError(f"unknown tokenizer {kind!r}; choose one of {sorted(_TOKENIZERS)}")
   return _TOKENIZERS[kind](lowercase=lowercase)

@@ -1,0 +1,30 @@
+r"""Trains a sentence VAE (or, with --config.model.kind=lm, the LM baseline); resumes from the
+workdir's last checkpoint.
+
+  python experiments/train_vae.py --config=experiments/configs/ptb_vae.py --workdir=runs/ptb_vae
+  python experiments/train_vae.py --config=experiments/configs/ptb_lm.py --workdir=runs/ptb_lm
+"""
+
+import os
+
+from absl import flags
+from ml_collections import config_flags
+
+from textgen_jax import cli, sentence_vae
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(os.path.dirname(__file__), "configs", "ptb_vae.py"),
+    "Config file; override fields with --config.<section>.<field>=value.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, vocabulary, metrics.",
+                               required=True)
+
+
+def main(argv):
+  del argv
+  sentence_vae.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  print(f"Done. Generate with: python experiments/generate.py --workdir={_WORKDIR.value} "
+        "--mode=sample")
+
+
+if __name__ == "__main__":
+  cli.run(main)

@@ -1,0 +1,127 @@
+"""LSTM sentence VAE (Bowman et al. 2016) and, with kind="lm", the same decoder as a language model.
+
+Shape key: B batch, T time, E embedding, H hidden, Z latent, V vocabulary.
+
+The encoder's final hidden state (at each sentence's true last token) gives the mean and
+log-variance of a diagonal Gaussian q(z|x). The decoder is conditioned on z in two switchable
+ways: its initial state is Dense(z) (c0 = Dense(z), h0 = tanh(c0), one Dense per layer), and z
+is concatenated to every input embedding. The language model is the decoder alone, started from
+zeros, with no latent: the VAE-versus-LM comparison changes one config field.
+
+Parameters of the encoder side live under names starting with "encoder" and of the decoder side
+under "decoder", so a training recipe can reset one side (Li et al. 2019).
+"""
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from textgen_jax.models.lstm import Carry, StackedLSTM, zero_carry
+
+KINDS = ("vae", "lm")
+
+
+@dataclasses.dataclass(frozen=True)
+class TextVAEConfig:
+  """Model hyperparameters; built from the `model` section of a VAE/LM experiment config."""
+
+  vocab_size: int
+  kind: str = "vae"  # "vae", or "lm": the decoder alone, no encoder and no latent.
+  embed_dim: int = 256
+  hidden_size: int = 256
+  latent_size: int = 32
+  encoder_layers: int = 1
+  decoder_layers: int = 1
+  z_to_initial_state: bool = True  # Decoder state starts at Dense(z), else zeros.
+  z_to_every_input: bool = True  # z concatenated to every decoder input embedding.
+  embedding_dropout: float = 0.0  # On encoder and decoder input embeddings.
+  output_dropout: float = 0.0  # On decoder outputs before the vocabulary projection.
+  dtype: str = "float32"  # Matmul dtype; the LSTM cell state is float32 regardless.
+
+  @property
+  def has_latent(self) -> bool:
+    return self.kind == "vae"
+
+
+# The decoding state: one (c, h) per decoder layer, and z (read at every step; None for the LM).
+DecoderState = tuple[list[Carry], jax.Array | None]
+
+
+class TextVAE(nn.Module):
+  """`posterior`, `decoder_start`, teacher-forced `decode`, one-token `decode_step`."""
+
+  config: TextVAEConfig
+
+  def setup(self):
+    cfg = self.config
+    dtype = jnp.dtype(cfg.dtype)
+    if cfg.has_latent:
+      self.encoder_embedding = nn.Embed(cfg.vocab_size, cfg.embed_dim)
+      self.encoder_lstm = StackedLSTM(cfg.hidden_size, cfg.encoder_layers, dtype=dtype)
+      self.encoder_to_posterior = nn.Dense(2 * cfg.latent_size)
+      if cfg.z_to_initial_state:
+        self.decoder_initial_state = [nn.Dense(cfg.hidden_size)
+                                      for _ in range(cfg.decoder_layers)]
+    self.decoder_embedding = nn.Embed(cfg.vocab_size, cfg.embed_dim)
+    self.decoder_lstm = StackedLSTM(cfg.hidden_size, cfg.decoder_layers, dtype=dtype)
+    self.decoder_output = nn.Dense(cfg.vocab_size, dtype=dtype)
+    self.embedding_dropout = nn.Dropout(cfg.embedding_dropout)
+    self.output_dropout = nn.Dropout(cfg.output_dropout)
+
+  def posterior(self, tokens_BxT: jax.Array, lengths_B: jax.Array,
+                deterministic: bool = True) -> tuple[jax.Array, jax.Array]:
+    """Mean and log-variance of q(z|x), each [B, Z], from the encoder's state at each true end."""
+    emb_BxTxE = self.embedding_dropout(self.encoder_embedding(tokens_BxT),
+                                       deterministic=deterministic)
+    final_carries, _ = self.encoder_lstm(emb_BxTxE, lengths_B)
+    mean_BxZ, logvar_BxZ = jnp.split(self.encoder_to_posterior(final_carries[-1][1]), 2, -1)
+    return mean_BxZ, logvar_BxZ
+
+  def decoder_start(self, z_BxZ: jax.Array | None, batch_size: int) -> DecoderState:
+    """The decoder's initial state: Dense(z) per layer, or zeros (LM, or switched off)."""
+    cfg = self.config
+    if cfg.has_latent and cfg.z_to_initial_state:
+      carries = []
+      for dense in self.decoder_initial_state:
+        c_BxH = dense(z_BxZ)
+        carries.append((c_BxH, jnp.tanh(c_BxH)))
+    else:
+      carries = [zero_carry(batch_size, cfg.hidden_size)] * cfg.decoder_layers
+    return carries, z_BxZ if cfg.has_latent else None
+
+  def _inputs(self, tokens: jax.Array, z_BxZ: jax.Array | None,
+              deterministic: bool) -> jax.Array:
+    """Embeddings of `tokens` ([B] or [B, T]), z appended when configured."""
+    emb = self.embedding_dropout(self.decoder_embedding(tokens), deterministic=deterministic)
+    if self.config.has_latent and self.config.z_to_every_input:
+      z = z_BxZ if tokens.ndim == 1 else jnp.broadcast_to(
+          z_BxZ[:, None, :], tokens.shape + z_BxZ.shape[-1:])
+      emb = jnp.concatenate([emb, z.astype(emb.dtype)], -1)
+    return emb
+
+  def decode(self, state: DecoderState, inputs_BxT: jax.Array,
+             deterministic: bool = True) -> jax.Array:
+    """Teacher-forced logits_BxTxV (float32) for all positions in one pass."""
+    carries, z_BxZ = state
+    x_BxTxE = self._inputs(inputs_BxT, z_BxZ, deterministic)
+    lengths_B = jnp.full(inputs_BxT.shape[:1], inputs_BxT.shape[1])
+    _, out_BxTxH = self.decoder_lstm(x_BxTxE, lengths_B, carries)
+    out_BxTxH = self.output_dropout(out_BxTxH, deterministic=deterministic)
+    return self.decoder_output(out_BxTxH).astype(jnp.float32)
+
+  def decode_step(self, state: DecoderState, tokens_B: jax.Array) -> tuple[DecoderState, jax.Array]:
+    """One decoding step: previous tokens in, (new state, logits_BxV) out."""
+    carries, z_BxZ = state
+    carries, out_BxH = self.decoder_lstm.step(carries, self._inputs(tokens_B, z_BxZ, True))
+    return (carries, z_BxZ), self.decoder_output(out_BxH).astype(jnp.float32)
+
+  def __call__(self, tokens_BxT: jax.Array, lengths_B: jax.Array, decoder_inputs_BxT: jax.Array,
+               z_BxZ: jax.Array | None = None) -> Any:
+    """Touches every parameter (for init): posterior, then decode from z (zeros if None)."""
+    if self.config.has_latent:
+      mean_BxZ, _ = self.posterior(tokens_BxT, lengths_B)
+      z_BxZ = mean_BxZ if z_BxZ is None else z_BxZ
+    return self.decode(self.decoder_start(z_BxZ, tokens_BxT.shape[0]), decoder_inputs_BxT)

@@ -1,0 +1,108 @@
+"""What the text-VAE literature reports: importance-weighted NLL, mutual information, active units.
+
+* Importance-weighted log-likelihood (Burda et al. 2016), as in He et al. 2019:
+    log p(x) ~= logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log K,  z_k ~ q(z|x).
+  K = 1 is the ELBO in expectation; the bound tightens as K grows. The K samples are drawn in
+  chunks inside one compiled `lax.scan` with a running logsumexp, so memory is one chunk's.
+  For the language model, log p(x) is exact.
+* Mutual information I(x; z) under q (He et al. 2019's estimator), with the aggregate posterior
+  q(z) = mean_n q(z|x_n) taken over all the evaluated sentences rather than one batch.
+* Active units (Burda et al. 2016): latent dimensions whose posterior mean varies over the data,
+  Var_x(E_q[z_d]) > 0.01.
+
+Counting: log p(x) covers every word and the EOS of each sentence (PAD never), so perplexity is
+exp(-sum log p(x) / (words + sentences)), as in Mikolov's PTB convention.
+"""
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from textgen_jax.data.vocab import PAD_ID
+from textgen_jax.losses import token_cross_entropy
+from textgen_jax.models.seq2seq import shift_right
+from textgen_jax.models.text_vae import TextVAE
+
+ACTIVE_UNIT_THRESHOLD = 0.01
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def diagonal_normal_log_density(z_BxZ: jax.Array, mean_BxZ: jax.Array,
+                                logvar_BxZ: jax.Array) -> jax.Array:
+  """log N(z; mean, diag(exp(logvar))), summed over dimensions: [B]."""
+  return -0.5 * jnp.sum(_LOG_2PI + logvar_BxZ + (z_BxZ - mean_BxZ)**2 * jnp.exp(-logvar_BxZ), -1)
+
+
+def _log_likelihood_given_z(module: TextVAE, z_BxZ: jax.Array | None,
+                            targets_BxT: jax.Array) -> jax.Array:
+  """log p(x|z) per sentence [B] (teacher forced; words and EOS, no PAD)."""
+  state = module.decoder_start(z_BxZ, targets_BxT.shape[0])
+  logits_BxTxV = module.decode(state, shift_right(targets_BxT))
+  nll_BxT = token_cross_entropy(logits_BxTxV, targets_BxT) * (targets_BxT != PAD_ID)
+  return -nll_BxT.sum(-1)
+
+
+def importance_weighted_log_likelihood(params: Any, batch: dict[str, jax.Array], rng: jax.Array,
+                                       *, model: TextVAE, num_samples: int,
+                                       chunk_size: int) -> jax.Array:
+  """log p(x) per sentence [B]: the K-sample importance-weighted bound (exact for the LM)."""
+  tokens_BxT, lengths_B, targets_BxT = batch["inputs"], batch["input_lengths"], batch["targets"]
+  if not model.config.has_latent:
+    return model.apply(params, None, targets_BxT,
+                       method=lambda m, z, t: _log_likelihood_given_z(m, z, t))
+  mean_BxZ, logvar_BxZ = model.apply(params, tokens_BxT, lengths_B, method=TextVAE.posterior)
+  batch_size = tokens_BxT.shape[0]
+  chunk_size = min(chunk_size, num_samples)
+  num_chunks = -(-num_samples // chunk_size)
+  targets_CBxT = jnp.tile(targets_BxT, (chunk_size, 1))
+  mean_CBxZ, logvar_CBxZ = jnp.tile(mean_BxZ, (chunk_size, 1)), jnp.tile(logvar_BxZ, (chunk_size, 1))
+
+  def add_chunk(log_sum_B, chunk):
+    index, key = chunk
+    z_CBxZ = mean_CBxZ + jnp.exp(0.5 * logvar_CBxZ) * jax.random.normal(key, mean_CBxZ.shape)
+    log_px_given_z_CB = model.apply(params, z_CBxZ, targets_CBxT,
+                                    method=lambda m, z, t: _log_likelihood_given_z(m, z, t))
+    log_prior_CB = diagonal_normal_log_density(z_CBxZ, 0.0, jnp.zeros_like(z_CBxZ))
+    log_posterior_CB = diagonal_normal_log_density(z_CBxZ, mean_CBxZ, logvar_CBxZ)
+    log_w_CxB = (log_px_given_z_CB + log_prior_CB - log_posterior_CB).reshape(chunk_size,
+                                                                               batch_size)
+    # The last chunk may run past K; its extra samples get zero weight.
+    in_range_Cx1 = (index * chunk_size + jnp.arange(chunk_size) < num_samples)[:, None]
+    log_w_CxB = jnp.where(in_range_Cx1, log_w_CxB, -jnp.inf)
+    return jnp.logaddexp(log_sum_B, jax.nn.logsumexp(log_w_CxB, 0)), None
+
+  keys = jax.random.split(rng, num_chunks)
+  log_sum_B, _ = jax.lax.scan(add_chunk, jnp.full((batch_size,), -jnp.inf),
+                              (jnp.arange(num_chunks), keys))
+  return log_sum_B - math.log(num_samples)
+
+
+def mutual_information(mean_NxZ: jax.Array, logvar_NxZ: jax.Array, rng: jax.Array) -> jax.Array:
+  """I(x; z) = E_x E_q(z|x)[log q(z|x)] - E_q(z)[log q(z)], one z per sentence (He et al.).
+
+  log q(z_i) = logsumexp_j log q(z_i|x_j) - log N over all N sentences; the N x N densities
+  come from three matmuls rather than an N x N x Z tensor.
+  """
+  num, latent = mean_NxZ.shape
+  z_NxZ = mean_NxZ + jnp.exp(0.5 * logvar_NxZ) * jax.random.normal(rng, mean_NxZ.shape)
+  negative_entropy = jnp.mean(-0.5 * latent * _LOG_2PI - 0.5 * jnp.sum(1.0 + logvar_NxZ, -1))
+  precision_NxZ = jnp.exp(-logvar_NxZ)
+  hp = jax.lax.Precision.HIGHEST
+  # sum_d (z_id - m_jd)^2 p_jd = z^2 . p - 2 z . (m p) + m^2 . p
+  squared_distance_NxN = (jnp.dot(z_NxZ**2, precision_NxZ.T, precision=hp)
+                          - 2.0 * jnp.dot(z_NxZ, (mean_NxZ * precision_NxZ).T, precision=hp)
+                          + jnp.sum(mean_NxZ**2 * precision_NxZ, -1)[None, :])
+  log_density_NxN = -0.5 * (latent * _LOG_2PI + jnp.sum(logvar_NxZ, -1)[None, :]
+                            + squared_distance_NxN)
+  log_aggregate_N = jax.nn.logsumexp(log_density_NxN, -1) - math.log(num)
+  return negative_entropy - jnp.mean(log_aggregate_N)
+
+
+def active_units(mean_NxZ: np.ndarray,
+                 threshold: float = ACTIVE_UNIT_THRESHOLD) -> tuple[int, np.ndarray]:
+  """(number of dimensions with Var_x(E_q[z_d]) > threshold, the per-dimension variances)."""
+  variance_Z = np.var(np.asarray(mean_NxZ, np.float64), axis=0, ddof=1)
+  return int(np.sum(variance_Z > threshold)), variance_Z

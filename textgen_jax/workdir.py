@@ -1,0 +1,77 @@
+"""A run's workdir: its config.json and vocabularies, and the checks that make resuming safe.
+
+Every model family writes the config it trained with (config.json) and its vocabularies beside
+checkpoints/; loading a model for inference reads them back, and resuming checks that the
+current settings still describe the checkpoints.
+"""
+
+import json
+import os
+from collections.abc import Mapping
+
+import ml_collections
+
+from textgen_jax.data.tokenizers import Tokenizer
+from textgen_jax.data.vocab import Vocabulary, load_vocabulary
+from textgen_jax.errors import TextgenError
+
+CONFIG_FILE = "config.json"
+# Config sections whose change makes an existing checkpoint meaningless.
+MUST_MATCH_ON_RESUME = ("data", "model", "seed")
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(workdir, "checkpoints")
+
+
+def has_checkpoints(workdir: str) -> bool:
+  directory = checkpoint_dir(workdir)
+  return os.path.isdir(directory) and bool(os.listdir(directory))
+
+
+def make_workdir(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise TextgenError(f"--workdir={workdir}: cannot create it ({e.strerror})") from None
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, CONFIG_FILE)
+  try:
+    with open(path, encoding="utf-8") as f:
+      return ml_collections.ConfigDict(json.load(f))
+  except FileNotFoundError:
+    raise TextgenError(f"{path}: not found; is {workdir} a textgen-jax workdir?") from None
+  except json.JSONDecodeError as e:
+    raise TextgenError(f"{path}: not valid JSON ({e})") from None
+
+
+def write_assets(directory: str, config: ml_collections.ConfigDict, tokenizer: Tokenizer,
+                 vocabularies: Mapping[str, Vocabulary]) -> None:
+  """Writes each vocabulary (file name -> vocabulary) and config.json, each atomically."""
+  for filename, vocab in vocabularies.items():
+    vocab.save(os.path.join(directory, filename), tokenizer.to_config())
+  tmp_path = os.path.join(directory, CONFIG_FILE + ".tmp")
+  with open(tmp_path, "w", encoding="utf-8") as f:
+    f.write(config.to_json(indent=2))
+  os.replace(tmp_path, os.path.join(directory, CONFIG_FILE))
+
+
+def check_resumable(workdir: str, config: ml_collections.ConfigDict,
+                    vocabularies: Mapping[str, Vocabulary]) -> None:
+  """A workdir with checkpoints must have been made by the same data and model settings."""
+  saved = read_config(workdir).to_dict()
+  current = json.loads(config.to_json())
+  for section in MUST_MATCH_ON_RESUME:
+    if saved.get(section) != current.get(section):
+      differing = section if not isinstance(current.get(section), dict) else ", ".join(
+          f"{section}.{k}" for k in sorted(current[section])
+          if saved.get(section, {}).get(k) != current[section][k])
+      raise TextgenError(f"{workdir} holds checkpoints of a run with other settings (differing "
+                         f"from its config.json: {differing}); use a new --workdir or its config")
+  for filename, vocab in vocabularies.items():
+    saved_vocab, _ = load_vocabulary(os.path.join(workdir, filename))
+    if saved_vocab != vocab:
+      raise TextgenError(f"{os.path.join(workdir, filename)}: the checkpoint's vocabulary does not "
+                         "match the one built from the current data; use a new --workdir")
