@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from textgen_jax.config import seq2seq_config
+from textgen_jax.config import sentence_vae_config, seq2seq_config
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLED_CORPUS = os.path.join(REPO_ROOT, "textgen_jax", "data", "corpora", "fra_eng_40k.tsv")
@@ -96,13 +96,52 @@ def tiny_config(train_path: Any, **overrides: Any) -> ml_collections.ConfigDict:
   config.train.checkpoint_every = 1000
   config.train.keep_checkpoints = 2
   config.train.num_examples_to_print = 0
+  return _override(config, overrides)
+
+
+def _override(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
   for name, value in overrides.items():
     section, field = name.split("__") if "__" in name else (None, name)
     target = config if section is None else config[section]
     if field not in target:
-      raise KeyError(f"tiny_config: no field {name}")
+      raise KeyError(f"no config field {name}")
     target[field] = value
   return config
+
+
+# A toy corpus for the sentence VAE and LM: short, repetitive, trivially memorised.
+SENTENCES = [
+    "the cat sat on the mat", "a dog ran in the park", "the bird sang a song",
+    "my friend likes green tea", "the sun rose over the hills", "we ate bread and cheese",
+    "the train left at noon", "she reads a long book",
+]
+
+
+def tiny_vae_config(train_path: Any, **overrides: Any) -> ml_collections.ConfigDict:
+  """A seconds-long sentence VAE run: one bucket, H=32, Z=4, no dropout, constant rate.
+
+  Overrides as in `tiny_config`, e.g. `model__kind="lm"` or `vae__free_bits=0.5`.
+  """
+  config = sentence_vae_config()
+  config.data.train_path = str(train_path)
+  config.data.valid_path = str(train_path)
+  config.data.max_len = 8
+  config.data.num_buckets = 1
+  config.data.batch_size = 8
+  config.model.embed_dim = 16
+  config.model.hidden_size = 32
+  config.model.latent_size = 4
+  config.model.embedding_dropout = 0.0
+  config.model.output_dropout = 0.0
+  config.vae.anneal_steps = 10
+  config.opt.learning_rate = 1e-2
+  config.train.num_steps = 6
+  config.train.log_every = 2
+  config.train.eval_every = 1000
+  config.train.checkpoint_every = 1000
+  config.train.num_examples_to_print = 0
+  config.train.eval_num_samples = 0
+  return _override(config, overrides)
 
 
 def assert_trees_equal(a: Any, b: Any) -> None:

@@ -73,8 +73,8 @@ class SentenceModel:
   """A trained sentence VAE or LM: sample, reconstruct, interpolate and evaluate text."""
 
   def __init__(self, config: ml_collections.ConfigDict, model: TextVAE, params: Any,
-               tokenizer: Tokenizer, vocab: Vocabulary):
-    self.config, self.model, self.params = config, model, params
+               tokenizer: Tokenizer, vocab: Vocabulary, step: int | None = None):
+    self.config, self.model, self.params, self.step = config, model, params, step
     self.tokenizer, self.vocab = tokenizer, vocab
     self.max_len = config.data.max_len
     self.has_latent = model.config.has_latent
@@ -255,9 +255,10 @@ class SentenceModel:
     model = build_model(config.model, vocab)
     params_shape = jax.eval_shape(functools.partial(init_params, model), jax.random.key(0))
     checkpointer = Checkpointer(workdir_lib.checkpoint_dir(workdir))
-    params = checkpointer.restore_params(params_shape)
+    step = checkpointer.latest_step()
+    params = checkpointer.restore_params(params_shape, step)
     checkpointer.close()
-    return cls(config, model, params, tokenizer_from_config(tokenizer_cfg), vocab)
+    return cls(config, model, params, tokenizer_from_config(tokenizer_cfg), vocab, step)
 
 
 # ---- Training ------------------------------------------------------------------------------

@@ -80,24 +80,22 @@ def importance_weighted_log_likelihood(params: Any, batch: dict[str, jax.Array],
   return log_sum_B - math.log(num_samples)
 
 
-def mutual_information(mean_NxZ: jax.Array, logvar_NxZ: jax.Array, rng: jax.Array) -> jax.Array:
+def mutual_information(mean_NxZ: jax.Array, logvar_NxZ: jax.Array, rng: jax.Array,
+                       rows_per_chunk: int = 256) -> jax.Array:
   """I(x; z) = E_x E_q(z|x)[log q(z|x)] - E_q(z)[log q(z)], one z per sentence (He et al.).
 
-  log q(z_i) = logsumexp_j log q(z_i|x_j) - log N over all N sentences; the N x N densities
-  come from three matmuls rather than an N x N x Z tensor.
+  log q(z_i) = logsumexp_j log q(z_i|x_j) - log N over all N sentences, computed directly (not
+  by expanding the square, which loses float32 precision for narrow posteriors), a chunk of
+  rows at a time so memory stays at rows_per_chunk x N x Z.
   """
   num, latent = mean_NxZ.shape
   z_NxZ = mean_NxZ + jnp.exp(0.5 * logvar_NxZ) * jax.random.normal(rng, mean_NxZ.shape)
   negative_entropy = jnp.mean(-0.5 * latent * _LOG_2PI - 0.5 * jnp.sum(1.0 + logvar_NxZ, -1))
-  precision_NxZ = jnp.exp(-logvar_NxZ)
-  hp = jax.lax.Precision.HIGHEST
-  # sum_d (z_id - m_jd)^2 p_jd = z^2 . p - 2 z . (m p) + m^2 . p
-  squared_distance_NxN = (jnp.dot(z_NxZ**2, precision_NxZ.T, precision=hp)
-                          - 2.0 * jnp.dot(z_NxZ, (mean_NxZ * precision_NxZ).T, precision=hp)
-                          + jnp.sum(mean_NxZ**2 * precision_NxZ, -1)[None, :])
-  log_density_NxN = -0.5 * (latent * _LOG_2PI + jnp.sum(logvar_NxZ, -1)[None, :]
-                            + squared_distance_NxN)
-  log_aggregate_N = jax.nn.logsumexp(log_density_NxN, -1) - math.log(num)
+
+  def log_aggregate(z_Z):
+    return jax.nn.logsumexp(diagonal_normal_log_density(z_Z[None, :], mean_NxZ, logvar_NxZ))
+
+  log_aggregate_N = jax.lax.map(log_aggregate, z_NxZ, batch_size=rows_per_chunk) - math.log(num)
   return negative_entropy - jnp.mean(log_aggregate_N)
 
 

@@ -1,0 +1,76 @@
+r"""Generates text with a trained sentence VAE or LM.
+
+  # New sentences from the prior (a VAE) or ancestral samples (an LM):
+  python experiments/generate.py --workdir=runs/ptb_vae --mode=sample --num=10 --top_p=0.9
+  # Encode each sentence (arguments or stdin lines) and decode its posterior mean:
+  python experiments/generate.py --workdir=runs/ptb_vae --mode=reconstruct "the company said"
+  # Bowman et al.'s homotopy between two sentences:
+  python experiments/generate.py --workdir=runs/ptb_vae --mode=interpolate --num_points=7 \
+      "i want to talk to you" "she did n't want to be with him"
+
+Decoding is greedy unless --strategy=sample, which honours --temperature, --top_k and --top_p.
+"""
+
+import sys
+
+import jax
+from absl import flags
+
+from textgen_jax import cli, sentence_vae
+from textgen_jax.errors import TextgenError
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A VAE or LM training workdir.", required=True)
+_MODE = flags.DEFINE_enum("mode", "sample", ["sample", "reconstruct", "interpolate"],
+                          "What to generate.")
+_NUM = flags.DEFINE_integer("num", 10, "sample: how many sentences.")
+_NUM_POINTS = flags.DEFINE_integer("num_points", 5, "interpolate: points on the line, ends included.")
+_STRATEGY = flags.DEFINE_enum("strategy", None, ["greedy", "sample"],
+                              "Decoding; default greedy, except sample mode (sample).")
+_TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "Sampling temperature (> 0).")
+_TOP_K = flags.DEFINE_integer("top_k", 0, "Sample among the k most likely words (0: all).")
+_TOP_P = flags.DEFINE_float("top_p", 1.0, "Sample within the nucleus of this mass, (0, 1].")
+_POSTERIOR_SAMPLE = flags.DEFINE_bool("posterior_sample", False,
+                                      "reconstruct: decode z ~ q(z|x) instead of its mean.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed for the prior, posterior and word samples.")
+
+
+def _settings(mode: str) -> sentence_vae.DecodeSettings:
+  strategy = _STRATEGY.value or ("sample" if mode == "sample" else "greedy")
+  if _TEMPERATURE.value <= 0:
+    raise TextgenError(f"--temperature must be > 0, got {_TEMPERATURE.value}")
+  if _TOP_K.value < 0:
+    raise TextgenError(f"--top_k must be 0 (off) or positive, got {_TOP_K.value}")
+  if not 0.0 < _TOP_P.value <= 1.0:
+    raise TextgenError(f"--top_p must be in (0, 1], got {_TOP_P.value}")
+  return sentence_vae.DecodeSettings(greedy=strategy == "greedy", temperature=_TEMPERATURE.value,
+                                     top_k=_TOP_K.value, top_p=_TOP_P.value)
+
+
+def main(argv):
+  mode, rng = _MODE.value, jax.random.key(_SEED.value)
+  settings = _settings(mode)
+  if mode == "sample":
+    if len(argv) > 1:
+      raise TextgenError(f"--mode=sample takes no sentences, got {len(argv) - 1}")
+    model = sentence_vae.SentenceModel.load(_WORKDIR.value)
+    for text in model.sample(_NUM.value, rng, settings):
+      print(text)
+    return
+  texts = argv[1:] if len(argv) > 1 else [line for line in sys.stdin.read().splitlines()
+                                          if line.strip()]
+  model = sentence_vae.SentenceModel.load(_WORKDIR.value)
+  if mode == "reconstruct":
+    if not texts:
+      raise TextgenError("--mode=reconstruct needs sentences, as arguments or on stdin")
+    posterior_rng = rng if _POSTERIOR_SAMPLE.value else None
+    for text in model.reconstruct(texts, posterior_rng, settings):
+      print(text)
+  else:
+    if len(texts) != 2:
+      raise TextgenError(f"--mode=interpolate needs exactly 2 sentences, got {len(texts)}")
+    for weight, text in model.interpolate(texts[0], texts[1], _NUM_POINTS.value, settings, rng):
+      print(f"{weight:.2f}\t{text}")
+
+
+if __name__ == "__main__":
+  cli.run(main)
