@@ -40,7 +40,7 @@ def main(argv):
   path = _DATA_PATH.value or model.config.data.valid_path
   if not path:
     raise TextgenError("--data_path is required: the workdir's config has no data.valid_path")
-  sentences, _ = readers.read_lines(path)
+  sentences, _ = readers.read_lines(path, verbose=False)
   if _MAX_SENTENCES.value:
     sentences = sentences[:_MAX_SENTENCES.value]
   results = model.evaluate(sentences, _NUM_SAMPLES.value, _CHUNK_SIZE.value, _BATCH_SIZE.value,

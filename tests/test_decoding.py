@@ -134,3 +134,48 @@ def test_non_positive_temperature_raises(temperature):
   with pytest.raises(TextgenError, match="temperature"):
     decoding.sample_decode(eos_at_step_fn(1), jnp.int32(0), 2, MAX_LEN, jax.random.key(0),
                            temperature)
+
+
+def test_filter_logits_top_k_keeps_the_k_largest():
+  logits = jnp.array([[1.0, 5.0, 3.0, 4.0, 2.0]])
+  kept = np.asarray(decoding.filter_logits(logits, top_k=2)) > -1e30
+  np.testing.assert_array_equal(kept, [[False, True, False, True, False]])
+  np.testing.assert_array_equal(decoding.filter_logits(logits, top_k=0), logits)
+  np.testing.assert_array_equal(decoding.filter_logits(logits, top_k=9), logits)
+
+
+def test_filter_logits_top_p_keeps_the_nucleus():
+  probs = jnp.array([[0.5, 0.3, 0.15, 0.05]])
+  logits = jnp.log(probs)
+  for top_p, expected in ((0.5, [True, False, False, False]), (0.6, [True, True, False, False]),
+                          (0.8, [True, True, False, False]), (0.81, [True, True, True, False]),
+                          (1.0, [True, True, True, True])):
+    kept = np.asarray(decoding.filter_logits(logits, top_p=top_p)) > -1e30
+    np.testing.assert_array_equal(kept[0], expected, err_msg=f"top_p={top_p}")
+
+
+def test_top_p_sampling_never_leaves_the_nucleus():
+  batch_size = 2000
+  logits = jnp.broadcast_to(jnp.log(jnp.array([1e-9, 1e-9, 1e-9, 0.05, 0.5, 0.3, 0.1, 0.05])),
+                            (batch_size, V))
+  tokens = decoding.sample_decode(lambda c, t: (c, logits), None, batch_size, 1,
+                                  jax.random.key(0), top_p=0.85)
+  counts = np.bincount(np.asarray(tokens).ravel(), minlength=V)
+  assert counts[4] > 0 and counts[5] > 0 and counts[6] > 0
+  assert counts[3] == counts[7] == 0  # Outside the 0.5 + 0.3 + 0.1 nucleus.
+  # Renormalised within the nucleus: 0.5 / 0.9 of the samples are token 4.
+  assert counts[4] / batch_size == pytest.approx(0.5 / 0.9, abs=0.04)
+
+
+def test_top_k_1_sampling_equals_greedy():
+  sampled = decoding.sample_decode(eos_at_step_fn(3), jnp.int32(0), 2, MAX_LEN,
+                                   jax.random.key(3), top_k=1)
+  np.testing.assert_array_equal(sampled, expected_outputs(3))
+
+
+@pytest.mark.parametrize("settings, flag", [(dict(top_k=-1), "top_k"), (dict(top_p=0.0), "top_p"),
+                                            (dict(top_p=1.5), "top_p")])
+def test_bad_filters_raise(settings, flag):
+  with pytest.raises(TextgenError, match=flag):
+    decoding.sample_decode(eos_at_step_fn(1), jnp.int32(0), 2, MAX_LEN, jax.random.key(0),
+                           **settings)

@@ -118,7 +118,7 @@ def test_language_model_trains_from_the_same_script_with_one_switch(corpus, tmp_
   results = model.evaluate(SENTENCES, num_samples=3)
   assert "kl" not in results and results["importance_samples"] == 0
   # The LM's NLL is exact: it equals the validation loss that training logged (same sentences).
-  records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  records = read_metrics(tmp_path)
   valid = [r for r in records if "valid_loss" in r][-1]
   np.testing.assert_allclose(results["nll_per_sentence"] * 8, valid["valid_loss"] *
                              results["num_tokens"], rtol=1e-5)
@@ -144,7 +144,7 @@ def test_training_logs_reconstruction_kl_and_beta(corpus, tmp_path):
                            train__eval_every=4, train__eval_num_samples=3,
                            train__num_examples_to_print=2)
   sentence_vae.train_and_evaluate(config, str(tmp_path))
-  records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  records = read_metrics(tmp_path)
   train = [r for r in records if "train_loss" in r]
   assert [r["step"] for r in train] == [2, 4]
   # Steps 0, 1 then 2, 3 of a 4-step linear schedule: mean beta 0.125 then 0.625.
@@ -161,6 +161,11 @@ def test_whitespace_tokenizer_keeps_pretokenised_text():
   assert tokenizer.tokenize(text) == ["mr.", "<unk>", "said", "N", "shares", "of", "abc", "'s",
                                       "stock", "were", "n't", "sold"]
   assert tokenizer.detokenize(tokenizer.tokenize(text)) == tokenizer.normalize(text)
+
+
+def read_metrics(workdir) -> list[dict]:
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    return [json.loads(line) for line in f]
 
 
 # ---- Bad input ---------------------------------------------------------------------------------
