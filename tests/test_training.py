@@ -313,7 +313,7 @@ def test_non_finite_loss_between_logs_never_reaches_a_checkpoint(tmp_path):
   one_example = [np.array([4], np.int32)]
   task = train_loop.Task(
       init_params=lambda rng: {"w": jnp.float32(1.0)},
-      loss_fn=lambda params, batch, rng, deterministic: (jnp.log(params["w"]), {
+      loss_fn=lambda params, batch, rng, deterministic, step: (jnp.log(params["w"]), {
           "nll_sum": jnp.log(params["w"]), "correct_tokens": 0.0, "tokens": 1.0,
           "exact_sequences": 0.0, "sequences": 1.0}),
       train_batches=batching.BucketedBatches(one_example, one_example, 1, [2]),
