@@ -150,9 +150,11 @@ def test_training_logs_reconstruction_kl_and_beta(corpus, tmp_path):
   # Steps 0, 1 then 2, 3 of a 4-step linear schedule: mean beta 0.125 then 0.625.
   np.testing.assert_allclose([r["kl_weight"] for r in train], [0.125, 0.625], rtol=1e-6)
   valid = [r for r in records if "valid_loss" in r][-1]
-  for key in ("valid_reconstruction", "valid_kl", "valid_neg_elbo", "valid_nll_per_sentence",
-              "valid_mutual_information", "valid_active_units"):
+  for key in ("valid_reconstruction", "valid_kl", "valid_neg_elbo", "valid_iw_nll_per_sentence",
+              "valid_iw_perplexity", "valid_mutual_information", "valid_active_units"):
     assert np.isfinite(valid[key])
+  # The token-level perplexity of the reconstruction term is not overwritten by the IW one.
+  np.testing.assert_allclose(valid["valid_perplexity"], np.exp(valid["valid_loss"]), rtol=1e-6)
 
 
 def test_whitespace_tokenizer_keeps_pretokenised_text():

@@ -335,8 +335,10 @@ def _periodic_evaluation(sentence_model: SentenceModel, sentences: Sequence[str]
     if train_cfg.eval_num_samples:
       results = sentence_model.evaluate(sentences, train_cfg.eval_num_samples, rng=rng,
                                         verbose=False)
-      metrics = {k: v for k, v in results.items()
-                 if k in ("nll_per_sentence", "perplexity", "mutual_information", "active_units")}
+      metrics = {"iw_nll_per_sentence": results["nll_per_sentence"],
+                 "iw_perplexity": results["perplexity"]}
+      metrics.update({k: results[k] for k in ("mutual_information", "active_units")
+                      if k in results})
     num = train_cfg.num_examples_to_print
     if num:
       greedy, nucleus = DecodeSettings(), DecodeSettings(greedy=False, top_p=0.9)
