@@ -143,3 +143,24 @@ def test_mutual_information_matches_a_direct_computation():
   negative_entropy = jnp.mean(jnp.sum(-0.5 * np.log(2 * np.pi) - 0.5 * (1 + logvar), -1))
   np.testing.assert_allclose(vae_metrics.mutual_information(mean, logvar, rng),
                              negative_entropy - jnp.mean(log_aggregate), rtol=1e-4)
+
+
+def test_mutual_information_is_near_zero_for_a_model_whose_encoder_ignores_its_input(tiny_vae):
+  model, params, _ = tiny_vae
+  posterior = params["params"]["encoder_to_posterior"]
+  ignoring = {"params": {**params["params"], "encoder_to_posterior": {
+      "kernel": jnp.zeros_like(posterior["kernel"]), "bias": posterior["bias"]}}}
+  sentences = [np.array([4 + (i * 7 + j) % 8 for j in range(1 + i % 5)], np.int32)
+               for i in range(2000)]
+  batch = batching.pad_batch(sentences, sentences, 2000, 6)
+  mean, logvar = model.apply(ignoring, batch["inputs"], batch["input_lengths"],
+                             method=TextVAE.posterior)
+  assert vae_metrics.active_units(np.asarray(mean))[0] == 0
+  assert abs(float(vae_metrics.mutual_information(mean, logvar, jax.random.key(0)))) < 0.15
+  # The same sentences through an encoder whose means depend strongly on x carry information.
+  reading = {"params": {**params["params"], "encoder_to_posterior": {
+      "kernel": posterior["kernel"].at[:, :3].multiply(30.0), "bias": posterior["bias"]}}}
+  mean, logvar = model.apply(reading, batch["inputs"], batch["input_lengths"],
+                             method=TextVAE.posterior)
+  assert vae_metrics.active_units(np.asarray(mean))[0] == 3
+  assert float(vae_metrics.mutual_information(mean, logvar, jax.random.key(0))) > 1.0
