@@ -263,36 +263,6 @@ class SentenceModel:
 
 # ---- Training ------------------------------------------------------------------------------
 
-@dataclasses.dataclass
-class SentenceSplits:
-  """Training and held-out sentences with the "file:line" each came from."""
-
-  train: list[str]
-  valid: list[str]
-  train_locations: list[str]
-  valid_locations: list[str]
-
-
-def _read_located_lines(path: str, skip_malformed: bool) -> tuple[list[str], list[str]]:
-  if not path:
-    raise TextgenError("--config.data.train_path is empty; set it to a one-sentence-per-line file")
-  sentences, report = readers.read_lines(path, skip_malformed)
-  return sentences, [f"{path}:{n}" for n in report.line_numbers]
-
-
-def load_sentences(data_cfg: ml_collections.ConfigDict, seed: int) -> SentenceSplits:
-  """Train and validation sentences from data.train_path and data.valid_path or a seeded split."""
-  sentences, locations = _read_located_lines(data_cfg.train_path, data_cfg.skip_malformed)
-  if data_cfg.max_examples:
-    sentences, locations = sentences[:data_cfg.max_examples], locations[:data_cfg.max_examples]
-  if data_cfg.valid_path:
-    valid, valid_locations = _read_located_lines(data_cfg.valid_path, data_cfg.skip_malformed)
-    return SentenceSplits(sentences, valid, locations, valid_locations)
-  train_idx, valid_idx = batching.split_indices(len(sentences), data_cfg.valid_fraction, seed)
-  return SentenceSplits([sentences[i] for i in train_idx], [sentences[i] for i in valid_idx],
-                        [locations[i] for i in train_idx], [locations[i] for i in valid_idx])
-
-
 def _validate(config: ml_collections.ConfigDict) -> vae_objective.VAEObjective:
   check_positive(config, ["data.max_len", "data.batch_size", "data.num_buckets", "data.min_count",
                           "model.embed_dim", "model.hidden_size", "model.latent_size",
@@ -357,7 +327,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Sente
   """Trains (or resumes) a sentence VAE or LM in workdir; prints held-out metrics and samples."""
   objective = _validate(config)
   data_cfg = config.data
-  splits = load_sentences(data_cfg, config.seed)
+  splits = readers.read_splits(data_cfg, config.seed, readers.read_lines)
   tokenizer = make_tokenizer(data_cfg.tokenizer, data_cfg.lowercase)
   vocab = Vocabulary.build([tokenizer.tokenize(s) for s in splits.train], data_cfg.min_count,
                            data_cfg.max_size or None)

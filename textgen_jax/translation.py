@@ -11,7 +11,6 @@ A workdir holds config.json, source_vocab.json, target_vocab.json, checkpoints/,
 and loss_curve.png.
 """
 
-import dataclasses
 import functools
 import os
 import sys
@@ -177,35 +176,6 @@ def _vocabularies(source_vocab: Vocabulary, target_vocab: Vocabulary) -> dict[st
   return {SOURCE_VOCAB_FILE: source_vocab, TARGET_VOCAB_FILE: target_vocab}
 
 
-@dataclasses.dataclass
-class PairSplits:
-  """Training and held-out pairs, with the "file:line" each came from (for error messages)."""
-
-  train: list[tuple[str, str]]
-  valid: list[tuple[str, str]]
-  train_locations: list[str]
-  valid_locations: list[str]
-
-
-def _read_located_pairs(path: str, skip_malformed: bool) -> tuple[list, list[str]]:
-  pairs, report = readers.read_pairs(path, skip_malformed)
-  return pairs, [f"{path}:{n}" for n in report.line_numbers]
-
-
-def load_pairs(data_cfg: ml_collections.ConfigDict, seed: int) -> PairSplits:
-  """Train and validation pairs from data.train_path and data.valid_path or a seeded split."""
-  pairs, locations = _read_located_pairs(data_cfg.train_path, data_cfg.skip_malformed)
-  if data_cfg.max_examples:
-    pairs, locations = pairs[:data_cfg.max_examples], locations[:data_cfg.max_examples]
-  if data_cfg.valid_path:
-    valid_pairs, valid_locations = _read_located_pairs(data_cfg.valid_path,
-                                                       data_cfg.skip_malformed)
-    return PairSplits(pairs, valid_pairs, locations, valid_locations)
-  train_idx, valid_idx = batching.split_indices(len(pairs), data_cfg.valid_fraction, seed)
-  return PairSplits([pairs[i] for i in train_idx], [pairs[i] for i in valid_idx],
-                    [locations[i] for i in train_idx], [locations[i] for i in valid_idx])
-
-
 def _encode_pairs(pairs: Sequence[tuple[str, str]], locations: Sequence[str],
                   tokenizer: Tokenizer, source_vocab: Vocabulary, target_vocab: Vocabulary,
                   data_cfg: ml_collections.ConfigDict, what: str) -> tuple[list, list]:
@@ -242,7 +212,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Trans
   """Trains (or resumes) a translator in workdir; prints held-out metrics and examples."""
   _validate(config)
   data_cfg = config.data
-  splits = load_pairs(data_cfg, config.seed)
+  splits = readers.read_splits(data_cfg, config.seed, readers.read_pairs)
   train_pairs, valid_pairs = splits.train, splits.valid
   tokenizer = make_tokenizer(data_cfg.tokenizer, data_cfg.lowercase)
   source_vocab, target_vocab = (

@@ -1,4 +1,5 @@
-"""Corpus readers: tab-separated sentence pairs and one-sentence-per-line text.
+"""Corpus readers: tab-separated sentence pairs and one-sentence-per-line text, and the
+train/validation split of a config's data section.
 
 A malformed line is an error naming the file and line, or, with `skip_malformed=True`, skipped
 and counted in a printed summary. Nothing is dropped silently.
@@ -6,7 +7,11 @@ and counted in a printed summary. Nothing is dropped silently.
 
 import dataclasses
 import os
+from typing import Any, Callable
 
+import ml_collections
+
+from textgen_jax.data.batching import split_indices
 from textgen_jax.errors import TextgenError
 
 
@@ -101,3 +106,37 @@ def read_lines(path: str, skip_malformed: bool = False,
   report.num_kept = len(sentences)
   _finish(report, skip_malformed, verbose)
   return sentences, report
+
+
+@dataclasses.dataclass
+class Splits:
+  """Training and held-out examples, with the "file:line" each came from (for error messages)."""
+
+  train: list[Any]
+  valid: list[Any]
+  train_locations: list[str]
+  valid_locations: list[str]
+
+
+Reader = Callable[[str, bool], tuple[list[Any], ReadReport]]  # (path, skip_malformed)
+
+
+def _read_located(reader: Reader, path: str, skip_malformed: bool) -> tuple[list, list[str]]:
+  examples, report = reader(path, skip_malformed)
+  return examples, [f"{path}:{n}" for n in report.line_numbers]
+
+
+def read_splits(data_cfg: ml_collections.ConfigDict, seed: int, reader: Reader) -> Splits:
+  """Examples of data.train_path (its first data.max_examples, when set) and of data.valid_path,
+  or a seeded data.valid_fraction split of train_path when valid_path is empty."""
+  if not data_cfg.train_path:
+    raise TextgenError("--config.data.train_path is empty; set it to the training data file")
+  examples, locations = _read_located(reader, data_cfg.train_path, data_cfg.skip_malformed)
+  if data_cfg.max_examples:
+    examples, locations = examples[:data_cfg.max_examples], locations[:data_cfg.max_examples]
+  if data_cfg.valid_path:
+    valid, valid_locations = _read_located(reader, data_cfg.valid_path, data_cfg.skip_malformed)
+    return Splits(examples, valid, locations, valid_locations)
+  train_idx, valid_idx = split_indices(len(examples), data_cfg.valid_fraction, seed)
+  return Splits([examples[i] for i in train_idx], [examples[i] for i in valid_idx],
+                [locations[i] for i in train_idx], [locations[i] for i in valid_idx])
