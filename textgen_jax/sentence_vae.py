@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from tqdm import tqdm
 
 from textgen_jax import decoding, train_loop, vae_metrics, vae_objective
 from textgen_jax import workdir as workdir_lib
@@ -79,6 +80,8 @@ class SentenceModel:
     self.max_len = config.data.max_len
     self.has_latent = model.config.has_latent
     self._lengths = batching.bucket_lengths(self.max_len, config.data.num_buckets)
+    # Evaluation with K samples per sentence pays for padding K times: pad to 4-token steps.
+    self._eval_lengths = batching.bucket_lengths(self.max_len, -(-(self.max_len + 1) // 4))
     self._decode = jax.jit(functools.partial(decode_from_latent, model=model,
                                              max_len=self.max_len + 1),
                            static_argnames=("batch_size", "settings"))
@@ -217,7 +220,10 @@ class SentenceModel:
     iw_fn = self._iw_fn(num_samples, chunk_size)
     log_px_N = np.zeros(len(ids))
     totals = None
-    for index, (rows, batch) in enumerate(batching.sorted_batches(ids, batch_size, self._lengths)):
+    batches = tqdm(batching.sorted_batches(ids, batch_size, self._eval_lengths),
+                   total=-(-len(ids) // batch_size), desc="evaluate", disable=not verbose,
+                   mininterval=1.0 if sys.stderr.isatty() else 60.0)
+    for index, (rows, batch) in enumerate(batches):
       elbo_key, iw_key = jax.random.split(jax.random.fold_in(rng, index))
       sums = self._elbo_sums(self.params, batch, elbo_key)
       totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
