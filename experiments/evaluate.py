@@ -27,6 +27,7 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Sentences per batch (rows 
                                    "are batch_size * chunk_size).")
 _MAX_SENTENCES = flags.DEFINE_integer("max_sentences", 0, "Evaluate the first N only (0: all).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for the importance and MI samples.")
+_STEP = flags.DEFINE_integer("step", None, "Evaluate this checkpoint (default: the latest).")
 _OUTPUT = flags.DEFINE_string("output", None, "Also append the JSON line to this file.")
 
 
@@ -36,7 +37,7 @@ def main(argv):
     raise TextgenError(f"--num_samples (K) must be positive, got {_NUM_SAMPLES.value}")
   if _CHUNK_SIZE.value < 1 or _BATCH_SIZE.value < 1:
     raise TextgenError("--chunk_size and --batch_size must be positive")
-  model = sentence_vae.SentenceModel.load(_WORKDIR.value)
+  model = sentence_vae.SentenceModel.load(_WORKDIR.value, _STEP.value)
   path = _DATA_PATH.value or model.config.data.valid_path
   if not path:
     raise TextgenError("--data_path is required: the workdir's config has no data.valid_path")

@@ -256,6 +256,8 @@ def test_generate_and_evaluate_cli_bad_flags(trained_vae, tmp_path):
                                    "only one"), "exactly 2 sentences")
   assert_one_line_error(run_script("generate.py", f"--workdir={tmp_path / 'nothing'}"),
                         "config.json")
+  assert_one_line_error(run_script("evaluate.py", f"--workdir={workdir}", "--step=7"),
+                        "no checkpoint at step 7", "[300]")
 
 
 def test_evaluate_cli_writes_one_json_line(trained_vae, corpus, tmp_path):

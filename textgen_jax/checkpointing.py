@@ -41,6 +41,9 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
   def is_due(self, step: int) -> bool:
     return step % self.save_every == 0
 

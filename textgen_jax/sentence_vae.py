@@ -248,8 +248,8 @@ class SentenceModel:
   # ---- Persistence -----------------------------------------------------------------------
 
   @classmethod
-  def load(cls, workdir: str) -> "SentenceModel":
-    """The VAE or LM in a workdir, at its latest checkpoint."""
+  def load(cls, workdir: str, step: int | None = None) -> "SentenceModel":
+    """The VAE or LM in a workdir, at its latest checkpoint (or at `step`)."""
     config = workdir_lib.read_config(workdir)
     if config.get("model", {}).get("kind") not in KINDS:
       raise TextgenError(f"{workdir} holds a model this script cannot use (a seq2seq "
@@ -261,7 +261,11 @@ class SentenceModel:
     model = build_model(config.model, vocab)
     params_shape = jax.eval_shape(functools.partial(init_params, model), jax.random.key(0))
     checkpointer = Checkpointer(workdir_lib.checkpoint_dir(workdir))
-    step = checkpointer.latest_step()
+    available = checkpointer.all_steps()
+    step = available[-1] if step is None else step
+    if step not in available:
+      checkpointer.close()
+      raise TextgenError(f"{workdir}: no checkpoint at step {step}; it has steps {available}")
     params = checkpointer.restore_params(params_shape, step)
     checkpointer.close()
     return cls(config, model, params, tokenizer_from_config(tokenizer_cfg), vocab, step)
