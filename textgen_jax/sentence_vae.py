@@ -96,10 +96,11 @@ class SentenceModel:
   def encode_sentences(self, texts: Sequence[str], what: str = "input",
                        verbose: bool = True) -> list[np.ndarray]:
     """Token ids per text; unknown words become UNK and long texts are cut, both reported."""
-    for index, text in enumerate(texts):
-      if not self.tokenizer.tokenize(text):
+    token_lists = [self.tokenizer.tokenize(text) for text in texts]
+    for index, tokens in enumerate(token_lists):
+      if not tokens:
         raise TextgenError(f"{what} {index + 1} is empty")
-    unknown = sorted({t for text in texts for t in self.tokenizer.tokenize(text)
+    unknown = sorted({t for tokens in token_lists for t in tokens
                       if self.vocab.count_unknown([t]) and t != UNK})
     if unknown and verbose:
       shown = ", ".join(repr(t) for t in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
@@ -147,7 +148,7 @@ class SentenceModel:
     texts = []
     for index, start in enumerate(range(0, num, batch_size)):
       rows = min(batch_size, num - start)
-      padded_size = min(batch_size, 1 << (rows - 1).bit_length())
+      padded_size = batching.padded_rows(rows, batch_size)
       z_BxZ = None
       if z_NxZ is not None:
         z_BxZ = np.zeros((padded_size, z_NxZ.shape[1]), np.float32)

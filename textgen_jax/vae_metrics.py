@@ -52,7 +52,7 @@ def importance_weighted_log_likelihood(params: Any, batch: dict[str, jax.Array],
   tokens_BxT, lengths_B, targets_BxT = batch["inputs"], batch["input_lengths"], batch["targets"]
   if not model.config.has_latent:
     return model.apply(params, None, targets_BxT,
-                       method=lambda m, z, t: _log_likelihood_given_z(m, z, t))
+                       method=_log_likelihood_given_z)
   mean_BxZ, logvar_BxZ = model.apply(params, tokens_BxT, lengths_B, method=TextVAE.posterior)
   batch_size = tokens_BxT.shape[0]
   chunk_size = min(chunk_size, num_samples)
@@ -64,7 +64,7 @@ def importance_weighted_log_likelihood(params: Any, batch: dict[str, jax.Array],
     index, key = chunk
     z_CBxZ = mean_CBxZ + jnp.exp(0.5 * logvar_CBxZ) * jax.random.normal(key, mean_CBxZ.shape)
     log_px_given_z_CB = model.apply(params, z_CBxZ, targets_CBxT,
-                                    method=lambda m, z, t: _log_likelihood_given_z(m, z, t))
+                                    method=_log_likelihood_given_z)
     log_prior_CB = diagonal_normal_log_density(z_CBxZ, 0.0, jnp.zeros_like(z_CBxZ))
     log_posterior_CB = diagonal_normal_log_density(z_CBxZ, mean_CBxZ, logvar_CBxZ)
     log_w_CxB = (log_px_given_z_CB + log_prior_CB - log_posterior_CB).reshape(chunk_size,

@@ -76,6 +76,12 @@ def pad_batch(sources: Sequence[np.ndarray], targets: Sequence[np.ndarray], batc
   return {"inputs": inputs, "input_lengths": input_lengths, "targets": padded_targets}
 
 
+def padded_rows(num_rows: int, batch_size: int) -> int:
+  """Rows to pad a partial inference batch to: the next power of two, at most batch_size, so
+  any request compiles one of few shapes."""
+  return min(batch_size, 1 << (num_rows - 1).bit_length())
+
+
 def sorted_batches(sources: Sequence[np.ndarray], batch_size: int,
                    lengths: Sequence[int]) -> Iterator[tuple[np.ndarray, Batch]]:
   """Inference batches over `sources` sorted by length: (row indices into sources, batch).
@@ -87,7 +93,7 @@ def sorted_batches(sources: Sequence[np.ndarray], batch_size: int,
   order = np.argsort([len(x) for x in sources], kind="stable")
   for start in range(0, len(order), batch_size):
     rows = order[start:start + batch_size]
-    padded_size = min(batch_size, 1 << (len(rows) - 1).bit_length())
+    padded_size = padded_rows(len(rows), batch_size)
     longest = max(len(sources[i]) + 1 for i in rows)  # +1: the target's EOS.
     length = next((n for n in lengths if n >= longest), longest)
     chosen = [sources[i] for i in rows]
