@@ -8,7 +8,8 @@ r"""Generates text with a trained sentence VAE or LM.
   python experiments/generate.py --workdir=runs/ptb_vae --mode=interpolate --num_points=7 \
       "i want to talk to you" "she did n't want to be with him"
 
-Decoding is greedy unless --strategy=sample, which honours --temperature, --top_k and --top_p.
+Decoding is greedy (sampling in sample mode) unless --strategy says otherwise: --strategy=sample
+honours --temperature, --top_k and --top_p; --strategy=beam honours --beam_size and --length_alpha.
 """
 
 import sys
@@ -24,31 +25,16 @@ _MODE = flags.DEFINE_enum("mode", "sample", ["sample", "reconstruct", "interpola
                           "What to generate.")
 _NUM = flags.DEFINE_integer("num", 10, "sample: how many sentences.")
 _NUM_POINTS = flags.DEFINE_integer("num_points", 5, "interpolate: points on the line, ends included.")
-_STRATEGY = flags.DEFINE_enum("strategy", None, ["greedy", "sample"],
-                              "Decoding; default greedy, except sample mode (sample).")
-_TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "Sampling temperature (> 0).")
-_TOP_K = flags.DEFINE_integer("top_k", 0, "Sample among the k most likely words (0: all).")
-_TOP_P = flags.DEFINE_float("top_p", 1.0, "Sample within the nucleus of this mass, (0, 1].")
 _POSTERIOR_SAMPLE = flags.DEFINE_bool("posterior_sample", False,
                                       "reconstruct: decode z ~ q(z|x) instead of its mean.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for the prior, posterior and word samples.")
-
-
-def _settings(mode: str) -> sentence_vae.DecodeSettings:
-  strategy = _STRATEGY.value or ("sample" if mode == "sample" else "greedy")
-  if _TEMPERATURE.value <= 0:
-    raise TextgenError(f"--temperature must be > 0, got {_TEMPERATURE.value}")
-  if _TOP_K.value < 0:
-    raise TextgenError(f"--top_k must be 0 (off) or positive, got {_TOP_K.value}")
-  if not 0.0 < _TOP_P.value <= 1.0:
-    raise TextgenError(f"--top_p must be in (0, 1], got {_TOP_P.value}")
-  return sentence_vae.DecodeSettings(greedy=strategy == "greedy", temperature=_TEMPERATURE.value,
-                                     top_k=_TOP_K.value, top_p=_TOP_P.value)
+# Decoding defaults to greedy, except in sample mode (--strategy=sample).
+_decode_settings = cli.define_decode_flags(default_strategy=None)
 
 
 def main(argv):
   mode, rng = _MODE.value, jax.random.key(_SEED.value)
-  settings = _settings(mode)
+  settings = _decode_settings(default="sample" if mode == "sample" else "greedy")
   if mode == "sample":
     if len(argv) > 1:
       raise TextgenError(f"--mode=sample takes no sentences, got {len(argv) - 1}")

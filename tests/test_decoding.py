@@ -179,3 +179,171 @@ def test_bad_filters_raise(settings, flag):
   with pytest.raises(TextgenError, match=flag):
     decoding.sample_decode(eos_at_step_fn(1), jnp.int32(0), 2, MAX_LEN, jax.random.key(0),
                            **settings)
+
+
+# ---- Per-row independence of sampling ------------------------------------------------------
+
+
+def tiny_rnn(seed, vocab_size=7, hidden=5):
+  """A random tanh RNN over a small vocabulary: carry h_BxH, a real state that beams reorder."""
+  k1, k2, k3, k4 = jax.random.split(jax.random.key(seed), 4)
+  embed_VxH = 2.0 * jax.random.normal(k1, (vocab_size, hidden))
+  recurrent_HxH = jax.random.normal(k2, (hidden, hidden)) / np.sqrt(hidden)
+  output_HxV = 2.0 * jax.random.normal(k3, (hidden, vocab_size))
+  h0 = jax.random.normal(k4, (hidden,))
+
+  def step_fn(h_BxH, tokens_B):
+    h_BxH = jnp.tanh(h_BxH @ recurrent_HxH + embed_VxH[tokens_B])
+    return h_BxH, h_BxH @ output_HxV
+
+  def start(batch_size, offset=0.0):
+    """Distinct initial states per row, so rows decode differently."""
+    return h0 + offset + 0.7 * jnp.arange(batch_size, dtype=jnp.float32)[:, None]
+
+  return step_fn, start
+
+
+def test_sampling_a_batch_matches_sampling_each_row_with_its_key():
+  step_fn, start = tiny_rnn(0)
+  keys_B = jax.random.split(jax.random.key(5), 4)
+  batch = decoding.sample_decode(step_fn, start(4), 4, MAX_LEN, keys_B, temperature=1.5)
+  for row in range(4):
+    alone = decoding.sample_decode(step_fn, start(4)[row:row + 1], 1, MAX_LEN, keys_B[row:row + 1],
+                                   temperature=1.5)
+    np.testing.assert_array_equal(alone[0], batch[row])
+  assert len({tuple(r) for r in np.asarray(batch)}) > 1
+
+
+# ---- Beam search ---------------------------------------------------------------------------
+
+
+def sequence_log_prob(step_fn, carry_1xH, tokens):
+  """log p(tokens) under step_fn, stepping from BOS (the definition beam search scores by)."""
+  total, previous = 0.0, BOS_ID
+  for token in tokens:
+    carry_1xH, logits = step_fn(carry_1xH, jnp.array([previous]))
+    total += float(jax.nn.log_softmax(logits[0])[token])
+    previous = token
+  return total
+
+
+def exhaustive_ranking(step_fn, carry_1xH, vocab_size, max_len, alpha):
+  """Every sequence decoding can produce (EOS-ended, or max_len long without EOS), best first."""
+  import itertools
+  generated = [t for t in range(vocab_size) if t not in (PAD_ID, BOS_ID, EOS_ID)]
+  sequences = [list(p) + [EOS_ID] for n in range(max_len) for p in itertools.product(generated,
+                                                                                   repeat=n)]
+  sequences += [list(p) for p in itertools.product(generated, repeat=max_len)]
+  scored = [(sequence_log_prob(step_fn, carry_1xH, s) /
+             float(decoding.length_penalty(len(s), alpha)), s) for s in sequences]
+  return sorted(scored, key=lambda pair: -pair[0])
+
+
+def unpadded(row):
+  row = list(np.asarray(row))
+  return row[:row.index(EOS_ID) + 1] if EOS_ID in row else [t for t in row if t != PAD_ID]
+
+
+@pytest.mark.parametrize("seed, alpha", [(0, 0.0), (1, 0.6), (2, 1.0)])
+def test_beam_wide_enough_to_be_exhaustive_returns_the_exhaustive_top_k(seed, alpha):
+  """With max_len 2 and K = the number of non-EOS tokens, no hypothesis is ever pruned."""
+  vocab_size, max_len = 7, 2
+  step_fn, start = tiny_rnn(seed, vocab_size)
+  beam_size = vocab_size - 3
+  beams = decoding.beam_search(step_fn, start(1), 1, max_len, beam_size, alpha)
+  best = exhaustive_ranking(step_fn, start(1), vocab_size, max_len, alpha)[:beam_size]
+  assert [unpadded(row) for row in beams.tokens_BxKxL[0]] == [s for _, s in best]
+  np.testing.assert_allclose(beams.scores_BxK[0], [score for score, _ in best], rtol=1e-5)
+
+
+def test_beam_finds_the_best_sequence_that_greedy_misses():
+  """Token 4 is likeliest first (0.6) but leads to a flat distribution; token 5 (0.4) is followed
+  by EOS with probability 0.97. Exhaustive search says [5, EOS] is best; beam (K=2) finds it."""
+  first = jnp.log(jnp.array([1e-9, 1e-9, 1e-9, 1e-9, 0.6, 0.4, 1e-9, 1e-9]))
+  after_4 = jnp.log(jnp.array([1e-9, 1e-9, 0.2, 0.2, 0.2, 0.2, 0.1, 0.1]))
+  after_5 = jnp.log(jnp.array([1e-9, 1e-9, 0.97, 0.01, 0.01, 0.005, 0.0025, 0.0025]))
+
+  def step_fn(carry_B, tokens_B):
+    logits = jnp.where((tokens_B == BOS_ID)[:, None], first,
+                       jnp.where((tokens_B == 5)[:, None], after_5, after_4))
+    return carry_B, logits
+
+  carry = jnp.zeros((1,))
+  best_score, best = exhaustive_ranking(step_fn, carry, V, 3, 0.0)[0]
+  assert best == [5, EOS_ID]
+  greedy = unpadded(decoding.greedy_decode(step_fn, carry, 1, 3)[0])
+  assert greedy != best
+  beams = decoding.beam_search(step_fn, carry, 1, 3, beam_size=2, length_alpha=0.0)
+  assert unpadded(beams.tokens_BxKxL[0, 0]) == best
+  np.testing.assert_allclose(beams.scores_BxK[0, 0], best_score, rtol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_beam_width_1_equals_greedy(seed):
+  step_fn, start = tiny_rnn(seed, vocab_size=12)
+  greedy = decoding.greedy_decode(step_fn, start(6), 6, 9)
+  beams = decoding.beam_search(step_fn, start(6), 6, 9, beam_size=1, length_alpha=0.0)
+  np.testing.assert_array_equal(beams.tokens_BxKxL[:, 0], greedy)
+  np.testing.assert_array_equal(decoding.decode(step_fn, start(6), 6, 9, decoding.DecodeSettings(
+      "beam", beam_size=1, length_alpha=0.0)), greedy)
+
+
+def test_beam_scores_are_the_hypotheses_log_probabilities_best_first():
+  step_fn, start = tiny_rnn(3, vocab_size=12)
+  alpha = 0.8
+  beams = jax.jit(functools.partial(decoding.beam_search, step_fn, batch_size=3, max_len=6,
+                                    beam_size=5, length_alpha=alpha))(start(3))
+  assert beams.tokens_BxKxL.shape == (3, 5, 6) and beams.scores_BxK.shape == (3, 5)
+  for row in range(3):
+    scores = np.asarray(beams.scores_BxK[row])
+    assert np.all(np.diff(scores) <= 0)
+    for k in range(5):
+      tokens = unpadded(beams.tokens_BxKxL[row, k])
+      log_prob = sequence_log_prob(step_fn, start(3)[row:row + 1], tokens)
+      assert beams.log_probs_BxK[row, k] == pytest.approx(log_prob, rel=1e-5)
+      assert scores[k] == pytest.approx(log_prob / float(decoding.length_penalty(len(tokens), alpha)),
+                                        rel=1e-5)
+    assert len({tuple(unpadded(r)) for r in beams.tokens_BxKxL[row]}) == 5  # No duplicates.
+
+
+def test_beam_hypotheses_stop_at_their_eos_and_pad_after_it():
+  step_fn, start = tiny_rnn(5, vocab_size=6)  # EOS is 1 of 4 choices: most hypotheses end early.
+  beams = decoding.beam_search(step_fn, start(4), 4, MAX_LEN, beam_size=3)
+  rows = np.asarray(beams.tokens_BxKxL).reshape(-1, MAX_LEN)
+  assert sum(EOS_ID in row for row in rows) >= 6
+  for row in rows:
+    end = list(row).index(EOS_ID) if EOS_ID in row else MAX_LEN
+    assert np.all(row[end + 1:] == PAD_ID)
+    assert not np.isin(row[:end], [PAD_ID, BOS_ID, EOS_ID]).any()
+
+
+def test_beam_search_of_a_batch_matches_each_row_alone_and_vmap():
+  step_fn, start = tiny_rnn(4, vocab_size=12)
+  search = functools.partial(decoding.beam_search, step_fn, max_len=8, beam_size=4,
+                             length_alpha=0.6)
+  batch = search(start(5), 5)
+  for row in range(5):
+    alone = search(start(5)[row:row + 1], 1)
+    np.testing.assert_array_equal(alone.tokens_BxKxL[0], batch.tokens_BxKxL[row])
+    np.testing.assert_allclose(alone.scores_BxK[0], batch.scores_BxK[row], rtol=1e-6)
+  mapped = jax.vmap(lambda h_H: search(h_H[None], 1))(start(5))
+  np.testing.assert_array_equal(mapped.tokens_BxKxL[:, 0], batch.tokens_BxKxL)
+
+
+@pytest.mark.parametrize("settings, flag", [
+    (dict(beam_size=0), "beam_size"), (dict(beam_size=V + 1), "larger than the vocabulary"),
+    (dict(length_alpha=-0.5), "length_alpha"), (dict(max_len=0), "max_len")])
+def test_bad_beam_settings_raise(settings, flag):
+  arguments = dict(max_len=MAX_LEN, beam_size=2) | settings
+  with pytest.raises(TextgenError, match=flag):
+    decoding.beam_search(eos_at_step_fn(1), jnp.int32(0), 2, **arguments)
+
+
+def test_decode_dispatches_and_names_a_bad_strategy():
+  settings = decoding.DecodeSettings("sample", temperature=0.01)
+  np.testing.assert_array_equal(decoding.decode(eos_at_step_fn(3), jnp.int32(0), 2, MAX_LEN,
+                                                settings, jax.random.key(0)), expected_outputs(3))
+  with pytest.raises(TextgenError, match="rng"):
+    decoding.decode(eos_at_step_fn(3), jnp.int32(0), 2, MAX_LEN, settings)
+  with pytest.raises(TextgenError, match="strategy"):
+    decoding.decode(eos_at_step_fn(3), jnp.int32(0), 2, MAX_LEN, decoding.DecodeSettings("top"))

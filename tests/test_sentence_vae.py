@@ -14,7 +14,8 @@ from conftest import (REPO_ROOT, SENTENCES, assert_trees_equal, tiny_config, tin
 from textgen_jax import sentence_vae, translation
 from textgen_jax.data import tokenizers
 from textgen_jax.errors import TextgenError
-from textgen_jax.sentence_vae import DecodeSettings, SentenceModel
+from textgen_jax.decoding import DecodeSettings
+from textgen_jax.sentence_vae import SentenceModel
 
 
 @pytest.fixture(scope="module")
@@ -56,15 +57,15 @@ def test_interpolation_ends_at_the_two_sentences(trained_vae):
 
 def test_prior_samples_are_seeded_and_batched(trained_vae):
   model, _ = trained_vae
-  nucleus = DecodeSettings(greedy=False, top_p=0.9)
+  nucleus = DecodeSettings("sample", top_p=0.9)
   first = model.sample(5, jax.random.key(0), nucleus)
   assert first == model.sample(5, jax.random.key(0), nucleus)
   assert len(first) == 5 and all(isinstance(s, str) for s in first)
   # Batching does not change samples' count or validity; small batches cover all rows.
   assert len(model.sample(7, jax.random.key(1), nucleus, batch_size=2)) == 7
   vocabulary = set(model.vocab.tokens)
-  for strategy in (DecodeSettings(), DecodeSettings(greedy=False, top_k=3),
-                   DecodeSettings(greedy=False, temperature=0.5)):
+  for strategy in (DecodeSettings(), DecodeSettings("sample", top_k=3),
+                   DecodeSettings("sample", temperature=0.5)):
     for sentence in model.sample(4, jax.random.key(2), strategy):
       assert set(sentence.split()) <= vocabulary
 
@@ -122,7 +123,7 @@ def test_language_model_trains_from_the_same_script_with_one_switch(corpus, tmp_
   valid = [r for r in records if "valid_loss" in r][-1]
   np.testing.assert_allclose(results["nll_per_sentence"] * 8, valid["valid_loss"] *
                              results["num_tokens"], rtol=1e-5)
-  assert len(model.sample(3, jax.random.key(0), DecodeSettings(greedy=False))) == 3
+  assert len(model.sample(3, jax.random.key(0), DecodeSettings("sample"))) == 3
   with pytest.raises(TextgenError, match="needs a VAE"):
     model.reconstruct(SENTENCES[:1])
 

@@ -19,6 +19,7 @@ from textgen_jax import metrics, translation
 from textgen_jax.data.tokenizers import make_tokenizer
 from textgen_jax.checkpointing import Checkpointer
 from textgen_jax.data.vocab import UNK_ID, Vocabulary
+from textgen_jax.decoding import DecodeSettings
 from textgen_jax.errors import TextgenError
 
 TRANSLATE_SCRIPT = os.path.join(REPO_ROOT, "experiments", "translate.py")
@@ -129,15 +130,16 @@ def test_evaluate_on_no_pairs(trained):
 def test_translate_rejects_bad_arguments(trained):
   _, _, translator = trained
   with pytest.raises(TextgenError, match="rng"):
-    translator.translate(["Go."], temperature=1.0)
+    translator.translate(["Go."], settings=DecodeSettings("sample"))
   with pytest.raises(TextgenError, match="batch_size"):
     translator.translate(["Go."], batch_size=0)
 
 
 def test_sampling_with_the_same_key_is_reproducible(trained):
   _, _, translator = trained
-  first = translator.translate(INPUTS, temperature=1.5, rng=jax.random.key(0))
-  assert translator.translate(INPUTS, temperature=1.5, rng=jax.random.key(0)) == first
+  settings = DecodeSettings("sample", temperature=1.5)
+  first = translator.translate(INPUTS, settings=settings, rng=jax.random.key(0))
+  assert translator.translate(INPUTS, settings=settings, rng=jax.random.key(0)) == first
   assert len(first) == len(INPUTS) and first[1] == ""
 
 
@@ -249,10 +251,24 @@ def test_cli_missing_workdir_is_a_one_line_error(tmp_path):
   assert_one_line_error(run_translate_cli(f"--workdir={missing}", "Go."), missing)
 
 
-def test_cli_non_positive_temperature_is_a_one_line_error(trained):
+@pytest.mark.parametrize("flag, message", [("--temperature=0", "--temperature"),
+                                           ("--top_p=1.5", "--top_p"),
+                                           ("--beam_size=0", "--beam_size"),
+                                           ("--beam_size=100000", "larger than the vocabulary")])
+def test_cli_bad_decoding_flag_is_a_one_line_error(trained, flag, message):
   _, workdir, _ = trained
-  assert_one_line_error(run_translate_cli(f"--workdir={workdir}", "--temperature=0", "Go."),
-                        "--temperature")
+  assert_one_line_error(run_translate_cli(f"--workdir={workdir}", "--strategy=beam", flag, "Go."),
+                        message)
+
+
+def test_beam_translation_width_1_is_greedy_and_wider_beams_translate(trained):
+  _, _, translator = trained
+  greedy = translator.translate(INPUTS)
+  assert translator.translate(INPUTS, settings=DecodeSettings("beam", beam_size=1,
+                                                              length_alpha=0.0)) == greedy
+  beam = translator.translate(INPUTS, batch_size=3, settings=DecodeSettings("beam", beam_size=4))
+  assert len(beam) == len(INPUTS) and beam[1] == beam[3] == ""
+  assert all(isinstance(output, str) for output in beam)
 
 
 def test_train_cli_bad_data_path_is_a_one_line_error(tmp_path):

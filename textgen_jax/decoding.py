@@ -1,15 +1,18 @@
-"""Autoregressive decoding compiled as one program: greedy, and sampling with temperature,
-top-k and top-p (nucleus) filtering.
+"""Autoregressive decoding compiled as one program: greedy, sampling (temperature, top-k, top-p)
+and beam search, shared by the seq2seq model, the sentence VAE and the language model.
 
 A decoder is described by a pure `step_fn(carry, tokens_B) -> (carry, logits_BxV)`; the carry is
-the recurrent state (the encoder's final state for seq2seq, zeros for a language model). The
-whole loop is a `lax.while_loop` that exits once every sequence has emitted EOS or max_len
-tokens, so a batch costs one dispatch, not one per token. Call these inside `jax.jit`.
+the recurrent state, and it is the whole cache: the encoder's final state for seq2seq, Dense(z)
+for the VAE, zeros for a language model. Each strategy is one `lax.while_loop` that exits once
+every sequence has ended, so a batch costs one dispatch, not one per token. Call these inside
+`jax.jit`; `decode` picks the strategy from a `DecodeSettings`.
 
 Output: tokens_BxL int32, each row the generated tokens, its EOS (if reached), then PAD.
+PAD and BOS are never generated, so a row ends with EOS or at max_len.
 """
 
-from typing import Any, Callable
+import dataclasses
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -18,24 +21,56 @@ from textgen_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from textgen_jax.errors import TextgenError
 
 StepFn = Callable[[Any, jax.Array], tuple[Any, jax.Array]]
-ChooseFn = Callable[[jax.Array, jax.Array], jax.Array]
+STRATEGIES = ("greedy", "sample", "beam")
 
 
-def _check_settings(max_len: int, temperature: float | None = None, top_k: int = 0,
-                    top_p: float = 1.0) -> None:
-  if max_len < 1:
-    raise TextgenError(f"max_len must be at least 1, got {max_len}")
-  if temperature is not None and not temperature > 0:
-    raise TextgenError(f"temperature must be > 0, got {temperature} (use greedy decoding for 0)")
-  if top_k < 0:
-    raise TextgenError(f"top_k must be 0 (off) or positive, got {top_k}")
-  if not 0.0 < top_p <= 1.0:
-    raise TextgenError(f"top_p must be in (0, 1], got {top_p}")
+@dataclasses.dataclass(frozen=True)
+class DecodeSettings:
+  """How to turn a decoder state into tokens; hashable, so it can be a static jit argument."""
+
+  strategy: str = "greedy"  # "greedy", "sample" or "beam".
+  temperature: float = 1.0  # sample: softmax(logits / temperature).
+  top_k: int = 0  # sample: keep the k most likely tokens (0: all).
+  top_p: float = 1.0  # sample: keep the nucleus of this probability mass.
+  beam_size: int = 4  # beam: hypotheses kept per input.
+  length_alpha: float = 0.6  # beam: length normalisation exponent (0: raw log-probability).
+
+  def check(self, max_len: int, vocab_size: int | None = None) -> None:
+    """Raises TextgenError naming the first bad setting."""
+    if self.strategy not in STRATEGIES:
+      raise TextgenError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+    if max_len < 1:
+      raise TextgenError(f"max_len must be at least 1, got {max_len}")
+    if not self.temperature > 0:
+      raise TextgenError(f"temperature must be > 0, got {self.temperature} "
+                         "(use greedy decoding for 0)")
+    if self.top_k < 0:
+      raise TextgenError(f"top_k must be 0 (off) or positive, got {self.top_k}")
+    if not 0.0 < self.top_p <= 1.0:
+      raise TextgenError(f"top_p must be in (0, 1], got {self.top_p}")
+    if self.beam_size < 1:
+      raise TextgenError(f"beam_size must be at least 1, got {self.beam_size}")
+    if vocab_size is not None and self.beam_size > vocab_size:
+      raise TextgenError(f"beam_size {self.beam_size} is larger than the vocabulary "
+                         f"({vocab_size} tokens)")
+    if not self.length_alpha >= 0:
+      raise TextgenError(f"length_alpha must be >= 0, got {self.length_alpha}")
 
 
-def _decode_loop(step_fn: StepFn, carry: Any, batch_size: int, max_len: int, choose: ChooseFn,
-                 rng: jax.Array) -> jax.Array:
-  """Runs step_fn until all rows are done; `choose(logits_BxV, key) -> tokens_B`."""
+def _vocab_size(step_fn: StepFn, carry: Any, batch_size: int) -> int:
+  """The logits' width, found by tracing one step abstractly (no computation)."""
+  tokens_B = jax.ShapeDtypeStruct((batch_size,), jnp.int32)
+  return jax.eval_shape(step_fn, carry, tokens_B)[1].shape[-1]
+
+
+def _forbid_pad_and_bos(logits_BxV: jax.Array, value: float) -> jax.Array:
+  never_generated_V = jnp.zeros(logits_BxV.shape[-1], bool).at[jnp.array([PAD_ID, BOS_ID])].set(True)
+  return jnp.where(never_generated_V, value, logits_BxV)
+
+
+def _decode_loop(step_fn: StepFn, carry: Any, batch_size: int, max_len: int,
+                 choose: Callable[[jax.Array, jax.Array], jax.Array]) -> jax.Array:
+  """Runs step_fn until all rows are done; `choose(logits_BxV, t) -> tokens_B`."""
 
   def not_finished(loop):
     t, _, _, done_B, _ = loop
@@ -44,9 +79,8 @@ def _decode_loop(step_fn: StepFn, carry: Any, batch_size: int, max_len: int, cho
   def one_token(loop):
     t, carry, previous_B, done_B, tokens_BxL = loop
     carry, logits_BxV = step_fn(carry, previous_B)
-    # PAD and BOS are never targets; forbid them so a row can only end with EOS or max_len.
-    logits_BxV = logits_BxV.at[:, jnp.array([PAD_ID, BOS_ID])].set(jnp.finfo(logits_BxV.dtype).min)
-    token_B = jnp.where(done_B, PAD_ID, choose(logits_BxV, jax.random.fold_in(rng, t)))
+    logits_BxV = _forbid_pad_and_bos(logits_BxV, jnp.finfo(logits_BxV.dtype).min)
+    token_B = jnp.where(done_B, PAD_ID, choose(logits_BxV, t))
     tokens_BxL = jax.lax.dynamic_update_slice(tokens_BxL, token_B[:, None], (0, t))
     return t + 1, carry, token_B, done_B | (token_B == EOS_ID), tokens_BxL
 
@@ -57,9 +91,9 @@ def _decode_loop(step_fn: StepFn, carry: Any, batch_size: int, max_len: int, cho
 
 def greedy_decode(step_fn: StepFn, carry: Any, batch_size: int, max_len: int) -> jax.Array:
   """The most likely token at every step."""
-  _check_settings(max_len)
-  choose = lambda logits_BxV, key: jnp.argmax(logits_BxV, -1).astype(jnp.int32)
-  return _decode_loop(step_fn, carry, batch_size, max_len, choose, jax.random.key(0))
+  DecodeSettings().check(max_len)
+  choose = lambda logits_BxV, t: jnp.argmax(logits_BxV, -1).astype(jnp.int32)
+  return _decode_loop(step_fn, carry, batch_size, max_len, choose)
 
 
 def filter_logits(logits_BxV: jax.Array, top_k: int = 0, top_p: float = 1.0) -> jax.Array:
@@ -83,11 +117,137 @@ def filter_logits(logits_BxV: jax.Array, top_k: int = 0, top_p: float = 1.0) -> 
 def sample_decode(step_fn: StepFn, carry: Any, batch_size: int, max_len: int, rng: jax.Array,
                   temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> jax.Array:
   """Ancestral sampling from softmax(logits / temperature), optionally restricted to the top_k
-  tokens and/or the top_p nucleus, with an explicit key."""
-  _check_settings(max_len, temperature, top_k, top_p)
+  tokens and/or the top_p nucleus.
 
-  def choose(logits_BxV, key):
+  `rng` is one key, split into one key per row, or a [batch_size] array of per-row keys. Row i's
+  tokens depend only on its own key and state, so a batch samples what its rows would alone.
+  """
+  DecodeSettings("sample", temperature, top_k, top_p).check(max_len)
+  keys_B = jax.random.split(rng, batch_size) if rng.ndim == 0 else rng
+
+  def choose(logits_BxV, t):
     logits_BxV = filter_logits(logits_BxV / temperature, top_k, top_p)
-    return jax.random.categorical(key, logits_BxV, -1).astype(jnp.int32)
+    categorical = lambda key, logits_V: jax.random.categorical(jax.random.fold_in(key, t), logits_V)
+    return jax.vmap(categorical)(keys_B, logits_BxV).astype(jnp.int32)
 
-  return _decode_loop(step_fn, carry, batch_size, max_len, choose, rng)
+  return _decode_loop(step_fn, carry, batch_size, max_len, choose)
+
+
+# ---- Beam search -------------------------------------------------------------------------
+
+
+class Beams(NamedTuple):
+  """The beam_size best hypotheses per input, best first."""
+
+  tokens_BxKxL: jax.Array  # Each hypothesis: its tokens, its EOS (if reached), then PAD.
+  scores_BxK: jax.Array  # log p(tokens) / length_penalty(length): what the ranking uses.
+  log_probs_BxK: jax.Array  # log p(tokens), the raw sum over its tokens (EOS included).
+
+
+def length_penalty(length: jax.Array, alpha: float) -> jax.Array:
+  """GNMT's ((5 + length) / 6) ** alpha (Wu et al. 2016); alpha = 0 ranks by log-probability."""
+  return ((5.0 + length) / 6.0) ** alpha
+
+
+def _take_rows(x_BxNx_: jax.Array, index_BxM: jax.Array) -> jax.Array:
+  """x[b, index[b, m]] for every b, m."""
+  return jnp.take_along_axis(x_BxNx_, index_BxM.reshape(index_BxM.shape + (1,) *
+                                                        (x_BxNx_.ndim - 2)), axis=1)
+
+
+def beam_search(step_fn: StepFn, carry: Any, batch_size: int, max_len: int, beam_size: int,
+                length_alpha: float = 0.6) -> Beams:
+  """Beam search with per-hypothesis EOS handling and length normalisation.
+
+  Every step extends the K = beam_size live hypotheses of each input by every token and ranks
+  the K * V candidates by log-probability. Candidates ending in EOS among the top K are
+  finished (scored log p / length_penalty); the K best not ending in EOS stay live, their
+  recurrent state gathered from their parent's. An input is done once K hypotheses have
+  finished; at max_len the live ones count as finished too (cut, like greedy's). With K = 1
+  and alpha = 0 this is exactly greedy decoding.
+  """
+  vocab_size = _vocab_size(step_fn, carry, batch_size)
+  DecodeSettings("beam", beam_size=beam_size, length_alpha=length_alpha).check(max_len, vocab_size)
+  B, K, V = batch_size, beam_size, vocab_size  # pylint: disable=invalid-name
+  neg_inf = jnp.float32(-jnp.inf)
+  row_offset_Bx1 = K * jnp.arange(B)[:, None]
+
+  def not_finished(loop):
+    t, _, _, _, _, _, _, num_finished_B = loop
+    return (t < max_len) & jnp.any(num_finished_B < K)
+
+  def one_token(loop):
+    t, carry, live_tokens_BxKxL, live_log_probs_BxK, finished_tokens_BxKxL, finished_scores_BxK, \
+        finished_log_probs_BxK, num_finished_B = loop
+    previous_BK = live_tokens_BxKxL[:, :, jnp.maximum(t - 1, 0)].reshape(B * K)
+    previous_BK = jnp.where(t == 0, BOS_ID, previous_BK)
+    carry, logits_BKxV = step_fn(carry, previous_BK)
+    log_probs_BKxV = _forbid_pad_and_bos(jax.nn.log_softmax(logits_BKxV.astype(jnp.float32)),
+                                         neg_inf)
+    candidates_BxKV = (live_log_probs_BxK[:, :, None] + log_probs_BKxV.reshape(B, K, V)).reshape(
+        B, K * V)
+    # 2K candidates always hold K that do not end in EOS (at most K of them can be EOS).
+    top_log_probs_Bx2K, top_index_Bx2K = jax.lax.top_k(candidates_BxKV, 2 * K)
+    parent_Bx2K, token_Bx2K = top_index_Bx2K // V, top_index_Bx2K % V
+    tokens_Bx2KxL = jax.lax.dynamic_update_slice(
+        _take_rows(live_tokens_BxKxL, parent_Bx2K), token_Bx2K[:, :, None], (0, 0, t))
+    ends_Bx2K = token_Bx2K == EOS_ID
+
+    # Finished: EOS candidates ranked within the top K, merged with earlier finished by score.
+    newly_finished_Bx2K = ends_Bx2K & (jnp.arange(2 * K) < K) & (top_log_probs_Bx2K > neg_inf)
+    new_scores_Bx2K = jnp.where(newly_finished_Bx2K,
+                                top_log_probs_Bx2K / length_penalty(t + 1.0, length_alpha), neg_inf)
+    all_scores_Bx3K = jnp.concatenate([finished_scores_BxK, new_scores_Bx2K], 1)
+    finished_scores_BxK, keep_BxK = jax.lax.top_k(all_scores_Bx3K, K)
+    finished_tokens_BxKxL = _take_rows(
+        jnp.concatenate([finished_tokens_BxKxL, tokens_Bx2KxL], 1), keep_BxK)
+    finished_log_probs_BxK = jnp.take_along_axis(
+        jnp.concatenate([finished_log_probs_BxK, top_log_probs_Bx2K], 1), keep_BxK, 1)
+    num_finished_B = num_finished_B + jnp.sum(newly_finished_Bx2K, 1)
+
+    # Live: the K best candidates that do not end in EOS, with their parents' states.
+    live_log_probs_BxK, live_Bx2K = jax.lax.top_k(jnp.where(ends_Bx2K, neg_inf,
+                                                            top_log_probs_Bx2K), K)
+    live_tokens_BxKxL = _take_rows(tokens_Bx2KxL, live_Bx2K)
+    parent_rows_BK = (row_offset_Bx1 + jnp.take_along_axis(parent_Bx2K, live_Bx2K, 1)).reshape(-1)
+    carry = jax.tree.map(lambda x: x[parent_rows_BK], carry)
+    return (t + 1, carry, live_tokens_BxKxL, live_log_probs_BxK, finished_tokens_BxKxL,
+            finished_scores_BxK, finished_log_probs_BxK, num_finished_B)
+
+  empty_BxKxL = jnp.full((B, K, max_len), PAD_ID, jnp.int32)
+  only_first_live_BxK = jnp.where(jnp.arange(K) == 0, 0.0, neg_inf) * jnp.ones((B, 1))
+  loop = (jnp.int32(0), jax.tree.map(lambda x: jnp.repeat(x, K, axis=0), carry), empty_BxKxL,
+          only_first_live_BxK, empty_BxKxL, jnp.full((B, K), neg_inf), jnp.full((B, K), neg_inf),
+          jnp.zeros((B,), jnp.int32))
+  (t, _, live_tokens_BxKxL, live_log_probs_BxK, finished_tokens_BxKxL, finished_scores_BxK,
+   finished_log_probs_BxK, _) = jax.lax.while_loop(not_finished, one_token, loop)
+
+  # Hypotheses still live at max_len end there, like greedy's; if the loop stopped early they
+  # are unfinished and take no part.
+  live_scores_BxK = jnp.where(t >= max_len,
+                              live_log_probs_BxK / length_penalty(jnp.float32(max_len), length_alpha),
+                              neg_inf)
+  scores_BxK, keep_BxK = jax.lax.top_k(jnp.concatenate([finished_scores_BxK, live_scores_BxK], 1), K)
+  tokens_BxKxL = _take_rows(jnp.concatenate([finished_tokens_BxKxL, live_tokens_BxKxL], 1),
+                            keep_BxK)
+  log_probs_BxK = jnp.take_along_axis(
+      jnp.concatenate([finished_log_probs_BxK, live_log_probs_BxK], 1), keep_BxK, 1)
+  return Beams(tokens_BxKxL, scores_BxK, log_probs_BxK)
+
+
+def decode(step_fn: StepFn, carry: Any, batch_size: int, max_len: int, settings: DecodeSettings,
+           rng: jax.Array | None = None) -> jax.Array:
+  """tokens_BxL by `settings.strategy`; beam search returns each input's best hypothesis."""
+  if settings.strategy == "greedy":
+    return greedy_decode(step_fn, carry, batch_size, max_len)
+  if settings.strategy == "sample":
+    if rng is None:
+      raise TextgenError("sampling needs an explicit rng key")
+    return sample_decode(step_fn, carry, batch_size, max_len, rng, settings.temperature,
+                         settings.top_k, settings.top_p)
+  if settings.strategy == "beam":
+    beams = beam_search(step_fn, carry, batch_size, max_len, settings.beam_size,
+                        settings.length_alpha)
+    return beams.tokens_BxKxL[:, 0]
+  settings.check(max_len)  # Names the unknown strategy.
+  raise AssertionError("unreachable")

@@ -12,7 +12,6 @@ A workdir holds config.json, vocab.json, checkpoints/, metrics.jsonl and loss_cu
 same code trains the language-model baseline when config.model.kind == "lm".
 """
 
-import dataclasses
 import functools
 import sys
 import time
@@ -31,6 +30,7 @@ from textgen_jax.config import check_positive
 from textgen_jax.data import batching, readers
 from textgen_jax.data.tokenizers import Tokenizer, make_tokenizer, tokenizer_from_config
 from textgen_jax.data.vocab import UNK, Vocabulary, load_vocabulary
+from textgen_jax.decoding import DecodeSettings
 from textgen_jax.errors import TextgenError
 from textgen_jax.models.text_vae import KINDS, TextVAE, TextVAEConfig
 from textgen_jax.training import make_optimizer
@@ -48,26 +48,13 @@ def init_params(model: TextVAE, rng: jax.Array) -> Any:
   return model.init(rng, tokens_BxT, jnp.ones((1,), jnp.int32), tokens_BxT, z_BxZ)
 
 
-@dataclasses.dataclass(frozen=True)
-class DecodeSettings:
-  """How to turn a decoder state into tokens: greedy, or sampling with filters."""
-
-  greedy: bool = True
-  temperature: float = 1.0
-  top_k: int = 0  # Sampling only: keep the k most likely tokens (0: all).
-  top_p: float = 1.0  # Sampling only: keep the nucleus of this probability mass.
-
-
 def decode_from_latent(params: Any, z_BxZ: jax.Array | None, rng: jax.Array, *, model: TextVAE,
                        batch_size: int, max_len: int, settings: DecodeSettings) -> jax.Array:
   """Decodes one sentence per row of z (or batch_size LM samples); tokens_BxL, one program."""
   state = model.apply(params, z_BxZ, batch_size, method=TextVAE.decoder_start)
   step_fn = lambda state, tokens_B: model.apply(params, state, tokens_B,
                                                 method=TextVAE.decode_step)
-  if settings.greedy:
-    return decoding.greedy_decode(step_fn, state, batch_size, max_len)
-  return decoding.sample_decode(step_fn, state, batch_size, max_len, rng, settings.temperature,
-                                settings.top_k, settings.top_p)
+  return decoding.decode(step_fn, state, batch_size, max_len, settings, rng)
 
 
 class SentenceModel:
@@ -141,7 +128,8 @@ class SentenceModel:
              settings: DecodeSettings = DecodeSettings(), num: int | None = None,
              batch_size: int = 256) -> list[str]:
     """Decodes a sentence from each latent code (or `num` LM samples when z is None)."""
-    if not settings.greedy and rng is None:
+    settings.check(self.max_len + 1, len(self.vocab))
+    if settings.strategy == "sample" and rng is None:
       raise TextgenError("sampling needs an explicit rng key")
     rng = jax.random.key(0) if rng is None else rng
     num = len(z_NxZ) if z_NxZ is not None else num
@@ -322,7 +310,7 @@ def _periodic_evaluation(sentence_model: SentenceModel, sentences: Sequence[str]
                       if k in results})
     num = train_cfg.num_examples_to_print
     if num:
-      greedy, nucleus = DecodeSettings(), DecodeSettings(greedy=False, top_p=0.9)
+      greedy, nucleus = DecodeSettings(), DecodeSettings("sample", top_p=0.9)
       lines += [f"  sample: {s!r}" for s in sentence_model.sample(num, rng, nucleus)]
       if sentence_model.has_latent:
         originals = list(sentences[:num])

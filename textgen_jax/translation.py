@@ -69,19 +69,12 @@ def _start_decoding(params: Any, inputs_BxS: jax.Array, input_lengths_B: jax.Arr
   return carries, step_fn
 
 
-def greedy_translate(params: Any, inputs_BxS: jax.Array, input_lengths_B: jax.Array, *,
-                     model: Seq2Seq, max_len: int) -> jax.Array:
-  """Encode, then greedy-decode up to max_len tokens; one compiled program per shape."""
+def translate_batch(params: Any, inputs_BxS: jax.Array, input_lengths_B: jax.Array,
+                    rng: jax.Array | None, *, model: Seq2Seq, max_len: int,
+                    settings: decoding.DecodeSettings) -> jax.Array:
+  """Encode, then decode up to max_len tokens by `settings`; one compiled program per shape."""
   carries, step_fn = _start_decoding(params, inputs_BxS, input_lengths_B, model)
-  return decoding.greedy_decode(step_fn, carries, inputs_BxS.shape[0], max_len)
-
-
-def sample_translate(params: Any, inputs_BxS: jax.Array, input_lengths_B: jax.Array,
-                     rng: jax.Array, *, model: Seq2Seq, max_len: int,
-                     temperature: float) -> jax.Array:
-  """Encode, then sample each token from softmax(logits / temperature)."""
-  carries, step_fn = _start_decoding(params, inputs_BxS, input_lengths_B, model)
-  return decoding.sample_decode(step_fn, carries, inputs_BxS.shape[0], max_len, rng, temperature)
+  return decoding.decode(step_fn, carries, inputs_BxS.shape[0], max_len, settings, rng)
 
 
 class Translator:
@@ -94,19 +87,20 @@ class Translator:
     self.max_len = config.data.max_len
     self._lengths = batching.bucket_lengths(self.max_len, config.data.num_buckets)
     decode_len = self.max_len + 1  # Room for EOS after a longest sentence.
-    self._greedy = jax.jit(functools.partial(greedy_translate, model=model, max_len=decode_len))
-    self._sample = jax.jit(functools.partial(sample_translate, model=model, max_len=decode_len),
-                           static_argnames=("temperature",))
+    self._translate = jax.jit(functools.partial(translate_batch, model=model, max_len=decode_len),
+                              static_argnames="settings")
 
   def translate(self, texts: Sequence[str], batch_size: int = 256,
-                temperature: float | None = None, rng: jax.Array | None = None) -> list[str]:
-    """One output per input. Greedy by default; with temperature, sampled with `rng`.
+                settings: decoding.DecodeSettings = decoding.DecodeSettings(),
+                rng: jax.Array | None = None) -> list[str]:
+    """One output per input, decoded by `settings` (greedy by default; sampling needs `rng`).
 
     Unknown tokens map to UNK; inputs longer than data.max_len tokens are cut (counted on stderr).
     Inputs are sorted by length and batched so a file of thousands takes few compiled calls.
     """
-    if temperature is not None and rng is None:
-      raise TextgenError("sampling with a temperature needs an explicit rng key")
+    settings.check(self.max_len + 1, len(self.target_vocab))
+    if settings.strategy == "sample" and rng is None:
+      raise TextgenError("sampling needs an explicit rng key")
     if batch_size < 1:
       raise TextgenError(f"batch_size must be at least 1, got {batch_size}")
     ids, num_cut = batching.encode_texts(texts, self.tokenizer, self.source_vocab, self.max_len)
@@ -115,11 +109,9 @@ class Translator:
             file=sys.stderr)
     outputs = [""] * len(texts)
     for index, (rows, batch) in enumerate(batching.sorted_batches(ids, batch_size, self._lengths)):
-      if temperature is None:
-        tokens_BxL = self._greedy(self.params, batch["inputs"], batch["input_lengths"])
-      else:
-        tokens_BxL = self._sample(self.params, batch["inputs"], batch["input_lengths"],
-                                  jax.random.fold_in(rng, index), temperature=temperature)
+      batch_rng = None if rng is None else jax.random.fold_in(rng, index)
+      tokens_BxL = self._translate(self.params, batch["inputs"], batch["input_lengths"], batch_rng,
+                                   settings=settings)
       for row, tokens in zip(rows, np.asarray(tokens_BxL)):
         if len(ids[row]):  # An empty sentence translates to an empty sentence.
           outputs[row] = self.tokenizer.detokenize(self.target_vocab.decode(tokens))

@@ -80,9 +80,16 @@ class LSTMLayer(nn.Module):
     carry, h_TxBxH = jax.lax.scan(time_step, carry, (gates_x_TxBxG, jnp.swapaxes(mask_BxT, 0, 1)))
     return carry, jnp.swapaxes(h_TxBxH, 0, 1)
 
-  def step(self, carry: Carry, x_BxE: jax.Array) -> Carry:
-    """One timestep, for decoding; returns the new carry (its h is the output)."""
-    return self._cell(carry, self.input_projection(x_BxE))
+  def step(self, carry: Carry, x_BxE: jax.Array | None = None,
+           gates_x_BxG: jax.Array | None = None) -> Carry:
+    """One timestep, for decoding; returns the new carry (its h is the output).
+
+    Takes the input x, or its projection gates_x = input_projection(x) when the caller has
+    precomputed it (a decoder whose inputs come from a small vocabulary looks it up in a table).
+    """
+    if gates_x_BxG is None:
+      gates_x_BxG = self.input_projection(x_BxE)
+    return self._cell(carry, gates_x_BxG)
 
 
 class StackedLSTM(nn.Module):
@@ -127,11 +134,15 @@ class StackedLSTM(nn.Module):
       x_BxTxE = out_BxTxH
     return final_carries, x_BxTxE
 
-  def step(self, carries: Sequence[Carry], x_BxE: jax.Array) -> tuple[list[Carry], jax.Array]:
-    """One timestep through all layers (unidirectional only; no dropout at decode time)."""
+  def step(self, carries: Sequence[Carry], x_BxE: jax.Array | None = None,
+           first_gates_x_BxG: jax.Array | None = None) -> tuple[list[Carry], jax.Array]:
+    """One timestep through all layers (unidirectional only; no dropout at decode time).
+
+    first_gates_x_BxG, if given, replaces the first layer's input projection of x_BxE.
+    """
     new_carries = []
-    for layer, carry in zip(self.forward_layers, carries):
-      carry = layer.step(carry, x_BxE)
+    for i, (layer, carry) in enumerate(zip(self.forward_layers, carries)):
+      carry = layer.step(carry, x_BxE, first_gates_x_BxG if i == 0 else None)
       new_carries.append(carry)
       x_BxE = carry[1]
     return new_carries, x_BxE

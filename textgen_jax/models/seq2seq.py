@@ -97,9 +97,25 @@ class Seq2Seq(nn.Module):
     out_BxTxH = self.dropout(out_BxTxH, deterministic=deterministic)
     return self.output_layer(out_BxTxH).astype(jnp.float32)
 
-  def decode_step(self, carries: list[Carry], tokens_B: jax.Array) -> tuple[list[Carry], jax.Array]:
-    """One decoding step: previous tokens in, (new state, logits_BxV) out."""
-    carries, out_BxH = self.decoder.step(carries, self.target_inputs(tokens_B))
+  def decoder_input_gates(self) -> jax.Array:
+    """The first decoder layer's input projection of every target token: [V, 4H].
+
+    Decoding steps that look their input up in this table skip the embedding and the [E, 4H]
+    input matmul; it is worth it when V is small (computed once per set of parameters).
+    """
+    tokens_V = jnp.arange(self.config.target_vocab_size)
+    return self.decoder.forward_layers[0].input_projection(self.target_inputs(tokens_V))
+
+  def decode_step(self, carries: list[Carry], tokens_B: jax.Array,
+                  input_gates_VxG: jax.Array | None = None) -> tuple[list[Carry], jax.Array]:
+    """One decoding step: previous tokens in, (new state, logits_BxV) out.
+
+    With input_gates_VxG (from decoder_input_gates) the first layer's input is a table lookup.
+    """
+    if input_gates_VxG is None:
+      carries, out_BxH = self.decoder.step(carries, self.target_inputs(tokens_B))
+    else:
+      carries, out_BxH = self.decoder.step(carries, first_gates_x_BxG=input_gates_VxG[tokens_B])
     return carries, self.output_layer(out_BxH).astype(jnp.float32)
 
   def __call__(self, inputs_BxS: jax.Array, input_lengths_B: jax.Array, targets_BxT: jax.Array,

@@ -1,0 +1,131 @@
+"""Measurement helpers for the benchmarks in experiments/bench_*.py.
+
+Timings are steady state: compile first (timed on its own), then run until both a number of
+calls and a minimum time are reached, blocking on every result. The roofline's two rates are
+measured on the device at hand, not taken from a datasheet, so a result's fraction of the bound
+compares like with like on a shared, noisy machine.
+"""
+
+import dataclasses
+import json
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+  compile_s: float  # Lowering and compilation, before the first run.
+  seconds: tuple[float, ...]  # Each steady-state call, blocking until its result is ready.
+
+  def percentile(self, q: float) -> float:
+    return float(np.percentile(self.seconds, q))
+
+  @property
+  def median_s(self) -> float:
+    return self.percentile(50)
+
+
+def time_calls(call: Callable[[], Any], min_calls: int = 3, min_seconds: float = 1.0,
+               max_calls: int = 1000) -> tuple[float, ...]:
+  """Seconds per call of `call()` (blocking on its result); one warm-up call first."""
+  jax.block_until_ready(call())
+  seconds, started = [], time.perf_counter()
+  while len(seconds) < max_calls and (len(seconds) < min_calls or
+                                      time.perf_counter() - started < min_seconds):
+    start = time.perf_counter()
+    jax.block_until_ready(call())
+    seconds.append(time.perf_counter() - start)
+  return tuple(seconds)
+
+
+def time_jitted(fn: Callable[..., Any], *args: Any, min_calls: int = 3,
+                min_seconds: float = 1.0) -> tuple[Timing, Any]:
+  """Compiles `jax.jit(fn)` for args (timed), then times steady-state calls.
+
+  Returns the timing and the compiled executable (for memory analysis or reuse).
+  """
+  start = time.perf_counter()
+  compiled = jax.jit(fn).lower(*args).compile()
+  compile_s = time.perf_counter() - start
+  seconds = time_calls(lambda: compiled(*args), min_calls, min_seconds)
+  return Timing(compile_s, seconds), compiled
+
+
+def peak_memory_bytes(device: jax.Device) -> int | None:
+  """The device's peak allocation so far, where the backend reports it (GPU, TPU; not CPU)."""
+  stats = device.memory_stats() or {}
+  return stats.get("peak_bytes_in_use")
+
+
+def compiled_memory_bytes(compiled: Any) -> int | None:
+  """Arguments + outputs + temporaries of a compiled program, from XLA's memory analysis."""
+  try:
+    analysis = compiled.memory_analysis()
+  except (NotImplementedError, jax.errors.JaxRuntimeError):
+    return None
+  if analysis is None:
+    return None
+  return int(analysis.argument_size_in_bytes + analysis.output_size_in_bytes +
+             analysis.temp_size_in_bytes)
+
+
+# ---- Roofline ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceRates:
+  """Peak rates measured on the device: matmul FLOP/s per dtype and memory bytes/s."""
+
+  matmul_flops_per_s: dict[str, float]
+  memory_bytes_per_s: float
+
+  def bound_seconds(self, flops: float, weight_bytes: float, dtype: str) -> float:
+    """The roofline: no step is faster than its FLOPs at peak or its bytes at peak."""
+    return max(flops / self.matmul_flops_per_s[dtype], weight_bytes / self.memory_bytes_per_s)
+
+
+def measure_matmul_flops(dtype: str, size: int = 2048, min_seconds: float = 1.0) -> float:
+  """FLOP/s of a square [size, size] x [size, size] matmul in `dtype`."""
+  a = jax.random.normal(jax.random.key(0), (size, size)).astype(dtype)
+  b = jax.random.normal(jax.random.key(1), (size, size)).astype(dtype)
+  timing, _ = time_jitted(jnp.dot, a, b, min_seconds=min_seconds)
+  return 2 * size**3 / timing.median_s
+
+
+def measure_memory_bandwidth(num_bytes: int = 1 << 28, min_seconds: float = 1.0) -> float:
+  """Bytes/s of reading a num_bytes float32 buffer once (a sum: one read, no write)."""
+  x = jnp.ones((num_bytes // 4,), jnp.float32)
+  timing, _ = time_jitted(jnp.sum, x, min_seconds=min_seconds)
+  return num_bytes / timing.median_s
+
+
+def measure_device_rates(dtypes: tuple[str, ...] = ("float32",),
+                         min_seconds: float = 1.0) -> DeviceRates:
+  return DeviceRates({dtype: measure_matmul_flops(dtype, min_seconds=min_seconds)
+                      for dtype in dtypes}, measure_memory_bandwidth(min_seconds=min_seconds))
+
+
+# ---- Output --------------------------------------------------------------------------------
+
+
+def device_description(device: jax.Device) -> str:
+  return f"{device.platform}:{getattr(device, 'device_kind', '')}".rstrip(":")
+
+
+def emit(record: dict[str, Any], output: Any = None) -> None:
+  """One JSON line on stdout (and appended to `output`, an open file, if given)."""
+  line = json.dumps({k: (round(v, 6) if isinstance(v, float) else v)
+                     for k, v in record.items()})
+  print(line, flush=True)
+  if output is not None:
+    output.write(line + "\n")
+    output.flush()
+
+
+def progress(message: str) -> None:
+  print(message, file=sys.stderr, flush=True)
