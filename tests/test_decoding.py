@@ -347,3 +347,15 @@ def test_decode_dispatches_and_names_a_bad_strategy():
     decoding.decode(eos_at_step_fn(3), jnp.int32(0), 2, MAX_LEN, settings)
   with pytest.raises(TextgenError, match="strategy"):
     decoding.decode(eos_at_step_fn(3), jnp.int32(0), 2, MAX_LEN, decoding.DecodeSettings("top"))
+
+
+def test_inverse_cdf_sampling_never_picks_zero_probability_tokens():
+  probs = jnp.array([[0.0, 0.5, 0.0, 0.5, 0.0]] * 4)
+  uniform = jnp.array([0.0, 0.4999, 0.5001, 1.0 - 1e-7])
+  np.testing.assert_array_equal(decoding.inverse_cdf_sample(probs, uniform), [3, 3, 1, 1])
+  uniform = jax.random.uniform(jax.random.key(0), (20000,))
+  tokens = decoding.inverse_cdf_sample(jnp.broadcast_to(jnp.array([0.0, 0.2, 0.0, 0.8]),
+                                                        (20000, 4)), uniform)
+  counts = np.bincount(np.asarray(tokens), minlength=4)
+  assert counts[0] == counts[2] == 0
+  assert counts[3] / 20000 == pytest.approx(0.8, abs=0.01)

@@ -168,6 +168,35 @@ def test_decode_steps_match_teacher_forced_logits(model_and_params):
     np.testing.assert_allclose(step_logits, logits[:, t], rtol=1e-5, atol=1e-5)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def decode_step_with_table(model, params, carries, tokens):
+  table = model.apply(params, method=Seq2Seq.decoder_input_gates)
+  return model.apply(params, carries, tokens, table, method=Seq2Seq.decode_step)
+
+
+def test_decode_steps_from_the_input_table_match_teacher_forced_logits(model_and_params):
+  """The [V, 4H] table lookup is the embedding and input matmul it replaces (one-hot too)."""
+  model, params = model_and_params
+  assert model.apply(params, method=Seq2Seq.decoder_input_gates).shape == (V, 4 * H)
+  inputs, targets = pad_rows(SOURCES, S), random_targets(2)
+  carries, logits = forward(model, params, inputs, LENGTHS, targets)
+  decoder_inputs = np.asarray(shift_right(jnp.asarray(targets)))
+  for t in range(T):
+    carries, step_logits = decode_step_with_table(model, params, carries, decoder_inputs[:, t])
+    np.testing.assert_allclose(step_logits, logits[:, t], rtol=1e-5, atol=1e-5)
+
+
+def test_scan_unroll_changes_nothing_but_speed():
+  model, unrolled = make_model(encoder_layers=2), make_model(encoder_layers=2, scan_unroll=3)
+  params = random_params(model)
+  inputs, targets = pad_rows(SOURCES, S), random_targets(3)
+  carries, logits = forward(model, params, inputs, LENGTHS, targets)
+  unrolled_carries, unrolled_logits = forward(unrolled, params, inputs, LENGTHS, targets)
+  np.testing.assert_allclose(unrolled_logits, logits, rtol=1e-5, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(unrolled_carries), jax.tree.leaves(carries)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def param_shapes(**config_kwargs):
   model = make_model(**config_kwargs)
   return jax.eval_shape(functools.partial(init_params, model), jax.random.key(0))["params"]

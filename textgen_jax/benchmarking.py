@@ -43,15 +43,20 @@ def time_calls(call: Callable[[], Any], min_calls: int = 3, min_seconds: float =
   return tuple(seconds)
 
 
+def time_compile(jitted: Any, *args: Any) -> tuple[float, Any]:
+  """(seconds to lower and compile, the executable) of a jitted function for these args."""
+  start = time.perf_counter()
+  compiled = jitted.lower(*args).compile()
+  return time.perf_counter() - start, compiled
+
+
 def time_jitted(fn: Callable[..., Any], *args: Any, min_calls: int = 3,
                 min_seconds: float = 1.0) -> tuple[Timing, Any]:
   """Compiles `jax.jit(fn)` for args (timed), then times steady-state calls.
 
   Returns the timing and the compiled executable (for memory analysis or reuse).
   """
-  start = time.perf_counter()
-  compiled = jax.jit(fn).lower(*args).compile()
-  compile_s = time.perf_counter() - start
+  compile_s, compiled = time_compile(jax.jit(fn), *args)
   seconds = time_calls(lambda: compiled(*args), min_calls, min_seconds)
   return Timing(compile_s, seconds), compiled
 
@@ -82,11 +87,17 @@ class DeviceRates:
   """Peak rates measured on the device: matmul FLOP/s per dtype and memory bytes/s."""
 
   matmul_flops_per_s: dict[str, float]
-  memory_bytes_per_s: float
+  memory_bytes_per_s: float  # Reading a buffer too large for any cache (256 MiB).
 
-  def bound_seconds(self, flops: float, weight_bytes: float, dtype: str) -> float:
-    """The roofline: no step is faster than its FLOPs at peak or its bytes at peak."""
-    return max(flops / self.matmul_flops_per_s[dtype], weight_bytes / self.memory_bytes_per_s)
+  def bound_seconds(self, flops: float, weight_bytes: float, dtype: str,
+                    weight_bytes_per_s: float | None = None) -> float:
+    """The roofline: no step is faster than its FLOPs at peak or its weight reads at peak.
+
+    weight_bytes_per_s: the read rate for a buffer of the weights' size (they may fit in cache);
+    the main-memory rate if not given.
+    """
+    return max(flops / self.matmul_flops_per_s[dtype],
+               weight_bytes / (weight_bytes_per_s or self.memory_bytes_per_s))
 
 
 def measure_matmul_flops(dtype: str, size: int = 2048, min_seconds: float = 1.0) -> float:
@@ -98,10 +109,20 @@ def measure_matmul_flops(dtype: str, size: int = 2048, min_seconds: float = 1.0)
 
 
 def measure_memory_bandwidth(num_bytes: int = 1 << 28, min_seconds: float = 1.0) -> float:
-  """Bytes/s of reading a num_bytes float32 buffer once (a sum: one read, no write)."""
-  x = jnp.ones((num_bytes // 4,), jnp.float32)
-  timing, _ = time_jitted(jnp.sum, x, min_seconds=min_seconds)
-  return num_bytes / timing.median_s
+  """Bytes/s of reading a num_bytes float32 buffer (a sum: one read, no write).
+
+  Small buffers are read many times inside one program, so the rate is that of the cache level
+  they fit in, not of dispatch: a decoder whose weights fit in cache streams them at that rate.
+  """
+  x = jnp.ones((max(num_bytes // 4, 1024),), jnp.float32)
+  reads = max(1, (1 << 28) // x.nbytes)
+
+  def read_repeatedly(x):
+    # Scaling by the loop index keeps XLA from hoisting the sum out of the loop.
+    return jax.lax.fori_loop(0, reads, lambda i, total: total + jnp.sum(x * i), 0.0)
+
+  timing, _ = time_jitted(read_repeatedly, x, min_seconds=min_seconds)
+  return reads * x.nbytes / timing.median_s
 
 
 def measure_device_rates(dtypes: tuple[str, ...] = ("float32",),

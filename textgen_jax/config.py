@@ -45,6 +45,7 @@ def seq2seq_config() -> ml_collections.ConfigDict:
   config.model.dropout_rate = 0.2  # On embeddings, between layers and before the output layer.
   config.model.input_encoding = "embedding"  # "embedding" or "one_hot" (the Keras seed).
   config.model.dtype = "float32"  # Matmul dtype, "float32" or "bfloat16"; cell state is float32.
+  config.model.scan_unroll = 1  # Timesteps per iteration of the teacher-forced LSTM loop.
 
   config.opt = ml_collections.ConfigDict()
   config.opt.name = "adam"  # "adam", "adamw" or "sgd" (b1 is the momentum).
@@ -105,6 +106,7 @@ def sentence_vae_config() -> ml_collections.ConfigDict:
   config.model.embedding_dropout = 0.5  # On input embeddings.
   config.model.output_dropout = 0.5  # On decoder outputs, before the vocabulary projection.
   config.model.dtype = "float32"  # Matmul dtype, "float32" or "bfloat16"; cell state is float32.
+  config.model.scan_unroll = 1  # Timesteps per iteration of the teacher-forced LSTM loop.
 
   config.vae = ml_collections.ConfigDict()  # See textgen_jax/vae_objective.py.
   config.vae.kl_schedule = "linear"  # "constant", "linear", "sigmoid" or "cyclical".

@@ -31,7 +31,7 @@ from textgen_jax.data.tokenizers import Tokenizer, make_tokenizer, tokenizer_fro
 from textgen_jax.data.vocab import Vocabulary, load_vocabulary
 from textgen_jax.errors import TextgenError
 from textgen_jax.losses import sequence_metric_sums, token_cross_entropy
-from textgen_jax.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from textgen_jax.models.seq2seq import Seq2Seq, Seq2SeqConfig, uses_input_table
 from textgen_jax.training import make_optimizer
 
 SOURCE_VOCAB_FILE, TARGET_VOCAB_FILE = "source_vocab.json", "target_vocab.json"
@@ -61,19 +61,23 @@ def seq2seq_loss(params: Any, batch: batching.Batch, rng: jax.Array, determinist
 
 
 def _start_decoding(params: Any, inputs_BxS: jax.Array, input_lengths_B: jax.Array,
+                    input_gates_VxG: jax.Array | None,
                     model: Seq2Seq) -> tuple[Any, decoding.StepFn]:
   """The decoder's initial state (from the encoder) and its one-token step function."""
   carries = model.apply(params, inputs_BxS, input_lengths_B, method=Seq2Seq.encode)
-  step_fn = lambda carries, tokens_B: model.apply(params, carries, tokens_B,
+  step_fn = lambda carries, tokens_B: model.apply(params, carries, tokens_B, input_gates_VxG,
                                                   method=Seq2Seq.decode_step)
   return carries, step_fn
 
 
-def translate_batch(params: Any, inputs_BxS: jax.Array, input_lengths_B: jax.Array,
-                    rng: jax.Array | None, *, model: Seq2Seq, max_len: int,
-                    settings: decoding.DecodeSettings) -> jax.Array:
-  """Encode, then decode up to max_len tokens by `settings`; one compiled program per shape."""
-  carries, step_fn = _start_decoding(params, inputs_BxS, input_lengths_B, model)
+def translate_batch(params: Any, input_gates_VxG: jax.Array | None, inputs_BxS: jax.Array,
+                    input_lengths_B: jax.Array, rng: jax.Array | None, *, model: Seq2Seq,
+                    max_len: int, settings: decoding.DecodeSettings) -> jax.Array:
+  """Encode, then decode up to max_len tokens by `settings`; one compiled program per shape.
+
+  input_gates_VxG: the decoder's input table (Seq2Seq.decoder_input_gates) or None.
+  """
+  carries, step_fn = _start_decoding(params, inputs_BxS, input_lengths_B, input_gates_VxG, model)
   return decoding.decode(step_fn, carries, inputs_BxS.shape[0], max_len, settings, rng)
 
 
@@ -82,13 +86,28 @@ class Translator:
 
   def __init__(self, config: ml_collections.ConfigDict, model: Seq2Seq, params: Any,
                tokenizer: Tokenizer, source_vocab: Vocabulary, target_vocab: Vocabulary):
-    self.config, self.model, self.params = config, model, params
+    self.config, self.model = config, model
     self.tokenizer, self.source_vocab, self.target_vocab = tokenizer, source_vocab, target_vocab
     self.max_len = config.data.max_len
     self._lengths = batching.bucket_lengths(self.max_len, config.data.num_buckets)
     decode_len = self.max_len + 1  # Room for EOS after a longest sentence.
+    self._input_gates_of = jax.jit(functools.partial(model.apply,
+                                                     method=Seq2Seq.decoder_input_gates))
+    self.params = params  # After _input_gates_of: setting params computes the input table.
     self._translate = jax.jit(functools.partial(translate_batch, model=model, max_len=decode_len),
                               static_argnames="settings")
+
+  @property
+  def params(self) -> Any:
+    return self._params
+
+  @params.setter
+  def params(self, params: Any) -> None:
+    """New parameters; the decoder's input table, when used, is computed once for them."""
+    self._params = params
+    self._input_gates = None
+    if params is not None and uses_input_table(self.model.config):
+      self._input_gates = self._input_gates_of(params)
 
   def translate(self, texts: Sequence[str], batch_size: int = 256,
                 settings: decoding.DecodeSettings = decoding.DecodeSettings(),
@@ -110,7 +129,8 @@ class Translator:
     outputs = [""] * len(texts)
     for index, (rows, batch) in enumerate(batching.sorted_batches(ids, batch_size, self._lengths)):
       batch_rng = None if rng is None else jax.random.fold_in(rng, index)
-      tokens_BxL = self._translate(self.params, batch["inputs"], batch["input_lengths"], batch_rng,
+      tokens_BxL = self._translate(self.params, self._input_gates, batch["inputs"],
+                                   batch["input_lengths"], batch_rng,
                                    settings=settings)
       for row, tokens in zip(rows, np.asarray(tokens_BxL)):
         if len(ids[row]):  # An empty sentence translates to an empty sentence.

@@ -43,6 +43,7 @@ class LSTMLayer(nn.Module):
 
   hidden_size: int
   dtype: Any = jnp.float32  # matmul dtype; the cell state is float32 regardless.
+  scan_unroll: int = 1  # Timesteps per iteration of the compiled time loop.
 
   def setup(self):
     self.input_projection = nn.Dense(4 * self.hidden_size, dtype=self.dtype,
@@ -77,7 +78,8 @@ class LSTMLayer(nn.Module):
       carry = jax.tree.map(lambda new, old: jnp.where(mask_B[:, None], new, old), new_carry, carry)
       return carry, carry[1]
 
-    carry, h_TxBxH = jax.lax.scan(time_step, carry, (gates_x_TxBxG, jnp.swapaxes(mask_BxT, 0, 1)))
+    carry, h_TxBxH = jax.lax.scan(time_step, carry, (gates_x_TxBxG, jnp.swapaxes(mask_BxT, 0, 1)),
+                                  unroll=self.scan_unroll)
     return carry, jnp.swapaxes(h_TxBxH, 0, 1)
 
   def step(self, carry: Carry, x_BxE: jax.Array | None = None,
@@ -100,13 +102,14 @@ class StackedLSTM(nn.Module):
   dropout_rate: float = 0.0
   bidirectional: bool = False
   dtype: Any = jnp.float32
+  scan_unroll: int = 1
 
   def setup(self):
-    self.forward_layers = [LSTMLayer(self.hidden_size, self.dtype, name=f"forward_{i}")
-                           for i in range(self.num_layers)]
+    self.forward_layers = [LSTMLayer(self.hidden_size, self.dtype, self.scan_unroll,
+                                     name=f"forward_{i}") for i in range(self.num_layers)]
     if self.bidirectional:
-      self.backward_layers = [LSTMLayer(self.hidden_size, self.dtype, name=f"backward_{i}")
-                              for i in range(self.num_layers)]
+      self.backward_layers = [LSTMLayer(self.hidden_size, self.dtype, self.scan_unroll,
+                                        name=f"backward_{i}") for i in range(self.num_layers)]
     self.dropout = nn.Dropout(self.dropout_rate)
 
   def __call__(self, x_BxTxE: jax.Array, lengths_B: jax.Array,

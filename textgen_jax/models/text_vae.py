@@ -40,6 +40,7 @@ class TextVAEConfig:
   embedding_dropout: float = 0.0  # On encoder and decoder input embeddings.
   output_dropout: float = 0.0  # On decoder outputs before the vocabulary projection.
   dtype: str = "float32"  # Matmul dtype; the LSTM cell state is float32 regardless.
+  scan_unroll: int = 1  # Timesteps per iteration of the teacher-forced time loop.
 
   @property
   def has_latent(self) -> bool:
@@ -60,13 +61,15 @@ class TextVAE(nn.Module):
     dtype = jnp.dtype(cfg.dtype)
     if cfg.has_latent:
       self.encoder_embedding = nn.Embed(cfg.vocab_size, cfg.embed_dim)
-      self.encoder_lstm = StackedLSTM(cfg.hidden_size, cfg.encoder_layers, dtype=dtype)
+      self.encoder_lstm = StackedLSTM(cfg.hidden_size, cfg.encoder_layers, dtype=dtype,
+                                      scan_unroll=cfg.scan_unroll)
       self.encoder_to_posterior = nn.Dense(2 * cfg.latent_size)
       if cfg.z_to_initial_state:
         self.decoder_initial_state = [nn.Dense(cfg.hidden_size)
                                       for _ in range(cfg.decoder_layers)]
     self.decoder_embedding = nn.Embed(cfg.vocab_size, cfg.embed_dim)
-    self.decoder_lstm = StackedLSTM(cfg.hidden_size, cfg.decoder_layers, dtype=dtype)
+    self.decoder_lstm = StackedLSTM(cfg.hidden_size, cfg.decoder_layers, dtype=dtype,
+                                    scan_unroll=cfg.scan_unroll)
     self.decoder_output = nn.Dense(cfg.vocab_size, dtype=dtype)
     self.embedding_dropout = nn.Dropout(cfg.embedding_dropout)
     self.output_dropout = nn.Dropout(cfg.output_dropout)

@@ -1,0 +1,141 @@
+"""The same LSTM decoder and training step in PyTorch: the reference the benchmarks compare to.
+
+Written the way most researchers would: `nn.LSTM` stepped one token at a time under
+`inference_mode` for decoding, and `nn.LSTM` over the whole sequence for teacher-forced
+training. Random weights (speed only); the EOS logit is pushed down, as in the JAX benchmark,
+so every sequence decodes max_len tokens. Needs the optional `bench` extra (torch).
+"""
+
+import os
+import time
+
+import torch
+from torch import nn
+
+from textgen_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID
+
+torch.set_num_threads(os.cpu_count() or 1)
+
+
+class Decoder(nn.Module):
+  """Embedding (+ z on every input, for the VAE shape) -> stacked LSTM -> vocabulary logits."""
+
+  def __init__(self, vocab_size: int, embed_dim: int, hidden_size: int, num_layers: int = 1,
+               latent_size: int = 0):
+    super().__init__()
+    self.embedding = nn.Embedding(vocab_size, embed_dim)
+    self.lstm = nn.LSTM(embed_dim + latent_size, hidden_size, num_layers, batch_first=True)
+    self.output = nn.Linear(hidden_size, vocab_size)
+    with torch.no_grad():
+      self.output.bias[EOS_ID] = -1e9
+    self.latent_size = latent_size
+
+  def inputs(self, tokens: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+    x = self.embedding(tokens)
+    if self.latent_size:
+      x = torch.cat([x, z[:, None, :].expand(-1, x.shape[1], -1)], -1)
+    return x
+
+  def forward(self, tokens_BxT: torch.Tensor, state, z=None):
+    out, state = self.lstm(self.inputs(tokens_BxT, z), state)
+    return self.output(out), state
+
+
+def _tensor_dtype(dtype: str) -> torch.dtype:
+  return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+
+
+def make_decoder(vocab_size, embed_dim, hidden_size, num_layers=1, latent_size=0,
+                 dtype="float32") -> Decoder:
+  torch.manual_seed(0)
+  return Decoder(vocab_size, embed_dim, hidden_size, num_layers, latent_size).to(
+      _tensor_dtype(dtype)).eval()
+
+
+@torch.inference_mode()
+def decode(decoder: Decoder, batch_size: int, max_len: int, sample: bool = False) -> torch.Tensor:
+  """Greedy (or sampled) decoding from a random start state, one nn.LSTM call per token."""
+  dtype = decoder.output.weight.dtype
+  layers, hidden = decoder.lstm.num_layers, decoder.lstm.hidden_size
+  c = torch.randn(layers, batch_size, hidden, dtype=dtype)
+  state = (torch.tanh(c), c)
+  z = torch.randn(batch_size, decoder.latent_size, dtype=dtype) if decoder.latent_size else None
+  previous = torch.full((batch_size, 1), BOS_ID, dtype=torch.long)
+  done = torch.zeros(batch_size, dtype=torch.bool)
+  outputs = []
+  for _ in range(max_len):
+    logits, state = decoder(previous, state, z)
+    logits = logits[:, 0].float()
+    logits[:, PAD_ID] = logits[:, BOS_ID] = float("-inf")
+    if sample:
+      token = torch.multinomial(torch.softmax(logits, -1), 1)[:, 0]
+    else:
+      token = logits.argmax(-1)
+    token = torch.where(done, PAD_ID, token)
+    outputs.append(token)
+    done |= token == EOS_ID
+    if bool(done.all()):
+      break
+    previous = token[:, None]
+  return torch.stack(outputs, 1)
+
+
+def time_decode(decoder: Decoder, batch_size: int, max_len: int, sample: bool,
+                min_calls: int = 3, min_seconds: float = 1.0) -> tuple[list[float], int]:
+  """Seconds per decode call (after one warm-up) and tokens generated per call."""
+  tokens = decode(decoder, batch_size, max_len, sample)
+  seconds, started = [], time.perf_counter()
+  while len(seconds) < min_calls or time.perf_counter() - started < min_seconds:
+    start = time.perf_counter()
+    decode(decoder, batch_size, max_len, sample)
+    seconds.append(time.perf_counter() - start)
+  return seconds, int((tokens != PAD_ID).sum())
+
+
+def time_train_steps(decoder: Decoder, batch_size: int, length: int, encoder_layers: int = 0,
+                     min_calls: int = 3, min_seconds: float = 1.0) -> list[float]:
+  """Seconds per Adam training step of teacher-forced cross-entropy over [batch, length].
+
+  With encoder_layers > 0 an nn.LSTM encoder reads a source of the same length first and its
+  final state starts the decoder (the seq2seq shape); otherwise the decoder starts from zeros
+  and reads z beside every input when it has a latent (the VAE shape, encoder included below).
+  """
+  vocab_size = decoder.output.out_features
+  hidden = decoder.lstm.hidden_size
+  encoder = None
+  if encoder_layers or decoder.latent_size:
+    encoder_embedding = nn.Embedding(vocab_size, decoder.embedding.embedding_dim)
+    encoder = nn.LSTM(decoder.embedding.embedding_dim, hidden, max(encoder_layers, 1),
+                      batch_first=True)
+    posterior = nn.Linear(hidden, 2 * decoder.latent_size) if decoder.latent_size else None
+  modules = nn.ModuleList([decoder] + ([encoder_embedding, encoder] if encoder else []) +
+                          ([posterior] if encoder and posterior is not None else [])).train()
+  optimizer = torch.optim.Adam(modules.parameters(), lr=1e-3)
+  generator = torch.Generator().manual_seed(0)
+  sources = torch.randint(4, vocab_size, (batch_size, length), generator=generator)
+  targets = torch.randint(4, vocab_size, (batch_size, length), generator=generator)
+  inputs = torch.cat([torch.full((batch_size, 1), BOS_ID), targets[:, :-1]], 1)
+
+  def step():
+    state, z = None, None
+    if encoder is not None:
+      _, (h, c) = encoder(encoder_embedding(sources))
+      if decoder.latent_size:
+        mean, logvar = posterior(h[-1]).chunk(2, -1)
+        z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+      else:
+        state = (h, c)
+    logits, _ = decoder(inputs, state, z)
+    loss = nn.functional.cross_entropy(logits.reshape(-1, vocab_size), targets.reshape(-1))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+  step()
+  seconds, started = [], time.perf_counter()
+  while len(seconds) < min_calls or time.perf_counter() - started < min_seconds:
+    start = time.perf_counter()
+    step()
+    seconds.append(time.perf_counter() - start)
+  return seconds
