@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from textgen_jax import benchmarking, cli, decoding
+from textgen_jax import benchmarking, cli, decoding, device_memory
 from textgen_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from textgen_jax.decoding import DecodeSettings
 from textgen_jax.errors import TextgenError
@@ -66,6 +66,9 @@ _INPUT_TABLE = flags.DEFINE_enum("input_table", "auto", ["auto", "on", "off", "b
                                  "[V, 4H] table (auto: as the Translator does, when V <= 4H), "
                                  "or compare both.")
 _MAX_LEN = flags.DEFINE_integer("max_len", None, "Tokens per sequence (default: the shape's).")
+_SIZE_OVERRIDES = {name: flags.DEFINE_integer(name, None, f"Override the shapes' {name}.")
+                   for name in ("vocab_size", "embed_dim", "hidden_size", "num_layers",
+                                "latent_size")}
 _MIN_SECONDS = flags.DEFINE_float("min_seconds", 1.0, "Time each configuration at least this long.")
 _MIN_CALLS = flags.DEFINE_integer("min_calls", 3, "... and at least this many calls.")
 _MAX_SECONDS_PER_CALL = flags.DEFINE_float(
@@ -90,6 +93,7 @@ class DecoderUnderTest:
   weight_bytes: float  # Bytes of weights a step reads (once, whatever the batch size).
   sizes: dict[str, int]
   prepare_s: float = 0.0
+  weight_read_bytes_per_s: float | None = None  # Measured for a buffer of weight_bytes.
 
 
 def _matmul_costs(in_dim: int, hidden: int, layers: int, vocab: int, itemsize: int,
@@ -186,6 +190,8 @@ def decoders_from_flags() -> list[DecoderUnderTest]:
     if shape not in SHAPES:
       raise TextgenError(f"--shapes: unknown shape {shape!r}; choose from {list(SHAPES)}")
     sizes = dict(SHAPES[shape])
+    sizes.update({name: flag.value for name, flag in _SIZE_OVERRIDES.items()
+                  if flag.value is not None})
     if _MAX_LEN.value:
       sizes["max_len"] = _MAX_LEN.value
     for dtype in _DTYPES.value:
@@ -278,7 +284,8 @@ def _record(decoder: DecoderUnderTest, rates: benchmarking.DeviceRates, device: 
   median_s = float(np.median(seconds))
   steps = decoder.max_len
   bound_s = steps * rates.bound_seconds(rows_per_step * decoder.flops_per_token,
-                                        decoder.weight_bytes, decoder.dtype)
+                                        decoder.weight_bytes, decoder.dtype,
+                                        decoder.weight_read_bytes_per_s)
   return dict(
       bench="decode", model=decoder.name, **{k: v for k, v in decoder.sizes.items()},
       device=benchmarking.device_description(device), dtype=decoder.dtype, strategy=strategy,
@@ -288,7 +295,7 @@ def _record(decoder: DecoderUnderTest, rates: benchmarking.DeviceRates, device: 
       compile_s=compile_s, prepare_s=decoder.prepare_s if implementation == "compiled" else None,
       program_memory_bytes=memory, peak_device_memory_bytes=benchmarking.peak_memory_bytes(device),
       tokens_per_call=tokens_per_call, flops_per_token=decoder.flops_per_token,
-      weight_bytes=decoder.weight_bytes,
+      weight_bytes=decoder.weight_bytes, weight_read_bytes_per_s=decoder.weight_read_bytes_per_s,
       roofline_tokens_per_s=tokens_per_call / bound_s if implementation == "compiled" else None,
       roofline_fraction=(bound_s / median_s) if implementation == "compiled" else None)
 
@@ -298,9 +305,6 @@ def run_decoder(decoder: DecoderUnderTest, rates: benchmarking.DeviceRates, outp
   device = jax.devices()[0]
   records = []
   for strategy in _STRATEGIES.value:
-    if strategy not in STRATEGY_SETTINGS:
-      raise TextgenError(f"--strategies: unknown {strategy!r}; choose from "
-                         f"{list(STRATEGY_SETTINGS)}")
     settings = STRATEGY_SETTINGS[strategy]
     settings.check(decoder.max_len, decoder.vocab_size)
     too_slow = set()
@@ -331,7 +335,7 @@ def run_decoder(decoder: DecoderUnderTest, rates: benchmarking.DeviceRates, outp
                                                       min_calls=_MIN_CALLS.value,
                                                       min_seconds=_MIN_SECONDS.value)
           seconds, compile_s = timing.seconds, timing.compile_s
-          memory = benchmarking.compiled_memory_bytes(compiled)
+          memory = device_memory.program_bytes(compiled)
           tokens = _generated_tokens(compiled(decoder.weights, carry, key))
         elif implementation == "naive":
           fn = naive_decoder(decoder, batch_size, settings)
@@ -399,13 +403,6 @@ def write_plot(records: list[dict[str, Any]], path: str) -> None:
 
 def main(argv):
   del argv
-  try:
-    import torch_reference  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    torch_reference = None
-    if "torch" in _BASELINES.value:
-      benchmarking.progress("note: torch is not installed (pip install -e '.[bench]'); "
-                            "skipping the PyTorch baseline")
   dtypes = tuple(_DTYPES.value)
   for dtype in dtypes:
     if dtype not in ("float32", "bfloat16"):
@@ -413,13 +410,25 @@ def main(argv):
   for batch_size in _BATCH_SIZES.value:
     if not batch_size.isdigit() or int(batch_size) < 1:
       raise TextgenError(f"--batch_sizes: {batch_size!r} is not a positive integer")
+  for strategy in _STRATEGIES.value:
+    if strategy not in STRATEGY_SETTINGS:
+      raise TextgenError(f"--strategies: unknown {strategy!r}; choose from "
+                         f"{list(STRATEGY_SETTINGS)}")
   output = None
   if _OUTPUT.value:
     os.makedirs(os.path.dirname(_OUTPUT.value) or ".", exist_ok=True)
     output = open(_OUTPUT.value, "a", encoding="utf-8")  # pylint: disable=consider-using-with
   decoders = decoders_from_flags()
+  torch_reference = None
+  if "torch" in _BASELINES.value:
+    try:
+      import torch_reference  # pylint: disable=import-outside-toplevel
+    except ImportError:
+      benchmarking.progress("note: torch is not installed (pip install -e '.[bench]'); "
+                            "skipping the PyTorch baseline")
   benchmarking.progress("measuring peak matmul rate and memory bandwidth")
-  rates = benchmarking.measure_device_rates(tuple({d.dtype for d in decoders}))
+  rates = benchmarking.measure_device_rates(tuple(sorted({d.dtype for d in decoders})),
+                                            _MIN_SECONDS.value)
   device = jax.devices()[0]
   benchmarking.emit(dict(bench="roofline", device=benchmarking.device_description(device),
                          num_devices=jax.device_count(), cpu_count=os.cpu_count(),
@@ -429,6 +438,10 @@ def main(argv):
                          jax_version=jax.__version__), output)
   records = []
   for decoder in decoders:
+    # A batch-1 step streams every weight: its bound is the read rate for a buffer of the
+    # weights' size, which is a cache's rate when they fit in one (measured, not assumed).
+    decoder.weight_read_bytes_per_s = benchmarking.measure_memory_bandwidth(
+        int(decoder.weight_bytes), _MIN_SECONDS.value)
     records += run_decoder(decoder, rates, output, torch_reference)
   if _PLOT.value:
     write_plot(records, _PLOT.value)

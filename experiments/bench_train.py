@@ -35,6 +35,8 @@ SHAPES = {
 }
 
 _SHAPES = flags.DEFINE_list("shapes", list(SHAPES), f"Model sizes: {list(SHAPES)}.")
+_SIZE_OVERRIDES = {name: flags.DEFINE_integer(name, None, f"Override the shapes' {name}.")
+                   for name in ("vocab_size", "embed_dim", "hidden_size", "latent_size", "length")}
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["32", "128"], "Batch sizes to sweep.")
 _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Matmul dtypes.")
 _UNROLLS = flags.DEFINE_list("scan_unrolls", ["1"], "LSTM time-loop unroll factors to compare.")
@@ -112,13 +114,15 @@ def main(argv):
     output = open(_OUTPUT.value, "a", encoding="utf-8")  # pylint: disable=consider-using-with
   device = jax.devices()[0]
   benchmarking.progress("measuring peak matmul rate")
-  peak = {dtype: benchmarking.measure_matmul_flops(dtype) for dtype in _DTYPES.value}
+  peak = {dtype: benchmarking.measure_matmul_flops(dtype, min_seconds=_MIN_SECONDS.value)
+          for dtype in _DTYPES.value}
   benchmarking.emit(dict(bench="roofline", device=benchmarking.device_description(device),
                          num_devices=jax.device_count(), cpu_count=os.cpu_count(),
                          **{f"matmul_flops_per_s_{k}": v for k, v in peak.items()},
                          jax_version=jax.__version__), output)
   for name in _SHAPES.value:
-    shape = SHAPES[name]
+    shape = dict(SHAPES[name])
+    shape.update({k: flag.value for k, flag in _SIZE_OVERRIDES.items() if flag.value is not None})
     flops_per_token = 6.0 * forward_macs_per_token(shape)  # Forward, then twice that backward.
     for batch_size in batch_sizes:
       tokens = batch_size * shape["length"]

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import (REPO_ROOT, assert_trees_equal, make_pairs, tiny_config, write_text,
                       write_tsv)
-from textgen_jax import metrics, translation
+from textgen_jax import device_memory, metrics, translation
 from textgen_jax.data.tokenizers import make_tokenizer
 from textgen_jax.checkpointing import Checkpointer
 from textgen_jax.data.vocab import UNK_ID, Vocabulary
@@ -295,3 +295,14 @@ def test_too_long_sentence_error_names_file_and_line(tmp_path):
   with pytest.raises(TextgenError, match=r"long\.tsv:3: source has 8 tokens.*data\.max_len=6"):
     translation.train_and_evaluate(config, str(tmp_path / "workdir"))
   assert not os.path.exists(tmp_path / "workdir")
+
+
+def test_a_batch_too_large_for_device_memory_is_a_clear_error(trained, monkeypatch):
+  _, _, translator = trained
+  fresh = translation.Translator(translator.config, translator.model, translator.params,
+                                 translator.tokenizer, translator.source_vocab,
+                                 translator.target_vocab)  # Nothing compiled yet.
+  monkeypatch.setattr(device_memory, "free_bytes", lambda device: 1024)
+  with pytest.raises(TextgenError, match="translating a batch of 4 does not fit in device memory"
+                     r".*use a smaller batch_size"):
+    fresh.translate(INPUTS, batch_size=4)

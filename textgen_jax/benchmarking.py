@@ -67,18 +67,6 @@ def peak_memory_bytes(device: jax.Device) -> int | None:
   return stats.get("peak_bytes_in_use")
 
 
-def compiled_memory_bytes(compiled: Any) -> int | None:
-  """Arguments + outputs + temporaries of a compiled program, from XLA's memory analysis."""
-  try:
-    analysis = compiled.memory_analysis()
-  except (NotImplementedError, jax.errors.JaxRuntimeError):
-    return None
-  if analysis is None:
-    return None
-  return int(analysis.argument_size_in_bytes + analysis.output_size_in_bytes +
-             analysis.temp_size_in_bytes)
-
-
 # ---- Roofline ------------------------------------------------------------------------------
 
 

@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from textgen_jax import decoding, train_loop, vae_metrics, vae_objective
+from textgen_jax import decoding, device_memory, train_loop, vae_metrics, vae_objective
 from textgen_jax import workdir as workdir_lib
 from textgen_jax.checkpointing import Checkpointer
 from textgen_jax.config import check_positive
@@ -69,9 +69,9 @@ class SentenceModel:
     self._lengths = batching.bucket_lengths(self.max_len, config.data.num_buckets)
     # Evaluation with K samples per sentence pays for padding K times: pad to 4-token steps.
     self._eval_lengths = batching.bucket_lengths(self.max_len, -(-(self.max_len + 1) // 4))
-    self._decode = jax.jit(functools.partial(decode_from_latent, model=model,
-                                             max_len=self.max_len + 1),
-                           static_argnames=("batch_size", "settings"))
+    self._decode = device_memory.CheckedJit(
+        jax.jit(functools.partial(decode_from_latent, model=model, max_len=self.max_len + 1),
+                static_argnames=("batch_size", "settings")), "decoding", "batch_size")
     self._posterior = jax.jit(functools.partial(model.apply, method=TextVAE.posterior))
     loss_fn = functools.partial(vae_objective.sentence_loss, model=model,
                                 objective=vae_objective.VAEObjective())
@@ -142,7 +142,7 @@ class SentenceModel:
         z_BxZ = np.zeros((padded_size, z_NxZ.shape[1]), np.float32)
         z_BxZ[:rows] = z_NxZ[start:start + rows]
       tokens_BxL = self._decode(self.params, z_BxZ, jax.random.fold_in(rng, index),
-                                batch_size=padded_size, settings=settings)
+                                rows=padded_size, batch_size=padded_size, settings=settings)
       texts.extend(self._texts(tokens_BxL)[:rows])
     return texts
 

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from textgen_jax import decoding, train_loop
+from textgen_jax import decoding, device_memory, train_loop
 from textgen_jax import workdir as workdir_lib
 from textgen_jax.checkpointing import Checkpointer
 from textgen_jax.config import check_positive, seq2seq_config
@@ -94,8 +94,9 @@ class Translator:
     self._input_gates_of = jax.jit(functools.partial(model.apply,
                                                      method=Seq2Seq.decoder_input_gates))
     self.params = params  # After _input_gates_of: setting params computes the input table.
-    self._translate = jax.jit(functools.partial(translate_batch, model=model, max_len=decode_len),
-                              static_argnames="settings")
+    self._translate = device_memory.CheckedJit(
+        jax.jit(functools.partial(translate_batch, model=model, max_len=decode_len),
+                static_argnames="settings"), "translating", "batch_size")
 
   @property
   def params(self) -> Any:
@@ -131,6 +132,7 @@ class Translator:
       batch_rng = None if rng is None else jax.random.fold_in(rng, index)
       tokens_BxL = self._translate(self.params, self._input_gates, batch["inputs"],
                                    batch["input_lengths"], batch_rng,
+                                   rows=batch["inputs"].shape[0],
                                    settings=settings)
       for row, tokens in zip(rows, np.asarray(tokens_BxL)):
         if len(ids[row]):  # An empty sentence translates to an empty sentence.

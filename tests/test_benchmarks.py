@@ -1,0 +1,71 @@
+"""The benchmark scripts run end to end at a tiny size; their output format, not their speed."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+
+TINY = ["--vocab_size=16", "--embed_dim=8", "--hidden_size=8", "--latent_size=4",
+        "--dtypes=float32", "--min_seconds=0", "--min_calls=1"]
+
+
+def run_bench(script, *flags):
+  result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "experiments", script),
+                           *TINY, *flags], capture_output=True, text=True, cwd=REPO_ROOT,
+                          timeout=300, check=False)
+  assert result.returncode == 0, result.stderr
+  return [json.loads(line) for line in result.stdout.splitlines()], result.stderr
+
+
+def test_bench_decode_prints_one_json_line_per_measurement_and_a_plot(tmp_path):
+  plot, output = tmp_path / "decode.png", tmp_path / "decode.jsonl"
+  records, _ = run_bench("bench_decode.py", "--max_len=5", "--batch_sizes=1,3",
+                         "--strategies=greedy,beam", "--baselines=naive",
+                         f"--plot={plot}", f"--output={output}")
+  assert [json.loads(line) for line in output.read_text().splitlines()] == records
+  roofline, decode = records[0], records[1:]
+  assert roofline["bench"] == "roofline" and roofline["matmul_flops_per_s_float32"] > 0
+  assert roofline["memory_bytes_per_s"] > 0
+  # Two shapes x (greedy: compiled + naive, beam: compiled) x two batch sizes.
+  assert len(decode) == 2 * 3 * 2
+  assert {(r["model"], r["strategy"], r["implementation"]) for r in decode} == {
+      (model, strategy, implementation) for model in ("seq2seq", "vae")
+      for strategy, implementation in (("greedy", "compiled"), ("greedy", "naive"),
+                                       ("beam", "compiled"))}
+  for r in decode:
+    assert r["tokens_per_s"] > 0 and 0 < r["latency_p50_s"] <= r["latency_p90_s"]
+    rows = r["batch_size"] * (5 if r["strategy"] == "beam" else 1)
+    assert r["tokens_per_call"] == rows * 5  # EOS pushed down: every row decodes max_len.
+    if r["implementation"] == "compiled":
+      assert r["compile_s"] > 0 and r["roofline_fraction"] > 0
+      assert r["roofline_tokens_per_s"] == pytest.approx(r["tokens_per_s"] /
+                                                         r["roofline_fraction"], rel=1e-3)
+    if (r["strategy"], r["implementation"]) == ("greedy", "compiled"):
+      naive = [n for n in decode if (n["model"], n["batch_size"], n["implementation"]) ==
+               (r["model"], r["batch_size"], "naive")][0]
+      assert r["speedup_vs_naive"] == pytest.approx(r["tokens_per_s"] / naive["tokens_per_s"],
+                                                    rel=1e-3)
+  assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_decode_bad_flags_are_one_line_errors():
+  for flag, message in (("--strategies=greedy,fast", "--strategies"),
+                        ("--batch_sizes=0", "--batch_sizes"), ("--shapes=huge", "--shapes")):
+    result = subprocess.run([sys.executable, "experiments/bench_decode.py", *TINY, flag],
+                            capture_output=True, text=True, cwd=REPO_ROOT, check=False)
+    assert result.returncode == 2 and result.stderr.startswith("error: " + message), result.stderr
+
+
+def test_bench_train_reports_tokens_per_second_and_roofline_fraction():
+  records, _ = run_bench("bench_train.py", "--length=6", "--batch_sizes=2", "--torch=false")
+  assert records[0]["bench"] == "roofline"
+  train = records[1:]
+  assert [r["model"] for r in train] == ["seq2seq", "vae"]
+  for r in train:
+    assert r["implementation"] == "jax" and r["tokens_per_s"] > 0 and r["compile_s"] > 0
+    assert r["tokens_per_s"] == pytest.approx(2 * 6 / r["step_s"], rel=1e-3)
+    assert 0 < r["roofline_fraction"] < 1
