@@ -250,11 +250,12 @@ def naive_decoder(decoder: DecoderUnderTest, batch_size: int, settings: DecodeSe
     carry, logits_BxV = decoder.step_fn(weights, carry, previous_B)
     logits_BxV = logits_BxV.at[:, jnp.array([PAD_ID, BOS_ID])].set(-jnp.inf)
     if settings.strategy == "greedy":
-      token_B = jnp.argmax(logits_BxV, -1)
-    else:
+      token_B = decoding.argmax(logits_BxV)
+    else:  # The engine's own sampler, so the ratio measures the loop, not the sampler.
       logits_BxV = decoding.filter_logits(logits_BxV / settings.temperature, settings.top_k,
                                           settings.top_p)
-      token_B = jax.random.categorical(key, logits_BxV, -1)
+      token_B = decoding.inverse_cdf_sample(jax.nn.softmax(logits_BxV, -1),
+                                            jax.random.uniform(key, (batch_size,)))
     token_B = jnp.where(done_B, PAD_ID, token_B).astype(jnp.int32)
     return carry, token_B, done_B | (token_B == EOS_ID)
 
@@ -352,11 +353,10 @@ def run_decoder(decoder: DecoderUnderTest, rates: benchmarking.DeviceRates, outp
         results[implementation] = record
         if max(seconds) > _MAX_SECONDS_PER_CALL.value:
           too_slow.add(implementation)
-      compiled_rate = results["compiled"]["tokens_per_s"]
       for implementation, record in results.items():
-        if implementation != "compiled":
+        if implementation != "compiled" and "compiled" in results:
           results["compiled"][f"speedup_vs_{implementation}"] = (
-              compiled_rate / record["tokens_per_s"])
+              results["compiled"]["tokens_per_s"] / record["tokens_per_s"])
       for record in results.values():
         benchmarking.emit(record, output)
         records.append(record)
@@ -374,31 +374,6 @@ def torch_decoder(torch_reference: Any, decoder: DecoderUnderTest):
         sizes["vocab_size"], sizes["embed_dim"], sizes["hidden_size"], sizes["num_layers"],
         sizes["latent_size"], decoder.dtype)
   return _TORCH_DECODERS[key]
-
-
-def write_plot(records: list[dict[str, Any]], path: str) -> None:
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  panels = sorted({(r["model"], r["dtype"]) for r in records if "tokens_per_s" in r})
-  fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
-  for ax, (model, dtype) in zip(axes[0], panels):
-    lines = sorted({(r["strategy"], r["implementation"]) for r in records
-                    if r["model"] == model and r["dtype"] == dtype and "tokens_per_s" in r})
-    for strategy, implementation in lines:
-      points = sorted((r["batch_size"], r["tokens_per_s"]) for r in records
-                      if (r["model"], r["dtype"], r["strategy"], r["implementation"]) ==
-                      (model, dtype, strategy, implementation) and "tokens_per_s" in r)
-      style = "-o" if implementation == "compiled" else ("--x" if implementation == "naive"
-                                                         else ":s")
-      ax.loglog(*zip(*points), style, label=f"{strategy} ({implementation})", markersize=4)
-    ax.set_title(f"{model}, {dtype}")
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("generated tokens/s")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
 
 
 def main(argv):
@@ -444,7 +419,7 @@ def main(argv):
         int(decoder.weight_bytes), _MIN_SECONDS.value)
     records += run_decoder(decoder, rates, output, torch_reference)
   if _PLOT.value:
-    write_plot(records, _PLOT.value)
+    benchmarking.plot_decode_throughput(records, _PLOT.value)
     benchmarking.progress(f"wrote {_PLOT.value}")
 
 

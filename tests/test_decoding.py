@@ -359,3 +359,40 @@ def test_inverse_cdf_sampling_never_picks_zero_probability_tokens():
   counts = np.bincount(np.asarray(tokens), minlength=4)
   assert counts[0] == counts[2] == 0
   assert counts[3] / 20000 == pytest.approx(0.8, abs=0.01)
+
+
+@pytest.mark.parametrize("vocab_size, top_k, top_p", [(100, 50, 1.0), (1000, 7, 1.0),
+                                                     (100, 0, 0.9), (1000, 0, 0.5),
+                                                     (1000, 40, 0.95)])
+def test_filter_logits_matches_a_sort_based_reference(vocab_size, top_k, top_p):
+  """Bisection finds the same thresholds as sorting; ties (and -0.0 = 0.0) stay together."""
+  rng = np.random.default_rng(vocab_size + top_k)
+  logits = rng.standard_normal((16, vocab_size)).astype(np.float32) * 3
+  logits[:4] = np.round(logits[:4])  # Many ties, and -0.0 next to 0.0.
+  kept = np.ones_like(logits, bool)
+  if top_k:
+    kept &= logits >= np.sort(logits, -1)[:, ::-1][:, top_k - 1:top_k]
+  if top_p < 1.0:
+    masked = np.where(kept, logits, -np.inf)
+    probs = np.exp(masked - masked.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    order = np.argsort(-masked, -1, kind="stable")
+    sorted_probs = np.take_along_axis(probs, order, -1)
+    mass_before = np.cumsum(sorted_probs, -1) - sorted_probs
+    smallest_kept = np.min(np.where(mass_before < top_p, np.take_along_axis(masked, order, -1),
+                                    np.inf), -1, keepdims=True)
+    kept &= masked >= smallest_kept
+  filtered = np.asarray(jax.jit(decoding.filter_logits, static_argnums=(1, 2))(
+      jnp.asarray(logits), top_k, top_p))
+  np.testing.assert_array_equal(filtered > np.finfo(np.float32).min, kept)
+  np.testing.assert_array_equal(filtered[kept], logits[kept])
+
+
+@pytest.mark.parametrize("vocab_size", [5, 128, 129, 1000, 10_000])
+def test_argmax_is_jnp_argmax_first_of_ties_included(vocab_size):
+  rng = np.random.default_rng(vocab_size)
+  logits = rng.standard_normal((24, vocab_size)).astype(np.float32)
+  logits[:6] = np.round(logits[:6] / 2)  # Ties for the maximum.
+  logits[6] = -np.inf
+  logits[7] = np.finfo(np.float32).min
+  np.testing.assert_array_equal(decoding.argmax(jnp.asarray(logits)), np.argmax(logits, -1))

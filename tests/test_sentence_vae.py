@@ -39,6 +39,14 @@ def test_tiny_vae_reconstructs_the_sentences_it_was_trained_on(trained_vae):
   assert model.reconstruct(SENTENCES) == SENTENCES
 
 
+def test_beam_search_reconstructs_them_too_and_width_1_is_greedy(trained_vae):
+  model, _ = trained_vae
+  assert model.reconstruct(SENTENCES, settings=DecodeSettings("beam", beam_size=4)) == SENTENCES
+  prior = model.sample(6, jax.random.key(3), DecodeSettings())
+  assert model.sample(6, jax.random.key(3), DecodeSettings("beam", beam_size=1,
+                                                           length_alpha=0.0)) == prior
+
+
 def test_loaded_model_matches_the_trained_one(trained_vae):
   model, workdir = trained_vae
   loaded = SentenceModel.load(workdir)

@@ -97,26 +97,59 @@ def measure_matmul_flops(dtype: str, size: int = 2048, min_seconds: float = 1.0)
 
 
 def measure_memory_bandwidth(num_bytes: int = 1 << 28, min_seconds: float = 1.0) -> float:
-  """Bytes/s of reading a num_bytes float32 buffer (a sum: one read, no write).
+  """Bytes/s of reading a num_bytes float32 buffer: the faster of a sum over it and a
+  [1, 256] x [256, n] matrix-vector product with it (which XLA spreads over every core).
 
   Small buffers are read many times inside one program, so the rate is that of the cache level
   they fit in, not of dispatch: a decoder whose weights fit in cache streams them at that rate.
   """
-  x = jnp.ones((max(num_bytes // 4, 1024),), jnp.float32)
+  x = jnp.ones((256, max(num_bytes // 1024, 4)), jnp.float32)
   reads = max(1, (1 << 28) // x.nbytes)
 
-  def read_repeatedly(x):
-    # Scaling by the loop index keeps XLA from hoisting the sum out of the loop.
+  # Scaling by the loop index keeps XLA from hoisting the read out of the loop.
+  def sum_repeatedly(x):
     return jax.lax.fori_loop(0, reads, lambda i, total: total + jnp.sum(x * i), 0.0)
 
-  timing, _ = time_jitted(read_repeatedly, x, min_seconds=min_seconds)
-  return reads * x.nbytes / timing.median_s
+  def matvec_repeatedly(x):
+    row_1x256 = jnp.ones((1, x.shape[0]), x.dtype)
+    return jax.lax.fori_loop(0, reads, lambda i, total: total + jnp.sum((row_1x256 * i) @ x), 0.0)
+
+  seconds = [time_jitted(fn, x, min_seconds=min_seconds / 2)[0].median_s
+             for fn in (sum_repeatedly, matvec_repeatedly)]
+  return reads * x.nbytes / min(seconds)
 
 
 def measure_device_rates(dtypes: tuple[str, ...] = ("float32",),
                          min_seconds: float = 1.0) -> DeviceRates:
   return DeviceRates({dtype: measure_matmul_flops(dtype, min_seconds=min_seconds)
                       for dtype in dtypes}, measure_memory_bandwidth(min_seconds=min_seconds))
+
+
+def plot_decode_throughput(records: list[dict[str, Any]], path: str) -> None:
+  """A PNG of generated tokens/s against batch size: one panel per model and dtype, one line
+  per strategy and implementation (bench_decode.py records)."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  panels = sorted({(r["model"], r["dtype"]) for r in records if "tokens_per_s" in r})
+  fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+  for ax, (model, dtype) in zip(axes[0], panels):
+    lines = sorted({(r["strategy"], r["implementation"]) for r in records
+                    if r["model"] == model and r["dtype"] == dtype and "tokens_per_s" in r})
+    for strategy, implementation in lines:
+      points = sorted((r["batch_size"], r["tokens_per_s"]) for r in records
+                      if (r["model"], r["dtype"], r["strategy"], r["implementation"]) ==
+                      (model, dtype, strategy, implementation) and "tokens_per_s" in r)
+      style = "-o" if implementation == "compiled" else ("--x" if implementation == "naive"
+                                                         else ":s")
+      ax.loglog(*zip(*points), style, label=f"{strategy} ({implementation})", markersize=4)
+    ax.set_title(f"{model}, {dtype}")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("generated tokens/s")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
 
 
 # ---- Output --------------------------------------------------------------------------------
