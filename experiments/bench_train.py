@@ -146,9 +146,14 @@ def main(argv):
           decoder = torch_reference.make_decoder(shape["vocab_size"], shape["embed_dim"],
                                                  shape["hidden_size"], 1, shape["latent_size"],
                                                  dtype)
-          seconds = torch_reference.time_train_steps(
-              decoder, batch_size, shape["length"], encoder_layers=1,
-              min_calls=_MIN_CALLS.value, min_seconds=_MIN_SECONDS.value)
+          try:
+            seconds = torch_reference.time_train_steps(
+                decoder, batch_size, shape["length"], encoder_layers=1,
+                min_calls=_MIN_CALLS.value, min_seconds=_MIN_SECONDS.value)
+          except (RuntimeError, ValueError) as e:  # e.g. no bfloat16 nn.LSTM training here.
+            benchmarking.emit(dict(common, dtype=dtype, implementation="torch",
+                                   skipped=str(e).splitlines()[0][:200]), output)
+            continue
           median_s = float(np.median(seconds))
           records.append(dict(common, dtype=dtype, implementation="torch",
                               tokens_per_s=tokens / median_s, step_s=median_s,

@@ -98,7 +98,7 @@ def decode_tables(records: list[dict[str, Any]]) -> str:
 def train_table(records: list[dict[str, Any]]) -> str:
   rows = []
   for r in records:
-    if r.get("bench") != "train":
+    if r.get("bench") != "train" or "tokens_per_s" not in r:
       continue
     rows.append([r["model"], str(r["batch_size"]), r["dtype"], r["implementation"],
                  str(r.get("scan_unroll", "-")), _rate(r["tokens_per_s"]),

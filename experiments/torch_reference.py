@@ -109,7 +109,8 @@ def time_train_steps(decoder: Decoder, batch_size: int, length: int, encoder_lay
                       batch_first=True)
     posterior = nn.Linear(hidden, 2 * decoder.latent_size) if decoder.latent_size else None
   modules = nn.ModuleList([decoder] + ([encoder_embedding, encoder] if encoder else []) +
-                          ([posterior] if encoder and posterior is not None else [])).train()
+                          ([posterior] if encoder and posterior is not None else []))
+  modules = modules.to(decoder.output.weight.dtype).train()
   optimizer = torch.optim.Adam(modules.parameters(), lr=1e-3)
   generator = torch.Generator().manual_seed(0)
   sources = torch.randint(4, vocab_size, (batch_size, length), generator=generator)

@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import (REPO_ROOT, SENTENCES, make_pairs, tiny_config, tiny_vae_config, write_text,
+                      write_tsv)
+from textgen_jax import sentence_vae, translation
 
 TINY = ["--vocab_size=16", "--embed_dim=8", "--hidden_size=8", "--latent_size=4",
         "--dtypes=float32", "--min_seconds=0", "--min_calls=1"]
@@ -69,3 +71,31 @@ def test_bench_train_reports_tokens_per_second_and_roofline_fraction():
     assert r["implementation"] == "jax" and r["tokens_per_s"] > 0 and r["compile_s"] > 0
     assert r["tokens_per_s"] == pytest.approx(2 * 6 / r["step_s"], rel=1e-3)
     assert 0 < r["roofline_fraction"] < 1
+
+
+@pytest.mark.parametrize("family", ["seq2seq", "vae"])
+def test_bench_decode_runs_on_a_trained_workdir(tmp_path, family):
+  """Its real vocabulary and sizes; EOS is not pushed down, so tokens are counted as generated."""
+  workdir = str(tmp_path / "workdir")
+  if family == "seq2seq":
+    config = tiny_config(write_tsv(tmp_path / "pairs.tsv", make_pairs(40)), train__num_steps=5)
+    translation.train_and_evaluate(config, workdir)
+  else:
+    corpus = write_text(tmp_path / "sentences.txt", "\n".join(SENTENCES) + "\n")
+    sentence_vae.train_and_evaluate(tiny_vae_config(corpus, train__num_steps=5), workdir)
+  records, _ = subprocess_records(f"--workdir={workdir}")
+  decode = records[1:]
+  assert [r["implementation"] for r in decode] == ["compiled", "naive"]
+  assert {r["model"] for r in decode} == {"seq2seq" if family == "seq2seq" else "vae"}
+  for r in decode:
+    assert 0 < r["tokens_per_call"] <= 2 * r["max_len"] and r["tokens_per_s"] > 0
+
+
+def subprocess_records(*flags):
+  result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "experiments",
+                                                        "bench_decode.py"),
+                           "--dtypes=float32", "--min_seconds=0", "--min_calls=1",
+                           "--batch_sizes=2", "--strategies=greedy", "--baselines=naive", *flags],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr
+  return [json.loads(line) for line in result.stdout.splitlines()], result.stderr

@@ -126,30 +126,38 @@ def measure_device_rates(dtypes: tuple[str, ...] = ("float32",),
 
 
 def plot_decode_throughput(records: list[dict[str, Any]], path: str) -> None:
-  """A PNG of generated tokens/s against batch size: one panel per model and dtype, one line
-  per strategy and implementation (bench_decode.py records)."""
+  """A PNG of generated tokens/s against batch size: one panel per model shape (columns) and
+  dtype (rows), one line per strategy and implementation (bench_decode.py records); variants
+  such as "seq2seq_no_table" join their shape's panel."""
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  panels = sorted({(r["model"], r["dtype"]) for r in records if "tokens_per_s" in r})
-  fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
-  for ax, (model, dtype) in zip(axes[0], panels):
-    lines = sorted({(r["strategy"], r["implementation"]) for r in records
-                    if r["model"] == model and r["dtype"] == dtype and "tokens_per_s" in r})
-    for strategy, implementation in lines:
-      points = sorted((r["batch_size"], r["tokens_per_s"]) for r in records
-                      if (r["model"], r["dtype"], r["strategy"], r["implementation"]) ==
-                      (model, dtype, strategy, implementation) and "tokens_per_s" in r)
-      style = "-o" if implementation == "compiled" else ("--x" if implementation == "naive"
-                                                         else ":s")
-      ax.loglog(*zip(*points), style, label=f"{strategy} ({implementation})", markersize=4)
-    ax.set_title(f"{model}, {dtype}")
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("generated tokens/s")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+  records = [r for r in records if "tokens_per_s" in r]
+  shape_of = lambda r: r["model"].split("_")[0]
+  shapes = sorted({shape_of(r) for r in records})
+  dtypes = sorted({r["dtype"] for r in records}, key=lambda d: d != "float32")
+  fig, axes = plt.subplots(len(dtypes), len(shapes), figsize=(6 * len(shapes), 4.5 * len(dtypes)),
+                           squeeze=False)
+  for row, dtype in enumerate(dtypes):
+    for column, shape in enumerate(shapes):
+      ax = axes[row][column]
+      panel = [r for r in records if shape_of(r) == shape and r["dtype"] == dtype]
+      for line in sorted({(r["model"], r["strategy"], r["implementation"]) for r in panel}):
+        points = sorted((r["batch_size"], r["tokens_per_s"]) for r in panel
+                        if (r["model"], r["strategy"], r["implementation"]) == line)
+        model, strategy, implementation = line
+        style = {"compiled": "-o", "naive": "--x"}.get(implementation, ":s")
+        variant = model[len(shape):].replace("_", " ").strip()
+        label = f"{strategy} ({implementation}{', ' + variant if variant else ''})"
+        ax.loglog(*zip(*points), style, label=label, markersize=4)
+      ax.set_title(f"{shape}, {dtype}")
+      ax.set_xlabel("batch size")
+      ax.set_ylabel("generated tokens/s")
+      ax.grid(True, which="both", alpha=0.3)
+      if panel:
+        ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  fig.savefig(path, dpi=110)
 
 
 # ---- Output --------------------------------------------------------------------------------
