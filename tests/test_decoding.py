@@ -301,8 +301,8 @@ def test_beam_scores_are_the_hypotheses_log_probabilities_best_first():
       tokens = unpadded(beams.tokens_BxKxL[row, k])
       log_prob = sequence_log_prob(step_fn, start(3)[row:row + 1], tokens)
       assert beams.log_probs_BxK[row, k] == pytest.approx(log_prob, rel=1e-5)
-      assert scores[k] == pytest.approx(log_prob / float(decoding.length_penalty(len(tokens), alpha)),
-                                        rel=1e-5)
+      penalty = float(decoding.length_penalty(len(tokens), alpha))
+      assert scores[k] == pytest.approx(log_prob / penalty, rel=1e-5)
     assert len({tuple(unpadded(r)) for r in beams.tokens_BxKxL[row]}) == 5  # No duplicates.
 
 

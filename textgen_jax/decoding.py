@@ -64,8 +64,8 @@ def _vocab_size(step_fn: StepFn, carry: Any, batch_size: int) -> int:
 
 
 def _forbid_pad_and_bos(logits_BxV: jax.Array, value: float) -> jax.Array:
-  never_generated_V = jnp.zeros(logits_BxV.shape[-1], bool).at[jnp.array([PAD_ID, BOS_ID])].set(True)
-  return jnp.where(never_generated_V, value, logits_BxV)
+  token_V = jnp.arange(logits_BxV.shape[-1])
+  return jnp.where((token_V == PAD_ID) | (token_V == BOS_ID), value, logits_BxV)
 
 
 def _decode_loop(step_fn: StepFn, carry: Any, batch_size: int, max_len: int,
@@ -108,7 +108,8 @@ def argmax(logits_BxV: jax.Array, chunk: int = 128) -> jax.Array:
 def greedy_decode(step_fn: StepFn, carry: Any, batch_size: int, max_len: int) -> jax.Array:
   """The most likely token at every step."""
   DecodeSettings().check(max_len)
-  return _decode_loop(step_fn, carry, batch_size, max_len, lambda logits_BxV, t: argmax(logits_BxV))
+  choose = lambda logits_BxV, t: argmax(logits_BxV)
+  return _decode_loop(step_fn, carry, batch_size, max_len, choose)
 
 
 def _ordered_keys(x_BxV: jax.Array) -> jax.Array:
@@ -279,10 +280,10 @@ def beam_search(step_fn: StepFn, carry: Any, batch_size: int, max_len: int, beam
 
   # Hypotheses still live at max_len end there, like greedy's; if the loop stopped early they
   # are unfinished and take no part.
-  live_scores_BxK = jnp.where(t >= max_len,
-                              live_log_probs_BxK / length_penalty(jnp.float32(max_len), length_alpha),
-                              neg_inf)
-  scores_BxK, keep_BxK = jax.lax.top_k(jnp.concatenate([finished_scores_BxK, live_scores_BxK], 1), K)
+  at_max_len_penalty = length_penalty(jnp.float32(max_len), length_alpha)
+  live_scores_BxK = jnp.where(t >= max_len, live_log_probs_BxK / at_max_len_penalty, neg_inf)
+  all_scores_Bx2K = jnp.concatenate([finished_scores_BxK, live_scores_BxK], 1)
+  scores_BxK, keep_BxK = jax.lax.top_k(all_scores_Bx2K, K)
   tokens_BxKxL = _take_rows(jnp.concatenate([finished_tokens_BxKxL, live_tokens_BxKxL], 1),
                             keep_BxK)
   log_probs_BxK = jnp.take_along_axis(
