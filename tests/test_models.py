@@ -158,31 +158,24 @@ def test_logits_are_causal_in_the_targets(model_and_params):
       assert not np.allclose(changed_logits[:, t + 1:], logits[:, t + 1:], atol=1e-6)
 
 
-def test_decode_steps_match_teacher_forced_logits(model_and_params):
-  model, params = model_and_params
-  inputs, targets = pad_rows(SOURCES, S), random_targets(1)
-  carries, logits = forward(model, params, inputs, LENGTHS, targets)
-  decoder_inputs = np.asarray(shift_right(jnp.asarray(targets)))
-  for t in range(T):
-    carries, step_logits = decode_step(model, params, carries, decoder_inputs[:, t])
-    np.testing.assert_allclose(step_logits, logits[:, t], rtol=1e-5, atol=1e-5)
-
-
 @functools.partial(jax.jit, static_argnums=0)
 def decode_step_with_table(model, params, carries, tokens):
   table = model.apply(params, method=Seq2Seq.decoder_input_gates)
   return model.apply(params, carries, tokens, table, method=Seq2Seq.decode_step)
 
 
-def test_decode_steps_from_the_input_table_match_teacher_forced_logits(model_and_params):
-  """The [V, 4H] table lookup is the embedding and input matmul it replaces (one-hot too)."""
+@pytest.mark.parametrize("input_table", [False, True], ids=["embedding", "input_table"])
+def test_decode_steps_match_teacher_forced_logits(model_and_params, input_table):
+  """Also from the [V, 4H] input table: the lookup is the embedding and input matmul it
+  replaces (one-hot inputs too)."""
   model, params = model_and_params
   assert model.apply(params, method=Seq2Seq.decoder_input_gates).shape == (V, 4 * H)
-  inputs, targets = pad_rows(SOURCES, S), random_targets(2)
+  inputs, targets = pad_rows(SOURCES, S), random_targets(1)
   carries, logits = forward(model, params, inputs, LENGTHS, targets)
   decoder_inputs = np.asarray(shift_right(jnp.asarray(targets)))
+  step = decode_step_with_table if input_table else decode_step
   for t in range(T):
-    carries, step_logits = decode_step_with_table(model, params, carries, decoder_inputs[:, t])
+    carries, step_logits = step(model, params, carries, decoder_inputs[:, t])
     np.testing.assert_allclose(step_logits, logits[:, t], rtol=1e-5, atol=1e-5)
 
 
