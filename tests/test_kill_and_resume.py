@@ -1,5 +1,5 @@
 """A training process killed with SIGKILL resumes from its last checkpoint and ends where an
-uninterrupted run ends (same parameters, bitwise on CPU)."""
+uninterrupted run ends (same parameters, bitwise on CPU); one stopped with SIGTERM saves first."""
 
 import os
 import signal
@@ -14,12 +14,12 @@ from textgen_jax.checkpointing import Checkpointer
 NUM_STEPS, CHECKPOINT_EVERY = 3000, 100
 
 
-def _train_cli(train_path: str, workdir: str) -> subprocess.Popen:
+def _train_cli(train_path: str, workdir: str, num_steps: int = NUM_STEPS) -> subprocess.Popen:
   overrides = {
       "data.train_path": train_path, "data.valid_fraction": 0.2, "data.max_len": 6,
       "data.min_count": 1, "data.num_buckets": 1, "data.batch_size": 8, "model.embed_dim": 8,
       "model.hidden_size": 16, "model.dropout_rate": 0.1, "opt.learning_rate": 1e-2,
-      "opt.warmup_steps": 2, "opt.schedule": "cosine", "train.num_steps": NUM_STEPS,
+      "opt.warmup_steps": 2, "opt.schedule": "cosine", "train.num_steps": num_steps,
       "train.log_every": 50, "train.eval_every": 100000,
       "train.checkpoint_every": CHECKPOINT_EVERY, "train.keep_checkpoints": 2,
       "train.num_examples_to_print": 0}
@@ -59,3 +59,30 @@ def test_sigkilled_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
                        train__log_every=50, train__checkpoint_every=CHECKPOINT_EVERY)
   uninterrupted = translation.train_and_evaluate(config, str(tmp_path / "one_go"))
   assert_trees_equal(translation.Translator.load(killed_dir).params, uninterrupted.params)
+
+
+def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
+  """SIGTERM (SIGINT takes the same path) stops after the current step with a checkpoint at
+  exactly that step, exit code 128 + 15, and a message; the same command resumes from it."""
+  train_path = write_tsv(tmp_path / "pairs.tsv", make_pairs(60))
+  workdir = str(tmp_path / "stopped")
+  process = _train_cli(train_path, workdir)
+  deadline = time.time() + 120
+  while not _committed_steps(workdir) and time.time() < deadline and process.poll() is None:
+    time.sleep(0.02)
+  process.send_signal(signal.SIGTERM)
+  _, err = process.communicate(timeout=120)
+  assert process.returncode == 128 + signal.SIGTERM, err
+  message = err.strip().splitlines()[-1]
+  assert message.startswith("stopped by SIGTERM at step ")
+  assert "Run the same command again to resume" in message
+  stopped_at = int(message.split("at step ")[1].split()[0])
+  assert CHECKPOINT_EVERY <= stopped_at < NUM_STEPS
+  assert _committed_steps(workdir)[-1] == stopped_at
+  assert "Traceback" not in err
+
+  resumed = _train_cli(train_path, workdir, num_steps=stopped_at + 5)
+  out, err = resumed.communicate(timeout=300)
+  assert resumed.returncode == 0, err
+  assert f"Resuming from the checkpoint at step {stopped_at} " in out
+  assert _committed_steps(workdir)[-1] == stopped_at + 5

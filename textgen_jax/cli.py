@@ -7,11 +7,12 @@ from absl import app, flags, logging
 
 from textgen_jax import decoding
 from textgen_jax.decoding import DecodeSettings
-from textgen_jax.errors import TextgenError
+from textgen_jax.errors import TextgenError, TrainingStopped
 
 
 def run(main: Callable[[list[str]], None]) -> None:
-  """absl's app.run, with orbax's INFO logs hidden and TextgenError as one line on stderr."""
+  """absl's app.run, with orbax's INFO logs hidden, TextgenError as one line on stderr, and a
+  training run stopped by a signal leaving with its resume message and 128 + the signal."""
 
   def quiet_main(argv):
     logging.set_verbosity(logging.WARNING)
@@ -20,6 +21,9 @@ def run(main: Callable[[list[str]], None]) -> None:
     except TextgenError as e:
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
+    except TrainingStopped as e:
+      print(str(e), file=sys.stderr)
+      sys.exit(e.exit_code)
 
   app.run(quiet_main)
 

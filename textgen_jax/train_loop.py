@@ -4,11 +4,14 @@ A model family describes itself as a `Task`; `train` does the rest. The loop rea
 bottom; each concern (evaluation, logging, checkpoints) is a small helper.
 """
 
+import contextlib
 import dataclasses
 import math
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -19,7 +22,7 @@ from tqdm import tqdm
 from textgen_jax import metrics as metrics_lib
 from textgen_jax.checkpointing import Checkpointer
 from textgen_jax.data.batching import Batch, BucketedBatches
-from textgen_jax.errors import TextgenError
+from textgen_jax.errors import TextgenError, TrainingStopped
 from textgen_jax.training import (LossFn, StateHook, TrainState, create_train_state,
                                   jit_eval_step, jit_train_step, make_optimizer)
 from textgen_jax.workdir import checkpoint_dir
@@ -71,8 +74,29 @@ def _train_record(sums: dict[str, Any], num_steps: int, step: int) -> dict[str, 
   return record
 
 
+@contextlib.contextmanager
+def _stop_requests() -> Iterator[dict[str, int]]:
+  """While training, SIGTERM and SIGINT only record themselves ({"signal": number}); the loop
+  checks between steps, so a step or a checkpoint write in progress always completes."""
+  received = {}
+  if threading.current_thread() is not threading.main_thread():  # Handlers need the main thread.
+    yield received
+    return
+  handler = lambda signum, frame: received.setdefault("signal", signum)
+  previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    yield received
+  finally:
+    for s, old in previous.items():
+      signal.signal(s, old)
+
+
 def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainState:
-  """Trains to config.train.num_steps, resuming from the latest checkpoint in workdir."""
+  """Trains to config.train.num_steps, resuming from the latest checkpoint in workdir.
+
+  On SIGTERM or SIGINT it saves a checkpoint after the current step and raises TrainingStopped
+  (the scripts then exit with 128 + the signal's number); the same command resumes.
+  """
   train_cfg = config.train
   params_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
   state = create_train_state(None, task.init_params(params_rng),
@@ -89,10 +113,18 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainS
   eval_step = jit_eval_step(task.loss_fn)
   train_step = lambda state, batch: compiled_step(state, batch, dropout_rng)
   try:
-    state = _train_steps(state, task, train_step, eval_step, checkpointer, writer, train_cfg)
+    with _stop_requests() as stop:
+      state = _train_steps(state, task, train_step, eval_step, checkpointer, writer, train_cfg,
+                           stop)
     checkpointer.save(state, force=True)
   finally:
     checkpointer.close()  # Waits for pending asynchronous writes, even when a step raised.
+  if "signal" in stop and int(state.step) < train_cfg.num_steps:
+    name = signal.Signals(stop["signal"]).name
+    raise TrainingStopped(f"stopped by {name} at step {int(state.step)} of "
+                          f"{train_cfg.num_steps}; the checkpoint is saved in "
+                          f"{checkpoint_dir(workdir)}. Run the same command again to resume.",
+                          128 + stop["signal"])
   records = writer.read()
   if records:
     metrics_lib.plot_loss_curves(records, os.path.join(workdir, "loss_curve.png"))
@@ -101,8 +133,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainS
 
 def _train_steps(state: TrainState, task: Task, train_step: Callable, eval_step: Callable,
                  checkpointer: Checkpointer, writer: metrics_lib.MetricWriter,
-                 train_cfg: ml_collections.ConfigDict) -> TrainState:
-  """Steps from state.step to num_steps, logging, evaluating and checkpointing when due."""
+                 train_cfg: ml_collections.ConfigDict, stop: dict[str, int]) -> TrainState:
+  """Steps from state.step to num_steps, logging, evaluating and checkpointing when due;
+  returns early, after the current step, once `stop` holds a signal."""
   start_step, accumulated, accumulated_steps = int(state.step), None, 0
   progress = tqdm(range(start_step, train_cfg.num_steps), initial=start_step,
                   total=train_cfg.num_steps, desc="train", dynamic_ncols=True,
@@ -124,6 +157,8 @@ def _train_steps(state: TrainState, task: Task, train_step: Callable, eval_step:
     if checkpointer.is_due(done) and accumulated is not None:
       _raise_if_non_finite(jax.device_get(accumulated), done)  # A host sync, at saves only.
     checkpointer.save(state)  # When due; train() saves the final state.
+    if "signal" in stop:
+      break
   progress.close()
   return state
 
