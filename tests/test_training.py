@@ -251,7 +251,18 @@ def test_tiny_model_overfits_a_handful_of_pairs():
   assert outputs == [tokenizer.normalize(t) for _, t in OVERFIT_PAIRS]
 
 
-# Resuming a run.
+# Reproducibility and resuming a run.
+
+
+def test_same_config_and_seed_give_bit_identical_metrics(tmp_path):
+  """Two fresh runs (dropout on, an epoch boundary crossed): every logged number is equal."""
+  train_path = write_tsv(tmp_path / "pairs.tsv", make_pairs(40))
+  config = tiny_config(train_path, train__num_steps=6, train__log_every=1, train__eval_every=3)
+  first = translation.train_and_evaluate(config, str(tmp_path / "first"))
+  second = translation.train_and_evaluate(config, str(tmp_path / "second"))
+  records = [metrics.MetricWriter(str(tmp_path / name)).read() for name in ("first", "second")]
+  assert len(records[0]) == 6 + 2 and records[0] == records[1]
+  assert_trees_equal(first.params, second.params)
 
 
 def test_resumed_run_matches_an_uninterrupted_run(tmp_path, capsys):
