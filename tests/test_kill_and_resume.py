@@ -37,13 +37,18 @@ def _committed_steps(workdir: str) -> list[int]:
                 and os.path.exists(os.path.join(directory, name, "_CHECKPOINT_METADATA")))
 
 
+def _wait_for_a_checkpoint(process: subprocess.Popen, workdir: str) -> None:
+  """Until the run has committed a checkpoint (or ended, or two minutes passed)."""
+  deadline = time.time() + 120
+  while not _committed_steps(workdir) and time.time() < deadline and process.poll() is None:
+    time.sleep(0.02)
+
+
 def test_sigkilled_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
   train_path = write_tsv(tmp_path / "pairs.tsv", make_pairs(60))
   killed_dir = str(tmp_path / "killed")
   process = _train_cli(train_path, killed_dir)
-  deadline = time.time() + 120
-  while not _committed_steps(killed_dir) and time.time() < deadline and process.poll() is None:
-    time.sleep(0.02)
+  _wait_for_a_checkpoint(process, killed_dir)
   process.send_signal(signal.SIGKILL)
   process.communicate()
   assert process.returncode == -signal.SIGKILL, "training ended before it could be killed"
@@ -67,9 +72,7 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
   train_path = write_tsv(tmp_path / "pairs.tsv", make_pairs(60))
   workdir = str(tmp_path / "stopped")
   process = _train_cli(train_path, workdir)
-  deadline = time.time() + 120
-  while not _committed_steps(workdir) and time.time() < deadline and process.poll() is None:
-    time.sleep(0.02)
+  _wait_for_a_checkpoint(process, workdir)
   process.send_signal(signal.SIGTERM)
   _, err = process.communicate(timeout=120)
   assert process.returncode == 128 + signal.SIGTERM, err
