@@ -248,7 +248,7 @@ def naive_decoder(decoder: DecoderUnderTest, batch_size: int, settings: DecodeSe
   @jax.jit
   def one_token(weights, carry, previous_B, done_B, key):
     carry, logits_BxV = decoder.step_fn(weights, carry, previous_B)
-    logits_BxV = logits_BxV.at[:, jnp.array([PAD_ID, BOS_ID])].set(-jnp.inf)
+    logits_BxV = decoding.forbid_pad_and_bos(logits_BxV, jnp.finfo(logits_BxV.dtype).min)
     if settings.strategy == "greedy":
       token_B = decoding.argmax(logits_BxV)
     else:  # The engine's own sampler, so the ratio measures the loop, not the sampler.

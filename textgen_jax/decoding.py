@@ -63,7 +63,8 @@ def _vocab_size(step_fn: StepFn, carry: Any, batch_size: int) -> int:
   return jax.eval_shape(step_fn, carry, tokens_B)[1].shape[-1]
 
 
-def _forbid_pad_and_bos(logits_BxV: jax.Array, value: float) -> jax.Array:
+def forbid_pad_and_bos(logits_BxV: jax.Array, value: float) -> jax.Array:
+  """PAD and BOS are never targets: their logits set to `value`, so no strategy emits them."""
   token_V = jnp.arange(logits_BxV.shape[-1])
   return jnp.where((token_V == PAD_ID) | (token_V == BOS_ID), value, logits_BxV)
 
@@ -79,7 +80,7 @@ def _decode_loop(step_fn: StepFn, carry: Any, batch_size: int, max_len: int,
   def one_token(loop):
     t, carry, previous_B, done_B, tokens_BxL = loop
     carry, logits_BxV = step_fn(carry, previous_B)
-    logits_BxV = _forbid_pad_and_bos(logits_BxV, jnp.finfo(logits_BxV.dtype).min)
+    logits_BxV = forbid_pad_and_bos(logits_BxV, jnp.finfo(logits_BxV.dtype).min)
     token_B = jnp.where(done_B, PAD_ID, choose(logits_BxV, t))
     tokens_BxL = jax.lax.dynamic_update_slice(tokens_BxL, token_B[:, None], (0, t))
     return t + 1, carry, token_B, done_B | (token_B == EOS_ID), tokens_BxL
@@ -238,7 +239,7 @@ def beam_search(step_fn: StepFn, carry: Any, batch_size: int, max_len: int, beam
     previous_BK = live_tokens_BxKxL[:, :, jnp.maximum(t - 1, 0)].reshape(B * K)
     previous_BK = jnp.where(t == 0, BOS_ID, previous_BK)
     carry, logits_BKxV = step_fn(carry, previous_BK)
-    log_probs_BKxV = _forbid_pad_and_bos(jax.nn.log_softmax(logits_BKxV.astype(jnp.float32)),
+    log_probs_BKxV = forbid_pad_and_bos(jax.nn.log_softmax(logits_BKxV.astype(jnp.float32)),
                                          neg_inf)
     candidates_BxKV = (live_log_probs_BxK[:, :, None] + log_probs_BKxV.reshape(B, K, V)).reshape(
         B, K * V)
