@@ -1,29 +1,36 @@
 r"""Training speed: teacher-forced train steps of both model shapes, against PyTorch.
 
   python experiments/bench_train.py --output=runs/bench_train.jsonl
+  # 1 versus 8 devices on a CPU (8 host-platform devices sharing its cores):
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 python experiments/bench_train.py \
+      --num_devices=1,8 --output=runs/bench_train.jsonl
 
 One JSON line per measurement: target tokens/s, compile time, and the fraction of the matmul
 FLOP bound (the device's peak matmul rate, measured at start). The JAX step is the one training
 uses (textgen_jax.training.train_step: loss, gradients, Adam update, state donated); the
 PyTorch reference (the `bench` extra) runs the same shapes with nn.LSTM, cross-entropy and
-torch.optim.Adam, side by side in the same process.
+torch.optim.Adam, side by side in the same process. With several devices the step is the one
+training compiles for a data-parallel mesh (textgen_jax.parallel): the batch split over the first
+n devices, state replicated; each row gives its ratio to one device and to float32.
 
 Shapes: seq2seq (vocab 100, embedding 256, hidden 256, source and target 60 tokens) and the PTB
 VAE (vocab 10,000, embedding 256, hidden 512, latent 32, 40 tokens; KL term included).
 """
 
 import functools
+import itertools
 import os
 import sys
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 from absl import flags
 
-from textgen_jax import benchmarking, cli, training, vae_objective
+from textgen_jax import benchmarking, cli, parallel, training, vae_objective
 from textgen_jax.errors import TextgenError
 from textgen_jax.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from textgen_jax.models.text_vae import TextVAE, TextVAEConfig
@@ -39,6 +46,8 @@ _SIZE_OVERRIDES = {name: flags.DEFINE_integer(name, None, f"Override the shapes'
                    for name in ("vocab_size", "embed_dim", "hidden_size", "latent_size", "length")}
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["32", "128"], "Batch sizes to sweep.")
 _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Matmul dtypes.")
+_NUM_DEVICES = flags.DEFINE_list("num_devices", ["1", "all"],
+                                 "Data-parallel device counts to compare ('all': every device).")
 _UNROLLS = flags.DEFINE_list("scan_unrolls", ["1"], "LSTM time-loop unroll factors to compare.")
 _TORCH = flags.DEFINE_bool("torch", True, "Time the PyTorch reference too (when installed).")
 _MIN_SECONDS = flags.DEFINE_float("min_seconds", 2.0, "Time each configuration at least this long.")
@@ -56,8 +65,9 @@ def forward_macs_per_token(shape: dict[str, int]) -> int:
 
 
 def jax_step(shape_name: str, shape: dict[str, int], dtype: str, batch_size: int,
-             unroll: int) -> tuple[Any, Any, dict[str, jax.Array]]:
-  """(train step, initial state, batch) for one configuration; random tokens (speed only)."""
+             unroll: int, num_devices: int) -> tuple[Any, Any, dict[str, jax.Array]]:
+  """(train step, initial state, batch) for one configuration, laid out over the first
+  num_devices devices as training lays it out; random tokens (speed only)."""
   v, length = shape["vocab_size"], shape["length"]
   keys = jax.random.split(jax.random.key(0), 3)
   sources = jax.random.randint(keys[0], (batch_size, length), 4, v)
@@ -78,12 +88,20 @@ def jax_step(shape_name: str, shape: dict[str, int], dtype: str, batch_size: int
                                 objective=vae_objective.VAEObjective())
     batch = dict(inputs=targets, input_lengths=lengths, targets=targets)
   state = training.create_train_state(model.apply, params, optax.adam(1e-3))
-  return training.jit_train_step(loss_fn), state, batch
+  layout = parallel.make_layout(ml_collections.ConfigDict(
+      dict(num_devices=num_devices, model_shards=1)))
+  state_sharding = layout.tree_shardings(state)
+  step = training.jit_train_step(loss_fn, state_sharding=state_sharding,
+                                 batch_sharding=layout.batch)
+  return step, jax.device_put(state, state_sharding), jax.device_put(batch, layout.batch)
 
 
 def time_jax(step: Any, state: Any, batch: dict[str, jax.Array]) -> benchmarking.Timing:
-  """Compile (timed), then steady-state steps; the state is donated and threaded through."""
-  rng = jax.random.key(1)
+  """Compile (timed), then steady-state steps; the state is donated and threaded through; the
+  dropout key is replicated over the batch's devices."""
+  replicated = jax.sharding.NamedSharding(batch["targets"].sharding.mesh,
+                                          jax.sharding.PartitionSpec())
+  rng = jax.device_put(jax.random.key(1), replicated)
   compile_s, compiled = benchmarking.time_compile(step, state, batch, rng)
   holder = [state]
 
@@ -108,6 +126,12 @@ def main(argv):
     if name not in SHAPES:
       raise TextgenError(f"--shapes: unknown shape {name!r}; choose from {list(SHAPES)}")
   batch_sizes = [int(b) for b in _BATCH_SIZES.value]
+  device_counts = sorted({jax.device_count() if n == "all" else int(n)
+                          for n in _NUM_DEVICES.value})
+  if not all(0 < n <= jax.device_count() for n in device_counts):
+    raise TextgenError(f"--num_devices={','.join(_NUM_DEVICES.value)}: there are "
+                       f"{jax.device_count()} devices (XLA_FLAGS="
+                       "--xla_force_host_platform_device_count=8 makes 8 on a CPU)")
   output = None
   if _OUTPUT.value:
     os.makedirs(os.path.dirname(_OUTPUT.value) or ".", exist_ok=True)
@@ -131,11 +155,19 @@ def main(argv):
                     flops_per_token=flops_per_token)
       records = []
       for dtype in _DTYPES.value:
-        for unroll in [int(u) for u in _UNROLLS.value]:
-          benchmarking.progress(f"{name} batch {batch_size} {dtype} unroll {unroll}: jax")
-          step, state, batch = jax_step(name, shape, dtype, batch_size, unroll)
+        for unroll, num_devices in itertools.product([int(u) for u in _UNROLLS.value],
+                                                     device_counts):
+          if batch_size % num_devices:
+            benchmarking.emit(dict(common, dtype=dtype, implementation="jax",
+                                   num_devices=num_devices, skipped="batch not divisible"),
+                              output)
+            continue
+          benchmarking.progress(f"{name} batch {batch_size} {dtype} unroll {unroll} "
+                                f"{num_devices} device(s): jax")
+          step, state, batch = jax_step(name, shape, dtype, batch_size, unroll, num_devices)
           timing = time_jax(step, state, batch)
           records.append(dict(common, dtype=dtype, scan_unroll=unroll, implementation="jax",
+                              num_devices=num_devices,
                               tokens_per_s=tokens / timing.median_s, step_s=timing.median_s,
                               step_p90_s=timing.percentile(90), compile_s=timing.compile_s,
                               flops_per_s=flops_per_token * tokens / timing.median_s,
@@ -155,17 +187,34 @@ def main(argv):
                                    skipped=str(e).splitlines()[0][:200]), output)
             continue
           median_s = float(np.median(seconds))
-          records.append(dict(common, dtype=dtype, implementation="torch",
+          records.append(dict(common, dtype=dtype, implementation="torch", num_devices=1,
                               tokens_per_s=tokens / median_s, step_s=median_s,
                               step_p90_s=float(np.percentile(seconds, 90)),
                               flops_per_s=flops_per_token * tokens / median_s,
                               roofline_fraction=flops_per_token * tokens / median_s / peak[dtype]))
       for record in records:
-        torch_rate = [r["tokens_per_s"] for r in records
-                      if r["implementation"] == "torch" and r["dtype"] == record["dtype"]]
-        if record["implementation"] == "jax" and torch_rate:
-          record["speedup_vs_torch"] = record["tokens_per_s"] / torch_rate[0]
+        add_ratios(record, records)
         benchmarking.emit(record, output)
+
+
+def add_ratios(record: dict[str, Any], records: list[dict[str, Any]]) -> None:
+  """Speed relative to the same run's torch, one-device and float32 rows of the same shape."""
+  def rate(**match):
+    found = [r["tokens_per_s"] for r in records
+             if all(r.get(k) == v for k, v in match.items())]
+    return found[0] if found else None
+
+  if record["implementation"] != "jax":
+    return
+  same = dict(implementation="jax", scan_unroll=record["scan_unroll"])
+  baselines = {
+      "speedup_vs_torch": rate(implementation="torch", dtype=record["dtype"]),
+      "speedup_vs_1_device": rate(**same, dtype=record["dtype"], num_devices=1),
+      "speedup_vs_float32": rate(**same, dtype="float32", num_devices=record["num_devices"]),
+  }
+  for key, baseline in baselines.items():
+    if baseline:
+      record[key] = record["tokens_per_s"] / baseline
 
 
 if __name__ == "__main__":

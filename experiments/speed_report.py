@@ -101,12 +101,14 @@ def train_table(records: list[dict[str, Any]]) -> str:
     if r.get("bench") != "train" or "tokens_per_s" not in r:
       continue
     rows.append([r["model"], str(r["batch_size"]), r["dtype"], r["implementation"],
-                 str(r.get("scan_unroll", "-")), _rate(r["tokens_per_s"]),
-                 f"{1000 * r['step_s']:.0f}",
+                 str(r.get("num_devices", 1)), str(r.get("scan_unroll", "-")),
+                 _rate(r["tokens_per_s"]), f"{1000 * r['step_s']:.0f}",
                  "-" if r.get("compile_s") is None else f"{r['compile_s']:.1f}",
-                 _percent(r["roofline_fraction"]), _ratio(r.get("speedup_vs_torch"))])
-  return _table(["model", "batch", "dtype", "implementation", "scan unroll", "tokens/s",
-                 "step ms", "compile s", "of FLOP bound", "vs torch"], rows)
+                 _percent(r["roofline_fraction"]), _ratio(r.get("speedup_vs_torch")),
+                 _ratio(r.get("speedup_vs_1_device")), _ratio(r.get("speedup_vs_float32"))])
+  return _table(["model", "batch", "dtype", "implementation", "devices", "scan unroll",
+                 "tokens/s", "step ms", "compile s", "of FLOP bound", "vs torch", "vs 1 device",
+                 "vs float32"], rows)
 
 
 def roofline_lines(records: list[dict[str, Any]]) -> str:

@@ -232,3 +232,13 @@ def test_split_indices():
 def test_split_indices_rejects_bad_splits(num_examples, fraction):
   with pytest.raises(TextgenError):
     batching.split_indices(num_examples, fraction, seed=0)
+
+
+def test_row_ranges_of_a_batch_make_up_the_whole_batch():
+  """Hosts each pad their own rows of a step's global batch; together they are that batch."""
+  for step in (0, 5, 13):
+    whole = make_batches(seed=3).batch_at(step)
+    batches = make_batches(seed=3)
+    parts = [batches.batch_at(step, slice(row, row + 1)) for row in range(BATCH_SIZE)]
+    for name, value in whole.items():
+      np.testing.assert_array_equal(np.concatenate([part[name] for part in parts]), value)

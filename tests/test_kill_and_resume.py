@@ -2,6 +2,7 @@
 uninterrupted run ends (same parameters, bitwise on CPU); one stopped with SIGTERM saves first."""
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -12,21 +13,25 @@ from textgen_jax import translation
 from textgen_jax.checkpointing import Checkpointer
 
 NUM_STEPS, CHECKPOINT_EVERY = 3000, 100
+# The SIGKILL test saves every 5 steps, so most of its time is spent writing checkpoints.
+KILL_STEPS, KILL_EVERY = 300, 5
 
 
-def _train_cli(train_path: str, workdir: str, num_steps: int = NUM_STEPS) -> subprocess.Popen:
+def _train_cli(train_path: str, workdir: str, num_steps: int = NUM_STEPS,
+               checkpoint_every: int = CHECKPOINT_EVERY) -> subprocess.Popen:
   overrides = {
       "data.train_path": train_path, "data.valid_fraction": 0.2, "data.max_len": 6,
       "data.min_count": 1, "data.num_buckets": 1, "data.batch_size": 8, "model.embed_dim": 8,
       "model.hidden_size": 16, "model.dropout_rate": 0.1, "opt.learning_rate": 1e-2,
       "opt.warmup_steps": 2, "opt.schedule": "cosine", "train.num_steps": num_steps,
       "train.log_every": 50, "train.eval_every": 100000,
-      "train.checkpoint_every": CHECKPOINT_EVERY, "train.keep_checkpoints": 2,
+      "train.checkpoint_every": checkpoint_every, "train.keep_checkpoints": 2,
       "train.num_examples_to_print": 0}
   return subprocess.Popen(
       [sys.executable, os.path.join(REPO_ROOT, "experiments", "train_seq2seq.py"),
        f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in overrides.items()],
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+      env={**os.environ, "PYTHONUNBUFFERED": "1"})  # What it printed survives a SIGKILL.
 
 
 def _committed_steps(workdir: str) -> list[int]:
@@ -37,33 +42,60 @@ def _committed_steps(workdir: str) -> list[int]:
                 and os.path.exists(os.path.join(directory, name, "_CHECKPOINT_METADATA")))
 
 
-def _wait_for_a_checkpoint(process: subprocess.Popen, workdir: str) -> None:
-  """Until the run has committed a checkpoint (or ended, or two minutes passed)."""
+def _wait_for_a_checkpoint(process: subprocess.Popen, workdir: str, after: int = 0) -> None:
+  """Until the run has committed a checkpoint past step `after` (or ended, or two minutes
+  passed)."""
   deadline = time.time() + 120
-  while not _committed_steps(workdir) and time.time() < deadline and process.poll() is None:
+  while (max(_committed_steps(workdir), default=0) <= after and time.time() < deadline
+         and process.poll() is None):
     time.sleep(0.02)
 
 
-def test_sigkilled_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
-  train_path = write_tsv(tmp_path / "pairs.tsv", make_pairs(60))
-  killed_dir = str(tmp_path / "killed")
-  process = _train_cli(train_path, killed_dir)
-  _wait_for_a_checkpoint(process, killed_dir)
-  process.send_signal(signal.SIGKILL)
-  process.communicate()
-  assert process.returncode == -signal.SIGKILL, "training ended before it could be killed"
+def _wait_for_a_write_in_progress(process: subprocess.Popen, workdir: str) -> None:
+  """Until orbax is writing a checkpoint (its temporary directory exists), or the run ended."""
+  directory = os.path.join(workdir, "checkpoints")
+  while process.poll() is None and not any(
+      "tmp" in name for name in (os.listdir(directory) if os.path.isdir(directory) else [])):
+    time.sleep(0.001)
 
-  resumed = _train_cli(train_path, killed_dir)
+
+def test_sigkilled_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
+  """Killed three times (at random moments, one of them inside a checkpoint write) while
+  saving every few steps: every committed checkpoint stays loadable, each rerun resumes from the
+  latest one, and the run ends with the parameters of a run never interrupted."""
+  train_path = write_tsv(tmp_path / "pairs.tsv", make_pairs(60))
+  workdir = str(tmp_path / "killed")
+  rng = random.Random(0)
+  resumed_from = []
+  for kill in ("random", "mid-write", "random"):
+    process = _train_cli(train_path, workdir, num_steps=KILL_STEPS, checkpoint_every=KILL_EVERY)
+    _wait_for_a_checkpoint(process, workdir, after=max(_committed_steps(workdir), default=0))
+    if kill == "random":
+      time.sleep(rng.uniform(0.0, 1.0))
+    else:
+      _wait_for_a_write_in_progress(process, workdir)
+    process.send_signal(signal.SIGKILL)
+    out, _ = process.communicate()
+    assert process.returncode == -signal.SIGKILL, "training ended before it could be killed"
+    if "Resuming from the checkpoint at step " in out:
+      resumed_from.append(int(out.split("Resuming from the checkpoint at step ")[1].split()[0]))
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
+    for step in checkpointer.all_steps():  # None half-written, none lost.
+      assert checkpointer.restore_params(translation.Translator.load(workdir).params, step)
+    checkpointer.close()
+  assert len(resumed_from) == 2 and resumed_from == sorted(resumed_from)
+
+  resumed = _train_cli(train_path, workdir, num_steps=KILL_STEPS, checkpoint_every=100)
   out, err = resumed.communicate(timeout=300)
   assert resumed.returncode == 0, err
   start = int(out.split("Resuming from the checkpoint at step ")[1].split()[0])
-  assert CHECKPOINT_EVERY <= start < NUM_STEPS
-  assert Checkpointer(os.path.join(killed_dir, "checkpoints")).latest_step() == NUM_STEPS
+  assert resumed_from[-1] <= start < KILL_STEPS
+  assert Checkpointer(os.path.join(workdir, "checkpoints")).latest_step() == KILL_STEPS
 
-  config = tiny_config(train_path, train__num_steps=NUM_STEPS, opt__schedule="cosine",
-                       train__log_every=50, train__checkpoint_every=CHECKPOINT_EVERY)
+  config = tiny_config(train_path, train__num_steps=KILL_STEPS, opt__schedule="cosine",
+                       train__log_every=50, train__checkpoint_every=KILL_STEPS)
   uninterrupted = translation.train_and_evaluate(config, str(tmp_path / "one_go"))
-  assert_trees_equal(translation.Translator.load(killed_dir).params, uninterrupted.params)
+  assert_trees_equal(translation.Translator.load(workdir).params, uninterrupted.params)
 
 
 def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path):

@@ -195,6 +195,26 @@ def test_checkpointer_saves_when_due_and_keeps_the_newest(setup, tmp_path):
   assert Checkpointer(directory).latest_step() == 5
 
 
+def test_old_checkpoints_leave_whole_by_one_rename_then_go(setup, tmp_path):
+  """A kill while an old checkpoint is removed must not leave half of it under its step's name:
+  it is first renamed (atomically) into deleted/, whole, and removed from there later."""
+  directory = str(tmp_path / "checkpoints")
+  checkpointer = Checkpointer(directory, save_every=1, keep=1, for_training=True)
+  state = setup.fresh_state()
+  for _ in range(2):
+    state = setup.train(state, 1)
+    checkpointer.save(state)
+  checkpointer.close()
+  deleted = os.path.join(directory, "deleted")
+  assert sorted(os.listdir(deleted)) == ["1"]
+  assert "_CHECKPOINT_METADATA" in os.listdir(os.path.join(deleted, "1"))  # Whole.
+  assert sorted(name for name in os.listdir(directory) if name != "deleted") == ["2"]
+  checkpointer = Checkpointer(directory, save_every=1, keep=1, for_training=True)
+  checkpointer.save(setup.train(state, 1))
+  checkpointer.close()
+  assert sorted(os.listdir(deleted)) == ["2"]  # Step 1 removed before step 3 was saved.
+
+
 def test_restoring_into_another_model_raises(setup, tmp_path):
   checkpointer = Checkpointer(str(tmp_path / "checkpoints"))
   checkpointer.save(setup.train(setup.fresh_state(), 1), force=True)
@@ -334,3 +354,57 @@ def test_non_finite_loss_between_logs_never_reaches_a_checkpoint(tmp_path):
   checkpointer = Checkpointer(train_loop.checkpoint_dir(str(tmp_path)))
   assert checkpointer.latest_step() == 1
   assert float(checkpointer.restore_params({"w": jnp.float32(0.0)})["w"]) == 0.0
+
+
+def _loss_that_is_nan_at_step(nan_step):
+  """(w - 3)^2, plus NaN at one train step (the loss function sees the step)."""
+  def loss_fn(params, batch, rng, deterministic, step):
+    loss = (params["w"] - 3.0) ** 2
+    if step is not None:
+      loss = loss + jnp.where(step == nan_step - 1, jnp.nan, 0.0)  # state.step is 0-based.
+    return loss, {"nll_sum": loss, "correct_tokens": 0.0, "tokens": 1.0,
+                  "exact_sequences": 0.0, "sequences": 1.0}
+  return loss_fn
+
+
+def _scalar_task(loss_fn):
+  one_example = [np.array([4], np.int32)]
+  batches = batching.BucketedBatches(one_example, one_example, 1, [2])
+  return train_loop.Task(init_params=lambda rng: {"w": jnp.float32(1.0)}, loss_fn=loss_fn,
+                         train_batches=batches, valid_batches=batches.epoch(0))
+
+
+@pytest.mark.parametrize("skip_non_finite", [0, 2])
+def test_a_non_finite_step_stops_the_run_or_is_skipped_and_counted(tmp_path, skip_non_finite):
+  config = seq2seq_config()
+  config.opt.update(name="sgd", learning_rate=0.1, b1=0.0, warmup_steps=0, schedule="constant",
+                    grad_clip_norm=0.0, skip_non_finite=skip_non_finite)
+  config.train.update(num_steps=6, log_every=1, eval_every=100, checkpoint_every=1)
+  task = _scalar_task(_loss_that_is_nan_at_step(3))
+  if not skip_non_finite:
+    with pytest.raises(TextgenError, match="non-finite loss or gradient by step 3"):
+      train_loop.train(config, str(tmp_path), task)
+    assert Checkpointer(train_loop.checkpoint_dir(str(tmp_path))).latest_step() == 2
+    return
+  state = train_loop.train(config, str(tmp_path), task)
+  records = [r for r in metrics.MetricWriter(str(tmp_path)).read() if "train_loss" in r]
+  assert [r["non_finite_steps"] for r in records] == [0, 0, 1, 0, 0, 0]
+  norms = [r["param_norm"] for r in records]
+  assert norms[2] == norms[1] and len(set(norms)) == 5  # Step 3 changed nothing.
+  assert all(math.isfinite(r["train_loss"]) for r in records)
+  # Five SGD steps on (w - 3)^2 from w = 1: w - 3 shrinks by 1 - 2 * 0.1 each.
+  assert float(state.params["w"]) == pytest.approx(3.0 - 2.0 * 0.8 ** 5)
+
+
+def test_more_non_finite_steps_in_a_row_than_allowed_stop_the_run(tmp_path):
+  # loss = log(w) under SGD with rate 1: w reaches 0 at step 1, then every gradient is infinite.
+  config = seq2seq_config()
+  config.opt.update(name="sgd", learning_rate=1.0, b1=0.0, warmup_steps=0, schedule="constant",
+                    grad_clip_norm=0.0, skip_non_finite=3)
+  config.train.update(num_steps=10, log_every=100, eval_every=100, checkpoint_every=1)
+  task = _scalar_task(lambda params, batch, rng, deterministic, step: (jnp.log(params["w"]), {
+      "nll_sum": jnp.log(params["w"]), "correct_tokens": 0.0, "tokens": 1.0,
+      "exact_sequences": 0.0, "sequences": 1.0}))
+  with pytest.raises(TextgenError, match="by step 5"):  # Steps 2-4 skipped, step 5 applied.
+    train_loop.train(config, str(tmp_path), task)
+  assert Checkpointer(train_loop.checkpoint_dir(str(tmp_path))).latest_step() == 4

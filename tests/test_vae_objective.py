@@ -171,7 +171,7 @@ def test_decoder_reset_restores_the_decoder_and_keeps_the_encoder():
   fresh = init(jax.random.key(9))
   optimizer = training.make_optimizer(ml_collections.ConfigDict(dict(
       name="adam", learning_rate=1e-2, b1=0.9, b2=0.999, weight_decay=0.0, warmup_steps=0,
-      schedule="constant", grad_clip_norm=0.0)), 100)
+      schedule="constant", grad_clip_norm=0.0, skip_non_finite=0)), 100)
   state = training.create_train_state(None, init(jax.random.key(0)), optimizer)
   state = state.replace(params=jax.tree.map(lambda x: x + 1.0, state.params),
                         opt_state=jax.tree.map(lambda x: x + 1, state.opt_state), step=7)

@@ -142,3 +142,17 @@ def test_load_binary_file_raises_textgen_error(tmp_path):
   path.write_bytes(b"\xff\xfe\x00\x81 not a vocabulary")
   with pytest.raises(TextgenError, match="vocab.json"):
     load_vocabulary(str(path))
+
+
+@pytest.mark.parametrize("multiple", [1, 2, 8, 128])
+def test_size_multiple_pads_with_unused_tokens(multiple):
+  plain = Vocabulary.build(TOKEN_LISTS)
+  padded = Vocabulary.build(TOKEN_LISTS, size_multiple=multiple)
+  assert len(padded) % multiple == 0 and len(padded) - len(plain) < multiple
+  assert padded.tokens[:len(plain)] == plain.tokens  # Ids of real tokens do not move.
+  assert all(t.startswith("<unused_") for t in padded.tokens[len(plain):])
+
+
+def test_size_multiple_below_one_names_the_flag():
+  with pytest.raises(TextgenError, match="data.vocab_size_multiple"):
+    Vocabulary.build(TOKEN_LISTS, size_multiple=0)

@@ -33,6 +33,7 @@ def seq2seq_config() -> ml_collections.ConfigDict:
   config.data.too_long = "truncate"  # Longer sentences: "truncate" (and count) or "error".
   config.data.min_count = 2  # Tokens seen fewer times in training data map to UNK.
   config.data.max_size = 0  # Largest vocabulary per side, specials included (0: no limit).
+  config.data.vocab_size_multiple = 1  # Pad vocabularies with unused tokens to a multiple of it.
   config.data.num_buckets = 4  # Padded lengths compiled for: few buckets, few compilations.
   config.data.batch_size = 64
 
@@ -47,6 +48,15 @@ def seq2seq_config() -> ml_collections.ConfigDict:
   config.model.dtype = "float32"  # Matmul dtype, "float32" or "bfloat16"; cell state is float32.
   config.model.scan_unroll = 1  # Timesteps per iteration of the teacher-forced LSTM loop.
 
+  config.parallel = ml_collections.ConfigDict()  # See textgen_jax/parallel.py and the README.
+  config.parallel.num_devices = 0  # Devices to train on (0: all); the batch is split over them.
+  config.parallel.model_shards = 1  # >1: vocabulary matrices split over this many devices each.
+  config.parallel.distributed = False  # jax.distributed.initialize() first: several hosts.
+  # Found by JAX on TPU pods, SLURM and Open MPI; elsewhere set all three (on each process).
+  config.parallel.coordinator_address = ""  # host:port of process 0.
+  config.parallel.num_processes = 0
+  config.parallel.process_id = -1
+
   config.opt = ml_collections.ConfigDict()
   config.opt.name = "adam"  # "adam", "adamw" or "sgd" (b1 is the momentum).
   config.opt.learning_rate = 3e-3  # Peak rate, reached after warmup_steps.
@@ -56,6 +66,7 @@ def seq2seq_config() -> ml_collections.ConfigDict:
   config.opt.warmup_steps = 100  # Linear warmup from 0.
   config.opt.schedule = "cosine"  # After warmup: "constant", "cosine" (to 10%) or "rsqrt".
   config.opt.grad_clip_norm = 1.0  # Global-norm clipping; 0 turns it off.
+  config.opt.skip_non_finite = 0  # Skip up to N non-finite steps in a row (0: stop at one).
 
   config.train = ml_collections.ConfigDict()
   config.train.num_steps = 3500  # Length of the run, in optimizer steps (about 10 min on 2 cores).
@@ -91,6 +102,7 @@ def sentence_vae_config() -> ml_collections.ConfigDict:
   config.data.too_long = "truncate"  # Longer sentences: "truncate" (and count) or "error".
   config.data.min_count = 1  # Tokens seen fewer times in training data map to UNK.
   config.data.max_size = 0  # Largest vocabulary, specials included (0: no limit).
+  config.data.vocab_size_multiple = 1  # Pad the vocabulary with unused tokens to a multiple of it.
   config.data.num_buckets = 8
   config.data.batch_size = 32
 
@@ -119,6 +131,15 @@ def sentence_vae_config() -> ml_collections.ConfigDict:
   config.vae.word_dropout = 0.0  # Decoder-input words replaced by UNK at this rate.
   config.vae.pretrain_steps = 0  # Autoencoder steps, then the decoder is reset (0: off).
 
+  config.parallel = ml_collections.ConfigDict()  # See textgen_jax/parallel.py and the README.
+  config.parallel.num_devices = 0  # Devices to train on (0: all); the batch is split over them.
+  config.parallel.model_shards = 1  # >1: vocabulary matrices split over this many devices each.
+  config.parallel.distributed = False  # jax.distributed.initialize() first: several hosts.
+  # Found by JAX on TPU pods, SLURM and Open MPI; elsewhere set all three (on each process).
+  config.parallel.coordinator_address = ""  # host:port of process 0.
+  config.parallel.num_processes = 0
+  config.parallel.process_id = -1
+
   config.opt = ml_collections.ConfigDict()
   config.opt.name = "adam"
   config.opt.learning_rate = 1e-3
@@ -128,6 +149,7 @@ def sentence_vae_config() -> ml_collections.ConfigDict:
   config.opt.warmup_steps = 0
   config.opt.schedule = "constant"
   config.opt.grad_clip_norm = 5.0
+  config.opt.skip_non_finite = 0  # Skip up to N non-finite steps in a row (0: stop at one).
 
   config.train = ml_collections.ConfigDict()
   config.train.num_steps = 20000

@@ -31,18 +31,24 @@ def summarize(sums: dict[str, float]) -> dict[str, float]:
 
 
 class MetricWriter:
-  """Appends one JSON object per line to <workdir>/metrics.jsonl."""
+  """Appends one JSON object per line to <workdir>/metrics.jsonl (when enabled: of several
+  hosts, process 0 alone writes)."""
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, enabled: bool = True):
     self.path = os.path.join(workdir, "metrics.jsonl")
+    self.enabled = enabled
 
   def write(self, step: int, metrics: dict[str, Any]) -> None:
+    if not self.enabled:
+      return
     record = {"step": step, **{k: _to_python(v) for k, v in metrics.items()}}
     with open(self.path, "a", encoding="utf-8") as f:
       f.write(json.dumps(record) + "\n")
 
   def truncate_after(self, step: int) -> None:
     """Drops records past `step`: a resumed run rewrites them, so the log has no duplicates."""
+    if not self.enabled:
+      return
     records = self.read()
     kept = [r for r in records if r["step"] <= step]
     if len(kept) != len(records):

@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from textgen_jax import decoding, device_memory, train_loop, vae_metrics, vae_objective
+from textgen_jax import decoding, device_memory, parallel, train_loop, vae_metrics, vae_objective
 from textgen_jax import workdir as workdir_lib
 from textgen_jax.checkpointing import Checkpointer
 from textgen_jax.config import check_positive
@@ -324,12 +324,13 @@ def _periodic_evaluation(sentence_model: SentenceModel, sentences: Sequence[str]
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> SentenceModel:
   """Trains (or resumes) a sentence VAE or LM in workdir; prints held-out metrics and samples."""
+  parallel.initialize(config.parallel)  # Before any JAX work: may join other hosts.
   objective = _validate(config)
   data_cfg = config.data
   splits = readers.read_splits(data_cfg, config.seed, readers.read_lines)
   tokenizer = make_tokenizer(data_cfg.tokenizer, data_cfg.lowercase)
   vocab = Vocabulary.build([tokenizer.tokenize(s) for s in splits.train], data_cfg.min_count,
-                           data_cfg.max_size or None)
+                           data_cfg.max_size or None, data_cfg.vocab_size_multiple)
   print(f"{len(splits.train)} training and {len(splits.valid)} validation sentences; "
         f"vocabulary: {len(vocab)} {data_cfg.tokenizer} tokens")
   lengths = batching.bucket_lengths(data_cfg.max_len, data_cfg.num_buckets)
@@ -345,7 +346,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Sente
   workdir_lib.make_workdir(workdir)
   if workdir_lib.has_checkpoints(workdir):
     workdir_lib.check_resumable(workdir, config, {VOCAB_FILE: vocab})
-  workdir_lib.write_assets(workdir, config, tokenizer, {VOCAB_FILE: vocab})
+  if parallel.is_primary():
+    workdir_lib.write_assets(workdir, config, tokenizer, {VOCAB_FILE: vocab})
 
   model = build_model(config.model, vocab)
   sentence_model = SentenceModel(config, model, None, tokenizer, vocab)
@@ -360,5 +362,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Sente
       before_update=vae_objective.pretraining_reset(objective, model_init, reset_rng)
       if model.config.has_latent else None)
   state = train_loop.train(config, workdir, task)
-  sentence_model.params = state.params
+  sentence_model.params = parallel.local_copy(state.params)
   return sentence_model

@@ -51,7 +51,11 @@ def make_optimizer(opt: ml_collections.ConfigDict, num_steps: int) -> optax.Grad
   else:
     raise TextgenError(f"--config.opt.name={opt.name!r}: choose adam, adamw or sgd")
   if opt.grad_clip_norm:
-    return optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), optimizer)
+    optimizer = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), optimizer)
+  if opt.skip_non_finite:
+    # A non-finite gradient leaves parameters and moments as they were; more than this many in
+    # a row are applied, and the loop then stops on the non-finite parameters.
+    optimizer = optax.apply_if_finite(optimizer, max_consecutive_errors=opt.skip_non_finite)
   return optimizer
 
 
@@ -73,9 +77,18 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   step_rng = jax.random.fold_in(rng, state.step)
   grad_fn = jax.value_and_grad(functools.partial(loss_fn, deterministic=False, step=state.step),
                                has_aux=True)
-  (_, metric_sums), grads = grad_fn(state.params, batch, step_rng)
+  (loss, metric_sums), grads = grad_fn(state.params, batch, step_rng)
+  grad_norm = optax.tree.norm(grads)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  # A non-finite loss makes the whole gradient non-finite, so that opt.skip_non_finite (which
+  # looks at gradients) skips it too.
+  grads = jax.tree.map(lambda g: jnp.where(finite, g, jnp.nan), grads)
   state = state.apply_gradients(grads=grads)
-  metric_sums["grad_norm"] = optax.tree.norm(grads)
+  # A non-finite step counts in non_finite_steps, not in the metric sums, which then stay
+  # readable; param_norm is left as is: non-finite parameters are what stops the run.
+  metric_sums = jax.tree.map(lambda x: jnp.where(finite, x, 0.0), metric_sums)
+  metric_sums["grad_norm"] = jnp.where(finite, grad_norm, 0.0)
+  metric_sums["non_finite_steps"] = 1.0 - finite.astype(jnp.float32)
   metric_sums["param_norm"] = optax.tree.norm(state.params)
   return state, metric_sums
 
@@ -86,11 +99,29 @@ def eval_step(params: Any, batch: dict[str, jax.Array], *, loss_fn: LossFn) -> d
   return metric_sums
 
 
-def jit_train_step(loss_fn: LossFn, before_update: StateHook | None = None) -> Callable:
-  """The compiled step; the old state's buffers are donated to the new one."""
-  return jax.jit(functools.partial(train_step, loss_fn=loss_fn, before_update=before_update),
-                 donate_argnames=("state",))
+def jit_train_step(loss_fn: LossFn, before_update: StateHook | None = None, *,
+                   state_sharding: Any = None, batch_sharding: Any = None) -> Callable:
+  """The compiled step; the old state's buffers are donated to the new one.
+
+  With shardings (see parallel.Layout) the step is compiled for them explicitly: the batch split
+  over devices, the state as laid out, the metric sums replicated.
+  """
+  step = functools.partial(train_step, loss_fn=loss_fn, before_update=before_update)
+  if batch_sharding is None:
+    return jax.jit(step, donate_argnums=0)
+  replicated = _replicated_like(batch_sharding)
+  return jax.jit(step, in_shardings=(state_sharding, batch_sharding, replicated),
+                 out_shardings=(state_sharding, replicated), donate_argnums=0)
 
 
-def jit_eval_step(loss_fn: LossFn) -> Callable:
-  return jax.jit(functools.partial(eval_step, loss_fn=loss_fn))
+def jit_eval_step(loss_fn: LossFn, *, params_sharding: Any = None,
+                  batch_sharding: Any = None) -> Callable:
+  step = functools.partial(eval_step, loss_fn=loss_fn)
+  if batch_sharding is None:
+    return jax.jit(step)
+  return jax.jit(step, in_shardings=(params_sharding, batch_sharding),
+                 out_shardings=_replicated_like(batch_sharding))
+
+
+def _replicated_like(sharding: jax.sharding.NamedSharding) -> jax.sharding.NamedSharding:
+  return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())

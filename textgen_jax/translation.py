@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from textgen_jax import decoding, device_memory, train_loop
+from textgen_jax import decoding, device_memory, parallel, train_loop
 from textgen_jax import workdir as workdir_lib
 from textgen_jax.checkpointing import Checkpointer
 from textgen_jax.config import check_positive, seq2seq_config
@@ -224,6 +224,7 @@ def _validate(config: ml_collections.ConfigDict) -> None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Translator:
   """Trains (or resumes) a translator in workdir; prints held-out metrics and examples."""
+  parallel.initialize(config.parallel)  # Before any JAX work: may join other hosts.
   _validate(config)
   data_cfg = config.data
   splits = readers.read_splits(data_cfg, config.seed, readers.read_pairs)
@@ -231,7 +232,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Trans
   tokenizer = make_tokenizer(data_cfg.tokenizer, data_cfg.lowercase)
   source_vocab, target_vocab = (
       Vocabulary.build([tokenizer.tokenize(pair[side]) for pair in train_pairs],
-                       data_cfg.min_count, data_cfg.max_size or None) for side in (0, 1))
+                       data_cfg.min_count, data_cfg.max_size or None,
+                       data_cfg.vocab_size_multiple) for side in (0, 1))
   print(f"{len(train_pairs)} training and {len(valid_pairs)} validation pairs; vocabularies: "
         f"{len(source_vocab)} source and {len(target_vocab)} target {data_cfg.tokenizer} tokens")
 
@@ -251,7 +253,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Trans
   vocabularies = _vocabularies(source_vocab, target_vocab)
   if workdir_lib.has_checkpoints(workdir):
     workdir_lib.check_resumable(workdir, config, vocabularies)
-  workdir_lib.write_assets(workdir, config, tokenizer, vocabularies)
+  if parallel.is_primary():
+    workdir_lib.write_assets(workdir, config, tokenizer, vocabularies)
 
   model = build_model(config.model, source_vocab, target_vocab)
   translator = Translator(config, model, None, tokenizer, source_vocab, target_vocab)
@@ -268,7 +271,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Trans
       train_batches=train_batches, valid_batches=valid_batches,
       evaluate_generation=evaluate_generation)
   state = train_loop.train(config, workdir, task)
-  translator.params = state.params
+  translator.params = parallel.local_copy(state.params)
   return translator
 
 

@@ -30,10 +30,18 @@ def has_checkpoints(workdir: str) -> bool:
 
 
 def make_workdir(workdir: str) -> None:
+  """Creates the workdir and checks that it takes files, before anything is trained."""
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
     raise TextgenError(f"--workdir={workdir}: cannot create it ({e.strerror})") from None
+  probe = os.path.join(workdir, f".write_test.{os.getpid()}")
+  try:
+    with open(probe, "wb") as f:
+      f.write(b"0")
+    os.remove(probe)
+  except OSError as e:
+    raise TextgenError(f"--workdir={workdir}: cannot write there ({e.strerror})") from None
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:

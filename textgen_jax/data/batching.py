@@ -130,14 +130,15 @@ class BucketedBatches:
       raise TextgenError(f"an example needs length {max(needed)} > largest bucket {self.lengths[-1]}")
     bucket_of = np.searchsorted(np.asarray(self.lengths), needed)
     self._buckets = [np.flatnonzero(bucket_of == b) for b in range(len(self.lengths))]
-    self._epoch, self._epoch_batches = None, None
+    self._epoch, self._epoch_plan = None, None
 
   @property
   def num_batches(self) -> int:
     """Batches per epoch; the same every epoch."""
     return sum(-(-len(b) // self.batch_size) for b in self._buckets)
 
-  def epoch(self, epoch: int) -> list[Batch]:
+  def _plan(self, epoch: int) -> list[tuple[int, np.ndarray]]:
+    """The epoch's batches as (bucket, example indices), shuffled by (seed, epoch)."""
     rng = np.random.default_rng((self.seed, epoch))
     chunks = []
     for bucket, members in enumerate(self._buckets):
@@ -147,15 +148,27 @@ class BucketedBatches:
         chunks.append((bucket, members[start:start + self.batch_size]))
     if self.shuffle:
       chunks = [chunks[i] for i in rng.permutation(len(chunks))]
-    return [pad_batch([self.sources[i] for i in rows], [self.targets[i] for i in rows],
-                      self.batch_size, self.lengths[bucket]) for bucket, rows in chunks]
+    return chunks
 
-  def batch_at(self, step: int) -> Batch:
-    """The batch seen at training step `step` (0-based), counting epochs from 0."""
+  def _pad(self, bucket: int, members: np.ndarray, rows: slice) -> Batch:
+    start, stop, _ = rows.indices(self.batch_size)
+    chosen = members[start:stop]
+    return pad_batch([self.sources[i] for i in chosen], [self.targets[i] for i in chosen],
+                     stop - start, self.lengths[bucket])
+
+  def epoch(self, epoch: int) -> list[Batch]:
+    return [self._pad(bucket, members, slice(None)) for bucket, members in self._plan(epoch)]
+
+  def batch_at(self, step: int, rows: slice = slice(None)) -> Batch:
+    """The batch seen at training step `step` (0-based), counting epochs from 0.
+
+    `rows` picks a contiguous part of the global batch: one host of several pads only the rows
+    its devices hold, and the parts of all hosts make up the one-host batch exactly.
+    """
     epoch, index = divmod(step, self.num_batches)
     if epoch != self._epoch:
-      self._epoch, self._epoch_batches = epoch, self.epoch(epoch)
-    return self._epoch_batches[index]
+      self._epoch, self._epoch_plan = epoch, self._plan(epoch)
+    return self._pad(*self._epoch_plan[index], rows)
 
   def iterate_from(self, step: int) -> Iterator[Batch]:
     while True:

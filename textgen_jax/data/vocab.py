@@ -25,8 +25,12 @@ class Vocabulary:
 
   @classmethod
   def build(cls, token_lists: Iterable[Sequence[str]], min_count: int = 1,
-            max_size: int | None = None) -> "Vocabulary":
-    """Most frequent tokens first (ties alphabetical); max_size counts the specials."""
+            max_size: int | None = None, size_multiple: int = 1) -> "Vocabulary":
+    """Most frequent tokens first (ties alphabetical); max_size counts the specials.
+
+    size_multiple > 1 appends never-seen "<unused_i>" tokens up to a multiple of it, so that the
+    vocabulary matrices split evenly over devices (see parallel.py).
+    """
     counts = collections.Counter(t for tokens in token_lists for t in tokens)
     ranked = sorted((t for t, c in counts.items() if c >= min_count and t not in SPECIAL_TOKENS),
                     key=lambda t: (-counts[t], t))
@@ -34,7 +38,11 @@ class Vocabulary:
       if max_size < len(SPECIAL_TOKENS) + 1:
         raise TextgenError(f"max_size must be at least {len(SPECIAL_TOKENS) + 1}, got {max_size}")
       ranked = ranked[:max_size - len(SPECIAL_TOKENS)]
-    return cls(list(SPECIAL_TOKENS) + ranked)
+    tokens = list(SPECIAL_TOKENS) + ranked
+    if size_multiple < 1:
+      raise TextgenError(f"data.vocab_size_multiple must be at least 1, got {size_multiple}")
+    tokens += [f"<unused_{i}>" for i in range(-len(tokens) % size_multiple)]
+    return cls(tokens)
 
   def __len__(self) -> int:
     return len(self.tokens)

@@ -1,0 +1,79 @@
+"""Training over several devices and hosts on CPU, each in subprocesses: XLA reads the device
+count once, when JAX starts, so this process (1 device) cannot host those runs itself."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+from conftest import REPO_ROOT, make_pairs, tiny_config, write_tsv
+from textgen_jax import metrics, translation
+from textgen_jax.config import seq2seq_config
+
+
+def _with_host_devices(count: int) -> dict[str, str]:
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = " ".join(filter(None, [env.get("XLA_FLAGS"),
+                                            f"--xla_force_host_platform_device_count={count}"]))
+  return env
+
+
+def test_data_parallel_suite_passes_on_8_host_devices():
+  result = subprocess.run(
+      [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rootdir", REPO_ROOT,
+       os.path.join(REPO_ROOT, "tests", "multi_device")],
+      cwd=REPO_ROOT, env=_with_host_devices(8), capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-4000:]
+  assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-2000:]
+
+
+def _flags(config) -> list[str]:
+  """--config.section.field=value for every field that differs from the script's default."""
+  default, flags = seq2seq_config(), []
+  for section, fields in config.items():
+    for field, value in (fields.items() if hasattr(fields, "items") else [(None, fields)]):
+      name = section if field is None else f"{section}.{field}"
+      if (default[section] if field is None else default[section][field]) != value:
+        flags.append(f"--config.{name}={value}")
+  return flags
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_two_hosts_train_like_one_device(tmp_path):
+  """Two processes of 4 CPU devices each (jax.distributed over localhost) = one device."""
+  train_path = write_tsv(tmp_path / "pairs.tsv", make_pairs(80))
+  config = tiny_config(train_path, data__batch_size=16, train__eval_every=3,
+                       train__num_examples_to_print=2, train__checkpoint_every=3)
+  reference = translation.train_and_evaluate(config, str(tmp_path / "one"))
+
+  workdir, port = str(tmp_path / "two"), _free_port()
+  processes = [subprocess.Popen(
+      [sys.executable, os.path.join(REPO_ROOT, "experiments", "train_seq2seq.py"),
+       f"--workdir={workdir}", *_flags(config), "--config.parallel.distributed=True",
+       f"--config.parallel.coordinator_address=localhost:{port}",
+       "--config.parallel.num_processes=2", f"--config.parallel.process_id={index}"],
+      cwd=REPO_ROOT, env=_with_host_devices(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True) for index in range(2)]
+  outputs = [process.communicate(timeout=300) for process in processes]
+  for process, (out, err) in zip(processes, outputs):
+    assert process.returncode == 0, out[-3000:] + err[-3000:]
+
+  two, one = (metrics.MetricWriter(str(tmp_path / name)).read() for name in ("two", "one"))
+  assert [r["step"] for r in two] == [r["step"] for r in one]  # Process 0 alone wrote.
+  for got, expected in zip(two, one):
+    assert got.keys() == expected.keys()
+    np.testing.assert_allclose([got[k] for k in sorted(got)],
+                               [expected[k] for k in sorted(expected)], rtol=1e-5)
+  loaded = translation.Translator.load(workdir)
+  for x, y in zip(*(map(np.asarray, jax.tree.leaves(m.params)) for m in (loaded, reference))):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
+  held_out = [out.count("held-out:") for out, _ in outputs]
+  assert held_out == [2, 0]  # Evaluations at steps 3 and 6, reported by process 0 only.
