@@ -2,15 +2,18 @@
 count once, when JAX starts, so this process (1 device) cannot host those runs itself."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
 
 from conftest import REPO_ROOT, make_pairs, tiny_config, write_tsv
 from textgen_jax import metrics, translation
+from textgen_jax.checkpointing import Checkpointer
 from textgen_jax.config import seq2seq_config
 
 
@@ -47,25 +50,48 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_hosts_train_like_one_device(tmp_path):
-  """Two processes of 4 CPU devices each (jax.distributed over localhost) = one device."""
-  train_path = write_tsv(tmp_path / "pairs.tsv", make_pairs(80))
-  config = tiny_config(train_path, data__batch_size=16, train__eval_every=3,
-                       train__num_examples_to_print=2, train__checkpoint_every=3)
-  reference = translation.train_and_evaluate(config, str(tmp_path / "one"))
-
-  workdir, port = str(tmp_path / "two"), _free_port()
-  processes = [subprocess.Popen(
+def _two_hosts(workdir, config, port):
+  """Two processes of 4 CPU devices each, joined by jax.distributed over localhost."""
+  return [subprocess.Popen(
       [sys.executable, os.path.join(REPO_ROOT, "experiments", "train_seq2seq.py"),
        f"--workdir={workdir}", *_flags(config), "--config.parallel.distributed=True",
        f"--config.parallel.coordinator_address=localhost:{port}",
        "--config.parallel.num_processes=2", f"--config.parallel.process_id={index}"],
-      cwd=REPO_ROOT, env=_with_host_devices(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True) for index in range(2)]
+      cwd=REPO_ROOT, env={**_with_host_devices(4), "PYTHONUNBUFFERED": "1"},
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for index in range(2)]
+
+
+def test_two_hosts_stop_together_resume_and_train_like_one_device(tmp_path):
+  """SIGTERM to one host only: both stop after the same step with one checkpoint; rerun, they
+  finish with the metrics and parameters of one device, and only process 0 reported."""
+  train_path = write_tsv(tmp_path / "pairs.tsv", make_pairs(80))
+  config = tiny_config(train_path, data__batch_size=16, train__num_steps=100_000,
+                       train__log_every=4, train__eval_every=100_000,
+                       train__checkpoint_every=100_000, train__num_examples_to_print=2)
+  workdir = str(tmp_path / "two")
+  processes = _two_hosts(workdir, config, _free_port())
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  deadline = time.time() + 120
+  while not os.path.exists(metrics_path) and time.time() < deadline:
+    time.sleep(0.05)
+  processes[1].send_signal(signal.SIGTERM)
+  outputs = [process.communicate(timeout=120) for process in processes]
+  messages = [err.strip().splitlines()[-1] for _, err in outputs]
+  for process, (out, err) in zip(processes, outputs):
+    assert process.returncode == 128 + signal.SIGTERM, out[-3000:] + err[-3000:]
+  assert messages[0] == messages[1] and messages[0].startswith("stopped by SIGTERM at step ")
+  stopped_at = int(messages[0].split("at step ")[1].split()[0])
+  assert stopped_at % 4 == 0  # Agreed at a log step.
+  assert Checkpointer(os.path.join(workdir, "checkpoints")).all_steps() == [stopped_at]
+
+  config.train.num_steps = stopped_at + 6
+  processes = _two_hosts(workdir, config, _free_port())
   outputs = [process.communicate(timeout=300) for process in processes]
   for process, (out, err) in zip(processes, outputs):
     assert process.returncode == 0, out[-3000:] + err[-3000:]
+  assert [out.count("held-out:") for out, _ in outputs] == [1, 0]  # Process 0 reports.
 
+  reference = translation.train_and_evaluate(config, str(tmp_path / "one"))
   two, one = (metrics.MetricWriter(str(tmp_path / name)).read() for name in ("two", "one"))
   assert [r["step"] for r in two] == [r["step"] for r in one]  # Process 0 alone wrote.
   for got, expected in zip(two, one):
@@ -75,5 +101,3 @@ def test_two_hosts_train_like_one_device(tmp_path):
   loaded = translation.Translator.load(workdir)
   for x, y in zip(*(map(np.asarray, jax.tree.leaves(m.params)) for m in (loaded, reference))):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
-  held_out = [out.count("held-out:") for out, _ in outputs]
-  assert held_out == [2, 0]  # Evaluations at steps 3 and 6, reported by process 0 only.

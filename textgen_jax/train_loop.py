@@ -207,10 +207,13 @@ def _stop_agreed(stop: dict[str, int], at_log_step: bool) -> bool:
     return "signal" in stop
   if not at_log_step:
     return False
+  # Decided from the gathered values alone: a signal arriving after this process contributed
+  # its value waits for the next log step, as it does on the hosts that did not see it.
   signals = multihost_utils.process_allgather(np.int32(stop.get("signal", 0)))
-  if "signal" not in stop and signals.max():
-    stop["signal"] = int(signals.max())
-  return "signal" in stop
+  if signals.max():
+    stop.setdefault("signal", int(signals.max()))
+    return True
+  return False
 
 
 def _log(message: str) -> None:

@@ -88,9 +88,10 @@ def test_vocabulary_matrices_are_stored_split_over_the_model_axis(pairs_path, tm
   assert specs["decoder"]["forward_0"]["recurrent_kernel"] == ()  # Replicated.
 
 
-def test_vae_on_8_devices_matches_one_device(tmp_path):
+@pytest.mark.parametrize("kind", ["vae", "lm"])
+def test_vae_and_lm_on_8_devices_match_one_device(tmp_path, kind):
   corpus = write_text(tmp_path / "sentences.txt", "\n".join(SENTENCES * 2) + "\n")
-  overrides = dict(data__batch_size=8, train__num_steps=4, train__log_every=1,
+  overrides = dict(data__batch_size=8, train__num_steps=4, train__log_every=1, model__kind=kind,
                    vae__word_dropout=0.2)  # Random draws must not depend on the layout.
   one = sentence_vae.train_and_evaluate(
       tiny_vae_config(corpus, parallel__num_devices=1, **overrides), str(tmp_path / "one"))
