@@ -5,6 +5,7 @@ change its workdir work on a copy.
 """
 
 import functools
+import json
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 from conftest import (REPO_ROOT, assert_trees_equal, make_pairs, tiny_config, write_text,
                       write_tsv)
 from textgen_jax import device_memory, metrics, translation
+from textgen_jax import workdir as workdir_lib
 from textgen_jax.data.tokenizers import make_tokenizer
 from textgen_jax.checkpointing import Checkpointer
 from textgen_jax.data.vocab import UNK_ID, Vocabulary
@@ -204,6 +206,17 @@ def test_resuming_with_a_different_config_raises(trained, tmp_path, field, value
   with pytest.raises(TextgenError, match="other settings") as info:
     translation.train_and_evaluate(changed, workdir)
   assert field.replace("__", ".") in str(info.value)
+
+
+def test_a_workdir_from_before_vocab_size_multiple_resumes_with_its_old_behaviour(tmp_path):
+  config = tiny_config("pairs.tsv")
+  saved = json.loads(config.to_json())
+  del saved["data"]["vocab_size_multiple"]  # As written before the field existed.
+  write_text(tmp_path / "config.json", json.dumps(saved))
+  workdir_lib.check_resumable(str(tmp_path), config, {})
+  config.data.vocab_size_multiple = 2
+  with pytest.raises(TextgenError, match="data.vocab_size_multiple"):
+    workdir_lib.check_resumable(str(tmp_path), config, {})
 
 
 def test_malformed_training_data_names_file_and_line(tmp_path):

@@ -18,6 +18,9 @@ from textgen_jax.errors import TextgenError
 CONFIG_FILE = "config.json"
 # Config sections whose change makes an existing checkpoint meaningless.
 MUST_MATCH_ON_RESUME = ("data", "model", "seed")
+# Fields added to those sections later, with the value that behaves as before they existed: a
+# workdir written before them resumes when the current config keeps that value.
+ADDED_LATER = {("data", "vocab_size_multiple"): 1}
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -70,6 +73,9 @@ def check_resumable(workdir: str, config: ml_collections.ConfigDict,
                     vocabularies: Mapping[str, Vocabulary]) -> None:
   """A workdir with checkpoints must have been made by the same data and model settings."""
   saved = read_config(workdir).to_dict()
+  for (section, field), value in ADDED_LATER.items():
+    if isinstance(saved.get(section), dict):
+      saved[section].setdefault(field, value)
   current = json.loads(config.to_json())
   for section in MUST_MATCH_ON_RESUME:
     if saved.get(section) != current.get(section):
