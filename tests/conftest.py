@@ -167,3 +167,13 @@ def copy_tree(tree: Any) -> Any:
 def pairs_tsv(tmp_path) -> str:
   return write_tsv(tmp_path / "pairs.tsv", make_pairs(40))
 
+
+
+# Files whose tests run whole training jobs in subprocesses (up to minutes each).
+_LONGEST_FIRST = ("test_multi_device.py", "test_kill_and_resume.py")
+
+
+def pytest_collection_modifyitems(items):
+  """Starts the longest tests first: with pytest-xdist (-n 2) each goes to a worker at the start
+  instead of running alone at the end of the suite."""
+  items.sort(key=lambda item: not item.nodeid.split("::")[0].endswith(_LONGEST_FIRST))

@@ -101,3 +101,17 @@ def test_two_hosts_stop_together_resume_and_train_like_one_device(tmp_path):
   loaded = translation.Translator.load(workdir)
   for x, y in zip(*(map(np.asarray, jax.tree.leaves(m.params)) for m in (loaded, reference))):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
+
+
+def test_distributed_without_a_cluster_is_a_one_line_error(tmp_path):
+  config = tiny_config(write_tsv(tmp_path / "pairs.tsv", make_pairs(20)))
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO_ROOT, "experiments", "train_seq2seq.py"),
+       f"--workdir={tmp_path / 'run'}", *_flags(config), "--config.parallel.distributed=True"],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+      env={k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "OMPI_", "JAX_"))})
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert result.stderr.startswith("error: --config.parallel.distributed=True: "
+                                  "jax.distributed.initialize() failed ("), result.stderr[-3000:]
+  assert "--config.parallel.coordinator_address" in result.stderr
+  assert "Traceback" not in result.stderr

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 
 from conftest import (assert_trees_equal, copy_tree, make_pairs, tiny_config, trees_differ,
@@ -408,3 +409,23 @@ def test_more_non_finite_steps_in_a_row_than_allowed_stop_the_run(tmp_path):
   with pytest.raises(TextgenError, match="by step 5"):  # Steps 2-4 skipped, step 5 applied.
     train_loop.train(config, str(tmp_path), task)
   assert Checkpointer(train_loop.checkpoint_dir(str(tmp_path))).latest_step() == 4
+
+
+def test_bfloat16_mixed_precision_keeps_parameters_and_optimizer_state_in_float32(tmp_path):
+  """model.dtype=bfloat16: matmuls in bfloat16 (a different loss from float32), while the
+  stored parameters and Adam moments stay float32."""
+  train_path = write_tsv(tmp_path / "pairs.tsv", make_pairs(40))
+  losses = {}
+  for dtype in ("float32", "bfloat16"):
+    workdir = str(tmp_path / dtype)
+    translation.train_and_evaluate(tiny_config(train_path, model__dtype=dtype,
+                                               train__num_steps=2), workdir)
+    losses[dtype] = [r["train_loss"] for r in metrics.MetricWriter(workdir).read()
+                     if "train_loss" in r]
+  for item in ("params", "optimizer"):
+    dtypes = {str(leaf.dtype) for leaf in jax.tree.leaves(
+        ocp.StandardCheckpointer().metadata(
+            tmp_path / "bfloat16" / "checkpoints" / "2" / item).item_metadata.tree)}
+    assert dtypes <= {"float32", "int32"} and "float32" in dtypes, (item, dtypes)
+  assert losses["bfloat16"] != losses["float32"]
+  np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=2e-2)

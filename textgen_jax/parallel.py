@@ -40,8 +40,9 @@ def initialize(parallel: ml_collections.ConfigDict) -> None:
                                  None if parallel.process_id < 0 else parallel.process_id)
     except (RuntimeError, ValueError) as e:
       raise TextgenError(f"--config.parallel.distributed=True: jax.distributed.initialize() "
-                         f"failed ({str(e).splitlines()[0][:300]}); see the README's multi-host "
-                         "section for the environment each launcher sets") from None
+                         f"failed ({str(e).splitlines()[0][:300]}). TPU pods, SLURM and Open "
+                         "MPI are found automatically; elsewhere set --config.parallel."
+                         "coordinator_address, num_processes and process_id") from None
 
 
 def is_primary() -> bool:
