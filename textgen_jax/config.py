@@ -48,14 +48,7 @@ def seq2seq_config() -> ml_collections.ConfigDict:
   config.model.dtype = "float32"  # Matmul dtype, "float32" or "bfloat16"; cell state is float32.
   config.model.scan_unroll = 1  # Timesteps per iteration of the teacher-forced LSTM loop.
 
-  config.parallel = ml_collections.ConfigDict()  # See textgen_jax/parallel.py and the README.
-  config.parallel.num_devices = 0  # Devices to train on (0: all); the batch is split over them.
-  config.parallel.model_shards = 1  # >1: vocabulary matrices split over this many devices each.
-  config.parallel.distributed = False  # jax.distributed.initialize() first: several hosts.
-  # Found by JAX on TPU pods, SLURM and Open MPI; elsewhere set all three (on each process).
-  config.parallel.coordinator_address = ""  # host:port of process 0.
-  config.parallel.num_processes = 0
-  config.parallel.process_id = -1
+  config.parallel = parallel_config()
 
   config.opt = ml_collections.ConfigDict()
   config.opt.name = "adam"  # "adam", "adamw" or "sgd" (b1 is the momentum).
@@ -79,6 +72,19 @@ def seq2seq_config() -> ml_collections.ConfigDict:
   config.train.max_eval_batches = 0  # Cap on validation batches per pass (0: all).
   config.train.max_greedy_eval_pairs = 1000  # Held-out pairs greedily decoded per eval (0: all).
   return config
+
+
+def parallel_config() -> ml_collections.ConfigDict:
+  """Devices and hosts, the same for every model family (see textgen_jax/parallel.py)."""
+  parallel = ml_collections.ConfigDict()
+  parallel.num_devices = 0  # Devices to train on (0: all); the batch is split over them.
+  parallel.model_shards = 1  # >1: vocabulary matrices split over this many devices each.
+  parallel.distributed = False  # jax.distributed.initialize() first: several hosts.
+  # Found by JAX on TPU pods, SLURM and Open MPI; elsewhere set all three (on each process).
+  parallel.coordinator_address = ""  # host:port of process 0.
+  parallel.num_processes = 0
+  parallel.process_id = -1
+  return parallel
 
 
 def sentence_vae_config() -> ml_collections.ConfigDict:
@@ -131,14 +137,7 @@ def sentence_vae_config() -> ml_collections.ConfigDict:
   config.vae.word_dropout = 0.0  # Decoder-input words replaced by UNK at this rate.
   config.vae.pretrain_steps = 0  # Autoencoder steps, then the decoder is reset (0: off).
 
-  config.parallel = ml_collections.ConfigDict()  # See textgen_jax/parallel.py and the README.
-  config.parallel.num_devices = 0  # Devices to train on (0: all); the batch is split over them.
-  config.parallel.model_shards = 1  # >1: vocabulary matrices split over this many devices each.
-  config.parallel.distributed = False  # jax.distributed.initialize() first: several hosts.
-  # Found by JAX on TPU pods, SLURM and Open MPI; elsewhere set all three (on each process).
-  config.parallel.coordinator_address = ""  # host:port of process 0.
-  config.parallel.num_processes = 0
-  config.parallel.process_id = -1
+  config.parallel = parallel_config()
 
   config.opt = ml_collections.ConfigDict()
   config.opt.name = "adam"
