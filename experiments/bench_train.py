@@ -25,12 +25,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from absl import flags
 
 from textgen_jax import benchmarking, cli, parallel, training, vae_objective
+from textgen_jax.config import parallel_config
 from textgen_jax.errors import TextgenError
 from textgen_jax.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from textgen_jax.models.text_vae import TextVAE, TextVAEConfig
@@ -88,8 +88,9 @@ def jax_step(shape_name: str, shape: dict[str, int], dtype: str, batch_size: int
                                 objective=vae_objective.VAEObjective())
     batch = dict(inputs=targets, input_lengths=lengths, targets=targets)
   state = training.create_train_state(model.apply, params, optax.adam(1e-3))
-  layout = parallel.make_layout(ml_collections.ConfigDict(
-      dict(num_devices=num_devices, model_shards=1)))
+  parallel_cfg = parallel_config()  # The training defaults (data parallel), on num_devices.
+  parallel_cfg.num_devices = num_devices
+  layout = parallel.make_layout(parallel_cfg)
   state_sharding = layout.tree_shardings(state)
   step = training.jit_train_step(loss_fn, state_sharding=state_sharding,
                                  batch_sharding=layout.batch)
