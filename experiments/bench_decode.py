@@ -33,7 +33,7 @@ from textgen_jax import benchmarking, cli, decoding, device_memory
 from textgen_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from textgen_jax.decoding import DecodeSettings
 from textgen_jax.errors import TextgenError
-from textgen_jax.models.seq2seq import Seq2Seq, Seq2SeqConfig, uses_input_table
+from textgen_jax.models.seq2seq import Seq2Seq, Seq2SeqConfig, uses_decoding_table
 from textgen_jax.models.text_vae import TextVAE, TextVAEConfig
 
 # The sizes the issue names: the seq2seq tutorial and the PTB sentence VAE.
@@ -127,7 +127,7 @@ def seq2seq_decoder(sizes: dict[str, int], dtype: str, input_table: bool | None,
   cfg = model.config
   prepare_s = 0.0
   if input_table is None:
-    input_table = uses_input_table(cfg)
+    input_table = uses_decoding_table(cfg)
   if input_table:
     timing, compiled = benchmarking.time_jitted(
         functools.partial(model.apply, method=Seq2Seq.decoder_input_gates), params, min_calls=1,

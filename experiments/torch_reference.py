@@ -92,47 +92,68 @@ def time_decode(decoder: Decoder, batch_size: int, max_len: int, sample: bool,
   return seconds, int((tokens != PAD_ID).sum())
 
 
-def time_train_steps(decoder: Decoder, batch_size: int, length: int, encoder_layers: int = 0,
-                     min_calls: int = 3, min_seconds: float = 1.0) -> list[float]:
-  """Seconds per Adam training step of teacher-forced cross-entropy over [batch, length].
+def make_train_step(decoder: Decoder, batch_size: int, length: int, encoder_layers: int = 0,
+                    source_length: int = 0, source_vocab_size: int = 0):
+  """A function running one Adam training step of teacher-forced cross-entropy over
+  [batch, length] on fixed random tokens (it returns the loss).
 
-  With encoder_layers > 0 an nn.LSTM encoder reads a source of the same length first and its
-  final state starts the decoder (the seq2seq shape); otherwise the decoder starts from zeros
-  and reads z beside every input when it has a latent (the VAE shape, encoder included below).
+  With encoder_layers > 0 an nn.LSTM encoder reads a source first (source_length tokens of
+  source_vocab_size; by default the target's) and its final state starts the decoder (the
+  seq2seq shape); otherwise the decoder starts from zeros and reads z beside every input when
+  it has a latent (the VAE shape, whose encoder reads the target sentence).
   """
   vocab_size = decoder.output.out_features
+  source_vocab_size = source_vocab_size or vocab_size
+  source_length = source_length or length
   hidden = decoder.lstm.hidden_size
   encoder = None
   if encoder_layers or decoder.latent_size:
-    encoder_embedding = nn.Embedding(vocab_size, decoder.embedding.embedding_dim)
+    encoder_embedding = nn.Embedding(source_vocab_size, decoder.embedding.embedding_dim)
     encoder = nn.LSTM(decoder.embedding.embedding_dim, hidden, max(encoder_layers, 1),
                       batch_first=True)
     posterior = nn.Linear(hidden, 2 * decoder.latent_size) if decoder.latent_size else None
+    # The VAE's decoder starts from c0 = Linear(z), h0 = tanh(c0), as textgen-jax's does.
+    initial_state = nn.Linear(decoder.latent_size, hidden) if decoder.latent_size else None
   modules = nn.ModuleList([decoder] + ([encoder_embedding, encoder] if encoder else []) +
-                          ([posterior] if encoder and posterior is not None else []))
+                          ([posterior, initial_state] if encoder and posterior is not None
+                           else []))
   modules = modules.to(decoder.output.weight.dtype).train()
   optimizer = torch.optim.Adam(modules.parameters(), lr=1e-3)
   generator = torch.Generator().manual_seed(0)
-  sources = torch.randint(4, vocab_size, (batch_size, length), generator=generator)
+  sources = torch.randint(4, source_vocab_size, (batch_size, source_length), generator=generator)
   targets = torch.randint(4, vocab_size, (batch_size, length), generator=generator)
+  if decoder.latent_size:
+    sources = targets
   inputs = torch.cat([torch.full((batch_size, 1), BOS_ID), targets[:, :-1]], 1)
 
   def step():
-    state, z = None, None
+    state, z, kl = None, None, 0.0
     if encoder is not None:
       _, (h, c) = encoder(encoder_embedding(sources))
       if decoder.latent_size:
         mean, logvar = posterior(h[-1]).chunk(2, -1)
         z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+        kl = 0.5 * (logvar.exp() + mean**2 - 1.0 - logvar).sum(-1).mean() / length
+        c0 = initial_state(z)[None]
+        state = (torch.tanh(c0), c0)
       else:
         state = (h, c)
     logits, _ = decoder(inputs, state, z)
-    loss = nn.functional.cross_entropy(logits.reshape(-1, vocab_size), targets.reshape(-1))
+    loss = nn.functional.cross_entropy(logits.reshape(-1, vocab_size), targets.reshape(-1)) + kl
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return loss
 
+  return step
+
+
+def time_train_steps(decoder: Decoder, batch_size: int, length: int, encoder_layers: int = 0,
+                     min_calls: int = 3, min_seconds: float = 1.0, source_length: int = 0,
+                     source_vocab_size: int = 0) -> list[float]:
+  """Seconds per training step of `make_train_step`'s (after one warm-up step)."""
+  step = make_train_step(decoder, batch_size, length, encoder_layers, source_length,
+                         source_vocab_size)
   step()
   seconds, started = [], time.perf_counter()
   while len(seconds) < min_calls or time.perf_counter() - started < min_seconds:

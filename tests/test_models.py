@@ -250,23 +250,24 @@ def test_forget_bias_init():
 
 
 def test_reverse_padded():
-  x = jnp.arange(10).reshape(2, 5)
+  x = jnp.arange(10).reshape(2, 5).T  # Time-major: [T=5, B=2].
   reversed_x = lstm.reverse_padded(x, jnp.array([3, 5]))
-  np.testing.assert_array_equal(reversed_x, [[2, 1, 0, 3, 4], [9, 8, 7, 6, 5]])
-  x3 = jnp.arange(20).reshape(2, 5, 2)
-  np.testing.assert_array_equal(lstm.reverse_padded(x3, jnp.array([0, 2]))[:, :, 0],
+  np.testing.assert_array_equal(reversed_x.T, [[2, 1, 0, 3, 4], [9, 8, 7, 6, 5]])
+  x3 = jnp.swapaxes(jnp.arange(20).reshape(2, 5, 2), 0, 1)
+  np.testing.assert_array_equal(lstm.reverse_padded(x3, jnp.array([0, 2]))[:, :, 0].T,
                                 [[0, 2, 4, 6, 8], [12, 10, 14, 16, 18]])
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_stacked_lstm_final_carry_is_the_state_at_each_true_end(bidirectional):
   layer = lstm.StackedLSTM(H, num_layers=2, bidirectional=bidirectional)
-  x = jax.random.normal(jax.random.key(0), (3, 6, E))
+  x = jax.random.normal(jax.random.key(0), (6, 3, E))  # Time-major.
   lengths = jnp.array([6, 2, 4])
   params = random_like(jax.eval_shape(layer.init, jax.random.key(1), x, lengths))
   carries, outputs = jax.jit(layer.apply)(params, x, lengths)
   width = 2 * H if bidirectional else H
-  assert outputs.shape == (3, 6, width)
+  assert outputs.shape == (6, 3, width)
+  outputs = jnp.swapaxes(outputs, 0, 1)
   c, h = carries[-1]
   assert c.shape == h.shape == (3, width)
   for row, length in enumerate(lengths.tolist()):

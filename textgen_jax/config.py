@@ -47,6 +47,7 @@ def seq2seq_config() -> ml_collections.ConfigDict:
   config.model.input_encoding = "embedding"  # "embedding" or "one_hot" (the Keras seed).
   config.model.dtype = "float32"  # Matmul dtype, "float32" or "bfloat16"; cell state is float32.
   config.model.scan_unroll = 1  # Timesteps per iteration of the teacher-forced LSTM loop.
+  config.model.lstm_backend = "auto"  # "scan", "cudnn" (GPU, float32) or "auto": cudnn on GPUs.
 
   config.parallel = parallel_config()
 
@@ -125,6 +126,7 @@ def sentence_vae_config() -> ml_collections.ConfigDict:
   config.model.output_dropout = 0.5  # On decoder outputs, before the vocabulary projection.
   config.model.dtype = "float32"  # Matmul dtype, "float32" or "bfloat16"; cell state is float32.
   config.model.scan_unroll = 1  # Timesteps per iteration of the teacher-forced LSTM loop.
+  config.model.lstm_backend = "auto"  # "scan", "cudnn" (GPU, float32) or "auto": cudnn on GPUs.
 
   config.vae = ml_collections.ConfigDict()  # See textgen_jax/vae_objective.py.
   config.vae.kl_schedule = "linear"  # "constant", "linear", "sigmoid" or "cyclical".

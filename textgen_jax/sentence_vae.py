@@ -32,6 +32,7 @@ from textgen_jax.data.tokenizers import Tokenizer, make_tokenizer, tokenizer_fro
 from textgen_jax.data.vocab import UNK, Vocabulary, load_vocabulary
 from textgen_jax.decoding import DecodeSettings
 from textgen_jax.errors import TextgenError
+from textgen_jax.models import cudnn_lstm
 from textgen_jax.models.text_vae import KINDS, TextVAE, TextVAEConfig
 from textgen_jax.training import make_optimizer
 
@@ -239,7 +240,7 @@ class SentenceModel:
   @classmethod
   def load(cls, workdir: str, step: int | None = None) -> "SentenceModel":
     """The VAE or LM in a workdir, at its latest checkpoint (or at `step`)."""
-    config = workdir_lib.read_config(workdir)
+    config = workdir_lib.read_model_config(workdir)
     if config.get("model", {}).get("kind") not in KINDS:
       raise TextgenError(f"{workdir} holds a model this script cannot use (a seq2seq "
                          "translation model?); train a VAE or LM with experiments/train_vae.py")
@@ -278,6 +279,7 @@ def _validate(config: ml_collections.ConfigDict) -> vae_objective.VAEObjective:
   if config.train.eval_num_samples < 0:
     raise TextgenError("--config.train.eval_num_samples must not be negative, got "
                        f"{config.train.eval_num_samples}")
+  cudnn_lstm.resolve_backend(config.model.lstm_backend, config.model.dtype)  # Raises if unusable.
   make_optimizer(config.opt, config.train.num_steps)  # Raises on an unknown name or schedule.
   return vae_objective.check_objective(config.vae)
 

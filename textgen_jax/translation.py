@@ -30,8 +30,9 @@ from textgen_jax.data import batching, readers
 from textgen_jax.data.tokenizers import Tokenizer, make_tokenizer, tokenizer_from_config
 from textgen_jax.data.vocab import Vocabulary, load_vocabulary
 from textgen_jax.errors import TextgenError
+from textgen_jax.models import cudnn_lstm
 from textgen_jax.losses import sequence_metric_sums, token_cross_entropy
-from textgen_jax.models.seq2seq import Seq2Seq, Seq2SeqConfig, uses_input_table
+from textgen_jax.models.seq2seq import Seq2Seq, Seq2SeqConfig, uses_decoding_table
 from textgen_jax.training import make_optimizer
 
 SOURCE_VOCAB_FILE, TARGET_VOCAB_FILE = "source_vocab.json", "target_vocab.json"
@@ -107,7 +108,7 @@ class Translator:
     """New parameters; the decoder's input table, when used, is computed once for them."""
     self._params = params
     self._input_gates = None
-    if params is not None and uses_input_table(self.model.config):
+    if params is not None and uses_decoding_table(self.model.config):
       self._input_gates = self._input_gates_of(params)
 
   def translate(self, texts: Sequence[str], batch_size: int = 256,
@@ -169,7 +170,7 @@ class Translator:
     if not os.path.isdir(workdir_lib.checkpoint_dir(workdir)):
       raise TextgenError(f"{workdir}: no checkpoint found; train one with "
                          f"experiments/train_seq2seq.py --workdir={workdir}")
-    config = workdir_lib.read_config(workdir)
+    config = workdir_lib.read_model_config(workdir)
     source_vocab, tokenizer_cfg = load_vocabulary(os.path.join(workdir, SOURCE_VOCAB_FILE))
     target_vocab, _ = load_vocabulary(os.path.join(workdir, TARGET_VOCAB_FILE))
     tokenizer = tokenizer_from_config(tokenizer_cfg)
@@ -216,6 +217,7 @@ def _validate(config: ml_collections.ConfigDict) -> None:
                        "choose embedding or one_hot")
   if config.model.dtype not in ("float32", "bfloat16"):
     raise TextgenError(f"--config.model.dtype={config.model.dtype!r}: choose float32 or bfloat16")
+  cudnn_lstm.resolve_backend(config.model.lstm_backend, config.model.dtype)  # Raises if unusable.
   make_optimizer(config.opt, config.train.num_steps)  # Raises on an unknown name or schedule.
   if not 0.0 <= config.model.dropout_rate < 1.0:
     raise TextgenError(f"--config.model.dropout_rate must be in [0, 1), "

@@ -20,7 +20,10 @@ CONFIG_FILE = "config.json"
 MUST_MATCH_ON_RESUME = ("data", "model", "seed")
 # Fields added to those sections later, with the value that behaves as before they existed: a
 # workdir written before them resumes when the current config keeps that value.
-ADDED_LATER = {("data", "vocab_size_multiple"): 1}
+ADDED_LATER = {("data", "vocab_size_multiple"): 1, ("model", "lstm_backend"): "auto"}
+# Fields of those sections that change speed only, never the checkpoint's meaning: a run may
+# resume with other values (trained on a GPU with cuDNN, resumed on a CPU with the scan).
+SPEED_ONLY = {("model", "lstm_backend"), ("model", "scan_unroll")}
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -45,6 +48,15 @@ def make_workdir(workdir: str) -> None:
     os.remove(probe)
   except OSError as e:
     raise TextgenError(f"--workdir={workdir}: cannot write there ({e.strerror})") from None
+
+
+def read_model_config(workdir: str) -> ml_collections.ConfigDict:
+  """The saved config for loading its model here: the LSTM backend back to "auto", so a model
+  trained with cuDNN on a GPU loads on a CPU (backends share parameters)."""
+  config = read_config(workdir)
+  if isinstance(config.get("model"), ml_collections.ConfigDict):
+    config.model.lstm_backend = "auto"
+  return config
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
@@ -77,6 +89,10 @@ def check_resumable(workdir: str, config: ml_collections.ConfigDict,
     if isinstance(saved.get(section), dict):
       saved[section].setdefault(field, value)
   current = json.loads(config.to_json())
+  for section, field in SPEED_ONLY:
+    for settings in (saved, current):
+      if isinstance(settings.get(section), dict):
+        settings[section].pop(field, None)
   for section in MUST_MATCH_ON_RESUME:
     if saved.get(section) != current.get(section):
       differing = section if not isinstance(current.get(section), dict) else ", ".join(

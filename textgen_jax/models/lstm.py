@@ -1,10 +1,14 @@
 """LSTM layers for teacher-forced passes and for one-token decoding steps.
 
-Shape key: B batch, T time, E input features, H hidden units, G = 4H fused gates.
+Shape key: T time, B batch, E input features, H hidden units, G = 4H fused gates, V vocabulary.
 
-The input projection of every timestep is one [B*T, E] x [E, G] matmul hoisted out of the time
-loop; only the recurrent [B, H] x [H, G] matmul runs inside `lax.scan`. Gates are fused into
-one kernel (i, f, g, o). Matmuls may run in bfloat16 while the cell state stays float32.
+Teacher-forced passes are time-major ([T, B, ...]), the layout `lax.scan` walks: models
+transpose token ids (cheap) rather than activations. The input projection of every timestep is
+one [T*B, E] x [E, G] matmul hoisted out of the time loop; only the recurrent [B, H] x [H, G]
+matmul runs inside it (textgen_jax/models/recurrence.py, with its hand-written backward pass).
+A first layer whose inputs are token embeddings without dropout may instead look its input
+gates up in a [V, G] table (see `uses_input_table`). Matmuls may run in bfloat16 while the
+cell state stays float32.
 """
 
 from typing import Any, Sequence
@@ -12,6 +16,9 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from textgen_jax.models import cudnn_lstm
+from textgen_jax.models.recurrence import lstm_cell, lstm_recurrence
 
 Carry = tuple[jax.Array, jax.Array]  # (cell c_BxH, hidden h_BxH), always float32.
 
@@ -28,14 +35,25 @@ def zero_carry(batch_size: int, hidden_size: int) -> Carry:
   return zeros_BxH, zeros_BxH
 
 
-def reverse_padded(x_BxTx_: jax.Array, lengths_B: jax.Array) -> jax.Array:
-  """Reverses each sequence within its length; padding stays at the end."""
-  time_steps = x_BxTx_.shape[1]
+def reverse_padded(x_TxBx_: jax.Array, lengths_B: jax.Array) -> jax.Array:
+  """Reverses each sequence (time-major) within its length; padding stays at the end."""
+  time_steps = x_TxBx_.shape[0]
   t_T = jnp.arange(time_steps)
-  source_BxT = jnp.where(t_T[None, :] < lengths_B[:, None], lengths_B[:, None] - 1 - t_T[None, :],
-                         t_T[None, :])
-  return jnp.take_along_axis(x_BxTx_, source_BxT.reshape(source_BxT.shape + (1,) *
-                                                         (x_BxTx_.ndim - 2)), axis=1)
+  source_TxB = jnp.where(t_T[:, None] < lengths_B[None, :], lengths_B[None, :] - 1 - t_T[:, None],
+                         t_T[:, None])
+  return jnp.take_along_axis(x_TxBx_, source_TxB.reshape(source_TxB.shape + (1,) *
+                                                         (x_TxBx_.ndim - 2)), axis=0)
+
+
+def uses_input_table(vocab_size: int, num_tokens: int) -> bool:
+  """Whether a teacher-forced pass should gather its first-layer input gates from a [V, G]
+  table rather than project each of num_tokens (= T*B) embeddings.
+
+  The table costs V*E*G multiply-adds (and as much again twice in the backward pass) where the
+  projection costs T*B*E*G; the gather and its scatter-add gradient are memory-bound and cheap.
+  So: when the vocabulary is smaller than the batch's token count (a character-level model).
+  """
+  return vocab_size < num_tokens
 
 
 class LSTMLayer(nn.Module):
@@ -51,36 +69,28 @@ class LSTMLayer(nn.Module):
     self.recurrent_kernel = self.param("recurrent_kernel", nn.initializers.orthogonal(),
                                        (self.hidden_size, 4 * self.hidden_size))
 
-  def _cell(self, carry: Carry, gates_x_BxG: jax.Array) -> Carry:
-    c_BxH, h_BxH = carry
-    gates_BxG = gates_x_BxG.astype(jnp.float32) + jnp.dot(
-        h_BxH.astype(self.dtype), self.recurrent_kernel.astype(self.dtype),
-        preferred_element_type=jnp.float32)
-    i, f, g, o = jnp.split(gates_BxG, 4, axis=-1)
-    c_BxH = jax.nn.sigmoid(f) * c_BxH + jax.nn.sigmoid(i) * jnp.tanh(g)
-    h_BxH = jax.nn.sigmoid(o) * jnp.tanh(c_BxH)
-    return c_BxH, h_BxH
-
-  def __call__(self, x_BxTxE: jax.Array, carry: Carry,
-               mask_BxT: jax.Array | None = None) -> tuple[Carry, jax.Array]:
+  def __call__(self, x_TxBxE: jax.Array | None, carry: Carry, mask_TxB: jax.Array | None = None,
+               gates_x_TxBxG: jax.Array | None = None) -> tuple[Carry, jax.Array]:
     """Runs over all timesteps; where mask is False the carry is held, not updated.
 
     Holding the carry makes the final carry the state after each sequence's last real token.
-    Returns (final carry, hidden states h_BxTxH).
+    gates_x, if given, replaces input_projection(x) (see `input_table`).
+    Returns (final carry, hidden states h_TxBxH).
     """
-    gates_x_TxBxG = jnp.swapaxes(self.input_projection(x_BxTxE), 0, 1)
-    if mask_BxT is None:
-      mask_BxT = jnp.ones(x_BxTxE.shape[:2], bool)
+    if gates_x_TxBxG is None:
+      gates_x_TxBxG = self.input_projection(x_TxBxE)
+    return lstm_recurrence(jnp.dtype(self.dtype), self.scan_unroll, gates_x_TxBxG,
+                           self.recurrent_kernel, carry, mask_TxB)
 
-    def time_step(carry, inputs):
-      gates_x_BxG, mask_B = inputs
-      new_carry = self._cell(carry, gates_x_BxG)
-      carry = jax.tree.map(lambda new, old: jnp.where(mask_B[:, None], new, old), new_carry, carry)
-      return carry, carry[1]
+  def weights(self, input_size: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(input kernel [E, G], bias [G], recurrent kernel [H, G]), for cuDNN's LSTM."""
+    self.input_projection(jnp.zeros((1, input_size), self.dtype))  # Creates them at init.
+    projection = self.input_projection.variables["params"]
+    return projection["kernel"], projection["bias"], self.recurrent_kernel
 
-    carry, h_TxBxH = jax.lax.scan(time_step, carry, (gates_x_TxBxG, jnp.swapaxes(mask_BxT, 0, 1)),
-                                  unroll=self.scan_unroll)
-    return carry, jnp.swapaxes(h_TxBxH, 0, 1)
+  def input_table(self, inputs_VxE: jax.Array) -> jax.Array:
+    """input_projection of every row of inputs_VxE (the embedding table): [V, G]."""
+    return self.input_projection(inputs_VxE)
 
   def step(self, carry: Carry, x_BxE: jax.Array | None = None,
            gates_x_BxG: jax.Array | None = None) -> Carry:
@@ -91,7 +101,12 @@ class LSTMLayer(nn.Module):
     """
     if gates_x_BxG is None:
       gates_x_BxG = self.input_projection(x_BxE)
-    return self._cell(carry, gates_x_BxG)
+    c_BxH, h_BxH = carry
+    gates_BxG = gates_x_BxG.astype(jnp.float32) + jnp.dot(
+        h_BxH.astype(self.dtype), self.recurrent_kernel.astype(self.dtype),
+        preferred_element_type=jnp.float32)
+    c_BxH, h_BxH, _ = lstm_cell(gates_BxG, c_BxH)
+    return c_BxH, h_BxH
 
 
 class StackedLSTM(nn.Module):
@@ -103,6 +118,7 @@ class StackedLSTM(nn.Module):
   bidirectional: bool = False
   dtype: Any = jnp.float32
   scan_unroll: int = 1
+  backend: str = "scan"  # "scan" or "cudnn" (resolved by cudnn_lstm.resolve_backend).
 
   def setup(self):
     self.forward_layers = [LSTMLayer(self.hidden_size, self.dtype, self.scan_unroll,
@@ -112,30 +128,63 @@ class StackedLSTM(nn.Module):
                                         name=f"backward_{i}") for i in range(self.num_layers)]
     self.dropout = nn.Dropout(self.dropout_rate)
 
-  def __call__(self, x_BxTxE: jax.Array, lengths_B: jax.Array,
-               initial_carries: Sequence[Carry] | None = None,
-               deterministic: bool = True) -> tuple[list[Carry], jax.Array]:
-    """Returns each layer's final carry (at each sequence's true end) and the top outputs.
+  def __call__(self, x_TxBxE: jax.Array | None, lengths_B: jax.Array | None,
+               initial_carries: Sequence[Carry] | None = None, deterministic: bool = True,
+               first_gates_x: Sequence[jax.Array] | None = None) -> tuple[list[Carry], jax.Array]:
+    """Returns each layer's final carry (at each sequence's true end) and the top outputs
+    out_TxBxH (time-major in and out).
 
+    lengths_B None: every timestep is real (a teacher-forced decoder), so no step is masked.
+    first_gates_x: the first layer's input gates per direction ([T, B, G], the backward one in
+    reversed order), replacing x (see `input_tables`).
     A bidirectional layer's carry concatenates forward and backward: [B, 2H] each.
     """
-    batch_size, time_steps = x_BxTxE.shape[:2]
-    mask_BxT = jnp.arange(time_steps)[None, :] < lengths_B[:, None]
+    time_steps, batch_size = (x_TxBxE if first_gates_x is None else first_gates_x[0]).shape[:2]
+    mask_TxB = None
+    if lengths_B is not None:
+      mask_TxB = jnp.arange(time_steps)[:, None] < lengths_B[None, :]
+    elif self.bidirectional:
+      raise ValueError("a bidirectional LSTM needs the sequences' lengths")
     if initial_carries is None:
       initial_carries = [zero_carry(batch_size, self.hidden_size)] * self.num_layers
+    if self.backend == "cudnn":
+      return self._cudnn(x_TxBxE, lengths_B, initial_carries, deterministic)
+    final_carries = []
+    for i in range(self.num_layers):
+      gates = first_gates_x if i == 0 and first_gates_x is not None else (None, None)
+      if i > 0:
+        x_TxBxE = self.dropout(x_TxBxE, deterministic=deterministic)
+      carry, out_TxBxH = self.forward_layers[i](x_TxBxE, initial_carries[i], mask_TxB, gates[0])
+      if self.bidirectional:
+        back_x = None if gates[1] is not None else reverse_padded(x_TxBxE, lengths_B)
+        back_carry, back_out_TxBxH = self.backward_layers[i](
+            back_x, zero_carry(batch_size, self.hidden_size), mask_TxB, gates[1])
+        carry = jax.tree.map(lambda a, b: jnp.concatenate([a, b], -1), carry, back_carry)
+        out_TxBxH = jnp.concatenate([out_TxBxH, reverse_padded(back_out_TxBxH, lengths_B)], -1)
+      final_carries.append(carry)
+      x_TxBxE = out_TxBxH
+    return final_carries, x_TxBxE
+
+  def _cudnn(self, x_TxBxE: jax.Array, lengths_B: jax.Array | None,
+             initial_carries: Sequence[Carry], deterministic: bool) -> tuple[list[Carry], jax.Array]:
+    """The same layers through cuDNN's kernel, one call per layer (batch-major, as it wants)."""
+    x_BxTxE = jnp.swapaxes(x_TxBxE, 0, 1)
     final_carries = []
     for i in range(self.num_layers):
       if i > 0:
         x_BxTxE = self.dropout(x_BxTxE, deterministic=deterministic)
-      carry, out_BxTxH = self.forward_layers[i](x_BxTxE, initial_carries[i], mask_BxT)
-      if self.bidirectional:
-        back_carry, back_out_BxTxH = self.backward_layers[i](
-            reverse_padded(x_BxTxE, lengths_B), zero_carry(batch_size, self.hidden_size), mask_BxT)
-        carry = jax.tree.map(lambda a, b: jnp.concatenate([a, b], -1), carry, back_carry)
-        out_BxTxH = jnp.concatenate([out_BxTxH, reverse_padded(back_out_BxTxH, lengths_B)], -1)
-      final_carries.append(carry)
-      x_BxTxE = out_BxTxH
-    return final_carries, x_BxTxE
+      layers = [self.forward_layers[i]] + ([self.backward_layers[i]] if self.bidirectional else [])
+      carries = [initial_carries[i]] + [zero_carry(x_BxTxE.shape[0], self.hidden_size)] * (
+          len(layers) - 1)
+      finals, x_BxTxE = cudnn_lstm.lstm_layer(
+          x_BxTxE, carries, lengths_B, [layer.weights(x_BxTxE.shape[-1]) for layer in layers])
+      final_carries.append(jax.tree.map(lambda *parts: jnp.concatenate(parts, -1), *finals))
+    return final_carries, jnp.swapaxes(x_BxTxE, 0, 1)
+
+  def input_tables(self, inputs_VxE: jax.Array) -> list[jax.Array]:
+    """The first layer's input gates for every row of inputs_VxE, per direction: [V, G] each."""
+    layers = [self.forward_layers[0]] + ([self.backward_layers[0]] if self.bidirectional else [])
+    return [layer.input_table(inputs_VxE) for layer in layers]
 
   def step(self, carries: Sequence[Carry], x_BxE: jax.Array | None = None,
            first_gates_x_BxG: jax.Array | None = None) -> tuple[list[Carry], jax.Array]:

@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 
 from textgen_jax.data.vocab import BOS_ID, PAD_ID
-from textgen_jax.models.lstm import Carry, StackedLSTM
+from textgen_jax.models import cudnn_lstm
+from textgen_jax.models.lstm import Carry, StackedLSTM, reverse_padded, uses_input_table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,9 +31,10 @@ class Seq2SeqConfig:
   input_encoding: str = "embedding"  # "embedding", or "one_hot" as in the Keras seq2seq seed.
   dtype: str = "float32"  # matmul dtype: "float32" or "bfloat16".
   scan_unroll: int = 1  # Timesteps per iteration of the teacher-forced time loop.
+  lstm_backend: str = "auto"  # Teacher-forced LSTM: "scan", "cudnn" or "auto" (cudnn on GPUs).
 
 
-def uses_input_table(config: Seq2SeqConfig) -> bool:
+def uses_decoding_table(config: Seq2SeqConfig) -> bool:
   """Whether decoding should look its first-layer input gates up in a [V, 4H] table.
 
   Measured (experiments/results/speed.md): 2.1x greedy tokens/s at batch 1 for V = 100,
@@ -72,10 +74,11 @@ class Seq2Seq(nn.Module):
     dtype = jnp.dtype(cfg.dtype)
     self.source_inputs = TokenInputs(cfg.source_vocab_size, cfg.embed_dim, cfg.input_encoding)
     self.target_inputs = TokenInputs(cfg.target_vocab_size, cfg.embed_dim, cfg.input_encoding)
+    backend = cudnn_lstm.resolve_backend(cfg.lstm_backend, cfg.dtype)
     self.encoder = StackedLSTM(cfg.hidden_size, cfg.encoder_layers, cfg.dropout_rate,
-                               cfg.bidirectional, dtype, cfg.scan_unroll)
+                               cfg.bidirectional, dtype, cfg.scan_unroll, backend)
     self.decoder = StackedLSTM(cfg.hidden_size, cfg.decoder_layers, cfg.dropout_rate, False, dtype,
-                               cfg.scan_unroll)
+                               cfg.scan_unroll, backend)
     if cfg.bidirectional:
       self.bridge_c = [nn.Dense(cfg.hidden_size, name=f"bridge_c_{i}")
                        for i in range(cfg.decoder_layers)]
@@ -84,18 +87,35 @@ class Seq2Seq(nn.Module):
     self.dropout = nn.Dropout(cfg.dropout_rate)
     self.output_layer = nn.Dense(cfg.target_vocab_size, dtype=dtype, name="output_layer")
 
+  def _uses_table(self, vocab_size: int, tokens: jax.Array, deterministic: bool) -> bool:
+    """Teacher-forced first-layer input gates from a table: small vocabulary, no dropout on
+    the embeddings it would bypass, and the scan (cuDNN projects its inputs itself)."""
+    no_dropout = deterministic or self.config.dropout_rate == 0.0
+    return (no_dropout and self.encoder.backend == "scan" and
+            uses_input_table(vocab_size, tokens.size))
+
   def encode(self, inputs_BxS: jax.Array, input_lengths_B: jax.Array,
              deterministic: bool = True) -> list[Carry]:
     """The decoder's initial state: one (c, h) per decoder layer, from the encoder's final state.
 
     Decoder layer i starts from encoder layer min(i, encoder_layers - 1).
     """
-    emb_BxSxE = self.dropout(self.source_inputs(inputs_BxS), deterministic=deterministic)
-    final_carries, _ = self.encoder(emb_BxSxE, input_lengths_B, deterministic=deterministic)
+    cfg = self.config
+    inputs_SxB = inputs_BxS.T
+    if self._uses_table(cfg.source_vocab_size, inputs_SxB, deterministic):
+      tables = self.encoder.input_tables(self.source_inputs(jnp.arange(cfg.source_vocab_size)))
+      gates = [tables[0][inputs_SxB]]
+      if cfg.bidirectional:
+        gates.append(tables[1][reverse_padded(inputs_SxB, input_lengths_B)])
+      final_carries, _ = self.encoder(None, input_lengths_B, deterministic=deterministic,
+                                      first_gates_x=gates)
+    else:
+      emb_SxBxE = self.dropout(self.source_inputs(inputs_SxB), deterministic=deterministic)
+      final_carries, _ = self.encoder(emb_SxBxE, input_lengths_B, deterministic=deterministic)
     carries = []
-    for i in range(self.config.decoder_layers):
-      c_BxH, h_BxH = final_carries[min(i, self.config.encoder_layers - 1)]
-      if self.config.bidirectional:
+    for i in range(cfg.decoder_layers):
+      c_BxH, h_BxH = final_carries[min(i, cfg.encoder_layers - 1)]
+      if cfg.bidirectional:
         c_BxH, h_BxH = self.bridge_c[i](c_BxH), jnp.tanh(self.bridge_h[i](h_BxH))
       carries.append((c_BxH, h_BxH))
     return carries
@@ -103,20 +123,24 @@ class Seq2Seq(nn.Module):
   def decode(self, carries: list[Carry], decoder_inputs_BxT: jax.Array,
              deterministic: bool = True) -> jax.Array:
     """Teacher-forced logits_BxTxV for all positions at once."""
-    emb_BxTxE = self.dropout(self.target_inputs(decoder_inputs_BxT), deterministic=deterministic)
-    lengths_B = jnp.full(decoder_inputs_BxT.shape[:1], decoder_inputs_BxT.shape[1])
-    _, out_BxTxH = self.decoder(emb_BxTxE, lengths_B, carries, deterministic=deterministic)
-    out_BxTxH = self.dropout(out_BxTxH, deterministic=deterministic)
+    inputs_TxB = decoder_inputs_BxT.T
+    if self._uses_table(self.config.target_vocab_size, inputs_TxB, deterministic):
+      _, out_TxBxH = self.decoder(None, None, carries, deterministic=deterministic,
+                                  first_gates_x=[self.decoder_input_gates()[inputs_TxB]])
+    else:
+      emb_TxBxE = self.dropout(self.target_inputs(inputs_TxB), deterministic=deterministic)
+      _, out_TxBxH = self.decoder(emb_TxBxE, None, carries, deterministic=deterministic)
+    out_BxTxH = self.dropout(jnp.swapaxes(out_TxBxH, 0, 1), deterministic=deterministic)
     return self.output_layer(out_BxTxH).astype(jnp.float32)
 
   def decoder_input_gates(self) -> jax.Array:
     """The first decoder layer's input projection of every target token: [V, 4H].
 
-    Decoding steps that look their input up in this table skip the embedding and the [E, 4H]
-    input matmul; it is worth it when V is small (computed once per set of parameters).
+    Steps that look their input up in this table skip the embedding and the [E, 4H] input
+    matmul; it is worth it when V is small (computed once per set of parameters or batch).
     """
     tokens_V = jnp.arange(self.config.target_vocab_size)
-    return self.decoder.forward_layers[0].input_projection(self.target_inputs(tokens_V))
+    return self.decoder.input_tables(self.target_inputs(tokens_V))[0]
 
   def decode_step(self, carries: list[Carry], tokens_B: jax.Array,
                   input_gates_VxG: jax.Array | None = None) -> tuple[list[Carry], jax.Array]:

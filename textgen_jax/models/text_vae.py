@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from textgen_jax.models import cudnn_lstm
 from textgen_jax.models.lstm import Carry, StackedLSTM, zero_carry
 
 KINDS = ("vae", "lm")
@@ -41,6 +42,7 @@ class TextVAEConfig:
   output_dropout: float = 0.0  # On decoder outputs before the vocabulary projection.
   dtype: str = "float32"  # Matmul dtype; the LSTM cell state is float32 regardless.
   scan_unroll: int = 1  # Timesteps per iteration of the teacher-forced time loop.
+  lstm_backend: str = "auto"  # Teacher-forced LSTM: "scan", "cudnn" or "auto" (cudnn on GPUs).
 
   @property
   def has_latent(self) -> bool:
@@ -59,17 +61,18 @@ class TextVAE(nn.Module):
   def setup(self):
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
+    backend = cudnn_lstm.resolve_backend(cfg.lstm_backend, cfg.dtype)
     if cfg.has_latent:
       self.encoder_embedding = nn.Embed(cfg.vocab_size, cfg.embed_dim)
       self.encoder_lstm = StackedLSTM(cfg.hidden_size, cfg.encoder_layers, dtype=dtype,
-                                      scan_unroll=cfg.scan_unroll)
+                                      scan_unroll=cfg.scan_unroll, backend=backend)
       self.encoder_to_posterior = nn.Dense(2 * cfg.latent_size)
       if cfg.z_to_initial_state:
         self.decoder_initial_state = [nn.Dense(cfg.hidden_size)
                                       for _ in range(cfg.decoder_layers)]
     self.decoder_embedding = nn.Embed(cfg.vocab_size, cfg.embed_dim)
     self.decoder_lstm = StackedLSTM(cfg.hidden_size, cfg.decoder_layers, dtype=dtype,
-                                    scan_unroll=cfg.scan_unroll)
+                                    scan_unroll=cfg.scan_unroll, backend=backend)
     self.decoder_output = nn.Dense(cfg.vocab_size, dtype=dtype)
     self.embedding_dropout = nn.Dropout(cfg.embedding_dropout)
     self.output_dropout = nn.Dropout(cfg.output_dropout)
@@ -77,9 +80,9 @@ class TextVAE(nn.Module):
   def posterior(self, tokens_BxT: jax.Array, lengths_B: jax.Array,
                 deterministic: bool = True) -> tuple[jax.Array, jax.Array]:
     """Mean and log-variance of q(z|x), each [B, Z], from the encoder's state at each true end."""
-    emb_BxTxE = self.embedding_dropout(self.encoder_embedding(tokens_BxT),
+    emb_TxBxE = self.embedding_dropout(self.encoder_embedding(tokens_BxT.T),
                                        deterministic=deterministic)
-    final_carries, _ = self.encoder_lstm(emb_BxTxE, lengths_B)
+    final_carries, _ = self.encoder_lstm(emb_TxBxE, lengths_B)
     mean_BxZ, logvar_BxZ = jnp.split(self.encoder_to_posterior(final_carries[-1][1]), 2, -1)
     return mean_BxZ, logvar_BxZ
 
@@ -97,11 +100,10 @@ class TextVAE(nn.Module):
 
   def _inputs(self, tokens: jax.Array, z_BxZ: jax.Array | None,
               deterministic: bool) -> jax.Array:
-    """Embeddings of `tokens` ([B] or [B, T]), z appended when configured."""
+    """Embeddings of `tokens` ([B], or time-major [T, B]), z appended when configured."""
     emb = self.embedding_dropout(self.decoder_embedding(tokens), deterministic=deterministic)
     if self.config.has_latent and self.config.z_to_every_input:
-      z = z_BxZ if tokens.ndim == 1 else jnp.broadcast_to(
-          z_BxZ[:, None, :], tokens.shape + z_BxZ.shape[-1:])
+      z = jnp.broadcast_to(z_BxZ, tokens.shape + z_BxZ.shape[-1:])
       emb = jnp.concatenate([emb, z.astype(emb.dtype)], -1)
     return emb
 
@@ -109,10 +111,9 @@ class TextVAE(nn.Module):
              deterministic: bool = True) -> jax.Array:
     """Teacher-forced logits_BxTxV (float32) for all positions in one pass."""
     carries, z_BxZ = state
-    x_BxTxE = self._inputs(inputs_BxT, z_BxZ, deterministic)
-    lengths_B = jnp.full(inputs_BxT.shape[:1], inputs_BxT.shape[1])
-    _, out_BxTxH = self.decoder_lstm(x_BxTxE, lengths_B, carries)
-    out_BxTxH = self.output_dropout(out_BxTxH, deterministic=deterministic)
+    x_TxBxE = self._inputs(inputs_BxT.T, z_BxZ, deterministic)
+    _, out_TxBxH = self.decoder_lstm(x_TxBxE, None, carries)
+    out_BxTxH = self.output_dropout(jnp.swapaxes(out_TxBxH, 0, 1), deterministic=deterministic)
     return self.decoder_output(out_BxTxH).astype(jnp.float32)
 
   def decode_step(self, state: DecoderState, tokens_B: jax.Array) -> tuple[DecoderState, jax.Array]:
