@@ -425,4 +425,4 @@ def main(argv):
 
 if __name__ == "__main__":
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  cli.run(main)
+  cli.run(main, huge_pages=True)

@@ -220,4 +220,4 @@ def add_ratios(record: dict[str, Any], records: list[dict[str, Any]]) -> None:
 
 if __name__ == "__main__":
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  cli.run(main)
+  cli.run(main, huge_pages=True)

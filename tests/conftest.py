@@ -11,6 +11,10 @@ os.environ["XLA_FLAGS"] = " ".join(filter(None, [  # Before importing jax.
     os.environ.get("XLA_FLAGS"), "--xla_backend_optimization_level=0",
     "--xla_llvm_disable_expensive_passes=true"]))
 
+# The scripts' re-execution with huge pages (cli.reexec_with_huge_pages) would import jax twice
+# in every subprocess test; tests/test_cli.py runs it on purpose.
+os.environ.setdefault("TEXTGEN_JAX_HUGE_PAGES", "0")
+
 import jax
 import ml_collections
 import numpy as np

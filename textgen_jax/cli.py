@@ -1,5 +1,6 @@
 """Experiment scripts' shared parts: main with one-line errors for bad input, decoding flags."""
 
+import os
 import sys
 from typing import Callable
 
@@ -10,9 +11,19 @@ from textgen_jax.decoding import DecodeSettings
 from textgen_jax.errors import TextgenError, TrainingStopped
 
 
-def run(main: Callable[[list[str]], None]) -> None:
+# glibc's tunable that backs malloc's large blocks with transparent huge pages (glibc >= 2.35).
+HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
+
+
+def run(main: Callable[[list[str]], None], huge_pages: bool = False) -> None:
   """absl's app.run, with orbax's INFO logs hidden, TextgenError as one line on stderr, and a
-  training run stopped by a signal leaving with its resume message and 128 + the signal."""
+  training run stopped by a signal leaving with its resume message and 128 + the signal.
+
+  huge_pages: first re-execute the script once with HUGE_PAGES_TUNABLE (see
+  `reexec_with_huge_pages`); for the scripts that train, evaluate and benchmark.
+  """
+  if huge_pages:
+    reexec_with_huge_pages()
 
   def quiet_main(argv):
     logging.set_verbosity(logging.WARNING)
@@ -53,3 +64,38 @@ def define_decode_flags(default_strategy: str | None = "greedy") -> Callable[[],
     return result
 
   return settings
+
+
+def reexec_with_huge_pages() -> None:
+  """Restarts this process (same PID, arguments and streams) with glibc's huge-page tunable.
+
+  XLA:CPU allocates a step's temporary buffers afresh at every call, and on 4 KiB pages the
+  kernel faults each page in again: 93 MB (23k faults) per seq2seq train step, about a third of
+  its time on a 2-core VM (experiments/results/speed.md); huge pages remove nearly all of it.
+  The tunable is read when a process starts, hence the restart. Skipped where it cannot apply
+  (not Linux, glibc < 2.35, huge pages off), when already set, or with
+  TEXTGEN_JAX_HUGE_PAGES=0.
+  """
+  tunables = os.environ.get("GLIBC_TUNABLES", "")
+  if os.environ.get("TEXTGEN_JAX_HUGE_PAGES") == "0" or "glibc.malloc.hugetlb" in tunables:
+    return
+  if not sys.platform.startswith("linux") or _glibc_version() < (2, 35):
+    return
+  try:
+    with open("/sys/kernel/mm/transparent_hugepage/enabled", encoding="utf-8") as f:
+      if "[never]" in f.read():
+        return
+  except OSError:
+    return
+  env = dict(os.environ, GLIBC_TUNABLES=":".join(filter(None, [tunables, HUGE_PAGES_TUNABLE])))
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os.execve(sys.executable, [sys.executable] + sys.orig_argv[1:], env)
+
+
+def _glibc_version() -> tuple[int, ...]:
+  try:
+    name, version = os.confstr("CS_GNU_LIBC_VERSION").split()  # e.g. "glibc 2.36"
+    return tuple(int(part) for part in version.split(".")[:2]) if name == "glibc" else (0,)
+  except (ValueError, OSError, AttributeError):
+    return (0,)
