@@ -96,19 +96,33 @@ def decode_tables(records: list[dict[str, Any]]) -> str:
 
 
 def train_table(records: list[dict[str, Any]]) -> str:
+  """One row per program; ratios are medians of round-by-round ratios, with their range."""
   rows = []
   for r in records:
     if r.get("bench") != "train" or "tokens_per_s" not in r:
       continue
+    rounds = r.get("rounds_tokens_per_s") or []
     rows.append([r["model"], str(r["batch_size"]), r["dtype"], r["implementation"],
-                 str(r.get("num_devices", 1)), str(r.get("scan_unroll", "-")),
-                 _rate(r["tokens_per_s"]), f"{1000 * r['step_s']:.0f}",
+                 r.get("lstm_backend", "-"), str(r.get("scan_unroll", "-")),
+                 str(r.get("num_devices", 1)),
+                 _rate(r["tokens_per_s"]), " ".join(_rate(x) for x in rounds) or "-",
+                 f"{1000 * r['step_s']:.0f}",
                  "-" if r.get("compile_s") is None else f"{r['compile_s']:.1f}",
-                 _percent(r["roofline_fraction"]), _ratio(r.get("speedup_vs_torch")),
-                 _ratio(r.get("speedup_vs_1_device")), _ratio(r.get("speedup_vs_float32"))])
-  return _table(["model", "batch", "dtype", "implementation", "devices", "scan unroll",
-                 "tokens/s", "step ms", "compile s", "of FLOP bound", "vs torch", "vs 1 device",
-                 "vs float32"], rows)
+                 _percent(r["roofline_fraction"])] +
+                [_ratio_range(r, f"speedup_vs_{name}")
+                 for name in ("torch", "flax", "float32", "1_device")])
+  return _table(["model", "batch", "dtype", "program", "LSTM", "unroll", "devices", "tokens/s",
+                 "rounds", "step ms", "compile s", "of dense FLOP bound", "vs torch", "vs flax",
+                 "vs float32", "vs 1 device"], rows)
+
+
+def _ratio_range(record: dict[str, Any], key: str) -> str:
+  """"1.18x (0.99-2.00)": the median round-by-round ratio and its range, or "-"."""
+  if key not in record:
+    return "-"
+  low, high = record.get(key + "_range", (None, None))
+  spread = f" ({low:.2f}-{high:.2f})" if low is not None else ""
+  return _ratio(record[key]) + spread
 
 
 def roofline_lines(records: list[dict[str, Any]]) -> str:
@@ -119,7 +133,8 @@ def roofline_lines(records: list[dict[str, Any]]) -> str:
                         f"{v / 1e9:.0f} GFLOP/s" for k, v in r.items()
                         if k.startswith("matmul_flops_per_s_"))
       memory = r.get("memory_bytes_per_s")
-      seen[rates + (f", memory read {memory / 1e9:.1f} GB/s" if memory else "")] = None
+      cpu = f" ({r['cpu']})" if r.get("cpu") else ""
+      seen[rates + (f", memory read {memory / 1e9:.1f} GB/s" if memory else "") + cpu] = None
   return "\n".join(f"- {line}" for line in seen)
 
 

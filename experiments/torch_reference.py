@@ -46,10 +46,22 @@ def _tensor_dtype(dtype: str) -> torch.dtype:
 
 
 def make_decoder(vocab_size, embed_dim, hidden_size, num_layers=1, latent_size=0,
-                 dtype="float32") -> Decoder:
+                 dtype="float32", device="cpu") -> Decoder:
   torch.manual_seed(0)
   return Decoder(vocab_size, embed_dim, hidden_size, num_layers, latent_size).to(
-      _tensor_dtype(dtype)).eval()
+      device=device, dtype=_tensor_dtype(dtype)).eval()
+
+
+def device_like(jax_device) -> str:
+  """"cuda" when JAX runs on an NVIDIA GPU and this torch can use it (nn.LSTM then runs
+  cuDNN's kernel), else "cpu"."""
+  on_gpu = jax_device.platform == "gpu" and torch.cuda.is_available()
+  return "cuda" if on_gpu else "cpu"
+
+
+def device_name(module: nn.Module) -> str:
+  device = next(module.parameters()).device
+  return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 @torch.inference_mode()
@@ -117,7 +129,8 @@ def make_train_step(decoder: Decoder, batch_size: int, length: int, encoder_laye
   modules = nn.ModuleList([decoder] + ([encoder_embedding, encoder] if encoder else []) +
                           ([posterior, initial_state] if encoder and posterior is not None
                            else []))
-  modules = modules.to(decoder.output.weight.dtype).train()
+  device = decoder.output.weight.device
+  modules = modules.to(device=device, dtype=decoder.output.weight.dtype).train()
   optimizer = torch.optim.Adam(modules.parameters(), lr=1e-3)
   generator = torch.Generator().manual_seed(0)
   sources = torch.randint(4, source_vocab_size, (batch_size, source_length), generator=generator)
@@ -125,6 +138,7 @@ def make_train_step(decoder: Decoder, batch_size: int, length: int, encoder_laye
   if decoder.latent_size:
     sources = targets
   inputs = torch.cat([torch.full((batch_size, 1), BOS_ID), targets[:, :-1]], 1)
+  sources, targets, inputs = sources.to(device), targets.to(device), inputs.to(device)
 
   def step():
     state, z, kl = None, None, 0.0
@@ -143,21 +157,7 @@ def make_train_step(decoder: Decoder, batch_size: int, length: int, encoder_laye
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return loss
+    return loss.item()  # Waits for the step to finish (on a GPU too).
 
   return step
 
-
-def time_train_steps(decoder: Decoder, batch_size: int, length: int, encoder_layers: int = 0,
-                     min_calls: int = 3, min_seconds: float = 1.0, source_length: int = 0,
-                     source_vocab_size: int = 0) -> list[float]:
-  """Seconds per training step of `make_train_step`'s (after one warm-up step)."""
-  step = make_train_step(decoder, batch_size, length, encoder_layers, source_length,
-                         source_vocab_size)
-  step()
-  seconds, started = [], time.perf_counter()
-  while len(seconds) < min_calls or time.perf_counter() - started < min_seconds:
-    start = time.perf_counter()
-    step()
-    seconds.append(time.perf_counter() - start)
-  return seconds

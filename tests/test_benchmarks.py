@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import (REPO_ROOT, SENTENCES, make_pairs, tiny_config, tiny_vae_config, write_text,
@@ -62,15 +63,48 @@ def test_bench_decode_bad_flags_are_one_line_errors():
     assert result.returncode == 2 and result.stderr.startswith("error: " + message), result.stderr
 
 
-def test_bench_train_reports_tokens_per_second_and_roofline_fraction():
-  records, _ = run_bench("bench_train.py", "--length=6", "--batch_sizes=2", "--torch=false")
-  assert records[0]["bench"] == "roofline"
+def test_bench_train_times_jax_and_plain_flax_in_rounds_with_round_by_round_ratios():
+  records, _ = run_bench("bench_train.py", "--length=6", "--batch_sizes=2", "--torch=false",
+                         "--rounds=3")
+  assert records[0]["bench"] == "roofline" and records[0]["cpu"]
   train = records[1:]
-  assert [r["model"] for r in train] == ["seq2seq", "vae"]
+  assert [(r["model"], r["implementation"]) for r in train] == [
+      ("seq2seq", "jax"), ("seq2seq", "flax"), ("vae", "jax"), ("vae", "flax")]
   for r in train:
-    assert r["implementation"] == "jax" and r["tokens_per_s"] > 0 and r["compile_s"] > 0
+    assert r["tokens"] == 2 * 6 and r["compile_s"] > 0 and len(r["rounds_tokens_per_s"]) == 3
+    assert r["tokens_per_s"] == pytest.approx(float(np.median(r["rounds_tokens_per_s"])))
     assert r["tokens_per_s"] == pytest.approx(2 * 6 / r["step_s"], rel=1e-3)
     assert 0 < r["roofline_fraction"] < 1
+  for jax_row, flax_row in ((train[0], train[1]), (train[2], train[3])):
+    ratios = [a / b for a, b in zip(jax_row["rounds_tokens_per_s"],
+                                    flax_row["rounds_tokens_per_s"])]
+    assert jax_row["lstm_backend"] == "scan"
+    assert jax_row["speedup_vs_flax"] == pytest.approx(float(np.median(ratios)), rel=1e-4)
+    assert jax_row["speedup_vs_flax_range"] == pytest.approx([min(ratios), max(ratios)])
+
+
+def test_bench_train_workloads_are_the_issue_shapes():
+  """S and V as stated in the README and speed.md (a typo here would move every figure)."""
+  sys.path.insert(0, os.path.join(REPO_ROOT, "experiments"))
+  import bench_train  # pylint: disable=import-outside-toplevel
+  assert bench_train.WORKLOADS["seq2seq"] == dict(
+      source_vocab_size=80, vocab_size=100, embed_dim=256, hidden_size=256, latent_size=0,
+      source_length=16, length=60, batch_size=64)
+  assert bench_train.WORKLOADS["vae"] == dict(
+      source_vocab_size=10_000, vocab_size=10_000, embed_dim=256, hidden_size=512,
+      latent_size=32, source_length=40, length=40, batch_size=32)
+  # Forward multiply-adds per target token: S's encoder reads 16 source tokens per 60 targets.
+  s = bench_train.forward_macs_per_token(bench_train.WORKLOADS["seq2seq"])
+  assert s == pytest.approx(16 / 60 * 2 * 256 * 1024 + 2 * 256 * 1024 + 256 * 100)
+
+
+def test_bench_train_cudnn_on_a_cpu_is_a_one_line_error():
+  result = subprocess.run([sys.executable, "experiments/bench_train.py", *TINY,
+                           "--lstm_backends=cudnn"], capture_output=True, text=True,
+                          cwd=REPO_ROOT, check=False)
+  assert result.returncode == 2
+  assert result.stderr.startswith("error: --lstm_backends=cudnn: cuDNN's LSTM needs a CUDA GPU")
+  assert len(result.stderr.splitlines()) == 1, result.stderr
 
 
 @pytest.mark.parametrize("family", ["seq2seq", "vae"])

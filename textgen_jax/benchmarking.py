@@ -8,6 +8,7 @@ compares like with like on a shared, noisy machine.
 
 import dataclasses
 import json
+import os
 import sys
 import time
 from typing import Any, Callable
@@ -161,6 +162,22 @@ def plot_decode_throughput(records: list[dict[str, Any]], path: str) -> None:
 
 
 # ---- Output --------------------------------------------------------------------------------
+
+
+def cpu_description() -> str:
+  """The host CPU's model name and whether it has native bfloat16 dot products (AVX512-BF16 or
+  AMX): machines differ between runs, so every benchmark names its CPU."""
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      info = f.read()
+  except OSError:
+    return "unknown"
+  model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                if line.startswith("model name")), "unknown")
+  cpu_flags = next((line.split(":", 1)[1].split() for line in info.splitlines()
+                    if line.startswith("flags")), [])
+  bf16 = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in cpu_flags]
+  return f"{model} ({os.cpu_count()} cores, {', '.join(bf16) or 'no native bf16'})"
 
 
 def device_description(device: jax.Device) -> str:

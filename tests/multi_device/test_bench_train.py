@@ -11,7 +11,8 @@ pytestmark = pytest.mark.skipif(jax.device_count() < 8,
 
 def test_bench_train_compares_device_counts_and_dtypes():
   records, _ = run_bench("bench_train.py", "--shapes=seq2seq", "--length=4", "--batch_sizes=8",
-                         "--torch=false", "--num_devices=1,8", "--dtypes=float32,bfloat16")
+                         "--torch=false", "--flax=false", "--num_devices=1,8",
+                         "--dtypes=float32,bfloat16", "--rounds=1")
   train = records[1:]
   assert sorted((r["num_devices"], r["dtype"]) for r in train) == [
       (1, "bfloat16"), (1, "float32"), (8, "bfloat16"), (8, "float32")]

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The GPU check, sized for a short loan of a GPU machine (under 10 minutes on one H200):
+#   1. the tests that exercise the models and training on the GPU, including cuDNN's real LSTM
+#      kernel against the scan (tests/test_cudnn_lstm.py);
+#   2. bench_train: textgen-jax with lstm_backend scan and cudnn, plain Flax, and PyTorch
+#      (nn.LSTM, which runs cuDNN) on the S and V workloads, interleaved rounds;
+#   3. bench_decode greedy at three batch sizes, against the naive loop and PyTorch;
+#   4. the tables (experiments/speed_report.py) and the raw JSON lines, into $OUT (the device
+#      tool's folder that comes back) or runs/gpu_check.
+#
+#   bash experiments/gpu_check.sh
+#
+# The machine has no network: it uses the jax/flax/optax/orbax/torch already installed there and
+# the repository as it is (PYTHONPATH, no pip install). Packages it lacks (ml_collections on the
+# H200 image) travel as wheels in .whl/, installed to /tmp/site when present:
+#   echo /.whl/ >> .git/info/exclude
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
+#       ml_collections
+# and name .whl in the device tool's `carry`. Record the figures in experiments/results/speed.md.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-runs/gpu_check}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 TEXTGEN_JAX_HUGE_PAGES=0
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  python3 -c "import jax, flax, optax, torch; print(jax.__version__, jax.devices(), \
+flax.__version__, optax.__version__, torch.__version__, torch.cuda.is_available())"
+} 2>&1 | tee "$out/devices.txt"
+
+timeout 240 python3 -m pytest -p no:cacheprovider -q -n 8 tests/test_cudnn_lstm.py \
+    tests/test_recurrence.py tests/test_models.py tests/test_training.py tests/test_decoding.py \
+    tests/test_vae_objective.py 2>&1 | tee "$out/tests.txt"
+
+timeout 200 python3 experiments/bench_train.py --lstm_backends=scan,cudnn --rounds=3 \
+    --min_seconds=0.5 --output="$out/bench_train.jsonl" 2> "$out/bench_train.err"
+
+timeout 120 python3 experiments/bench_decode.py --strategies=greedy --dtypes=float32 \
+    --batch_sizes=1,64,1024 --min_seconds=0.5 --output="$out/bench_decode.jsonl" \
+    2> "$out/bench_decode.err"
+
+python3 experiments/speed_report.py --train="$out/bench_train.jsonl" \
+    --decode="$out/bench_decode.jsonl" > "$out/tables.md" 2>&1
+cat "$out/tables.md"
