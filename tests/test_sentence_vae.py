@@ -205,7 +205,8 @@ def test_a_sentence_longer_than_max_len_is_named_or_counted(tmp_path, capsys):
     (dict(model__kind="gan"), "model.kind"), (dict(vae__kl_schedule="exp"), "vae.kl_schedule"),
     (dict(model__latent_size=0), "model.latent_size"),
     (dict(train__eval_num_samples=-1), "train.eval_num_samples"),
-    (dict(model__output_dropout=1.0), "model.output_dropout")])
+    (dict(model__output_dropout=1.0), "model.output_dropout"),
+    (dict(model__lstm_backend="rnn"), "model.lstm_backend")])
 def test_bad_settings_name_the_flag(corpus, tmp_path, override, flag):
   with pytest.raises(TextgenError, match=f"--config.{flag}"):
     sentence_vae.train_and_evaluate(tiny_vae_config(corpus, **override), str(tmp_path))

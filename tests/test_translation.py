@@ -23,6 +23,7 @@ from textgen_jax.checkpointing import Checkpointer
 from textgen_jax.data.vocab import UNK_ID, Vocabulary
 from textgen_jax.decoding import DecodeSettings
 from textgen_jax.errors import TextgenError
+from textgen_jax.models import cudnn_lstm
 
 TRANSLATE_SCRIPT = os.path.join(REPO_ROOT, "experiments", "translate.py")
 INPUTS = ["Go eat.", "", "Run wait.", "   ", "Help stop."]
@@ -232,11 +233,40 @@ def test_malformed_training_data_names_file_and_line(tmp_path):
     ("model__dropout_rate", 1.0, "dropout_rate"),
     ("model__dtype", "float16", "dtype"),
     ("data__tokenizer", "bpe", "tokenizer"),
+    ("model__lstm_backend", "rnn", "lstm_backend"),
 ])
 def test_bad_config_raises_before_training(tmp_path, pairs_tsv, field, value, message):
   with pytest.raises(TextgenError, match=message):
     translation.train_and_evaluate(tiny_config(pairs_tsv, **{field: value}),
                                    str(tmp_path / "workdir"))
+  assert not os.path.exists(tmp_path / "workdir" / "checkpoints")
+
+
+def test_workdirs_resume_and_load_across_lstm_backends(tmp_path):
+  """The backend and the unroll are speed only: a run resumes with others, and a workdir from
+  before lstm_backend existed, or saved with cudnn on a GPU, loads here."""
+  config = tiny_config("pairs.tsv")
+  saved = json.loads(config.to_json())
+  del saved["model"]["lstm_backend"]  # As written before the field existed.
+  saved["model"]["scan_unroll"] = 4
+  write_text(tmp_path / "config.json", json.dumps(saved))
+  for backend in ("auto", "scan"):
+    config.model.lstm_backend = backend
+    workdir_lib.check_resumable(str(tmp_path), config, {})
+  saved["model"]["lstm_backend"] = "cudnn"
+  write_text(tmp_path / "config.json", json.dumps(saved))
+  assert workdir_lib.read_model_config(str(tmp_path)).model.lstm_backend == "auto"
+
+
+def test_cudnn_on_a_cpu_is_a_one_line_error_naming_the_flag(tmp_path, pairs_tsv):
+  if cudnn_lstm.cudnn_available():
+    pytest.skip("this machine has a GPU with cuDNN")
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO_ROOT, "experiments", "train_seq2seq.py"),
+       f"--config.data.train_path={pairs_tsv}", "--config.model.lstm_backend=cudnn",
+       f"--workdir={tmp_path / 'workdir'}"],
+      capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+  assert_one_line_error(result, "--config.model.lstm_backend=cudnn: cuDNN's LSTM needs a CUDA GPU")
   assert not os.path.exists(tmp_path / "workdir" / "checkpoints")
 
 
