@@ -212,7 +212,6 @@ def record(program: Program, programs: list[Program], common: dict[str, Any],
 
 def main(argv):
   del argv
-  torch_reference = _import_torch_reference() if _TORCH.value else None
   for name in _SHAPES.value:
     if name not in WORKLOADS:
       raise TextgenError(f"--shapes: unknown workload {name!r}; choose from {list(WORKLOADS)}")
@@ -227,6 +226,7 @@ def main(argv):
       cudnn_lstm.resolve_backend(backend, dtype)
     except TextgenError as e:
       raise TextgenError(f"--lstm_backends={backend}: {str(e).split(': ', 1)[1]}") from None
+  torch_reference = _import_torch_reference() if _TORCH.value else None
   output = None
   if _OUTPUT.value:
     os.makedirs(os.path.dirname(_OUTPUT.value) or ".", exist_ok=True)

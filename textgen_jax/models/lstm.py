@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from textgen_jax.models import cudnn_lstm
-from textgen_jax.models.recurrence import lstm_cell, lstm_recurrence
+from textgen_jax.models.recurrence import lstm_recurrence, lstm_step
 
 Carry = tuple[jax.Array, jax.Array]  # (cell c_BxH, hidden h_BxH), always float32.
 
@@ -101,11 +101,7 @@ class LSTMLayer(nn.Module):
     """
     if gates_x_BxG is None:
       gates_x_BxG = self.input_projection(x_BxE)
-    c_BxH, h_BxH = carry
-    gates_BxG = gates_x_BxG.astype(jnp.float32) + jnp.dot(
-        h_BxH.astype(self.dtype), self.recurrent_kernel.astype(self.dtype),
-        preferred_element_type=jnp.float32)
-    c_BxH, h_BxH, _ = lstm_cell(gates_BxG, c_BxH)
+    c_BxH, h_BxH, _ = lstm_step(jnp.dtype(self.dtype), gates_x_BxG, self.recurrent_kernel, carry)
     return c_BxH, h_BxH
 
 

@@ -41,6 +41,16 @@ def lstm_cell(gates_BxG: jax.Array, c_BxH: jax.Array) -> tuple[jax.Array, jax.Ar
   return c_BxH, o * jnp.tanh(c_BxH), s_BxG
 
 
+def lstm_step(dtype: Any, gates_x_BxG: jax.Array, kernel_HxG: jax.Array,
+              carry: Carry) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """One timestep from input gates: (new c, new h, s) as in lstm_cell; the recurrent matmul in
+  dtype with float32 accumulation. The decoding step and the time loop share it."""
+  c_BxH, h_BxH = carry
+  gates_BxG = gates_x_BxG.astype(jnp.float32) + jnp.dot(
+      h_BxH.astype(dtype), kernel_HxG.astype(dtype), preferred_element_type=jnp.float32)
+  return lstm_cell(gates_BxG, c_BxH)
+
+
 def _forward(dtype: Any, unroll: int, gates_x_TxBxG: jax.Array, kernel_HxG: jax.Array,
              carry: Carry, mask_TxB: jax.Array | None):
   """The time loop; returns (final carry, h_TxBxH) and the residuals for the backward pass."""
@@ -49,9 +59,7 @@ def _forward(dtype: Any, unroll: int, gates_x_TxBxG: jax.Array, kernel_HxG: jax.
   def time_step(carry, inputs):
     c_BxH, h_BxH = carry
     gates_x_BxG, mask_B = inputs
-    gates_BxG = gates_x_BxG.astype(jnp.float32) + jnp.dot(
-        h_BxH.astype(dtype), kernel_HxG, preferred_element_type=jnp.float32)
-    new_c_BxH, new_h_BxH, act_BxG = lstm_cell(gates_BxG, c_BxH)
+    new_c_BxH, new_h_BxH, act_BxG = lstm_step(dtype, gates_x_BxG, kernel_HxG, carry)
     if mask_B is not None:
       new_c_BxH = jnp.where(mask_B[:, None], new_c_BxH, c_BxH)
       new_h_BxH = jnp.where(mask_B[:, None], new_h_BxH, h_BxH)
