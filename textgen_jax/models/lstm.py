@@ -11,6 +11,7 @@ gates up in a [V, G] table (see `uses_input_table`). Matmuls may run in bfloat16
 cell state stays float32.
 """
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -21,6 +22,13 @@ from textgen_jax.models import cudnn_lstm
 from textgen_jax.models.recurrence import lstm_recurrence, lstm_step
 
 Carry = tuple[jax.Array, jax.Array]  # (cell c_BxH, hidden h_BxH), always float32.
+
+# The matmul of Dense layers that run in the model's dtype (input projections, vocabulary
+# projections): inputs in that dtype, products accumulated and returned in float32, so that in
+# bfloat16 no activation or gradient is converted around the matmul. A no-op in float32.
+# Measured on a CPU with native BF16 (speed.md): bfloat16 training at 1.15x (seq2seq) and 1.21x
+# (VAE) of float32 with it, 1.08x and 0.91x with bfloat16 results.
+dot_general_float32 = functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32)
 
 
 def forget_bias_init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
@@ -65,7 +73,8 @@ class LSTMLayer(nn.Module):
 
   def setup(self):
     self.input_projection = nn.Dense(4 * self.hidden_size, dtype=self.dtype,
-                                     bias_init=forget_bias_init, name="input_projection")
+                                     bias_init=forget_bias_init, dot_general=dot_general_float32,
+                                     name="input_projection")
     self.recurrent_kernel = self.param("recurrent_kernel", nn.initializers.orthogonal(),
                                        (self.hidden_size, 4 * self.hidden_size))
 

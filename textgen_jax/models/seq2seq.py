@@ -13,7 +13,8 @@ import jax.numpy as jnp
 
 from textgen_jax.data.vocab import BOS_ID, PAD_ID
 from textgen_jax.models import cudnn_lstm
-from textgen_jax.models.lstm import Carry, StackedLSTM, reverse_padded, uses_input_table
+from textgen_jax.models.lstm import (Carry, StackedLSTM, dot_general_float32, reverse_padded,
+                                     uses_input_table)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +86,8 @@ class Seq2Seq(nn.Module):
       self.bridge_h = [nn.Dense(cfg.hidden_size, name=f"bridge_h_{i}")
                        for i in range(cfg.decoder_layers)]
     self.dropout = nn.Dropout(cfg.dropout_rate)
-    self.output_layer = nn.Dense(cfg.target_vocab_size, dtype=dtype, name="output_layer")
+    self.output_layer = nn.Dense(cfg.target_vocab_size, dtype=dtype,
+                                 dot_general=dot_general_float32, name="output_layer")
 
   def _uses_table(self, vocab_size: int, tokens: jax.Array, deterministic: bool) -> bool:
     """Teacher-forced first-layer input gates from a table: small vocabulary, no dropout on

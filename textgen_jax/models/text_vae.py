@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from textgen_jax.models import cudnn_lstm
-from textgen_jax.models.lstm import Carry, StackedLSTM, zero_carry
+from textgen_jax.models.lstm import Carry, StackedLSTM, dot_general_float32, zero_carry
 
 KINDS = ("vae", "lm")
 
@@ -73,7 +73,7 @@ class TextVAE(nn.Module):
     self.decoder_embedding = nn.Embed(cfg.vocab_size, cfg.embed_dim)
     self.decoder_lstm = StackedLSTM(cfg.hidden_size, cfg.decoder_layers, dtype=dtype,
                                     scan_unroll=cfg.scan_unroll, backend=backend)
-    self.decoder_output = nn.Dense(cfg.vocab_size, dtype=dtype)
+    self.decoder_output = nn.Dense(cfg.vocab_size, dtype=dtype, dot_general=dot_general_float32)
     self.embedding_dropout = nn.Dropout(cfg.embedding_dropout)
     self.output_dropout = nn.Dropout(cfg.output_dropout)
 
