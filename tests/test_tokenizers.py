@@ -52,8 +52,7 @@ def test_round_trip_on_bundled_corpus(tokenizer):
 
 
 def test_word_tokenizer_round_trips_text_containing_the_joiner_character():
-  # exposes bug: WordTokenizer.normalize strips JOINER *after* collapsing whitespace, so
-  # "a \uffed b" normalises to "a  b" (two spaces) while tokenize/detokenize give "a b".
+  """normalize drops the joiner before collapsing whitespace: "a \uffed b" becomes "a b"."""
   tokenizer = WordTokenizer()
   for text in ("a \uffed b", " \uffed x", "a\uffedb"):
     normalized = tokenizer.normalize(text)

@@ -139,8 +139,16 @@ def test_make_optimizer_rejects_unknown_names():
     training.make_optimizer(opt_config(name="adagrad"), 10)
   with pytest.raises(TextgenError, match="opt.schedule"):
     training.make_optimizer(opt_config(schedule="linear"), 10)
+  params = {"w": jnp.ones(3)}
+  updates = {}
   for name in ("adam", "adamw", "sgd"):
-    training.make_optimizer(opt_config(name=name, grad_clip_norm=0.0), 10)
+    optimizer = training.make_optimizer(opt_config(name=name, grad_clip_norm=0.0), 10)
+    state = optimizer.init(params)
+    for _ in range(2):  # Step 0 of the warmup has learning rate 0.
+      update, state = optimizer.update({"w": jnp.array([1.0, -2.0, 0.5])}, state, params)
+    updates[name] = np.asarray(update["w"])
+    assert np.all(np.sign(updates[name]) == [-1, 1, -1]), name  # Against the gradient.
+  assert not np.allclose(updates["adam"], updates["sgd"])
 
 
 # Checkpoints.

@@ -135,9 +135,7 @@ def test_load_corrupt_file_raises(tmp_path, content):
 
 
 def test_load_binary_file_raises_textgen_error(tmp_path):
-  # exposes bug: load_vocabulary catches JSONDecodeError/KeyError/TypeError but not
-  # UnicodeDecodeError, so a non-UTF-8 (binary, e.g. truncated/overwritten) file escapes as a
-  # raw UnicodeDecodeError instead of a one-line TextgenError.
+  """A non-UTF-8 file (truncated, overwritten) is a one-line error, not a UnicodeDecodeError."""
   path = tmp_path / "vocab.json"
   path.write_bytes(b"\xff\xfe\x00\x81 not a vocabulary")
   with pytest.raises(TextgenError, match="vocab.json"):

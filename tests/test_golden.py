@@ -1,0 +1,60 @@
+"""One golden train step per model family: a fixed tiny batch, its loss and checksums of the
+parameters after one Adam step (with dropout, so the dropout stream is pinned too).
+
+These numbers change when the math changes: a new initialisation, loss, cell or optimizer
+setting. Update them only for a change that is meant to alter training (say which in the commit),
+after the invariant tests (tests/test_recurrence.py, test_models.py) pass; a refactor or a speed
+change must leave them as they are. Tolerances allow float32 rounding across CPUs, not more.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from textgen_jax import training, vae_objective
+from textgen_jax.config import seq2seq_config
+from textgen_jax.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from textgen_jax.models.text_vae import TextVAE, TextVAEConfig
+from textgen_jax.translation import seq2seq_loss
+
+# Two real rows of lengths 5 and 3 and an all-PAD filler row; targets end in EOS (id 2).
+TOKENS = np.array([[4, 7, 9, 5, 2, 0], [8, 6, 2, 0, 0, 0], [0, 0, 0, 0, 0, 0]], np.int32)
+BATCH = dict(inputs=jnp.asarray(TOKENS), input_lengths=jnp.array([5, 3, 0], jnp.int32),
+             targets=jnp.asarray(TOKENS))
+
+GOLDEN = {
+    # family: (summed NLL of the first step's batch, sum of |params| and of params**2 after it)
+    "seq2seq": (20.018263, 623.10211, 229.23547),
+    "vae": (19.918434, 703.58539, 246.41728),
+}
+
+
+def first_step(family):
+  if family == "seq2seq":
+    model = Seq2Seq(Seq2SeqConfig(11, 11, embed_dim=8, hidden_size=16, dropout_rate=0.1))
+    loss_fn = functools.partial(seq2seq_loss, model=model)
+  else:
+    model = TextVAE(TextVAEConfig(11, embed_dim=8, hidden_size=16, latent_size=4,
+                                  embedding_dropout=0.1, output_dropout=0.1))
+    loss_fn = functools.partial(vae_objective.sentence_loss, model=model,
+                                objective=vae_objective.VAEObjective(kl_schedule="constant"))
+  params = model.init(jax.random.key(0), BATCH["inputs"], BATCH["input_lengths"],
+                      BATCH["targets"])
+  opt = seq2seq_config().opt
+  opt.warmup_steps = 0
+  state = training.create_train_state(model.apply, params, training.make_optimizer(opt, 10))
+  state, sums = training.jit_train_step(loss_fn)(state, BATCH, jax.random.key(1))
+  leaves = jax.tree.leaves(state.params)
+  return (float(sums["nll_sum"]), float(sum(jnp.abs(x).sum() for x in leaves)),
+          float(sum(jnp.square(x).sum() for x in leaves)))
+
+
+@pytest.mark.parametrize("family", list(GOLDEN))
+def test_golden_train_step(family):
+  measured = first_step(family)
+  np.testing.assert_allclose(measured, GOLDEN[family], rtol=2e-5, err_msg=(
+      f"{family}: the first train step changed; measured {measured}. If the change is meant to "
+      "alter training, update GOLDEN (see the module docstring)."))
