@@ -11,6 +11,9 @@ os.environ["XLA_FLAGS"] = " ".join(filter(None, [  # Before importing jax.
     os.environ.get("XLA_FLAGS"), "--xla_backend_optimization_level=0",
     "--xla_llvm_disable_expensive_passes=true"]))
 
+# Broadcasting that silently adds dimensions hides shape bugs: under test it is an error (here
+# and in the scripts the tests start), so every broadcast in the library is written out.
+os.environ["JAX_NUMPY_RANK_PROMOTION"] = "raise"
 # The scripts' re-execution with huge pages (cli.reexec_with_huge_pages) would import jax twice
 # in every subprocess test; tests/test_cli.py runs it on purpose.
 os.environ.setdefault("TEXTGEN_JAX_HUGE_PAGES", "0")

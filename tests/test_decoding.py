@@ -198,7 +198,7 @@ def tiny_rnn(seed, vocab_size=7, hidden=5):
 
   def start(batch_size, offset=0.0):
     """Distinct initial states per row, so rows decode differently."""
-    return h0 + offset + 0.7 * jnp.arange(batch_size, dtype=jnp.float32)[:, None]
+    return h0[None, :] + offset + 0.7 * jnp.arange(batch_size, dtype=jnp.float32)[:, None]
 
   return step_fn, start
 

@@ -60,7 +60,8 @@ def test_k1_equals_the_elbo_in_expectation(tiny_vae):
   mean, logvar = model.apply(params, batch["inputs"], batch["input_lengths"],
                              method=TextVAE.posterior)
   from textgen_jax.vae_objective import gaussian_kl
-  zs = mean + jnp.exp(0.5 * logvar) * jax.random.normal(jax.random.key(3), (2000,) + mean.shape)
+  zs = mean[None] + jnp.exp(0.5 * logvar)[None] * jax.random.normal(jax.random.key(3),
+                                                                     (2000,) + mean.shape)
   log_px_given_z = jax.vmap(lambda z: model.apply(
       params, z, batch["targets"],
       method=vae_metrics._log_likelihood_given_z))(zs)

@@ -251,7 +251,8 @@ def beam_search(step_fn: StepFn, carry: Any, batch_size: int, max_len: int, beam
     ends_Bx2K = token_Bx2K == EOS_ID
 
     # Finished: EOS candidates ranked within the top K, merged with earlier finished by score.
-    newly_finished_Bx2K = ends_Bx2K & (jnp.arange(2 * K) < K) & (top_log_probs_Bx2K > neg_inf)
+    newly_finished_Bx2K = ends_Bx2K & (jnp.arange(2 * K) < K)[None, :] & (top_log_probs_Bx2K >
+                                                                          neg_inf)
     new_scores_Bx2K = jnp.where(newly_finished_Bx2K,
                                 top_log_probs_Bx2K / length_penalty(t + 1.0, length_alpha), neg_inf)
     all_scores_Bx3K = jnp.concatenate([finished_scores_BxK, new_scores_Bx2K], 1)
@@ -272,7 +273,7 @@ def beam_search(step_fn: StepFn, carry: Any, batch_size: int, max_len: int, beam
             finished_scores_BxK, finished_log_probs_BxK, num_finished_B)
 
   empty_BxKxL = jnp.full((B, K, max_len), PAD_ID, jnp.int32)
-  only_first_live_BxK = jnp.where(jnp.arange(K) == 0, 0.0, neg_inf) * jnp.ones((B, 1))
+  only_first_live_BxK = jnp.broadcast_to(jnp.where(jnp.arange(K) == 0, 0.0, neg_inf), (B, K))
   loop = (jnp.int32(0), jax.tree.map(lambda x: jnp.repeat(x, K, axis=0), carry), empty_BxKxL,
           only_first_live_BxK, empty_BxKxL, jnp.full((B, K), neg_inf), jnp.full((B, K), neg_inf),
           jnp.zeros((B,), jnp.int32))

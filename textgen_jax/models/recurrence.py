@@ -35,7 +35,7 @@ def lstm_cell(gates_BxG: jax.Array, c_BxH: jax.Array) -> tuple[jax.Array, jax.Ar
   One sigmoid over all four gates is one elementwise pass; separate sigmoids and a tanh on the
   four slices ran 3-4x slower on XLA:CPU (experiments/results/speed.md).
   """
-  s_BxG = jax.nn.sigmoid(gates_BxG * _gate_scale(c_BxH.shape[-1]))
+  s_BxG = jax.nn.sigmoid(gates_BxG * _gate_scale(c_BxH.shape[-1])[None, :])
   i, f, s_g, o = jnp.split(s_BxG, 4, axis=-1)
   c_BxH = f * c_BxH + i * (2.0 * s_g - 1.0)
   return c_BxH, o * jnp.tanh(c_BxH), s_BxG
