@@ -12,6 +12,9 @@ from conftest import (REPO_ROOT, SENTENCES, make_pairs, tiny_config, tiny_vae_co
                       write_tsv)
 from textgen_jax import sentence_vae, translation
 
+pytestmark = pytest.mark.slow  # Subprocesses: the fast subset (-m 'not slow') skips them.
+
+
 TINY = ["--vocab_size=16", "--embed_dim=8", "--hidden_size=8", "--latent_size=4",
         "--dtypes=float32", "--min_seconds=0", "--min_calls=1"]
 

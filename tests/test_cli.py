@@ -8,6 +8,8 @@ import pytest
 
 from textgen_jax import cli
 
+pytestmark = pytest.mark.slow  # Subprocesses: the fast subset (-m 'not slow') skips them.
+
 SCRIPT = """
 import os
 from absl import flags

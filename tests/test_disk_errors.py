@@ -16,6 +16,8 @@ from textgen_jax import training, translation
 from textgen_jax.checkpointing import Checkpointer
 from textgen_jax.errors import TextgenError
 
+pytestmark = pytest.mark.slow  # Subprocesses: the fast subset (-m 'not slow') skips them.
+
 
 @pytest.fixture
 def mount_disk(tmp_path):

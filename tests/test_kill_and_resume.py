@@ -8,9 +8,14 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import REPO_ROOT, assert_trees_equal, make_pairs, tiny_config, write_tsv
 from textgen_jax import translation
 from textgen_jax.checkpointing import Checkpointer
+
+pytestmark = pytest.mark.slow  # Subprocesses: the fast subset (-m 'not slow') skips them.
+
 
 NUM_STEPS, CHECKPOINT_EVERY = 3000, 100
 # The SIGKILL test saves every 5 steps, so most of its time is spent writing checkpoints.

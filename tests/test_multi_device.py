@@ -10,11 +10,14 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from conftest import REPO_ROOT, make_pairs, tiny_config, write_tsv
 from textgen_jax import metrics, translation
 from textgen_jax.checkpointing import Checkpointer
 from textgen_jax.config import seq2seq_config
+
+pytestmark = pytest.mark.slow  # Subprocesses: the fast subset (-m 'not slow') skips them.
 
 
 def _with_host_devices(count: int) -> dict[str, str]:

@@ -250,6 +250,7 @@ def test_workdirs_resume_and_load_across_lstm_backends(tmp_path):
   assert workdir_lib.read_model_config(str(tmp_path)).model.lstm_backend == "auto"
 
 
+@pytest.mark.slow
 def test_cudnn_on_a_cpu_is_a_one_line_error_naming_the_flag(tmp_path, pairs_tsv):
   if cudnn_lstm.cudnn_available():
     pytest.skip("this machine has a GPU with cuDNN")
@@ -281,11 +282,13 @@ def assert_one_line_error(result, message):
   assert result.stdout == ""
 
 
+@pytest.mark.slow
 def test_cli_missing_workdir_is_a_one_line_error(tmp_path):
   missing = str(tmp_path / "no_such_run")
   assert_one_line_error(run_translate_cli(f"--workdir={missing}", "Go."), missing)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag, message", [("--temperature=0", "--temperature"),
                                            ("--top_p=1.5", "--top_p"),
                                            ("--beam_size=0", "--beam_size"),
@@ -306,6 +309,7 @@ def test_beam_translation_width_1_is_greedy_and_wider_beams_translate(trained):
   assert all(isinstance(output, str) for output in beam)
 
 
+@pytest.mark.slow
 def test_train_cli_bad_data_path_is_a_one_line_error(tmp_path):
   missing = str(tmp_path / "missing.tsv")
   result = subprocess.run(
@@ -315,6 +319,7 @@ def test_train_cli_bad_data_path_is_a_one_line_error(tmp_path):
   assert_one_line_error(result, missing)
 
 
+@pytest.mark.slow
 def test_cli_translates_one_line_per_input(trained):
   _, workdir, translator = trained
   texts = ["Go eat.", "", "Help stop."]
