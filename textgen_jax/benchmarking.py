@@ -172,11 +172,12 @@ def cpu_description() -> str:
       info = f.read()
   except OSError:
     return "unknown"
-  model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
-                if line.startswith("model name")), "unknown")
-  cpu_flags = next((line.split(":", 1)[1].split() for line in info.splitlines()
-                    if line.startswith("flags")), [])
-  bf16 = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in cpu_flags]
+  fields = {}  # The first processor's "name: value" lines.
+  for line in info.splitlines():
+    name, _, value = line.partition(":")
+    fields.setdefault(name.strip(), value.strip())
+  model = fields.get("model name", "unknown")
+  bf16 = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in fields.get("flags", "").split()]
   return f"{model} ({os.cpu_count()} cores, {', '.join(bf16) or 'no native bf16'})"
 
 

@@ -22,9 +22,9 @@ import jax.numpy as jnp
 from jax.experimental import rnn
 
 from textgen_jax.errors import TextgenError
+from textgen_jax.models.recurrence import Carry
 
 BACKENDS = ("auto", "scan", "cudnn")
-Carry = tuple[jax.Array, jax.Array]  # (c_BxH, h_BxH)
 LayerWeights = tuple[jax.Array, jax.Array, jax.Array]  # (kernel_ExG, bias_G, recurrent_HxG)
 
 # The kernel a cuDNN layer calls; tests put `reference_lstm` here to run the same path on CPU.

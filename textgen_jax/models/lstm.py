@@ -19,9 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from textgen_jax.models import cudnn_lstm
-from textgen_jax.models.recurrence import lstm_recurrence, lstm_step
+from textgen_jax.models.recurrence import Carry, lstm_recurrence, lstm_step
 
-Carry = tuple[jax.Array, jax.Array]  # (cell c_BxH, hidden h_BxH), always float32.
 
 # The matmul of Dense layers that run in the model's dtype (input projections, vocabulary
 # projections): inputs in that dtype, products accumulated and returned in float32, so that in
@@ -93,7 +92,8 @@ class LSTMLayer(nn.Module):
 
   def weights(self, input_size: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(input kernel [E, G], bias [G], recurrent kernel [H, G]), for cuDNN's LSTM."""
-    self.input_projection(jnp.zeros((1, input_size), self.dtype))  # Creates them at init.
+    if self.is_initializing():  # Creates them; cuDNN's path never calls the projection.
+      self.input_projection(jnp.zeros((1, input_size), self.dtype))
     projection = self.input_projection.variables["params"]
     return projection["kernel"], projection["bias"], self.recurrent_kernel
 

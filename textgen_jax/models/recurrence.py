@@ -21,7 +21,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-Carry = tuple[jax.Array, jax.Array]  # (cell c_BxH, hidden h_BxH), float32.
+Carry = tuple[jax.Array, jax.Array]  # (cell c_BxH, hidden h_BxH), always float32.
 
 
 def _gate_scale(hidden: int) -> jax.Array:
