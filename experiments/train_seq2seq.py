@@ -10,7 +10,7 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from textgen_jax import cli, translation
+from textgen_jax import cli, seq2seq
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "seq2seq_default.py"),
@@ -21,7 +21,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, voca
 
 def main(argv):
   del argv
-  translation.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  seq2seq.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   print(f"Done. Translate with: python experiments/translate.py --workdir={_WORKDIR.value} "
         "'Go.' 'Hello!'")
 

@@ -10,7 +10,7 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from textgen_jax import cli, sentence_vae
+from textgen_jax import cli, vae
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "ptb_vae.py"),
@@ -21,8 +21,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, voca
 
 def main(argv):
   del argv
-  sentence_vae.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  print(f"Done. Generate with: python experiments/generate.py --workdir={_WORKDIR.value} "
+  vae.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  print(f"Done. Generate with: python experiments/generate_vae.py --workdir={_WORKDIR.value} "
         "--mode=sample")
 
 

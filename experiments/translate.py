@@ -11,7 +11,7 @@ import sys
 import jax
 from absl import flags
 
-from textgen_jax import cli, translation
+from textgen_jax import cli, seq2seq
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir (or a saved translator).",
                                required=True)
@@ -23,7 +23,7 @@ _decode_settings = cli.define_decode_flags()
 def main(argv):
   texts = argv[1:] if len(argv) > 1 else sys.stdin.read().splitlines()
   settings = _decode_settings()
-  translator = translation.Translator.load(_WORKDIR.value)
+  translator = seq2seq.Translator.load(_WORKDIR.value)
   for output in translator.translate(texts, _BATCH_SIZE.value, settings,
                                      jax.random.key(_SEED.value)):
     print(output)

@@ -1,8 +1,8 @@
-"""Shared helpers for the textgen_jax tests: tiny configs, tiny TSV corpora, tree comparisons."""
+"""Test-wide settings (set before jax is imported), fixtures, and the order tests start in.
+
+The helpers the tests share are in tests/helpers.py."""
 
 import os
-import random
-from typing import Any, Iterable
 
 # XLA compile time dominates this suite on CPU and the programs are tiny, so compile them with
 # cheap backend optimisations (about a third less compile time). This must precede `import jax`;
@@ -18,162 +18,14 @@ os.environ["JAX_NUMPY_RANK_PROMOTION"] = "raise"
 # in every subprocess test; tests/test_cli.py runs it on purpose.
 os.environ.setdefault("TEXTGEN_JAX_HUGE_PAGES", "0")
 
-import jax
-import ml_collections
-import numpy as np
 import pytest
 
-from textgen_jax.config import sentence_vae_config, seq2seq_config
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUNDLED_CORPUS = os.path.join(REPO_ROOT, "textgen_jax", "data", "corpora", "fra_eng_40k.tsv")
-
-# A toy English->French word lexicon; pairs built from it are trivially learnable.
-_LEXICON = {
-    "go": "va", "run": "cours", "hi": "salut", "stop": "arrête", "wait": "attends",
-    "eat": "mange", "sit": "assis", "help": "aide",
-}
-ATTRIBUTION = "CC-BY 2.0 (France) Attribution: tatoeba.org #1 (someone) & #2 (someone else)"
-
-
-def make_pairs(num_pairs: int, seed: int = 0) -> list[tuple[str, str]]:
-  """Deterministic two-word sentence pairs such as ("Go eat.", "Va mange !")."""
-  rng = random.Random(seed)
-  english = sorted(_LEXICON)
-  pairs = []
-  for _ in range(num_pairs):
-    first, second = rng.choice(english), rng.choice(english)
-    pairs.append((f"{first.capitalize()} {second}.", f"{_LEXICON[first].capitalize()} "
-                  f"{_LEXICON[second]} !"))
-  return pairs
-
-
-def write_tsv(path: Any, pairs: Iterable[tuple[str, str]], attribution: bool = True) -> str:
-  """Writes `source<TAB>target[<TAB>attribution]` lines (the Tatoeba/Anki layout)."""
-  with open(path, "w", encoding="utf-8") as f:
-    for source, target in pairs:
-      f.write(f"{source}\t{target}" + (f"\t{ATTRIBUTION}" if attribution else "") + "\n")
-  return str(path)
-
-
-def write_text(path: Any, text: str) -> str:
-  with open(path, "w", encoding="utf-8") as f:
-    f.write(text)
-  return str(path)
-
-
-def bundled_pairs(num_lines: int = 200) -> list[tuple[str, str]]:
-  """The first `num_lines` pairs of the bundled corpus (read directly, not via the reader)."""
-  pairs = []
-  with open(BUNDLED_CORPUS, encoding="utf-8") as f:
-    for line, _ in zip(f, range(num_lines)):
-      source, target = line.rstrip("\n").split("\t")[:2]
-      pairs.append((source, target))
-  return pairs
-
-
-def tiny_config(train_path: Any, **overrides: Any) -> ml_collections.ConfigDict:
-  """A seconds-long word-level run: one bucket, H=16, constant learning rate.
-
-  Args:
-    train_path: the TSV to train on.
-    **overrides: dotted field names with `__` for the dot, e.g. `model__hidden_size=32`.
-  """
-  config = seq2seq_config()
-  config.seed = 0
-  config.data.train_path = str(train_path)
-  config.data.valid_fraction = 0.2
-  config.data.tokenizer = "word"
-  config.data.lowercase = True
-  config.data.max_len = 6
-  config.data.min_count = 1
-  config.data.num_buckets = 1  # One bucket: one compiled train step per run.
-  config.data.batch_size = 8
-  config.model.embed_dim = 8
-  config.model.hidden_size = 16
-  config.model.dropout_rate = 0.1
-  config.opt.learning_rate = 1e-2
-  config.opt.warmup_steps = 2
-  # A constant rate does not depend on train.num_steps, so a short run followed by a longer
-  # resumed one sees the same learning rates as one uninterrupted run.
-  config.opt.schedule = "constant"
-  config.train.num_steps = 6
-  config.train.log_every = 1
-  config.train.eval_every = 1000
-  config.train.checkpoint_every = 1000
-  config.train.keep_checkpoints = 2
-  config.train.num_examples_to_print = 0
-  return _override(config, overrides)
-
-
-def _override(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
-  for name, value in overrides.items():
-    section, field = name.split("__") if "__" in name else (None, name)
-    target = config if section is None else config[section]
-    if field not in target:
-      raise KeyError(f"no config field {name}")
-    target[field] = value
-  return config
-
-
-# A toy corpus for the sentence VAE and LM: short, repetitive, trivially memorised.
-SENTENCES = [
-    "the cat sat on the mat", "a dog ran in the park", "the bird sang a song",
-    "my friend likes green tea", "the sun rose over the hills", "we ate bread and cheese",
-    "the train left at noon", "she reads a long book",
-]
-
-
-def tiny_vae_config(train_path: Any, **overrides: Any) -> ml_collections.ConfigDict:
-  """A seconds-long sentence VAE run: one bucket, H=32, Z=4, no dropout, constant rate.
-
-  Overrides as in `tiny_config`, e.g. `model__kind="lm"` or `vae__free_bits=0.5`.
-  """
-  config = sentence_vae_config()
-  config.data.train_path = str(train_path)
-  config.data.valid_path = str(train_path)
-  config.data.max_len = 8
-  config.data.num_buckets = 1
-  config.data.batch_size = 8
-  config.model.embed_dim = 16
-  config.model.hidden_size = 32
-  config.model.latent_size = 4
-  config.model.embedding_dropout = 0.0
-  config.model.output_dropout = 0.0
-  config.vae.anneal_steps = 10
-  config.opt.learning_rate = 1e-2
-  config.train.num_steps = 6
-  config.train.log_every = 2
-  config.train.eval_every = 1000
-  config.train.checkpoint_every = 1000
-  config.train.num_examples_to_print = 0
-  config.train.eval_num_samples = 0
-  return _override(config, overrides)
-
-
-def assert_trees_equal(a: Any, b: Any) -> None:
-  """Bitwise equality of two pytrees of arrays (same structure, shapes, dtypes, values)."""
-  assert jax.tree.structure(a) == jax.tree.structure(b)
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    x, y = np.asarray(x), np.asarray(y)
-    assert x.dtype == y.dtype and x.shape == y.shape
-    np.testing.assert_array_equal(x, y)
-
-
-def trees_differ(a: Any, b: Any) -> bool:
-  return any(not np.array_equal(np.asarray(x), np.asarray(y))
-             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-
-def copy_tree(tree: Any) -> Any:
-  """A copy with fresh buffers, safe to pass to a step that donates its input."""
-  return jax.tree.map(lambda x: x.copy() if hasattr(x, "copy") else x, tree)
+from tests.helpers import make_pairs, write_tsv
 
 
 @pytest.fixture
 def pairs_tsv(tmp_path) -> str:
   return write_tsv(tmp_path / "pairs.tsv", make_pairs(40))
-
 
 
 # Files whose tests run whole training jobs in subprocesses (up to minutes each).

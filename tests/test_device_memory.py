@@ -30,9 +30,9 @@ def test_checked_jit_runs_and_compiles_once_per_shape():
     return 2 * x
 
   checked = device_memory.CheckedJit(jax.jit(double), "doubling", "--batch_size")
-  assert float(checked(jnp.ones(3), rows=3).sum()) == 6.0
-  checked(jnp.zeros(3), rows=3)
-  checked(jnp.ones(5), rows=5)
+  assert float(checked(jnp.ones(3), num_rows=3).sum()) == 6.0
+  checked(jnp.zeros(3), num_rows=3)
+  checked(jnp.ones(5), num_rows=5)
   assert compiles == [(3,), (5,)]
 
 
@@ -43,9 +43,9 @@ def test_a_program_larger_than_free_memory_is_a_clear_error_naming_the_flag(monk
   monkeypatch.setattr(device_memory, "free_bytes", lambda device: needed // 4)
   with pytest.raises(TextgenError, match=r"a batch of 1000 does not fit.*needs 3.8 MiB and "
                      r"1.0 MiB is free; about 2\d\d would fit\); use a smaller --batch_size"):
-    checked(jnp.ones(1000), rows=1000)
+    checked(jnp.ones(1000), num_rows=1000)
   monkeypatch.setattr(device_memory, "free_bytes", lambda device: 100 * needed)
-  assert checked(jnp.ones(1000), rows=1000).shape == (1000, 1000)
+  assert checked(jnp.ones(1000), num_rows=1000).shape == (1000, 1000)
 
 
 def test_allocation_failure_while_running_becomes_a_clear_error():

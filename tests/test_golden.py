@@ -14,11 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from textgen_jax import training, vae_objective
-from textgen_jax.config import seq2seq_config
-from textgen_jax.models.seq2seq import Seq2Seq, Seq2SeqConfig
-from textgen_jax.models.text_vae import TextVAE, TextVAEConfig
-from textgen_jax.translation import seq2seq_loss
+from textgen_jax import training
+from textgen_jax.vae import objective as vae_objective
+from textgen_jax.seq2seq.config import get_config as seq2seq_config
+from textgen_jax.seq2seq.model import Seq2Seq, Seq2SeqConfig
+from textgen_jax.vae.model import SentenceVAE, SentenceVAEConfig
+from textgen_jax.seq2seq.loss import loss as seq2seq_loss
 
 # Two real rows of lengths 5 and 3 and an all-PAD filler row; targets end in EOS (id 2).
 TOKENS = np.array([[4, 7, 9, 5, 2, 0], [8, 6, 2, 0, 0, 0], [0, 0, 0, 0, 0, 0]], np.int32)
@@ -37,7 +38,7 @@ def first_step(family):
     model = Seq2Seq(Seq2SeqConfig(11, 11, embed_dim=8, hidden_size=16, dropout_rate=0.1))
     loss_fn = functools.partial(seq2seq_loss, model=model)
   else:
-    model = TextVAE(TextVAEConfig(11, embed_dim=8, hidden_size=16, latent_size=4,
+    model = SentenceVAE(SentenceVAEConfig(11, embed_dim=8, hidden_size=16, latent_size=4,
                                   embedding_dropout=0.1, output_dropout=0.1))
     loss_fn = functools.partial(vae_objective.sentence_loss, model=model,
                                 objective=vae_objective.VAEObjective(kl_schedule="constant"))

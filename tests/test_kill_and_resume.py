@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from conftest import REPO_ROOT, assert_trees_equal, make_pairs, tiny_config, write_tsv
-from textgen_jax import translation
+from tests.helpers import REPO_ROOT, assert_trees_equal, make_pairs, tiny_config, write_tsv
+from textgen_jax import seq2seq
 from textgen_jax.checkpointing import Checkpointer
 
 pytestmark = pytest.mark.slow  # Subprocesses: the fast subset (-m 'not slow') skips them.
@@ -86,7 +86,7 @@ def test_sigkilled_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
       resumed_from.append(int(out.split("Resuming from the checkpoint at step ")[1].split()[0]))
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
     for step in checkpointer.all_steps():  # None half-written, none lost.
-      assert checkpointer.restore_params(translation.Translator.load(workdir).params, step)
+      assert checkpointer.restore_params(seq2seq.Translator.load(workdir).params, step)
     checkpointer.close()
   assert len(resumed_from) == 2 and resumed_from == sorted(resumed_from)
 
@@ -99,8 +99,8 @@ def test_sigkilled_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
 
   config = tiny_config(train_path, train__num_steps=KILL_STEPS, opt__schedule="cosine",
                        train__log_every=50, train__checkpoint_every=KILL_STEPS)
-  uninterrupted = translation.train_and_evaluate(config, str(tmp_path / "one_go"))
-  assert_trees_equal(translation.Translator.load(workdir).params, uninterrupted.params)
+  uninterrupted = seq2seq.train_and_evaluate(config, str(tmp_path / "one_go"))
+  assert_trees_equal(seq2seq.Translator.load(workdir).params, uninterrupted.params)
 
 
 def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path):

@@ -10,8 +10,9 @@ import pytest
 from textgen_jax import metrics
 from textgen_jax.data.vocab import EOS_ID, PAD_ID
 from textgen_jax.losses import sequence_metric_sums, token_cross_entropy
-from textgen_jax.models.seq2seq import Seq2Seq, Seq2SeqConfig
-from textgen_jax.translation import init_params, seq2seq_loss
+from textgen_jax.seq2seq.model import Seq2Seq, Seq2SeqConfig
+from textgen_jax.seq2seq.loss import loss as seq2seq_loss
+from textgen_jax.seq2seq.model import init_params
 
 V = 7
 # Row 0: all correct. Row 1: one real token wrong. Row 2: EOS wrong. Row 3: filler (all PAD).

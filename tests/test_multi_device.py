@@ -12,10 +12,10 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, make_pairs, tiny_config, write_tsv
-from textgen_jax import metrics, translation
+from tests.helpers import REPO_ROOT, make_pairs, tiny_config, write_tsv
+from textgen_jax import metrics, seq2seq
 from textgen_jax.checkpointing import Checkpointer
-from textgen_jax.config import seq2seq_config
+from textgen_jax.seq2seq.config import get_config as seq2seq_config
 
 pytestmark = pytest.mark.slow  # Subprocesses: the fast subset (-m 'not slow') skips them.
 
@@ -94,14 +94,14 @@ def test_two_hosts_stop_together_resume_and_train_like_one_device(tmp_path):
     assert process.returncode == 0, out[-3000:] + err[-3000:]
   assert [out.count("held-out:") for out, _ in outputs] == [1, 0]  # Process 0 reports.
 
-  reference = translation.train_and_evaluate(config, str(tmp_path / "one"))
+  reference = seq2seq.train_and_evaluate(config, str(tmp_path / "one"))
   two, one = (metrics.MetricWriter(str(tmp_path / name)).read() for name in ("two", "one"))
   assert [r["step"] for r in two] == [r["step"] for r in one]  # Process 0 alone wrote.
   for got, expected in zip(two, one):
     assert got.keys() == expected.keys()
     np.testing.assert_allclose([got[k] for k in sorted(got)],
                                [expected[k] for k in sorted(expected)], rtol=1e-5)
-  loaded = translation.Translator.load(workdir)
+  loaded = seq2seq.Translator.load(workdir)
   for x, y in zip(*(map(np.asarray, jax.tree.leaves(m.params)) for m in (loaded, reference))):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
 

@@ -17,16 +17,16 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import (assert_trees_equal, copy_tree, make_pairs, tiny_config, trees_differ,
+from tests.helpers import (assert_trees_equal, copy_tree, make_pairs, tiny_config, trees_differ,
                       write_tsv)
-from textgen_jax import metrics, train_loop, training, translation
+from textgen_jax import metrics, seq2seq, train_loop, training
 from textgen_jax.checkpointing import Checkpointer
-from textgen_jax.config import seq2seq_config
+from textgen_jax.seq2seq.config import get_config as seq2seq_config
 from textgen_jax.data import batching
 from textgen_jax.data.tokenizers import make_tokenizer
 from textgen_jax.data.vocab import Vocabulary
 from textgen_jax.errors import TextgenError
-from textgen_jax.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from textgen_jax.seq2seq.model import Seq2Seq, Seq2SeqConfig
 
 V, E, H, B, L = 11, 8, 16, 4, 7
 
@@ -67,11 +67,11 @@ class Setup:
 def setup():
   model = Seq2Seq(Seq2SeqConfig(source_vocab_size=V, target_vocab_size=V, embed_dim=E,
                                 hidden_size=H, dropout_rate=0.1))
-  params = jax.jit(functools.partial(translation.init_params, model))(jax.random.key(0))
+  params = jax.jit(functools.partial(seq2seq.model.init_params, model))(jax.random.key(0))
   rng = np.random.default_rng(0)
   sources = [rng.integers(4, V, n).astype(np.int32) for n in (7, 3, 5)]
   targets = [rng.integers(4, V, n).astype(np.int32) for n in (6, 2, 4)]
-  loss_fn = functools.partial(translation.seq2seq_loss, model=model)
+  loss_fn = functools.partial(seq2seq.loss.loss, model=model)
   return Setup(model, params, training.make_optimizer(opt_config(), 100),
                batching.pad_batch(sources, targets, B, L), training.jit_train_step(loss_fn),
                training.jit_eval_step(loss_fn))
@@ -114,7 +114,7 @@ def test_eval_step_has_no_dropout(setup):
   first = jax.device_get(setup.eval_step(setup.params, setup.batch))
   again = jax.device_get(setup.eval_step(copy_tree(setup.params), setup.batch))
   assert first == again
-  loss, sums = translation.seq2seq_loss(setup.params, setup.batch, jax.random.key(3), True,
+  loss, sums = seq2seq.loss.loss(setup.params, setup.batch, jax.random.key(3), True,
                                         model=setup.model)
   np.testing.assert_allclose(first["nll_sum"], sums["nll_sum"], rtol=1e-5)
 
@@ -160,7 +160,7 @@ def test_checkpoint_round_trip_and_identical_next_step(setup, tmp_path):
   assert checkpointer.save(state)
   checkpointer.close()
 
-  fresh = setup.fresh_state(jax.jit(functools.partial(translation.init_params, setup.model))(
+  fresh = setup.fresh_state(jax.jit(functools.partial(seq2seq.model.init_params, setup.model))(
       jax.random.key(1)))
   assert trees_differ(fresh.params, state.params)
   reopened = Checkpointer(str(tmp_path / "checkpoints"))
@@ -230,7 +230,7 @@ def test_restoring_into_another_model_raises(setup, tmp_path):
   checkpointer.close()
   bigger = Seq2Seq(dataclasses.replace(setup.model.config, hidden_size=2 * H))
   other_state = jax.eval_shape(lambda key: training.create_train_state(
-      None, translation.init_params(bigger, key), setup.optimizer), jax.random.key(0))
+      None, seq2seq.model.init_params(bigger, key), setup.optimizer), jax.random.key(0))
   with pytest.raises(TextgenError, match="do not match"):
     Checkpointer(str(tmp_path / "checkpoints")).restore(other_state)
   with pytest.raises(TextgenError, match="do not match"):
@@ -255,16 +255,16 @@ def test_tiny_model_overfits_a_handful_of_pairs():
   tokenizer = make_tokenizer("word", lowercase=True)
   source_vocab, target_vocab = (Vocabulary.build([tokenizer.tokenize(p[side])
                                                   for p in OVERFIT_PAIRS]) for side in (0, 1))
-  model = translation.build_model(config.model, source_vocab, target_vocab)
+  model = seq2seq.model.build_model(config.model, source_vocab, target_vocab)
   length = batching.bucket_lengths(config.data.max_len, config.data.num_buckets)[-1]
   batch = batching.pad_batch(
       batching.encode_texts([s for s, _ in OVERFIT_PAIRS], tokenizer, source_vocab, 6)[0],
       batching.encode_texts([t for _, t in OVERFIT_PAIRS], tokenizer, target_vocab, 6)[0],
       8, length)
-  loss_fn = functools.partial(translation.seq2seq_loss, model=model)
+  loss_fn = functools.partial(seq2seq.loss.loss, model=model)
   train_step, eval_step = training.jit_train_step(loss_fn), training.jit_eval_step(loss_fn)
   state = training.create_train_state(
-      None, jax.jit(functools.partial(translation.init_params, model))(jax.random.key(0)),
+      None, jax.jit(functools.partial(seq2seq.model.init_params, model))(jax.random.key(0)),
       training.make_optimizer(opt_config(learning_rate=3e-2), 400))
   num_steps, exact_match = 0, 0.0
   while exact_match < 1.0 and num_steps < 400:
@@ -274,7 +274,7 @@ def test_tiny_model_overfits_a_handful_of_pairs():
     exact_match = metrics.summarize(jax.device_get(eval_step(state.params, batch)))["exact_match"]
   assert exact_match == 1.0, f"no exact match after {num_steps} steps"
 
-  translator = translation.Translator(config, model, state.params, tokenizer, source_vocab,
+  translator = seq2seq.Translator(config, model, state.params, tokenizer, source_vocab,
                                       target_vocab)
   outputs = translator.translate([s for s, _ in OVERFIT_PAIRS])
   assert outputs == [tokenizer.normalize(t) for _, t in OVERFIT_PAIRS]
@@ -287,8 +287,8 @@ def test_same_config_and_seed_give_bit_identical_metrics(tmp_path):
   """Two fresh runs (dropout on, an epoch boundary crossed): every logged number is equal."""
   train_path = write_tsv(tmp_path / "pairs.tsv", make_pairs(40))
   config = tiny_config(train_path, train__num_steps=6, train__log_every=1, train__eval_every=3)
-  first = translation.train_and_evaluate(config, str(tmp_path / "first"))
-  second = translation.train_and_evaluate(config, str(tmp_path / "second"))
+  first = seq2seq.train_and_evaluate(config, str(tmp_path / "first"))
+  second = seq2seq.train_and_evaluate(config, str(tmp_path / "second"))
   records = [metrics.MetricWriter(str(tmp_path / name)).read() for name in ("first", "second")]
   assert len(records[0]) == 6 + 2 and records[0] == records[1]
   assert_trees_equal(first.params, second.params)
@@ -297,12 +297,12 @@ def test_same_config_and_seed_give_bit_identical_metrics(tmp_path):
 def test_resumed_run_matches_an_uninterrupted_run(tmp_path, capsys):
   # 32 training pairs in batches of 8: 6 steps cross an epoch boundary; dropout is on.
   train_path = write_tsv(tmp_path / "pairs.tsv", make_pairs(40))
-  uninterrupted = translation.train_and_evaluate(tiny_config(train_path, train__num_steps=6),
+  uninterrupted = seq2seq.train_and_evaluate(tiny_config(train_path, train__num_steps=6),
                                                  str(tmp_path / "one_go"))
   resumed_dir = str(tmp_path / "resumed")
-  translation.train_and_evaluate(tiny_config(train_path, train__num_steps=3), resumed_dir)
+  seq2seq.train_and_evaluate(tiny_config(train_path, train__num_steps=3), resumed_dir)
   capsys.readouterr()
-  resumed = translation.train_and_evaluate(tiny_config(train_path, train__num_steps=6),
+  resumed = seq2seq.train_and_evaluate(tiny_config(train_path, train__num_steps=6),
                                            resumed_dir)
   assert f"Resuming from the checkpoint at step 3 in {resumed_dir}" in capsys.readouterr().out
 
@@ -426,7 +426,7 @@ def test_bfloat16_mixed_precision_keeps_parameters_and_optimizer_state_in_float3
   losses = {}
   for dtype in ("float32", "bfloat16"):
     workdir = str(tmp_path / dtype)
-    translation.train_and_evaluate(tiny_config(train_path, model__dtype=dtype,
+    seq2seq.train_and_evaluate(tiny_config(train_path, model__dtype=dtype,
                                                train__num_steps=2), workdir)
     losses[dtype] = [r["train_loss"] for r in metrics.MetricWriter(workdir).read()
                      if "train_loss" in r]

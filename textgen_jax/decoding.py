@@ -56,6 +56,11 @@ class DecodeSettings:
     if not self.length_alpha >= 0:
       raise TextgenError(f"length_alpha must be >= 0, got {self.length_alpha}")
 
+  def check_rng(self, rng: jax.Array | None) -> None:
+    """Sampling draws from an explicit key: no key, no silent default."""
+    if self.strategy == "sample" and rng is None:
+      raise TextgenError("sampling needs an explicit rng key")
+
 
 def _vocab_size(step_fn: StepFn, carry: Any, batch_size: int) -> int:
   """The logits' width, found by tracing one step abstractly (no computation)."""
@@ -299,8 +304,7 @@ def decode(step_fn: StepFn, carry: Any, batch_size: int, max_len: int, settings:
   if settings.strategy == "greedy":
     return greedy_decode(step_fn, carry, batch_size, max_len)
   if settings.strategy == "sample":
-    if rng is None:
-      raise TextgenError("sampling needs an explicit rng key")
+    settings.check_rng(rng)
     return sample_decode(step_fn, carry, batch_size, max_len, rng, settings.temperature,
                          settings.top_k, settings.top_p)
   if settings.strategy == "beam":

@@ -77,21 +77,21 @@ class CheckedJit:
   device's free memory before it first runs.
 
     translate = CheckedJit(jax.jit(fn, static_argnames="settings"), "translating", "--batch_size")
-    tokens = translate(params, inputs, rows=len(inputs), settings=settings)
+    tokens = translate(params, inputs, num_rows=len(inputs), settings=settings)
   """
 
   def __init__(self, jitted: Callable[..., Any], what: str, flag: str):
     self.jitted, self.what, self.flag = jitted, what, flag
     self._compiled = {}
 
-  def __call__(self, *args: Any, rows: int, **static: Any) -> Any:
-    """Runs the program for these args; `rows` (the batch size) is for error messages."""
+  def __call__(self, *args: Any, num_rows: int, **static: Any) -> Any:
+    """Runs the program for these args; `num_rows` (the batch size) is for error messages."""
     leaves, treedef = jax.tree.flatten(args)
     key = (treedef, tuple((getattr(x, "shape", None), str(getattr(x, "dtype", type(x))))
                           for x in leaves), tuple(sorted(static.items())))
     if key not in self._compiled:
       compiled = self.jitted.lower(*args, **static).compile()
-      check_fits(compiled, rows, self.what, self.flag)
+      check_fits(compiled, num_rows, self.what, self.flag)
       self._compiled[key] = compiled
-    with out_of_memory_as_error(self.what, rows, self.flag):
+    with out_of_memory_as_error(self.what, num_rows, self.flag):
       return self._compiled[key](*args)

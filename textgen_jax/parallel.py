@@ -2,17 +2,18 @@
 
 The devices form a 2-D `Mesh` with axes ("data", "model"). Every batch is split by rows over
 "data"; parameters and optimizer state are replicated, except that with model_shards > 1 the
-vocabulary matrices (embedding tables and the output layer) are split over "model" along their
-vocabulary dimension. The train step is one `jax.jit` with these shardings as its explicit in/out
+vocabulary matrices a model declares (embedding tables, the output layer) are split over "model"
+along their vocabulary dimension. The train step is one `jax.jit` with these shardings as its explicit in/out
 shardings; XLA inserts the gradient all-reduce. With one device all of this is a no-op.
 
 Multi-host: `initialize` calls `jax.distributed.initialize()` (it finds the cluster on TPU pods,
 SLURM and Open MPI; see the README). Every process computes the same batch plan (a pure function
-of seed and step) and pads only the rows its own devices hold (`local_rows`); arrays are then
+of seed and step) and pads only the rows its own devices hold (`local_slice`); arrays are then
 assembled with `jax.make_array_from_process_local_data`. Only process 0 writes files.
 """
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -24,11 +25,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from textgen_jax.errors import TextgenError
 
 DATA_AXIS, MODEL_AXIS = "data", "model"
-# Parameters whose vocabulary dimension is sharded over MODEL_AXIS, by (module, parameter) name:
-# flax's nn.Embed tables are called "embedding" (vocabulary first); the output layers of the
-# seq2seq decoder and of the VAE/LM decoder are Dense layers (vocabulary last).
-_EMBEDDING_PARAM = "embedding"
-_OUTPUT_LAYERS = ("output_layer", "decoder_output")
+# A model's vocabulary matrices: (module, ..., parameter) name path -> its vocabulary dimension.
+# Each model class declares its own (VOCABULARY_MATRICES); optimizer moments mirror the
+# parameters' paths, so the same path suffix picks the same dimension in the whole train state.
+VocabularyMatrices = Mapping[tuple[str, ...], int]
 
 
 def initialize(parallel: ml_collections.ConfigDict) -> None:
@@ -55,6 +55,7 @@ class Layout:
   """The device mesh and the shardings of batches and of the train state."""
 
   mesh: Mesh
+  vocabulary_matrices: VocabularyMatrices = dataclasses.field(default_factory=dict)
 
   @property
   def num_data_shards(self) -> int:
@@ -77,13 +78,13 @@ class Layout:
     """Shardings for a tree of parameters or of train state (optimizer moments mirror the
     parameters' paths, so the same names pick the same vocabulary dimension)."""
     return jax.tree_util.tree_map_with_path(
-        lambda path, leaf: NamedSharding(self.mesh, _vocab_spec(path, np.ndim(leaf))), tree)
+        lambda path, leaf: NamedSharding(self.mesh, self._spec(path, np.ndim(leaf))), tree)
 
   def check_vocabulary_divides(self, abstract_params: Any) -> None:
     if self.num_model_shards == 1:
       return
     for path, leaf in jax.tree_util.tree_leaves_with_path(abstract_params):
-      spec = _vocab_spec(path, leaf.ndim)
+      spec = self._spec(path, leaf.ndim)
       if MODEL_AXIS in spec:
         size = leaf.shape[spec.index(MODEL_AXIS)]
         if size % self.num_model_shards:
@@ -93,6 +94,14 @@ class Layout:
               "multiple of it; set --config.data.vocab_size_multiple to it (this pads the "
               "vocabulary with unused tokens) or choose a model_shards that divides it")
 
+  def _spec(self, path: tuple, ndim: int) -> P:
+    """Sharded along MODEL_AXIS if the leaf's name path ends in a declared vocabulary matrix."""
+    names = tuple(key.key for key in path if isinstance(key, jax.tree_util.DictKey))
+    for matrix, axis in self.vocabulary_matrices.items():
+      if names[-len(matrix):] == matrix and axis < ndim:
+        return P(*(MODEL_AXIS if i == axis else None for i in range(ndim)))
+    return P()
+
   def check_batch_size(self, batch_size: int) -> None:
     if batch_size % self.num_data_shards:
       raise TextgenError(
@@ -100,40 +109,30 @@ class Layout:
           f"the {self.num_data_shards} data-parallel devices it is split over (devices "
           f"{self.mesh.size} / parallel.model_shards {self.num_model_shards})")
 
-  def local_rows(self, batch_size: int) -> slice:
+  def local_slice(self, batch_size: int) -> slice:
     """The rows of a global batch that this process's devices hold (contiguous)."""
     index_map = self.batch.addressable_devices_indices_map((batch_size,))
     starts = [index[0].start or 0 for index in index_map.values()]
     stops = [batch_size if index[0].stop is None else index[0].stop for index in index_map.values()]
     return slice(min(starts), max(stops))
 
-  def global_batch(self, local_rows: dict[str, np.ndarray],
+  def global_batch(self, local_part: dict[str, np.ndarray],
                    batch_size: int) -> dict[str, jax.Array]:
-    """This process's rows (`local_rows(batch_size)` of each array) as global sharded arrays."""
+    """This process's rows (`local_slice(batch_size)` of each array) as global sharded arrays."""
     return {name: jax.make_array_from_process_local_data(
-        self.batch, rows, (batch_size,) + rows.shape[1:]) for name, rows in local_rows.items()}
+        self.batch, rows, (batch_size,) + rows.shape[1:]) for name, rows in local_part.items()}
 
   def shard_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     """A whole global batch held by every process (validation), sharded by rows."""
     batch_size = len(next(iter(batch.values())))
-    rows = self.local_rows(batch_size)
-    return self.global_batch({name: value[rows] for name, value in batch.items()}, batch_size)
+    row_slice = self.local_slice(batch_size)
+    return self.global_batch({name: value[row_slice] for name, value in batch.items()}, batch_size)
 
 
-def _vocab_spec(path: tuple, ndim: int) -> P:
-  names = [key.key for key in path if isinstance(key, jax.tree_util.DictKey)]
-  if len(names) >= 2 and names[-1] == _EMBEDDING_PARAM and ndim == 2:
-    return P(MODEL_AXIS, None)
-  if len(names) >= 2 and names[-2] in _OUTPUT_LAYERS:
-    if names[-1] == "kernel" and ndim == 2:
-      return P(None, MODEL_AXIS)
-    if names[-1] == "bias" and ndim == 1:
-      return P(MODEL_AXIS)
-  return P()
-
-
-def make_layout(parallel: ml_collections.ConfigDict) -> Layout:
-  """The mesh over parallel.num_devices devices (0: all), model_shards of them per data shard."""
+def make_layout(parallel: ml_collections.ConfigDict,
+                vocabulary_matrices: VocabularyMatrices | None = None) -> Layout:
+  """The mesh over parallel.num_devices devices (0: all), model_shards of them per data shard;
+  with model_shards > 1 the model's `vocabulary_matrices` are split over them."""
   devices = jax.devices()
   num_devices = parallel.num_devices or len(devices)
   if not 0 < num_devices <= len(devices):
@@ -149,7 +148,7 @@ def make_layout(parallel: ml_collections.ConfigDict) -> Layout:
   # carries no sharding annotations.
   mesh = jax.make_mesh(shape, (DATA_AXIS, MODEL_AXIS), devices=devices[:num_devices],
                        axis_types=(jax.sharding.AxisType.Auto,) * 2)
-  return Layout(mesh)
+  return Layout(mesh, dict(vocabulary_matrices or {}))
 
 
 def local_copy(tree: Any) -> Any:

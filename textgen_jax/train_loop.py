@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +45,24 @@ class Task:
       lambda params: ({}, []))
   # Runs inside the compiled step before the update (see training.train_step).
   before_update: StateHook | None = None
+  # The model's vocabulary matrices, which parallel.model_shards > 1 splits over devices.
+  vocabulary_matrices: parallel.VocabularyMatrices = dataclasses.field(default_factory=dict)
+
+
+class RunKeys(NamedTuple):
+  """The PRNG keys of a run, one per purpose, all from config.seed."""
+
+  params: jax.Array  # Parameter initialisation.
+  dropout: jax.Array  # Dropout and every other noise of the train step (folded with the step).
+  evaluation: jax.Array  # Held-out sampling and importance samples at evaluations.
+  reset: jax.Array  # Fresh parameters for a reset during the run (the VAE's decoder).
+
+
+def run_keys(seed: int) -> RunKeys:
+  """Key i is fold_in(key(seed), i). For i = 0 and 1 those are jax.random.split(key(seed))'s two
+  keys, the parameter and dropout keys runs have always used, so older runs resume exactly."""
+  root = jax.random.key(seed)
+  return RunKeys(*(jax.random.fold_in(root, i) for i in range(len(RunKeys._fields))))
 
 
 def evaluate(eval_step: Callable, params: Any, batches: Sequence[Batch]) -> dict[str, float]:
@@ -110,7 +128,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainS
   (the scripts then exit with 128 + the signal's number); the same command resumes.
   """
   train_cfg = config.train
-  layout = parallel.make_layout(config.parallel)
+  layout = parallel.make_layout(config.parallel, task.vocabulary_matrices)
   batch_size = task.train_batches.batch_size
   layout.check_batch_size(batch_size)
   state, state_sharding, dropout_rng = _initial_state(config, task, layout)
@@ -127,9 +145,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainS
                                  batch_sharding=layout.batch)
   compiled_eval = jit_eval_step(task.loss_fn, params_sharding=state_sharding.params,
                                 batch_sharding=layout.batch)
-  rows = layout.local_rows(batch_size)  # Of every global batch, this host pads only its own.
+  row_slice = layout.local_slice(batch_size)  # Of every global batch, this host pads its own.
   train_step = lambda state, step: compiled_step(
-      state, layout.global_batch(task.train_batches.batch_at(step, rows), batch_size), dropout_rng)
+      state, layout.global_batch(task.train_batches.batch_at(step, row_slice), batch_size), dropout_rng)
   eval_step = lambda params, batch: compiled_eval(params, layout.shard_batch(batch))
   try:
     with _stop_requests() as stop:
@@ -155,14 +173,14 @@ def _initial_state(config: ml_collections.ConfigDict, task: Task,
   """(fresh train state, its shardings, dropout key), all from config.seed. The state is made
   in place on the mesh (every host computes the same), so a vocabulary matrix too big for one
   device is never whole."""
-  keys = lambda: jax.random.split(jax.random.key(config.seed))  # (parameters, dropout)
   optimizer = make_optimizer(config.opt, config.train.num_steps)
-  make_state = lambda: create_train_state(None, task.init_params(keys()[0]), optimizer)
+  make_state = lambda: create_train_state(None, task.init_params(run_keys(config.seed).params),
+                                          optimizer)
   abstract_state = jax.eval_shape(make_state)
   layout.check_vocabulary_divides(abstract_state.params)
   state_sharding = layout.tree_shardings(abstract_state)
   state = jax.jit(make_state, out_shardings=state_sharding)()
-  dropout_rng = jax.jit(lambda: keys()[1], out_shardings=layout.replicated)()
+  dropout_rng = jax.jit(lambda: run_keys(config.seed).dropout, out_shardings=layout.replicated)()
   return state, state_sharding, dropout_rng
 
 

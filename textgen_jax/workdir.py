@@ -1,17 +1,24 @@
-"""A run's workdir: its config.json and vocabularies, and the checks that make resuming safe.
+"""A run's workdir: its config.json and vocabularies, the checks that make resuming safe, and
+loading and saving a trained model, the same for every model family.
 
-Every model family writes the config it trained with (config.json) and its vocabularies beside
-checkpoints/; loading a model for inference reads them back, and resuming checks that the
-current settings still describe the checkpoints.
+Every model family writes the config it trained with (config.json, whose `family` names the
+family) and its vocabularies beside checkpoints/; loading a model for inference reads them back,
+and resuming checks that the current settings still describe the checkpoints.
 """
 
+import dataclasses
+import functools
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+import flax.linen as nn
+import jax
 import ml_collections
 
-from textgen_jax.data.tokenizers import Tokenizer
+from textgen_jax.checkpointing import Checkpointer
+from textgen_jax.data.tokenizers import Tokenizer, tokenizer_from_config
 from textgen_jax.data.vocab import Vocabulary, load_vocabulary
 from textgen_jax.errors import TextgenError
 
@@ -57,6 +64,14 @@ def read_model_config(workdir: str) -> ml_collections.ConfigDict:
   if isinstance(config.get("model"), ml_collections.ConfigDict):
     config.model.lstm_backend = "auto"
   return config
+
+
+def family_of(config: ml_collections.ConfigDict) -> str:
+  """The model family a saved config describes. Workdirs written before configs named their
+  family tell it by the model section: only the VAE/LM's has a `kind`."""
+  if "family" in config:
+    return config.family
+  return "vae" if "kind" in config.get("model", {}) else "seq2seq"
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
@@ -105,3 +120,61 @@ def check_resumable(workdir: str, config: ml_collections.ConfigDict,
     if saved_vocab != vocab:
       raise TextgenError(f"{os.path.join(workdir, filename)}: the checkpoint's vocabulary does not "
                          "match the one built from the current data; use a new --workdir")
+
+
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+  """A trained model read from a workdir: what a family's inference class is built from."""
+
+  config: ml_collections.ConfigDict
+  model: nn.Module
+  params: Any
+  tokenizer: Tokenizer
+  vocabularies: list[Vocabulary]  # In the order of the family's vocabulary files.
+  step: int
+
+
+def load(workdir: str, family: str, vocabulary_files: Sequence[str], train_script: str,
+         build_model: Callable[..., nn.Module], init_params: Callable[[nn.Module, jax.Array], Any],
+         step: int | None = None) -> Loaded:
+  """The model in a workdir (or a `save`d directory) at its latest checkpoint, or at `step`.
+
+  build_model(model_config, *vocabularies) and init_params(model, rng) are the family's.
+  """
+  if not has_checkpoints(workdir):
+    raise TextgenError(f"{workdir}: no checkpoint found; train one with "
+                       f"{train_script} --workdir={workdir}")
+  config = read_model_config(workdir)
+  found = family_of(config)
+  if found != family:
+    raise TextgenError(f"{workdir} holds a {found} model, not a {family} model; train one with "
+                       f"{train_script} --workdir=<new directory>")
+  vocabularies, tokenizer_cfg = [], None
+  for filename in vocabulary_files:
+    vocab, tokenizer_cfg = load_vocabulary(os.path.join(workdir, filename))
+    vocabularies.append(vocab)
+  model = build_model(config.model, *vocabularies)
+  params_shape = jax.eval_shape(functools.partial(init_params, model), jax.random.key(0))
+  checkpointer = Checkpointer(checkpoint_dir(workdir))
+  try:
+    available = checkpointer.all_steps()
+    step = available[-1] if step is None else step
+    if step not in available:
+      raise TextgenError(f"{workdir}: no checkpoint at step {step}; it has steps {available}")
+    params = checkpointer.restore_params(params_shape, step)
+  finally:
+    checkpointer.close()
+  return Loaded(config, model, params, tokenizer_from_config(tokenizer_cfg), vocabularies, step)
+
+
+def save(directory: str, config: ml_collections.ConfigDict, tokenizer: Tokenizer,
+         vocabularies: Mapping[str, Vocabulary], params: Any, step: int = 0) -> None:
+  """Writes an inference-only copy (config, vocabularies, parameters) that `load` reads."""
+  if os.path.exists(checkpoint_dir(directory)):
+    raise TextgenError(f"{directory} already holds a saved model or a training run; "
+                       "save to a new directory")
+  os.makedirs(directory, exist_ok=True)
+  write_assets(directory, config, tokenizer, vocabularies)
+  checkpointer = Checkpointer(checkpoint_dir(directory))
+  checkpointer.save_params(params, step)
+  checkpointer.close()

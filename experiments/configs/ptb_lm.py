@@ -5,7 +5,7 @@ r"""The LSTM language-model baseline on Penn Treebank: the VAE's decoder with no
 The data come from $PTB_DIR or ../shared/data/ptb; see textgen_jax/config.py.
 """
 
-from textgen_jax.config import ptb_config
+from textgen_jax.vae.config import ptb_config
 
 
 def get_config():

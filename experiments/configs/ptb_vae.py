@@ -9,7 +9,7 @@ is one switch away (--config.vae.pretrain_steps=N). The data come from $PTB_DIR 
 ../shared/data/ptb. Dropout 0.3, not He et al.'s 0.5: our runs are a few epochs long.
 """
 
-from textgen_jax.config import ptb_config
+from textgen_jax.vae.config import ptb_config
 
 
 def get_config():

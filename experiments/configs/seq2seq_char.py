@@ -4,7 +4,7 @@ r"""Character-level seq2seq, for string transduction tasks (spelling, dates, tra
       --config.data.train_path=pairs.tsv --workdir=runs/char
 """
 
-from textgen_jax.config import seq2seq_config
+from textgen_jax.seq2seq.config import get_config as seq2seq_config
 
 
 def get_config():

@@ -4,7 +4,7 @@ r"""A tiny model and a short run, for smoke tests of the pipeline (about a minut
       --workdir=/tmp/tiny
 """
 
-from textgen_jax.config import seq2seq_config
+from textgen_jax.seq2seq.config import get_config as seq2seq_config
 
 
 def get_config():

@@ -11,10 +11,10 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import SENTENCES, make_pairs, tiny_config, tiny_vae_config, write_text, write_tsv
+from tests.helpers import SENTENCES, make_pairs, tiny_config, tiny_vae_config, write_text, write_tsv
 import orbax.checkpoint as ocp
 
-from textgen_jax import metrics, sentence_vae, translation
+from textgen_jax import metrics, seq2seq, vae
 from textgen_jax.checkpointing import Checkpointer
 from textgen_jax.errors import TextgenError
 
@@ -55,7 +55,7 @@ def pairs_path(tmp_path_factory):
 def one_device_seq2seq(pairs_path, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("one_device"))
   config = config_for(pairs_path, parallel__num_devices=1)
-  return translation.train_and_evaluate(config, workdir), workdir
+  return seq2seq.train_and_evaluate(config, workdir), workdir
 
 
 def test_devices_are_there():
@@ -69,7 +69,7 @@ def test_seq2seq_on_8_devices_matches_one_device(pairs_path, one_device_seq2seq,
   reference, reference_dir = one_device_seq2seq
   config = config_for(pairs_path, parallel__num_devices=num_devices,
                        parallel__model_shards=model_shards)
-  model = translation.train_and_evaluate(config, str(tmp_path))
+  model = seq2seq.train_and_evaluate(config, str(tmp_path))
   np.testing.assert_allclose(train_losses(str(tmp_path)), train_losses(reference_dir), rtol=RTOL)
   assert len(train_losses(str(tmp_path))) == 6
   assert_trees_close(model.params, reference.params)
@@ -78,7 +78,7 @@ def test_seq2seq_on_8_devices_matches_one_device(pairs_path, one_device_seq2seq,
 def test_vocabulary_matrices_are_stored_split_over_the_model_axis(pairs_path, tmp_path):
   """The checkpoint of a model_shards=2 run records how each array was laid out in training."""
   config = config_for(pairs_path, train__num_steps=1, parallel__model_shards=2)
-  translation.train_and_evaluate(config, str(tmp_path))
+  seq2seq.train_and_evaluate(config, str(tmp_path))
   stored = ocp.StandardCheckpointer().metadata(tmp_path / "checkpoints" / "1" / "params")
   specs = jax.tree.map(lambda leaf: tuple(leaf.sharding.partition_spec),
                        dict(stored.item_metadata.tree))["params"]
@@ -93,9 +93,9 @@ def test_vae_and_lm_on_8_devices_match_one_device(tmp_path, kind):
   corpus = write_text(tmp_path / "sentences.txt", "\n".join(SENTENCES * 2) + "\n")
   overrides = dict(data__batch_size=8, train__num_steps=4, train__log_every=1, model__kind=kind,
                    vae__word_dropout=0.2)  # Random draws must not depend on the layout.
-  one = sentence_vae.train_and_evaluate(
+  one = vae.train_and_evaluate(
       tiny_vae_config(corpus, parallel__num_devices=1, **overrides), str(tmp_path / "one"))
-  eight = sentence_vae.train_and_evaluate(
+  eight = vae.train_and_evaluate(
       tiny_vae_config(corpus, **overrides), str(tmp_path / "eight"))
   np.testing.assert_allclose(train_losses(str(tmp_path / "eight")),
                              train_losses(str(tmp_path / "one")), rtol=RTOL)
@@ -107,14 +107,14 @@ def test_a_vocabulary_that_does_not_split_evenly_is_a_clear_error(pairs_path, tm
   with pytest.raises(TextgenError, match=r"--config.parallel.model_shards=2 splits the vocabulary "
                      r"matrices, but .* has a vocabulary of 13, .* "
                      r"--config.data.vocab_size_multiple"):
-    translation.train_and_evaluate(config, str(tmp_path))
+    seq2seq.train_and_evaluate(config, str(tmp_path))
 
 
 def test_global_batch_not_divisible_by_the_devices_is_a_clear_error(pairs_path, tmp_path):
   config = config_for(pairs_path, data__batch_size=12)
   with pytest.raises(TextgenError, match=r"--config.data.batch_size=12 is the global batch; it "
                      r"must be a multiple of the 8 data-parallel devices"):
-    translation.train_and_evaluate(config, str(tmp_path))
+    seq2seq.train_and_evaluate(config, str(tmp_path))
   assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
 
 
@@ -122,7 +122,7 @@ def test_bad_device_settings_name_the_flag(pairs_path, tmp_path):
   for overrides, flag in [({"parallel__num_devices": 9}, "parallel.num_devices=9"),
                           ({"parallel__model_shards": 3}, "parallel.model_shards=3")]:
     with pytest.raises(TextgenError, match=f"--config.{flag}"):
-      translation.train_and_evaluate(config_for(pairs_path, **overrides),
+      seq2seq.train_and_evaluate(config_for(pairs_path, **overrides),
                                      str(tmp_path))
 
 
@@ -134,7 +134,7 @@ def test_checkpoint_moves_from_8_devices_to_1_and_back(pairs_path, one_device_se
   for num_steps, num_devices, model_shards in [(2, 8, 2), (4, 1, 1), (6, 8, 1)]:
     config = config_for(pairs_path, train__num_steps=num_steps,
                          parallel__num_devices=num_devices, parallel__model_shards=model_shards)
-    model = translation.train_and_evaluate(config, workdir)
+    model = seq2seq.train_and_evaluate(config, workdir)
     assert Checkpointer(os.path.join(workdir, "checkpoints")).latest_step() == num_steps
   np.testing.assert_allclose(train_losses(workdir), train_losses(reference_dir), rtol=RTOL)
   assert_trees_close(model.params, reference.params)

@@ -83,8 +83,8 @@ def padded_rows(num_rows: int, batch_size: int) -> int:
 
 
 def sorted_batches(sources: Sequence[np.ndarray], batch_size: int,
-                   lengths: Sequence[int]) -> Iterator[tuple[np.ndarray, Batch]]:
-  """Inference batches over `sources` sorted by length: (row indices into sources, batch).
+                   buckets: Sequence[int]) -> Iterator[tuple[np.ndarray, Batch]]:
+  """Inference batches over `sources` sorted by length: (indices into sources, batch).
 
   Each batch is padded to its bucket length and to a power-of-two number of rows (at most
   batch_size), so a few thousand inputs take few compiled shapes. Targets are the sources
@@ -92,12 +92,12 @@ def sorted_batches(sources: Sequence[np.ndarray], batch_size: int,
   """
   order = np.argsort([len(x) for x in sources], kind="stable")
   for start in range(0, len(order), batch_size):
-    rows = order[start:start + batch_size]
-    padded_size = padded_rows(len(rows), batch_size)
-    longest = max(len(sources[i]) + 1 for i in rows)  # +1: the target's EOS.
-    length = next((n for n in lengths if n >= longest), longest)
-    chosen = [sources[i] for i in rows]
-    yield rows, pad_batch(chosen, chosen, padded_size, length)
+    indices = order[start:start + batch_size]
+    padded_size = padded_rows(len(indices), batch_size)
+    longest = max(len(sources[i]) + 1 for i in indices)  # +1: the target's EOS.
+    length = next((n for n in buckets if n >= longest), longest)
+    chosen = [sources[i] for i in indices]
+    yield indices, pad_batch(chosen, chosen, padded_size, length)
 
 
 def split_indices(num_examples: int, valid_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -118,7 +118,7 @@ class BucketedBatches:
   sources: Sequence[np.ndarray]
   targets: Sequence[np.ndarray]
   batch_size: int
-  lengths: Sequence[int]
+  buckets: Sequence[int]  # Padded lengths (bucket_lengths).
   seed: int = 0
   shuffle: bool = True
 
@@ -126,22 +126,22 @@ class BucketedBatches:
     if len(self.sources) != len(self.targets) or not self.sources:
       raise TextgenError("batching needs the same, non-zero number of sources and targets")
     needed = [max(len(s), len(t) + 1) for s, t in zip(self.sources, self.targets)]
-    if max(needed) > self.lengths[-1]:
-      raise TextgenError(f"an example needs length {max(needed)} > largest bucket {self.lengths[-1]}")
-    bucket_of = np.searchsorted(np.asarray(self.lengths), needed)
-    self._buckets = [np.flatnonzero(bucket_of == b) for b in range(len(self.lengths))]
+    if max(needed) > self.buckets[-1]:
+      raise TextgenError(f"an example needs length {max(needed)} > largest bucket {self.buckets[-1]}")
+    bucket_of = np.searchsorted(np.asarray(self.buckets), needed)
+    self._members = [np.flatnonzero(bucket_of == b) for b in range(len(self.buckets))]
     self._epoch, self._epoch_plan = None, None
 
   @property
   def num_batches(self) -> int:
     """Batches per epoch; the same every epoch."""
-    return sum(-(-len(b) // self.batch_size) for b in self._buckets)
+    return sum(-(-len(b) // self.batch_size) for b in self._members)
 
   def _plan(self, epoch: int) -> list[tuple[int, np.ndarray]]:
     """The epoch's batches as (bucket, example indices), shuffled by (seed, epoch)."""
     rng = np.random.default_rng((self.seed, epoch))
     chunks = []
-    for bucket, members in enumerate(self._buckets):
+    for bucket, members in enumerate(self._members):
       if self.shuffle:
         members = rng.permutation(members)
       for start in range(0, len(members), self.batch_size):
@@ -150,25 +150,25 @@ class BucketedBatches:
       chunks = [chunks[i] for i in rng.permutation(len(chunks))]
     return chunks
 
-  def _pad(self, bucket: int, members: np.ndarray, rows: slice) -> Batch:
-    start, stop, _ = rows.indices(self.batch_size)
+  def _pad(self, bucket: int, members: np.ndarray, row_slice: slice) -> Batch:
+    start, stop, _ = row_slice.indices(self.batch_size)
     chosen = members[start:stop]
     return pad_batch([self.sources[i] for i in chosen], [self.targets[i] for i in chosen],
-                     stop - start, self.lengths[bucket])
+                     stop - start, self.buckets[bucket])
 
   def epoch(self, epoch: int) -> list[Batch]:
     return [self._pad(bucket, members, slice(None)) for bucket, members in self._plan(epoch)]
 
-  def batch_at(self, step: int, rows: slice = slice(None)) -> Batch:
+  def batch_at(self, step: int, row_slice: slice = slice(None)) -> Batch:
     """The batch seen at training step `step` (0-based), counting epochs from 0.
 
-    `rows` picks a contiguous part of the global batch: one host of several pads only the rows
+    `row_slice` picks a contiguous part of the global batch: one host of several pads only the rows
     its devices hold, and the parts of all hosts make up the one-host batch exactly.
     """
     epoch, index = divmod(step, self.num_batches)
     if epoch != self._epoch:
       self._epoch, self._epoch_plan = epoch, self._plan(epoch)
-    return self._pad(*self._epoch_plan[index], rows)
+    return self._pad(*self._epoch_plan[index], row_slice)
 
   def iterate_from(self, step: int) -> Iterator[Batch]:
     while True:

@@ -8,14 +8,14 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import (REPO_ROOT, SENTENCES, assert_trees_equal, tiny_config, tiny_vae_config,
+from tests.helpers import (REPO_ROOT, SENTENCES, assert_trees_equal, tiny_config, tiny_vae_config,
                       write_text, write_tsv, make_pairs)
 
-from textgen_jax import sentence_vae, translation
+from textgen_jax import seq2seq, vae
 from textgen_jax.data import tokenizers
 from textgen_jax.errors import TextgenError
 from textgen_jax.decoding import DecodeSettings
-from textgen_jax.sentence_vae import SentenceModel
+from textgen_jax.vae.sentence_model import SentenceModel
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def trained_vae(corpus, tmp_path_factory) -> tuple[SentenceModel, str]:
   config = tiny_vae_config(corpus, train__num_steps=300, train__log_every=100,
                            vae__kl_schedule="constant", vae__beta_max=0.05, model__latent_size=8,
                            model__hidden_size=64, train__checkpoint_every=300)
-  return sentence_vae.train_and_evaluate(config, workdir), workdir
+  return vae.train_and_evaluate(config, workdir), workdir
 
 
 def test_tiny_vae_reconstructs_the_sentences_it_was_trained_on(trained_vae):
@@ -122,7 +122,7 @@ def test_an_empty_input_is_a_clear_error(trained_vae):
 
 def test_language_model_trains_from_the_same_script_with_one_switch(corpus, tmp_path):
   config = tiny_vae_config(corpus, model__kind="lm", train__num_steps=40)
-  model = sentence_vae.train_and_evaluate(config, str(tmp_path))
+  model = vae.train_and_evaluate(config, str(tmp_path))
   assert set(model.params["params"]) == {"decoder_embedding", "decoder_lstm", "decoder_output"}
   results = model.evaluate(SENTENCES, num_samples=3)
   assert "kl" not in results and results["importance_samples"] == 0
@@ -139,11 +139,11 @@ def test_language_model_trains_from_the_same_script_with_one_switch(corpus, tmp_
 def test_vae_resume_with_pretraining_reset_equals_an_uninterrupted_run(corpus, tmp_path):
   overrides = dict(vae__pretrain_steps=3, vae__free_bits=0.1, vae__word_dropout=0.2,
                    model__embedding_dropout=0.1, train__checkpoint_every=2)
-  full = sentence_vae.train_and_evaluate(
+  full = vae.train_and_evaluate(
       tiny_vae_config(corpus, train__num_steps=6, **overrides), str(tmp_path / "full"))
-  sentence_vae.train_and_evaluate(tiny_vae_config(corpus, train__num_steps=2, **overrides),
+  vae.train_and_evaluate(tiny_vae_config(corpus, train__num_steps=2, **overrides),
                                   str(tmp_path / "split"))
-  resumed = sentence_vae.train_and_evaluate(
+  resumed = vae.train_and_evaluate(
       tiny_vae_config(corpus, train__num_steps=6, **overrides), str(tmp_path / "split"))
   assert_trees_equal(full.params, resumed.params)
 
@@ -152,7 +152,7 @@ def test_training_logs_reconstruction_kl_and_beta(corpus, tmp_path):
   config = tiny_vae_config(corpus, train__num_steps=4, train__log_every=2, vae__anneal_steps=4,
                            train__eval_every=4, train__eval_num_samples=3,
                            train__num_examples_to_print=2)
-  sentence_vae.train_and_evaluate(config, str(tmp_path))
+  vae.train_and_evaluate(config, str(tmp_path))
   records = read_metrics(tmp_path)
   train = [r for r in records if "train_loss" in r]
   assert [r["step"] for r in train] == [2, 4]
@@ -185,19 +185,19 @@ def read_metrics(workdir) -> list[dict]:
 def test_a_corpus_with_an_empty_line_names_the_line_or_is_counted(tmp_path, capsys):
   path = write_text(tmp_path / "gaps.txt", "the cat sat\n\na dog ran\n")
   with pytest.raises(TextgenError, match=r"gaps.txt:2: empty line"):
-    sentence_vae.train_and_evaluate(tiny_vae_config(path), str(tmp_path / "w"))
+    vae.train_and_evaluate(tiny_vae_config(path), str(tmp_path / "w"))
   assert not os.path.exists(tmp_path / "w" / "checkpoints")
   config = tiny_vae_config(path, data__skip_malformed=True, train__num_steps=1)
-  sentence_vae.train_and_evaluate(config, str(tmp_path / "w2"))
+  vae.train_and_evaluate(config, str(tmp_path / "w2"))
   assert "skipped 1 malformed lines (first: line 2 (empty line))" in capsys.readouterr().out
 
 
 def test_a_sentence_longer_than_max_len_is_named_or_counted(tmp_path, capsys):
   path = write_text(tmp_path / "long.txt", "the cat sat\n" + " ".join(["word"] * 12) + "\n")
   with pytest.raises(TextgenError, match=r"long.txt:2: sentence has 12 tokens"):
-    sentence_vae.train_and_evaluate(tiny_vae_config(path, data__too_long="error"),
+    vae.train_and_evaluate(tiny_vae_config(path, data__too_long="error"),
                                     str(tmp_path / "w"))
-  sentence_vae.train_and_evaluate(tiny_vae_config(path, train__num_steps=1), str(tmp_path / "w2"))
+  vae.train_and_evaluate(tiny_vae_config(path, train__num_steps=1), str(tmp_path / "w2"))
   assert "truncated 1 of 2 sentences to data.max_len=8 tokens" in capsys.readouterr().out
 
 
@@ -209,14 +209,14 @@ def test_a_sentence_longer_than_max_len_is_named_or_counted(tmp_path, capsys):
     (dict(model__lstm_backend="rnn"), "model.lstm_backend")])
 def test_bad_settings_name_the_flag(corpus, tmp_path, override, flag):
   with pytest.raises(TextgenError, match=f"--config.{flag}"):
-    sentence_vae.train_and_evaluate(tiny_vae_config(corpus, **override), str(tmp_path))
+    vae.train_and_evaluate(tiny_vae_config(corpus, **override), str(tmp_path))
 
 
 def test_resuming_with_other_model_settings_is_refused(corpus, tmp_path, trained_vae):
   _, workdir = trained_vae
   config = tiny_vae_config(corpus, model__latent_size=5)
   with pytest.raises(TextgenError, match="model.latent_size"):
-    sentence_vae.train_and_evaluate(config, workdir)
+    vae.train_and_evaluate(config, workdir)
 
 
 def run_script(script, *args):
@@ -253,7 +253,7 @@ def test_generate_cli_modes(trained_vae):
 @pytest.mark.slow
 def test_generate_cli_refuses_a_seq2seq_workdir(tmp_path):
   config = tiny_config(write_tsv(tmp_path / "pairs.tsv", make_pairs(20)), train__num_steps=1)
-  translation.train_and_evaluate(config, str(tmp_path / "seq2seq"))
+  seq2seq.train_and_evaluate(config, str(tmp_path / "seq2seq"))
   result = run_script("generate.py", f"--workdir={tmp_path / 'seq2seq'}", "--mode=sample")
   assert_one_line_error(result, "seq2seq", "train_vae.py")
 

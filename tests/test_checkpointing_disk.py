@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import optax
 import pytest
 
-from conftest import make_pairs, tiny_config, write_tsv
-from textgen_jax import training, translation
+from tests.helpers import make_pairs, tiny_config, write_tsv
+from textgen_jax import seq2seq, training
 from textgen_jax.checkpointing import Checkpointer
 from textgen_jax.errors import TextgenError
 
@@ -45,7 +45,7 @@ def test_a_read_only_workdir_is_a_clear_error_before_training(tmp_path, mount_di
   config = tiny_config(write_tsv(tmp_path / "pairs.tsv", make_pairs(40)))
   with pytest.raises(TextgenError, match=f"--workdir={workdir}: cannot write there "
                      r"\(Read-only file system\)"):
-    translation.train_and_evaluate(config, workdir)
+    seq2seq.train_and_evaluate(config, workdir)
 
 
 def test_a_disk_too_small_for_the_checkpoints_is_a_clear_error_before_training(tmp_path,
@@ -55,7 +55,7 @@ def test_a_disk_too_small_for_the_checkpoints_is_a_clear_error_before_training(t
   config = tiny_config(write_tsv(tmp_path / "pairs.tsv", make_pairs(40)), model__hidden_size=64)
   with pytest.raises(TextgenError, match=r"MiB free, but about 1\.\d MiB are needed for "
                      r"checkpoints of 0\.\d MiB \(keeping 2\)"):
-    translation.train_and_evaluate(config, workdir)
+    seq2seq.train_and_evaluate(config, workdir)
   assert os.listdir(os.path.join(workdir, "checkpoints")) == []
   assert not os.path.exists(os.path.join(workdir, "metrics.jsonl"))
 

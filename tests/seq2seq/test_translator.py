@@ -14,9 +14,9 @@ import sys
 import jax
 import pytest
 
-from conftest import (REPO_ROOT, assert_trees_equal, make_pairs, tiny_config, write_text,
+from tests.helpers import (REPO_ROOT, assert_trees_equal, make_pairs, tiny_config, write_text,
                       write_tsv)
-from textgen_jax import device_memory, metrics, translation
+from textgen_jax import device_memory, metrics, seq2seq
 from textgen_jax import workdir as workdir_lib
 from textgen_jax.data.tokenizers import make_tokenizer
 from textgen_jax.checkpointing import Checkpointer
@@ -38,7 +38,7 @@ def trained(tmp_path_factory):
   root = tmp_path_factory.mktemp("trained")
   config = tiny_config(write_tsv(root / "pairs.tsv", make_pairs(40)), **TRAINED_OVERRIDES)
   workdir = str(root / "workdir")
-  translator = translation.train_and_evaluate(config, workdir)
+  translator = seq2seq.train_and_evaluate(config, workdir)
   return config, workdir, translator
 
 
@@ -99,9 +99,9 @@ def test_char_level_translator_maps_unknown_characters_to_unk(pairs_tsv):
   config = tiny_config(pairs_tsv, data__tokenizer="char", data__max_len=12, data__num_buckets=2)
   tokenizer = make_tokenizer("char", lowercase=True)
   vocab = Vocabulary.build([tokenizer.tokenize("go eat.")])
-  model = translation.build_model(config.model, vocab, vocab)
-  params = jax.jit(functools.partial(translation.init_params, model))(jax.random.key(0))
-  translator = translation.Translator(config, model, params, tokenizer, vocab, vocab)
+  model = seq2seq.model.build_model(config.model, vocab, vocab)
+  params = jax.jit(functools.partial(seq2seq.model.init_params, model))(jax.random.key(0))
+  translator = seq2seq.Translator(config, model, params, tokenizer, vocab, vocab)
   assert vocab.encode(tokenizer.tokenize("Ωz")) == [UNK_ID, UNK_ID]
   outputs = translator.translate(["Ωz ÿ!", "go eat.", "", "ɐ" * 30])
   assert len(outputs) == 4 and outputs[2] == ""
@@ -144,7 +144,7 @@ def test_sampling_with_the_same_key_is_reproducible(trained):
 
 def test_load_gives_the_trained_translator(trained):
   _, workdir, translator = trained
-  loaded = translation.Translator.load(workdir)
+  loaded = seq2seq.Translator.load(workdir)
   assert_trees_equal(loaded.params, translator.params)
   assert loaded.source_vocab == translator.source_vocab
   assert loaded.target_vocab == translator.target_vocab
@@ -156,7 +156,7 @@ def test_save_and_load(trained, tmp_path):
   _, _, translator = trained
   directory = str(tmp_path / "export")
   translator.save(directory)
-  loaded = translation.Translator.load(directory)
+  loaded = seq2seq.Translator.load(directory)
   assert_trees_equal(loaded.params, translator.params)
   assert loaded.translate(INPUTS) == translator.translate(INPUTS)
 
@@ -166,20 +166,20 @@ def test_saving_again_to_the_same_directory_is_refused_and_keeps_the_first_save(
   _, _, translator = trained
   directory = str(tmp_path / "export")
   translator.save(directory)
-  changed = translation.Translator(translator.config, translator.model,
+  changed = seq2seq.Translator(translator.config, translator.model,
                                    jax.tree.map(lambda x: x + 1.0, translator.params),
                                    translator.tokenizer, translator.source_vocab,
                                    translator.target_vocab)
   with pytest.raises(TextgenError, match="already holds a saved model"):
     changed.save(directory)
-  assert_trees_equal(translation.Translator.load(directory).params, translator.params)
+  assert_trees_equal(seq2seq.Translator.load(directory).params, translator.params)
 
 
 def test_load_without_checkpoint_raises(trained, tmp_path):
   with pytest.raises(TextgenError, match="no checkpoint"):
-    translation.Translator.load(str(tmp_path / "missing"))
+    seq2seq.Translator.load(str(tmp_path / "missing"))
   with pytest.raises(TextgenError, match="no checkpoint"):
-    translation.Translator.load(str(tmp_path))
+    seq2seq.Translator.load(str(tmp_path))
   # Config and vocabularies present, but no checkpoint in checkpoints/.
   _, workdir, _ = trained
   partial = tmp_path / "partial"
@@ -187,7 +187,7 @@ def test_load_without_checkpoint_raises(trained, tmp_path):
   for name in ("config.json", "source_vocab.json", "target_vocab.json"):
     shutil.copy(os.path.join(workdir, name), partial / name)
   with pytest.raises(TextgenError, match="no checkpoint"):
-    translation.Translator.load(str(partial))
+    seq2seq.Translator.load(str(partial))
 
 
 @pytest.mark.parametrize("field, value", [("model__hidden_size", 32), ("data__max_len", 7),
@@ -197,7 +197,7 @@ def test_resuming_with_a_different_config_raises(trained, tmp_path, field, value
   workdir = copy_workdir(workdir, tmp_path)
   changed = tiny_config(config.data.train_path, **{**TRAINED_OVERRIDES, field: value})
   with pytest.raises(TextgenError, match="other settings") as info:
-    translation.train_and_evaluate(changed, workdir)
+    seq2seq.train_and_evaluate(changed, workdir)
   assert field.replace("__", ".") in str(info.value)
 
 
@@ -215,7 +215,7 @@ def test_a_workdir_from_before_vocab_size_multiple_resumes_with_its_old_behaviou
 def test_malformed_training_data_names_file_and_line(tmp_path):
   path = write_text(tmp_path / "bad.tsv", "Go.\tVa !\nHi.\tSalut !\nno tab here\n")
   with pytest.raises(TextgenError, match=r"bad\.tsv:3:"):
-    translation.train_and_evaluate(tiny_config(path), str(tmp_path / "workdir"))
+    seq2seq.train_and_evaluate(tiny_config(path), str(tmp_path / "workdir"))
   assert not os.path.exists(tmp_path / "workdir")
 
 
@@ -229,7 +229,7 @@ def test_malformed_training_data_names_file_and_line(tmp_path):
 ])
 def test_bad_config_raises_before_training(tmp_path, pairs_tsv, field, value, message):
   with pytest.raises(TextgenError, match=message):
-    translation.train_and_evaluate(tiny_config(pairs_tsv, **{field: value}),
+    seq2seq.train_and_evaluate(tiny_config(pairs_tsv, **{field: value}),
                                    str(tmp_path / "workdir"))
   assert not os.path.exists(tmp_path / "workdir" / "checkpoints")
 
@@ -265,7 +265,7 @@ def test_cudnn_on_a_cpu_is_a_one_line_error_naming_the_flag(tmp_path, pairs_tsv)
 
 def test_fit_rejects_unknown_train_settings(tmp_path, pairs_tsv):
   with pytest.raises(TextgenError, match="num_stepz"):
-    translation.fit(pairs_tsv, str(tmp_path / "workdir"), num_stepz=10)
+    seq2seq.fit(pairs_tsv, str(tmp_path / "workdir"), num_stepz=10)
 
 
 def run_translate_cli(*args, stdin=""):
@@ -333,13 +333,13 @@ def test_too_long_sentence_error_names_file_and_line(tmp_path):
                     "Run.\tCours !\n")
   config = tiny_config(path, data__too_long="error", data__valid_fraction=0.25)
   with pytest.raises(TextgenError, match=r"long\.tsv:3: source has 8 tokens.*data\.max_len=6"):
-    translation.train_and_evaluate(config, str(tmp_path / "workdir"))
+    seq2seq.train_and_evaluate(config, str(tmp_path / "workdir"))
   assert not os.path.exists(tmp_path / "workdir")
 
 
 def test_a_batch_too_large_for_device_memory_is_a_clear_error(trained, monkeypatch):
   _, _, translator = trained
-  fresh = translation.Translator(translator.config, translator.model, translator.params,
+  fresh = seq2seq.Translator(translator.config, translator.model, translator.params,
                                  translator.tokenizer, translator.source_vocab,
                                  translator.target_vocab)  # Nothing compiled yet.
   monkeypatch.setattr(device_memory, "free_bytes", lambda device: 1024)

@@ -8,16 +8,18 @@ ways: its initial state is Dense(z) (c0 = Dense(z), h0 = tanh(c0), one Dense per
 is concatenated to every input embedding. The language model is the decoder alone, started from
 zeros, with no latent: the VAE-versus-LM comparison changes one config field.
 
-Parameters of the encoder side live under names starting with "encoder" and of the decoder side
-under "decoder", so a training recipe can reset one side (Li et al. 2019).
+The model declares its decoder side (`decoder_modules`), which encoder pretraining resets (Li et
+al. 2019), and its vocabulary matrices, which parallel.Layout may shard.
 """
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from textgen_jax.models import cudnn_lstm
 from textgen_jax.models.lstm import Carry, StackedLSTM, dot_general_float32, zero_carry
@@ -26,7 +28,7 @@ KINDS = ("vae", "lm")
 
 
 @dataclasses.dataclass(frozen=True)
-class TextVAEConfig:
+class SentenceVAEConfig:
   """Model hyperparameters; built from the `model` section of a VAE/LM experiment config."""
 
   vocab_size: int
@@ -53,10 +55,22 @@ class TextVAEConfig:
 DecoderState = tuple[list[Carry], jax.Array | None]
 
 
-class TextVAE(nn.Module):
-  """`posterior`, `decoder_start`, teacher-forced `decode`, one-token `decode_step`."""
+class SentenceVAE(nn.Module):
+  """`posterior`, `decoder_start`, `teacher_forced_logits`, one-token `decode_step`."""
 
-  config: TextVAEConfig
+  config: SentenceVAEConfig
+
+  # Parameters with a vocabulary dimension, (module, parameter) -> that dimension.
+  VOCABULARY_MATRICES = {("encoder_embedding", "embedding"): 0,
+                         ("decoder_embedding", "embedding"): 0,
+                         ("decoder_output", "kernel"): 1, ("decoder_output", "bias"): 0}
+
+  def decoder_modules(self) -> tuple[str, ...]:
+    """The top-level modules of the decoder side: everything p(x|z) uses, Dense(z) included."""
+    cfg = self.config
+    initial_state = [f"decoder_initial_state_{i}" for i in range(cfg.decoder_layers)
+                     if cfg.has_latent and cfg.z_to_initial_state]
+    return (*initial_state, "decoder_embedding", "decoder_lstm", "decoder_output")
 
   def setup(self):
     cfg = self.config
@@ -107,8 +121,8 @@ class TextVAE(nn.Module):
       emb = jnp.concatenate([emb, z.astype(emb.dtype)], -1)
     return emb
 
-  def decode(self, state: DecoderState, inputs_BxT: jax.Array,
-             deterministic: bool = True) -> jax.Array:
+  def teacher_forced_logits(self, state: DecoderState, inputs_BxT: jax.Array,
+                            deterministic: bool = True) -> jax.Array:
     """Teacher-forced logits_BxTxV (float32) for all positions in one pass."""
     carries, z_BxZ = state
     x_TxBxE = self._inputs(inputs_BxT.T, z_BxZ, deterministic)
@@ -124,8 +138,20 @@ class TextVAE(nn.Module):
 
   def __call__(self, tokens_BxT: jax.Array, lengths_B: jax.Array, decoder_inputs_BxT: jax.Array,
                z_BxZ: jax.Array | None = None) -> Any:
-    """Touches every parameter (for init): posterior, then decode from z (zeros if None)."""
+    """Touches every parameter (for init): posterior, then the decoder from z (zeros if None)."""
     if self.config.has_latent:
       mean_BxZ, _ = self.posterior(tokens_BxT, lengths_B)
       z_BxZ = mean_BxZ if z_BxZ is None else z_BxZ
-    return self.decode(self.decoder_start(z_BxZ, tokens_BxT.shape[0]), decoder_inputs_BxT)
+    return self.teacher_forced_logits(self.decoder_start(z_BxZ, tokens_BxT.shape[0]),
+                                      decoder_inputs_BxT)
+
+
+def build_model(model_cfg: ml_collections.ConfigDict, vocab: Sequence[str]) -> SentenceVAE:
+  """The model a config's `model` section describes, for this vocabulary."""
+  return SentenceVAE(SentenceVAEConfig(vocab_size=len(vocab), **model_cfg.to_dict()))
+
+
+def init_params(model: SentenceVAE, rng: jax.Array) -> Any:
+  tokens_BxT = jnp.zeros((1, 2), jnp.int32)
+  z_BxZ = jnp.zeros((1, model.config.latent_size)) if model.config.has_latent else None
+  return model.init(rng, tokens_BxT, jnp.ones((1,), jnp.int32), tokens_BxT, z_BxZ)

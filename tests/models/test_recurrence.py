@@ -14,11 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from textgen_jax import vae_objective
-from textgen_jax.models import lstm, seq2seq
+from textgen_jax.vae import objective as vae_objective
+from textgen_jax import seq2seq
+from textgen_jax.models import lstm
 from textgen_jax.models.recurrence import lstm_recurrence
-from textgen_jax.models.text_vae import TextVAE, TextVAEConfig
-from textgen_jax.translation import seq2seq_loss
+from textgen_jax.vae.model import SentenceVAE, SentenceVAEConfig
+from textgen_jax.seq2seq.loss import loss as seq2seq_loss
 
 T, B, H = 7, 4, 6
 
@@ -109,7 +110,7 @@ def reference_lstm(monkeypatch):
 
   def use_reference():
     monkeypatch.setattr(lstm, "lstm_recurrence", plain_recurrence)
-    monkeypatch.setattr(seq2seq, "uses_input_table", lambda vocab_size, num_tokens: False)
+    monkeypatch.setattr(seq2seq.model, "uses_input_table", lambda vocab_size, num_tokens: False)
 
   return use_reference
 
@@ -171,7 +172,7 @@ def test_seq2seq_fast_path_equals_the_reference(reference_lstm, variant, vocab_s
 
 @pytest.mark.parametrize("kind,layers", [("vae", 1), ("vae", 2), ("lm", 2)])
 def test_vae_and_lm_fast_path_equals_the_reference(reference_lstm, kind, layers):
-  model = TextVAE(TextVAEConfig(30, kind=kind, embed_dim=5, hidden_size=H, latent_size=3,
+  model = SentenceVAE(SentenceVAEConfig(30, kind=kind, embed_dim=5, hidden_size=H, latent_size=3,
                                 encoder_layers=layers, decoder_layers=layers))
   batch = padded_batch(30)
   params = model.init(jax.random.key(1), batch["inputs"], batch["input_lengths"],

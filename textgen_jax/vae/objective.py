@@ -14,7 +14,7 @@ Reported metrics always use the true KL and beta = 1, whatever the objective.
 """
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -24,9 +24,9 @@ import ml_collections
 from textgen_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from textgen_jax.errors import TextgenError
 from textgen_jax.losses import sequence_metric_sums, token_cross_entropy
-from textgen_jax.models.seq2seq import shift_right
-from textgen_jax.models.text_vae import TextVAE
+from textgen_jax.models.tokens import shift_right
 from textgen_jax.training import TrainState
+from textgen_jax.vae.model import SentenceVAE
 
 KL_SCHEDULES = ("constant", "linear", "sigmoid", "cyclical")
 FREE_BITS_MODES = ("per_dimension", "per_batch")
@@ -124,7 +124,7 @@ def word_dropout(rng: jax.Array, decoder_inputs_BxT: jax.Array, rate: float) -> 
 
 
 def sentence_loss(params: Any, batch: dict[str, jax.Array], rng: jax.Array, deterministic: bool,
-                  *, model: TextVAE, objective: VAEObjective,
+                  *, model: SentenceVAE, objective: VAEObjective,
                   step: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The objective per sentence (mean over the batch) and metric sums, for the VAE and the LM.
 
@@ -143,15 +143,15 @@ def sentence_loss(params: Any, batch: dict[str, jax.Array], rng: jax.Array, dete
   z_BxZ, kl_BxZ = None, None
   if model.config.has_latent:
     mean_BxZ, logvar_BxZ = model.apply(params, tokens_BxT, lengths_B, deterministic,
-                                       method=TextVAE.posterior, rngs=rngs)
+                                       method=SentenceVAE.posterior, rngs=rngs)
     z_BxZ = reparameterize(z_rng, mean_BxZ, logvar_BxZ)
     kl_BxZ = gaussian_kl(mean_BxZ, logvar_BxZ)
 
-  def decode(module):
-    return module.decode(module.decoder_start(z_BxZ, tokens_BxT.shape[0]), decoder_inputs_BxT,
-                         deterministic)
+  def logits(module):
+    return module.teacher_forced_logits(module.decoder_start(z_BxZ, tokens_BxT.shape[0]),
+                                        decoder_inputs_BxT, deterministic)
 
-  logits_BxTxV = model.apply(params, method=decode, rngs=rngs)
+  logits_BxTxV = model.apply(params, method=logits, rngs=rngs)
   nll_BxT = token_cross_entropy(logits_BxTxV, targets_BxT)
   sums = sequence_metric_sums(logits_BxTxV, targets_BxT, nll_BxT)
   num_sentences = jnp.maximum(sums["sequences"], 1.0)
@@ -167,14 +167,15 @@ def sentence_loss(params: Any, batch: dict[str, jax.Array], rng: jax.Array, dete
   return loss, sums
 
 
-def reset_decoder(state: TrainState, fresh_params: Any) -> TrainState:
-  """Li et al.'s reset: decoder parameters back to `fresh_params`'s, a fresh optimizer state."""
-  params = {"params": {name: fresh_params["params"][name] if name.startswith("decoder") else value
+def reset_decoder(state: TrainState, fresh_params: Any,
+                  decoder_modules: Sequence[str]) -> TrainState:
+  """Li et al.'s reset: the decoder's modules back to `fresh_params`'s, a fresh optimizer state."""
+  params = {"params": {name: fresh_params["params"][name] if name in decoder_modules else value
                        for name, value in state.params["params"].items()}}
   return state.replace(params=params, opt_state=state.tx.init(params))
 
 
-def pretraining_reset(objective: VAEObjective,
+def pretraining_reset(objective: VAEObjective, model: SentenceVAE,
                       init_params: Callable[[jax.Array], Any],
                       rng: jax.Array) -> Callable[[TrainState], TrainState] | None:
   """A compiled-step hook that resets the decoder when state.step == pretrain_steps (or None)."""
@@ -183,6 +184,7 @@ def pretraining_reset(objective: VAEObjective,
 
   def before_update(state: TrainState) -> TrainState:
     return jax.lax.cond(state.step == objective.pretrain_steps,
-                        lambda s: reset_decoder(s, init_params(rng)), lambda s: s, state)
+                        lambda s: reset_decoder(s, init_params(rng), model.decoder_modules()),
+                        lambda s: s, state)
 
   return before_update

@@ -5,7 +5,7 @@ import unicodedata
 
 import pytest
 
-from conftest import bundled_pairs
+from tests.helpers import bundled_pairs
 from textgen_jax.data.tokenizers import (JOINER, CharTokenizer, WordTokenizer, make_tokenizer,
                                          normalize_text, tokenizer_from_config)
 from textgen_jax.errors import TextgenError

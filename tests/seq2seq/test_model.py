@@ -1,4 +1,4 @@
-"""Tests for textgen_jax.models.lstm and textgen_jax.models.seq2seq.
+"""Tests for textgen_jax.seq2seq.model (and the shared teacher-forcing shift).
 
 Padding invariance (padded and unpadded batches agree), teacher-forcing shift and causality,
 and agreement between the teacher-forced pass and one-token decoding steps.
@@ -13,9 +13,9 @@ import pytest
 
 from textgen_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from textgen_jax.losses import token_cross_entropy
-from textgen_jax.models import lstm
-from textgen_jax.models.seq2seq import Seq2Seq, Seq2SeqConfig, shift_right
-from textgen_jax.translation import init_params
+from textgen_jax.models.tokens import shift_right
+from textgen_jax.seq2seq.model import Seq2Seq, Seq2SeqConfig, init_params
+from tests.helpers import random_like
 
 B, S, T, E, H, V = 3, 7, 7, 8, 16, 11  # Two real rows and one all-PAD filler row.
 FIRST_REAL_ID = 4  # Ids 0-3 are PAD, BOS, EOS, UNK.
@@ -43,15 +43,10 @@ def random_params(model, seed=0):
   """Parameters of the model's shapes, drawn on the host: no init program to compile.
 
   Any values exercise the model math these tests check; init_params itself is exercised by the
-  training and translation tests.
+  training and translator tests.
   """
   return random_like(jax.eval_shape(functools.partial(init_params, model), jax.random.key(0)),
                      seed)
-
-
-def random_like(shapes, seed=0):
-  rng = np.random.default_rng(seed)
-  return jax.tree.map(lambda s: jnp.asarray(0.4 * rng.standard_normal(s.shape), s.dtype), shapes)
 
 
 # Modules are hashable, so these compile once per (model config, shape) for the whole module.
@@ -242,35 +237,3 @@ def test_bfloat16_matmuls_stay_close_to_float32():
   assert np.all(np.isfinite(logits))
   np.testing.assert_allclose(logits, reference, atol=5e-2)
   assert not np.array_equal(logits, reference)
-
-
-def test_forget_bias_init():
-  bias = lstm.forget_bias_init(jax.random.key(0), (4 * 3,))
-  np.testing.assert_array_equal(bias, [0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0])
-
-
-def test_reverse_padded():
-  x = jnp.arange(10).reshape(2, 5).T  # Time-major: [T=5, B=2].
-  reversed_x = lstm.reverse_padded(x, jnp.array([3, 5]))
-  np.testing.assert_array_equal(reversed_x.T, [[2, 1, 0, 3, 4], [9, 8, 7, 6, 5]])
-  x3 = jnp.swapaxes(jnp.arange(20).reshape(2, 5, 2), 0, 1)
-  np.testing.assert_array_equal(lstm.reverse_padded(x3, jnp.array([0, 2]))[:, :, 0].T,
-                                [[0, 2, 4, 6, 8], [12, 10, 14, 16, 18]])
-
-
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_stacked_lstm_final_carry_is_the_state_at_each_true_end(bidirectional):
-  layer = lstm.StackedLSTM(H, num_layers=2, bidirectional=bidirectional)
-  x = jax.random.normal(jax.random.key(0), (6, 3, E))  # Time-major.
-  lengths = jnp.array([6, 2, 4])
-  params = random_like(jax.eval_shape(layer.init, jax.random.key(1), x, lengths))
-  carries, outputs = jax.jit(layer.apply)(params, x, lengths)
-  width = 2 * H if bidirectional else H
-  assert outputs.shape == (6, 3, width)
-  outputs = jnp.swapaxes(outputs, 0, 1)
-  c, h = carries[-1]
-  assert c.shape == h.shape == (3, width)
-  for row, length in enumerate(lengths.tolist()):
-    np.testing.assert_allclose(h[row, :H], outputs[row, length - 1, :H], rtol=1e-6, atol=1e-6)
-    if bidirectional:  # The backward direction ends at the first token.
-      np.testing.assert_allclose(h[row, H:], outputs[row, 0, H:], rtol=1e-6, atol=1e-6)

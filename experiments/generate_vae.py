@@ -1,11 +1,11 @@
 r"""Generates text with a trained sentence VAE or LM.
 
   # New sentences from the prior (a VAE) or ancestral samples (an LM):
-  python experiments/generate.py --workdir=runs/ptb_vae --mode=sample --num=10 --top_p=0.9
+  python experiments/generate_vae.py --workdir=runs/ptb_vae --mode=sample --num=10 --top_p=0.9
   # Encode each sentence (arguments or stdin lines) and decode its posterior mean:
-  python experiments/generate.py --workdir=runs/ptb_vae --mode=reconstruct "the company said"
+  python experiments/generate_vae.py --workdir=runs/ptb_vae --mode=reconstruct "the company said"
   # Bowman et al.'s homotopy between two sentences:
-  python experiments/generate.py --workdir=runs/ptb_vae --mode=interpolate --num_points=7 \
+  python experiments/generate_vae.py --workdir=runs/ptb_vae --mode=interpolate --num_points=7 \
       "i want to talk to you" "she did n't want to be with him"
 
 Decoding is greedy (sampling in sample mode) unless --strategy says otherwise: --strategy=sample
@@ -17,7 +17,7 @@ import sys
 import jax
 from absl import flags
 
-from textgen_jax import cli, sentence_vae
+from textgen_jax import cli, vae
 from textgen_jax.errors import TextgenError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A VAE or LM training workdir.", required=True)
@@ -38,13 +38,13 @@ def main(argv):
   if mode == "sample":
     if len(argv) > 1:
       raise TextgenError(f"--mode=sample takes no sentences, got {len(argv) - 1}")
-    model = sentence_vae.SentenceModel.load(_WORKDIR.value)
+    model = vae.SentenceModel.load(_WORKDIR.value)
     for text in model.sample(_NUM.value, rng, settings):
       print(text)
     return
   texts = argv[1:] if len(argv) > 1 else [line for line in sys.stdin.read().splitlines()
                                           if line.strip()]
-  model = sentence_vae.SentenceModel.load(_WORKDIR.value)
+  model = vae.SentenceModel.load(_WORKDIR.value)
   if mode == "reconstruct":
     if not texts:
       raise TextgenError("--mode=reconstruct needs sentences, as arguments or on stdin")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import ATTRIBUTION, BUNDLED_CORPUS, write_text
+from tests.helpers import ATTRIBUTION, BUNDLED_CORPUS, write_text
 from textgen_jax.data import readers
 from textgen_jax.errors import TextgenError
 

@@ -7,16 +7,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from textgen_jax import vae_metrics
+from textgen_jax.vae import metrics as vae_metrics
 from textgen_jax.data import batching
-from textgen_jax.models.text_vae import TextVAE, TextVAEConfig
+from textgen_jax.vae.model import SentenceVAE, SentenceVAEConfig
 
 SENTENCES = [np.array(s, np.int32) for s in ([5, 6, 7], [8, 9], [10, 5, 6, 11], [7])]
 
 
 @pytest.fixture(scope="module")
 def tiny_vae():
-  model = TextVAE(TextVAEConfig(vocab_size=12, embed_dim=8, hidden_size=16, latent_size=3))
+  model = SentenceVAE(SentenceVAEConfig(vocab_size=12, embed_dim=8, hidden_size=16, latent_size=3))
   batch = batching.pad_batch(SENTENCES, SENTENCES, 4, 6)
   params = model.init(jax.random.key(0), batch["inputs"], batch["input_lengths"],
                       batch["targets"], jnp.zeros((4, 3)))
@@ -58,8 +58,8 @@ def test_k1_equals_the_elbo_in_expectation(tiny_vae):
   estimates = iw(model, params, batch, jax.random.split(jax.random.key(2), 400), 1)
   # ELBO = E_q[log p(x|z)] - KL(q || p), from many posterior samples and the closed-form KL.
   mean, logvar = model.apply(params, batch["inputs"], batch["input_lengths"],
-                             method=TextVAE.posterior)
-  from textgen_jax.vae_objective import gaussian_kl
+                             method=SentenceVAE.posterior)
+  from textgen_jax.vae.objective import gaussian_kl
   zs = mean[None] + jnp.exp(0.5 * logvar)[None] * jax.random.normal(jax.random.key(3),
                                                                      (2000,) + mean.shape)
   log_px_given_z = jax.vmap(lambda z: model.apply(
@@ -72,9 +72,9 @@ def test_k1_equals_the_elbo_in_expectation(tiny_vae):
 
 def test_exact_when_the_decoder_ignores_z_and_q_is_the_prior():
   # Then every importance weight is p(x), whatever K and the chunking (partial chunks included).
-  model = TextVAE(TextVAEConfig(vocab_size=12, embed_dim=8, hidden_size=16, latent_size=3,
+  model = SentenceVAE(SentenceVAEConfig(vocab_size=12, embed_dim=8, hidden_size=16, latent_size=3,
                                 z_to_initial_state=False, z_to_every_input=False))
-  lm = TextVAE(TextVAEConfig(vocab_size=12, kind="lm", embed_dim=8, hidden_size=16))
+  lm = SentenceVAE(SentenceVAEConfig(vocab_size=12, kind="lm", embed_dim=8, hidden_size=16))
   batch = batching.pad_batch(SENTENCES, SENTENCES, 4, 6)
   params = model.init(jax.random.key(0), batch["inputs"], batch["input_lengths"],
                       batch["targets"], jnp.zeros((4, 3)))
@@ -95,9 +95,9 @@ def test_padding_rows_and_bucket_length_do_not_change_a_sentence(tiny_vae):
   b = iw(model, params, longer, jax.random.key(4), 5)
   # The same key gives different noise for a different batch shape; compare the exact part:
   # the posterior and log p(x|z) at the mean.
-  mean_a, _ = model.apply(params, batch["inputs"], batch["input_lengths"], method=TextVAE.posterior)
+  mean_a, _ = model.apply(params, batch["inputs"], batch["input_lengths"], method=SentenceVAE.posterior)
   mean_b, _ = model.apply(params, longer["inputs"], longer["input_lengths"],
-                          method=TextVAE.posterior)
+                          method=SentenceVAE.posterior)
   np.testing.assert_allclose(mean_a, mean_b[:4], rtol=1e-5, atol=1e-6)
   assert a.shape == (4,) and b.shape == (8,) and np.all(np.isfinite(b))
 
@@ -155,13 +155,13 @@ def test_mutual_information_is_near_zero_for_a_model_whose_encoder_ignores_its_i
                for i in range(2000)]
   batch = batching.pad_batch(sentences, sentences, 2000, 6)
   mean, logvar = model.apply(ignoring, batch["inputs"], batch["input_lengths"],
-                             method=TextVAE.posterior)
+                             method=SentenceVAE.posterior)
   assert vae_metrics.active_units(np.asarray(mean))[0] == 0
   assert abs(float(vae_metrics.mutual_information(mean, logvar, jax.random.key(0)))) < 0.15
   # The same sentences through an encoder whose means depend strongly on x carry information.
   reading = {"params": {**params["params"], "encoder_to_posterior": {
       "kernel": posterior["kernel"].at[:, :3].multiply(30.0), "bias": posterior["bias"]}}}
   mean, logvar = model.apply(reading, batch["inputs"], batch["input_lengths"],
-                             method=TextVAE.posterior)
+                             method=SentenceVAE.posterior)
   assert vae_metrics.active_units(np.asarray(mean))[0] == 3
   assert float(vae_metrics.mutual_information(mean, logvar, jax.random.key(0))) > 1.0

@@ -6,15 +6,18 @@ differ (a bidirectional encoder, or different hidden sizes) a Dense "bridge" pro
 """
 
 import dataclasses
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 
-from textgen_jax.data.vocab import BOS_ID, PAD_ID
 from textgen_jax.models import cudnn_lstm
 from textgen_jax.models.lstm import (Carry, StackedLSTM, dot_general_float32, reverse_padded,
                                      uses_input_table)
+from textgen_jax.models.tokens import TokenInputs, shift_right
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,30 +48,20 @@ def uses_decoding_table(config: Seq2SeqConfig) -> bool:
   return config.target_vocab_size <= 4 * config.hidden_size
 
 
-def shift_right(targets_BxT: jax.Array) -> jax.Array:
-  """Teacher forcing inputs: BOS followed by targets[:-1]."""
-  bos_Bx1 = jnp.full((targets_BxT.shape[0], 1), BOS_ID, targets_BxT.dtype)
-  return jnp.concatenate([bos_Bx1, targets_BxT[:, :-1]], axis=1)
-
-
-class TokenInputs(nn.Module):
-  """Token ids to input vectors: a learned embedding, or fixed one-hot rows."""
-
-  vocab_size: int
-  embed_dim: int
-  input_encoding: str = "embedding"
-
-  @nn.compact
-  def __call__(self, tokens: jax.Array) -> jax.Array:
-    if self.input_encoding == "one_hot":
-      return jax.nn.one_hot(tokens, self.vocab_size) * (tokens != PAD_ID)[..., None]
-    return nn.Embed(self.vocab_size, self.embed_dim, name="embedding")(tokens)
-
-
 class Seq2Seq(nn.Module):
-  """Encoder-decoder with `encode`, teacher-forced `decode`, and one-token `decode_step`."""
+  """Encoder-decoder with `encode`, `teacher_forced_logits` and one-token `decode_step`."""
 
   config: Seq2SeqConfig
+
+  # Parameters with a vocabulary dimension, (module, parameter) -> that dimension, for
+  # parallel.Layout to shard (model_shards > 1). One-hot inputs have no embedding tables.
+  VOCABULARY_MATRICES = {("source_inputs", "embedding", "embedding"): 0,
+                         ("target_inputs", "embedding", "embedding"): 0,
+                         ("output_layer", "kernel"): 1, ("output_layer", "bias"): 0}
+
+  def decoder_modules(self) -> tuple[str, ...]:
+    """The top-level modules of the decoder side; the rest (inputs, encoder, bridges) encode."""
+    return ("target_inputs", "decoder", "output_layer")
 
   def setup(self):
     cfg = self.config
@@ -122,8 +115,8 @@ class Seq2Seq(nn.Module):
       carries.append((c_BxH, h_BxH))
     return carries
 
-  def decode(self, carries: list[Carry], decoder_inputs_BxT: jax.Array,
-             deterministic: bool = True) -> jax.Array:
+  def teacher_forced_logits(self, carries: list[Carry], decoder_inputs_BxT: jax.Array,
+                            deterministic: bool = True) -> jax.Array:
     """Teacher-forced logits_BxTxV for all positions at once."""
     inputs_TxB = decoder_inputs_BxT.T
     if self._uses_table(self.config.target_vocab_size, inputs_TxB, deterministic):
@@ -160,4 +153,16 @@ class Seq2Seq(nn.Module):
                deterministic: bool = True) -> jax.Array:
     """Teacher forcing: the decoder reads BOS + targets[:-1] and predicts targets."""
     carries = self.encode(inputs_BxS, input_lengths_B, deterministic)
-    return self.decode(carries, shift_right(targets_BxT), deterministic)
+    return self.teacher_forced_logits(carries, shift_right(targets_BxT), deterministic)
+
+
+def build_model(model_cfg: ml_collections.ConfigDict, source_vocab: Sequence[str],
+                target_vocab: Sequence[str]) -> Seq2Seq:
+  """The model a config's `model` section describes, for these vocabularies."""
+  return Seq2Seq(Seq2SeqConfig(source_vocab_size=len(source_vocab),
+                               target_vocab_size=len(target_vocab), **model_cfg.to_dict()))
+
+
+def init_params(model: Seq2Seq, rng: jax.Array) -> Any:
+  inputs_BxS = jnp.zeros((1, 2), jnp.int32)
+  return model.init(rng, inputs_BxS, jnp.ones((1,), jnp.int32), inputs_BxS)

@@ -1,4 +1,4 @@
-"""Tests for textgen_jax.vae_objective: KL, reparameterisation, annealing, word dropout, free bits,
+"""Tests for textgen_jax.vae.objective: KL, reparameterisation, annealing, word dropout, free bits,
 and the decoder reset of encoder pretraining."""
 
 import functools
@@ -9,11 +9,12 @@ import ml_collections
 import numpy as np
 import pytest
 
-from textgen_jax import training, vae_objective
+from textgen_jax import training
+from textgen_jax.vae import objective as vae_objective
 from textgen_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from textgen_jax.errors import TextgenError
-from textgen_jax.models.text_vae import TextVAE, TextVAEConfig
-from textgen_jax.vae_objective import VAEObjective, kl_weight
+from textgen_jax.vae.model import SentenceVAE, SentenceVAEConfig
+from textgen_jax.vae.objective import VAEObjective, kl_weight
 
 
 def test_gaussian_kl_matches_closed_form_per_dimension():
@@ -162,7 +163,7 @@ def dataclass_dict():
 
 
 def test_decoder_reset_restores_the_decoder_and_keeps_the_encoder():
-  model = TextVAE(TextVAEConfig(vocab_size=12, embed_dim=4, hidden_size=8, latent_size=2))
+  model = SentenceVAE(SentenceVAEConfig(vocab_size=12, embed_dim=4, hidden_size=8, latent_size=2))
   tokens = jnp.array([[5, 6, 7]])
 
   def init(rng):
@@ -175,33 +176,37 @@ def test_decoder_reset_restores_the_decoder_and_keeps_the_encoder():
   state = training.create_train_state(None, init(jax.random.key(0)), optimizer)
   state = state.replace(params=jax.tree.map(lambda x: x + 1.0, state.params),
                         opt_state=jax.tree.map(lambda x: x + 1, state.opt_state), step=7)
-  hook = vae_objective.pretraining_reset(VAEObjective(pretrain_steps=7), init, jax.random.key(9))
+  hook = vae_objective.pretraining_reset(VAEObjective(pretrain_steps=7), model, init,
+                                         jax.random.key(9))
   reset = jax.jit(hook)(state)
   for name, value in reset.params["params"].items():
-    expected = fresh if name.startswith("decoder") else state.params
+    expected = fresh if name in model.decoder_modules() else state.params
     jax.tree.map(np.testing.assert_array_equal, value, expected["params"][name])
   jax.tree.map(np.testing.assert_array_equal, reset.opt_state, optimizer.init(reset.params))
   assert int(reset.step) == 7
   untouched = jax.jit(hook)(state.replace(step=8))
   jax.tree.map(np.testing.assert_array_equal, untouched.params, state.params)
-  assert vae_objective.pretraining_reset(VAEObjective(), init, jax.random.key(9)) is None
+  assert vae_objective.pretraining_reset(VAEObjective(), model, init, jax.random.key(9)) is None
 
 
-def test_encoder_and_decoder_parameter_names_split_cleanly():
-  model = TextVAE(TextVAEConfig(vocab_size=12, embed_dim=4, hidden_size=8, latent_size=2))
+def test_the_declared_decoder_side_is_what_p_x_given_z_uses():
+  model = SentenceVAE(SentenceVAEConfig(vocab_size=12, embed_dim=4, hidden_size=8, latent_size=2))
   tokens = jnp.array([[5, 6, 7]])
   params = model.init(jax.random.key(0), tokens, jnp.array([3]), tokens, jnp.zeros((1, 2)))
   names = set(params["params"])
   assert names == {"encoder_embedding", "encoder_lstm", "encoder_to_posterior",
                    "decoder_initial_state_0", "decoder_embedding", "decoder_lstm",
                    "decoder_output"}
-  lm = TextVAE(TextVAEConfig(vocab_size=12, kind="lm", embed_dim=4, hidden_size=8))
+  assert set(model.decoder_modules()) == names - {"encoder_embedding", "encoder_lstm",
+                                                  "encoder_to_posterior"}
+  lm = SentenceVAE(SentenceVAEConfig(vocab_size=12, kind="lm", embed_dim=4, hidden_size=8))
   lm_params = lm.init(jax.random.key(0), tokens, jnp.array([3]), tokens, None)
-  assert set(lm_params["params"]) == {"decoder_embedding", "decoder_lstm", "decoder_output"}
+  assert set(lm_params["params"]) == set(lm.decoder_modules()) == {
+      "decoder_embedding", "decoder_lstm", "decoder_output"}
 
 
 def test_eval_loss_is_the_negative_elbo_whatever_the_schedule():
-  model = TextVAE(TextVAEConfig(vocab_size=12, embed_dim=4, hidden_size=8, latent_size=2))
+  model = SentenceVAE(SentenceVAEConfig(vocab_size=12, embed_dim=4, hidden_size=8, latent_size=2))
   tokens = jnp.array([[5, 6, 7, 0], [8, 0, 0, 0]])
   targets = jnp.array([[5, 6, 7, EOS_ID], [8, EOS_ID, 0, 0]])
   batch = {"inputs": tokens, "input_lengths": jnp.array([3, 1]), "targets": targets}

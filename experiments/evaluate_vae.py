@@ -1,7 +1,7 @@
 r"""Evaluates a trained sentence VAE or LM as the text-VAE literature reports it.
 
-  python experiments/evaluate.py --workdir=runs/ptb_vae --data_path=../shared/data/ptb/ptb.test.txt
-  python experiments/evaluate.py --workdir=runs/ptb_lm --data_path=../shared/data/ptb/ptb.test.txt
+  python experiments/evaluate_vae.py --workdir=runs/ptb_vae --data_path=../shared/data/ptb/ptb.test.txt
+  python experiments/evaluate_vae.py --workdir=runs/ptb_lm --data_path=../shared/data/ptb/ptb.test.txt
 
 Prints one JSON line: nll_per_sentence (nats; the K-sample importance-weighted bound for a VAE,
 exact for an LM), perplexity (words plus EOS), and for a VAE reconstruction, kl, neg_elbo,
@@ -14,7 +14,7 @@ import sys
 import jax
 from absl import flags
 
-from textgen_jax import cli, sentence_vae
+from textgen_jax import cli, vae
 from textgen_jax.data import readers
 from textgen_jax.errors import TextgenError
 
@@ -37,7 +37,7 @@ def main(argv):
     raise TextgenError(f"--num_samples (K) must be positive, got {_NUM_SAMPLES.value}")
   if _CHUNK_SIZE.value < 1 or _BATCH_SIZE.value < 1:
     raise TextgenError("--chunk_size and --batch_size must be positive")
-  model = sentence_vae.SentenceModel.load(_WORKDIR.value, _STEP.value)
+  model = vae.SentenceModel.load(_WORKDIR.value, _STEP.value)
   path = _DATA_PATH.value or model.config.data.valid_path
   if not path:
     raise TextgenError("--data_path is required: the workdir's config has no data.valid_path")

@@ -23,8 +23,8 @@ import numpy as np
 
 from textgen_jax.data.vocab import PAD_ID
 from textgen_jax.losses import token_cross_entropy
-from textgen_jax.models.seq2seq import shift_right
-from textgen_jax.models.text_vae import TextVAE
+from textgen_jax.models.tokens import shift_right
+from textgen_jax.vae.model import SentenceVAE
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -36,24 +36,24 @@ def diagonal_normal_log_density(z_BxZ: jax.Array, mean_BxZ: jax.Array,
   return -0.5 * jnp.sum(_LOG_2PI + logvar_BxZ + (z_BxZ - mean_BxZ)**2 * jnp.exp(-logvar_BxZ), -1)
 
 
-def _log_likelihood_given_z(module: TextVAE, z_BxZ: jax.Array | None,
+def _log_likelihood_given_z(module: SentenceVAE, z_BxZ: jax.Array | None,
                             targets_BxT: jax.Array) -> jax.Array:
   """log p(x|z) per sentence [B] (teacher forced; words and EOS, no PAD)."""
   state = module.decoder_start(z_BxZ, targets_BxT.shape[0])
-  logits_BxTxV = module.decode(state, shift_right(targets_BxT))
+  logits_BxTxV = module.teacher_forced_logits(state, shift_right(targets_BxT))
   nll_BxT = token_cross_entropy(logits_BxTxV, targets_BxT) * (targets_BxT != PAD_ID)
   return -nll_BxT.sum(-1)
 
 
 def importance_weighted_log_likelihood(params: Any, batch: dict[str, jax.Array], rng: jax.Array,
-                                       *, model: TextVAE, num_samples: int,
+                                       *, model: SentenceVAE, num_samples: int,
                                        chunk_size: int) -> jax.Array:
   """log p(x) per sentence [B]: the K-sample importance-weighted bound (exact for the LM)."""
   tokens_BxT, lengths_B, targets_BxT = batch["inputs"], batch["input_lengths"], batch["targets"]
   if not model.config.has_latent:
     return model.apply(params, None, targets_BxT,
                        method=_log_likelihood_given_z)
-  mean_BxZ, logvar_BxZ = model.apply(params, tokens_BxT, lengths_B, method=TextVAE.posterior)
+  mean_BxZ, logvar_BxZ = model.apply(params, tokens_BxT, lengths_B, method=SentenceVAE.posterior)
   batch_size = tokens_BxT.shape[0]
   chunk_size = min(chunk_size, num_samples)
   num_chunks = -(-num_samples // chunk_size)

@@ -1,0 +1,109 @@
+"""The train-and-evaluate skeleton every model family's recipe follows, written once.
+
+A family's `train_and_evaluate` reads top to bottom as
+
+    parallel.initialize(config.parallel)         # before any JAX work: may join other hosts
+    validate(config)                             # the family's checks (shared ones included)
+    data = recipe.read_data(config, reader, vocabulary_files)
+    recipe.prepare_workdir(workdir, config, data)
+    model, inference = ...                       # the family's model and inference class
+    task = train_loop.Task(...)                  # its loss, evaluation and hooks
+    inference.params = recipe.train(config, workdir, task)
+
+An example is a tuple of texts, one per column (seq2seq: source and target; the VAE: one
+sentence); each column has a vocabulary. The model reads the first column and predicts the last.
+"""
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from textgen_jax import parallel, train_loop
+from textgen_jax import workdir as workdir_lib
+from textgen_jax.data import batching, readers
+from textgen_jax.data.tokenizers import Tokenizer, make_tokenizer
+from textgen_jax.data.vocab import Vocabulary
+
+
+@dataclasses.dataclass(frozen=True)
+class TextData:
+  """A run's data, read, tokenised, encoded and batched."""
+
+  tokenizer: Tokenizer
+  vocabularies: dict[str, Vocabulary]  # Vocabulary file -> vocabulary, one per column in order.
+  train_batches: batching.BucketedBatches
+  valid_batches: list[batching.Batch]
+  valid_examples: list[Any]  # As the reader returned them (pairs, sentences), for generation.
+
+
+def column(examples: Sequence[Any], index: int, num_columns: int) -> list[str]:
+  """One column's texts; a one-column reader returns the texts themselves."""
+  return list(examples) if num_columns == 1 else [example[index] for example in examples]
+
+
+def _encode(examples: Sequence[Any], locations: Sequence[str], tokenizer: Tokenizer,
+            vocabularies: dict[str, Vocabulary], columns: Sequence[str],
+            data_cfg: ml_collections.ConfigDict, split: str) -> list[list[np.ndarray]]:
+  """Token ids per column; sentences over data.max_len are cut (counted) or an error."""
+  ids, cut = [], []
+  for index, (what, vocab) in enumerate(zip(columns, vocabularies.values())):
+    encoded, num_cut = batching.encode_texts(column(examples, index, len(columns)), tokenizer,
+                                             vocab, data_cfg.max_len, data_cfg.too_long, what,
+                                             locations)
+    ids.append(encoded)
+    cut.append(num_cut)
+  if any(cut):
+    counts = (f"{cut[0]} of {len(examples)} {columns[0]}s" if len(columns) == 1 else
+              " and ".join(f"{n} {what}s" for n, what in zip(cut, columns)) +
+              f" of {len(examples)} examples")
+    print(f"{split}: truncated {counts} to data.max_len={data_cfg.max_len} tokens")
+  return ids
+
+
+def read_data(config: ml_collections.ConfigDict, reader: readers.Reader,
+              vocabulary_files: dict[str, str]) -> TextData:
+  """Reads and splits the data, builds one vocabulary per column from the training split, and
+  batches both splits. vocabulary_files: file name -> what its column holds ("source")."""
+  data_cfg = config.data
+  splits = readers.read_splits(data_cfg, config.seed, reader)
+  tokenizer = make_tokenizer(data_cfg.tokenizer, data_cfg.lowercase)
+  columns = list(vocabulary_files.values())
+  vocabularies = {
+      filename: Vocabulary.build(
+          [tokenizer.tokenize(text) for text in column(splits.train, index, len(columns))],
+          data_cfg.min_count, data_cfg.max_size or None, data_cfg.vocab_size_multiple)
+      for index, filename in enumerate(vocabulary_files)}
+  sizes = ", ".join(f"{len(vocab)} {what}" for what, vocab in zip(columns, vocabularies.values()))
+  print(f"{len(splits.train)} training and {len(splits.valid)} validation examples; "
+        f"vocabularies: {sizes} ({data_cfg.tokenizer} tokens)")
+  lengths = batching.bucket_lengths(data_cfg.max_len, data_cfg.num_buckets)
+  train_ids = _encode(splits.train, splits.train_locations, tokenizer, vocabularies, columns,
+                      data_cfg, "train")
+  valid_ids = _encode(splits.valid, splits.valid_locations, tokenizer, vocabularies, columns,
+                      data_cfg, "valid")
+  train_batches = batching.BucketedBatches(train_ids[0], train_ids[-1], data_cfg.batch_size,
+                                           lengths, config.seed)
+  valid_batches = batching.BucketedBatches(valid_ids[0], valid_ids[-1], data_cfg.batch_size,
+                                           lengths, shuffle=False).epoch(0)
+  if config.train.max_eval_batches:
+    valid_batches = valid_batches[:config.train.max_eval_batches]
+  return TextData(tokenizer, vocabularies, train_batches, valid_batches, list(splits.valid))
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, data: TextData) -> None:
+  """Creates the workdir, refuses to resume checkpoints of other settings, writes the assets."""
+  workdir_lib.make_workdir(workdir)
+  if workdir_lib.has_checkpoints(workdir):
+    workdir_lib.check_resumable(workdir, config, data.vocabularies)
+  if parallel.is_primary():
+    workdir_lib.write_assets(workdir, config, data.tokenizer, data.vocabularies)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, task: train_loop.Task) -> Any:
+  """Trains (or resumes) to the end; the final parameters, whole on this process's device."""
+  state = train_loop.train(config, workdir, task)
+  return parallel.local_copy(state.params)
+

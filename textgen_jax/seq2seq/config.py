@@ -1,0 +1,54 @@
+"""The seq2seq family's config schema and its validation.
+
+`get_config()` is the default run: word-level English->French on the bundled Tatoeba pairs,
+3,500 steps of 64 pairs, about 9 minutes on 2 CPU cores; held-out loss 1.012 nats per token and
+greedy exact match 0.142 at the end (README.md, measured 2026-11-22).
+"""
+
+import os
+
+import ml_collections
+
+from textgen_jax import config as shared
+from textgen_jax.errors import TextgenError
+
+FAMILY = "seq2seq"
+DEFAULT_CORPUS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "corpora",
+                              "fra_eng_40k.tsv")
+INPUT_ENCODINGS = ("embedding", "one_hot")
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Word-level English->French on the bundled Tatoeba pairs."""
+  config = ml_collections.ConfigDict()
+  config.family = FAMILY  # Recorded in the workdir's config.json.
+  config.seed = 0  # One seed for parameters, dropout, data split and data order.
+  # TSV: source<TAB>target[<TAB>ignored...]; a line without a tab or with an empty side is
+  # malformed.
+  config.data = shared.data_section(train_path=DEFAULT_CORPUS)
+
+  config.model = ml_collections.ConfigDict()
+  config.model.embed_dim = 256
+  config.model.hidden_size = 256
+  config.model.encoder_layers = 1
+  config.model.decoder_layers = 1
+  config.model.bidirectional = False  # Bidirectional encoder; its state is projected.
+  config.model.dropout_rate = 0.2  # On embeddings, between layers and before the output layer.
+  config.model.input_encoding = "embedding"  # "embedding" or "one_hot" (the Keras seed).
+  shared.model_dtype_and_backend(config.model)
+
+  config.parallel = shared.parallel_section()
+  config.opt = shared.opt_section()
+  config.train = shared.train_section()
+  config.train.label_smoothing = 0.0
+  config.train.max_greedy_eval_pairs = 1000  # Held-out pairs greedily decoded per eval (0: all).
+  return config
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises naming the flag when a field is out of range."""
+  shared.validate_shared(config, FAMILY)
+  if config.model.input_encoding not in INPUT_ENCODINGS:
+    raise TextgenError(f"--config.model.input_encoding={config.model.input_encoding!r}: "
+                       "choose embedding or one_hot")
+  shared.check_rate(config, "model.dropout_rate")

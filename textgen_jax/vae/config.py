@@ -1,0 +1,84 @@
+"""The sentence VAE / LM family's config schema (and its PTB version) and its validation."""
+
+import dataclasses
+import os
+
+import ml_collections
+
+from textgen_jax import config as shared
+from textgen_jax.errors import TextgenError
+from textgen_jax.vae import objective
+from textgen_jax.vae.model import KINDS
+
+FAMILY = "vae"
+# Penn Treebank is research-only and not shipped: $PTB_DIR, else ../shared/data/ptb beside the repo.
+PTB_DIR = os.environ.get("PTB_DIR", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), os.pardir,
+    "shared", "data", "ptb"))
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """A sentence VAE (or, with model.kind="lm", a language model) at the literature's PTB size.
+
+  Sizes follow Li et al. 2019 and Fu et al. 2019 (embedding 256, hidden 256, latent 32, batch
+  32); dropout and clipping follow He et al. 2019. data.train_path must be set.
+  """
+  config = ml_collections.ConfigDict()
+  config.family = FAMILY  # Recorded in the workdir's config.json.
+  config.seed = 0  # One seed for parameters, dropout, latent samples, data split and order.
+  # One sentence per line; an empty line is malformed. PTB's longest sentence has 82 tokens.
+  config.data = shared.data_section(tokenizer="whitespace", lowercase=False, max_len=100,
+                                    min_count=1, num_buckets=8, batch_size=32)
+
+  config.model = ml_collections.ConfigDict()
+  config.model.kind = "vae"  # "vae", or "lm": the same decoder with no latent.
+  config.model.embed_dim = 256
+  config.model.hidden_size = 256
+  config.model.latent_size = 32
+  config.model.encoder_layers = 1
+  config.model.decoder_layers = 1
+  config.model.z_to_initial_state = True  # Decoder state starts at Dense(z).
+  config.model.z_to_every_input = True  # z concatenated to every decoder input.
+  config.model.embedding_dropout = 0.5  # On input embeddings.
+  config.model.output_dropout = 0.5  # On decoder outputs, before the vocabulary projection.
+  shared.model_dtype_and_backend(config.model)
+
+  # The remedies for posterior collapse; fields and defaults are VAEObjective's (objective.py).
+  config.vae = ml_collections.ConfigDict(dataclasses.asdict(objective.VAEObjective()))
+  config.parallel = shared.parallel_section()
+  config.opt = shared.opt_section(learning_rate=1e-3, warmup_steps=0, schedule="constant",
+                                  grad_clip_norm=5.0)
+  config.train = shared.train_section(num_steps=20000, log_every=200, eval_every=2000,
+                                      checkpoint_every=1000, num_examples_to_print=4)
+  # Importance-weighted NLL, mutual information and active units at each evaluation.
+  config.train.eval_num_samples = 10  # K for the periodic importance-weighted NLL (0: skip it).
+  config.train.eval_max_sentences = 1000  # Held-out sentences used for them (0: all).
+  return config
+
+
+def ptb_config(kind: str = "vae") -> ml_collections.ConfigDict:
+  """Mikolov's Penn Treebank (10k words, <unk>, N) as in the text-VAE literature."""
+  config = get_config()
+  config.model.kind = kind
+  config.data.train_path = os.path.normpath(os.path.join(PTB_DIR, "ptb.train.txt"))
+  config.data.valid_path = os.path.normpath(os.path.join(PTB_DIR, "ptb.valid.txt"))
+  # Lighter than He et al.'s 0.5: a run that fits in these machines' hours lasts a few epochs.
+  config.model.embedding_dropout = 0.3
+  config.model.output_dropout = 0.3
+  config.train.num_steps = 12000
+  config.train.eval_max_sentences = 500
+  return config
+
+
+def validate(config: ml_collections.ConfigDict) -> objective.VAEObjective:
+  """Raises naming the flag when a field is out of range; returns the objective."""
+  shared.validate_shared(config, FAMILY)
+  shared.check_positive(config, ["model.latent_size"])
+  if config.model.kind not in KINDS:
+    raise TextgenError(f"--config.model.kind={config.model.kind!r}: choose vae or lm")
+  shared.check_rate(config, "model.embedding_dropout")
+  shared.check_rate(config, "model.output_dropout")
+  if config.train.eval_num_samples < 0:
+    raise TextgenError("--config.train.eval_num_samples must not be negative, got "
+                       f"{config.train.eval_num_samples}")
+  return objective.check_objective(config.vae)

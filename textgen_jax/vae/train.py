@@ -1,0 +1,71 @@
+"""The sentence VAE / LM recipe: train (or resume) in a workdir, evaluating the literature's way.
+
+  from textgen_jax import vae
+  model = vae.train_and_evaluate(vae.ptb_config(), workdir="runs/ptb_vae")
+"""
+
+import functools
+from typing import Sequence
+
+import jax
+import ml_collections
+
+from textgen_jax import parallel, recipe, train_loop
+from textgen_jax.data import readers
+from textgen_jax.decoding import DecodeSettings
+from textgen_jax.vae import config as schema
+from textgen_jax.vae import objective as objective_lib
+from textgen_jax.vae.model import build_model, init_params
+from textgen_jax.vae.sentence_model import VOCABULARY_FILES, SentenceModel
+
+
+def periodic_evaluation(sentence_model: SentenceModel, sentences: Sequence[str],
+                        train_cfg: ml_collections.ConfigDict, rng: jax.Array):
+  """The evaluate_generation hook: IW-NLL, MI and active units on a held-out subset, samples
+  and reconstructions; the same `rng` at every evaluation, so they compare across steps."""
+  sentences = sentences[:train_cfg.eval_max_sentences or None]
+
+  def evaluate(params):
+    sentence_model.params = params
+    metrics, lines = {}, []
+    if train_cfg.eval_num_samples:
+      results = sentence_model.evaluate(sentences, train_cfg.eval_num_samples, rng=rng,
+                                        verbose=False)
+      metrics = {"iw_nll_per_sentence": results["nll_per_sentence"],
+                 "iw_perplexity": results["perplexity"]}
+      metrics.update({k: results[k] for k in ("mutual_information", "active_units")
+                      if k in results})
+    num = train_cfg.num_examples_to_print
+    if num:
+      nucleus = DecodeSettings("sample", top_p=0.9)
+      lines += [f"  sample: {s!r}" for s in sentence_model.sample(num, rng, nucleus)]
+      if sentence_model.has_latent:
+        originals = list(sentences[:num])
+        for original, output in zip(originals, sentence_model.reconstruct(originals)):
+          lines.append(f"  {original.strip()!r} -> {output!r}")
+    return metrics, lines
+
+  return evaluate
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> SentenceModel:
+  """Trains (or resumes) a sentence VAE or LM in workdir; prints held-out metrics and samples."""
+  parallel.initialize(config.parallel)  # Before any JAX work: may join other hosts.
+  objective = schema.validate(config)
+  data = recipe.read_data(config, readers.read_lines, VOCABULARY_FILES)
+  recipe.prepare_workdir(workdir, config, data)
+  model = build_model(config.model, *data.vocabularies.values())
+  sentence_model = SentenceModel(config, model, None, data.tokenizer, *data.vocabularies.values())
+  keys = train_loop.run_keys(config.seed)
+  model_init = functools.partial(init_params, model)
+  task = train_loop.Task(
+      init_params=model_init,
+      loss_fn=functools.partial(objective_lib.sentence_loss, model=model, objective=objective),
+      train_batches=data.train_batches, valid_batches=data.valid_batches,
+      evaluate_generation=periodic_evaluation(sentence_model, data.valid_examples, config.train,
+                                              keys.evaluation),
+      before_update=objective_lib.pretraining_reset(objective, model, model_init, keys.reset)
+      if model.config.has_latent else None,
+      vocabulary_matrices=model.VOCABULARY_MATRICES)
+  sentence_model.params = recipe.train(config, workdir, task)
+  return sentence_model
