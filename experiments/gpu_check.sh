@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The GPU check, sized for a short loan of a GPU machine (under 10 minutes on one H200):
 #   1. the tests that exercise the models and training on the GPU, including cuDNN's real LSTM
-#      kernel against the scan (tests/test_cudnn_lstm.py);
-#   2. bench_train: textgen-jax with lstm_backend scan and cudnn, plain Flax, and PyTorch
-#      (nn.LSTM, which runs cuDNN) on the S and V workloads, interleaved rounds;
-#   3. bench_decode greedy at three batch sizes, against the naive loop and PyTorch;
-#   4. the tables (experiments/speed_report.py) and the raw JSON lines, into $OUT (the device
+#      kernel against the scan (tests/models/test_cudnn_lstm.py);
+#   2. experiments.bench.train: textgen-jax with lstm_backend scan and cudnn, plain Flax, and
+#      PyTorch (nn.LSTM, which runs cuDNN) on the S and V workloads, interleaved rounds;
+#   3. experiments.bench.decode greedy at three batch sizes, against the naive loop and PyTorch;
+#   4. the tables (experiments.bench.report) and the raw JSON lines, into $OUT (the device
 #      tool's folder that comes back) or runs/gpu_check.
 #
 #   bash experiments/gpu_check.sh
@@ -35,17 +35,17 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 flax.__version__, optax.__version__, torch.__version__, torch.cuda.is_available())"
 } 2>&1 | tee "$out/devices.txt"
 
-timeout 240 python3 -m pytest -p no:cacheprovider -q -n 8 tests/test_cudnn_lstm.py \
-    tests/test_recurrence.py tests/test_models.py tests/test_training.py tests/test_decoding.py \
-    tests/test_vae_objective.py 2>&1 | tee "$out/tests.txt"
+timeout 240 python3 -m pytest -p no:cacheprovider -q -n 8 tests/models/test_cudnn_lstm.py \
+    tests/models/test_recurrence.py tests/models/test_lstm.py tests/seq2seq/test_model.py \
+    tests/test_training.py tests/test_decoding.py tests/vae/test_objective.py 2>&1 | tee "$out/tests.txt"
 
-timeout 200 python3 experiments/bench_train.py --lstm_backends=scan,cudnn --rounds=3 \
+timeout 200 python3 -m experiments.bench.train --lstm_backends=scan,cudnn --rounds=3 \
     --min_seconds=0.5 --output="$out/bench_train.jsonl" 2> "$out/bench_train.err"
 
-timeout 120 python3 experiments/bench_decode.py --strategies=greedy --dtypes=float32 \
+timeout 120 python3 -m experiments.bench.decode --strategies=greedy --dtypes=float32 \
     --batch_sizes=1,64,1024 --min_seconds=0.5 --output="$out/bench_decode.jsonl" \
     2> "$out/bench_decode.err"
 
-python3 experiments/speed_report.py --train="$out/bench_train.jsonl" \
+python3 -m experiments.bench.report --train="$out/bench_train.jsonl" \
     --decode="$out/bench_decode.jsonl" > "$out/tables.md" 2>&1
 cat "$out/tables.md"

@@ -20,7 +20,13 @@ os.environ.setdefault("TEXTGEN_JAX_HUGE_PAGES", "0")
 
 import pytest
 
-from tests.helpers import make_pairs, write_tsv
+from tests.helpers import make_pairs, make_setup, write_tsv
+
+
+@pytest.fixture(scope="module")
+def setup():
+  """A tiny seq2seq model with dropout, a fixed batch, its compiled train and eval steps."""
+  return make_setup()
 
 
 @pytest.fixture

@@ -10,14 +10,20 @@ import os
 import random
 import subprocess
 import sys
+import dataclasses
+import functools
+from collections.abc import Callable
 from typing import Any, Iterable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
-from textgen_jax import seq2seq, vae
+from textgen_jax import seq2seq, training, vae
+from textgen_jax.data import batching
+from textgen_jax.seq2seq.model import Seq2Seq, Seq2SeqConfig
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLED_CORPUS = os.path.join(REPO_ROOT, "textgen_jax", "data", "corpora", "fra_eng_40k.tsv")
 
@@ -197,3 +203,54 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
   """The records of a workdir's metrics.jsonl, in order."""
   with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
     return [json.loads(line) for line in f]
+
+
+# ---- A tiny seq2seq train step, for the training and checkpointing tests ----
+
+V, E, H, B, L = 11, 8, 16, 4, 7
+
+
+def opt_config(**changes: Any) -> ml_collections.ConfigDict:
+  """The seq2seq optimizer section at a constant 1e-2, no warmup; `changes` on top."""
+  opt = seq2seq.get_config().opt
+  opt.learning_rate, opt.warmup_steps, opt.schedule = 1e-2, 0, "constant"
+  opt.update(changes)
+  return opt
+
+
+@dataclasses.dataclass
+class Setup:
+  """A tiny model with dropout, a fixed batch, and its compiled train and eval steps."""
+
+  model: Seq2Seq
+  params: dict
+  optimizer: optax.GradientTransformation
+  batch: dict
+  train_step: Callable
+  eval_step: Callable
+
+  def fresh_state(self, params=None):
+    return training.create_train_state(None, copy_tree(self.params if params is None else params),
+                                       self.optimizer)
+
+  def train(self, state, num_steps, rng=jax.random.key(0)):
+    for _ in range(num_steps):
+      state, _ = self.train_step(state, self.batch, rng)
+    return state
+
+  def loss(self, params):
+    sums = jax.device_get(self.eval_step(params, self.batch))
+    return sums["nll_sum"] / sums["tokens"]
+
+
+def make_setup() -> "Setup":
+  model = Seq2Seq(Seq2SeqConfig(source_vocab_size=V, target_vocab_size=V, embed_dim=E,
+                                hidden_size=H, dropout_rate=0.1))
+  params = jax.jit(functools.partial(seq2seq.model.init_params, model))(jax.random.key(0))
+  rng = np.random.default_rng(0)
+  sources = [rng.integers(4, V, n).astype(np.int32) for n in (7, 3, 5)]
+  targets = [rng.integers(4, V, n).astype(np.int32) for n in (6, 2, 4)]
+  loss_fn = functools.partial(seq2seq.loss.loss, model=model)
+  return Setup(model, params, training.make_optimizer(opt_config(), 100),
+               batching.pad_batch(sources, targets, B, L), training.jit_train_step(loss_fn),
+               training.jit_eval_step(loss_fn))

@@ -244,6 +244,7 @@ def unpadded(row):
   return row[:row.index(EOS_ID) + 1] if EOS_ID in row else [t for t in row if t != PAD_ID]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed, alpha", [(0, 0.0), (1, 0.6), (2, 1.0)])
 def test_beam_wide_enough_to_be_exhaustive_returns_the_exhaustive_top_k(seed, alpha):
   """With max_len 2 and K = the number of non-EOS tokens, no hypothesis is ever pruned."""
@@ -278,6 +279,7 @@ def test_beam_finds_the_best_sequence_that_greedy_misses():
   np.testing.assert_allclose(beams.scores_BxK[0, 0], best_score, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(4))
 def test_beam_width_1_equals_greedy(seed):
   step_fn, start = tiny_rnn(seed, vocab_size=12)
@@ -317,6 +319,7 @@ def test_beam_hypotheses_stop_at_their_eos_and_pad_after_it():
     assert not np.isin(row[:end], [PAD_ID, BOS_ID, EOS_ID]).any()
 
 
+@pytest.mark.slow
 def test_beam_search_of_a_batch_matches_each_row_alone_and_vmap():
   step_fn, start = tiny_rnn(4, vocab_size=12)
   search = functools.partial(decoding.beam_search, step_fn, max_len=8, beam_size=4,

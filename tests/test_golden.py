@@ -3,7 +3,7 @@ parameters after one Adam step (with dropout, so the dropout stream is pinned to
 
 These numbers change when the math changes: a new initialisation, loss, cell or optimizer
 setting. Update them only for a change that is meant to alter training (say which in the commit),
-after the invariant tests (tests/test_recurrence.py, test_models.py) pass; a refactor or a speed
+after the invariant tests (tests/models/test_recurrence.py, tests/seq2seq/test_model.py) pass; a refactor or a speed
 change must leave them as they are. Tolerances allow float32 rounding across CPUs, not more.
 """
 
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from textgen_jax import training
+from textgen_jax import seq2seq
 from textgen_jax.vae import objective as vae_objective
-from textgen_jax.seq2seq.config import get_config as seq2seq_config
 from textgen_jax.seq2seq.model import Seq2Seq, Seq2SeqConfig
 from textgen_jax.vae.model import SentenceVAE, SentenceVAEConfig
 from textgen_jax.seq2seq.loss import loss as seq2seq_loss
@@ -44,7 +44,7 @@ def first_step(family):
                                 objective=vae_objective.VAEObjective(kl_schedule="constant"))
   params = model.init(jax.random.key(0), BATCH["inputs"], BATCH["input_lengths"],
                       BATCH["targets"])
-  opt = seq2seq_config().opt
+  opt = seq2seq.get_config().opt
   opt.warmup_steps = 0
   state = training.create_train_state(model.apply, params, training.make_optimizer(opt, 10))
   state, sums = training.jit_train_step(loss_fn)(state, BATCH, jax.random.key(1))

@@ -15,7 +15,6 @@ import pytest
 from tests.helpers import REPO_ROOT, make_pairs, tiny_config, write_tsv
 from textgen_jax import metrics, seq2seq
 from textgen_jax.checkpointing import Checkpointer
-from textgen_jax.seq2seq.config import get_config as seq2seq_config
 
 pytestmark = pytest.mark.slow  # Subprocesses: the fast subset (-m 'not slow') skips them.
 
@@ -38,7 +37,7 @@ def test_data_parallel_suite_passes_on_8_host_devices():
 
 def _flags(config) -> list[str]:
   """--config.section.field=value for every field that differs from the script's default."""
-  default, flags = seq2seq_config(), []
+  default, flags = seq2seq.get_config(), []
   for section, fields in config.items():
     for field, value in (fields.items() if hasattr(fields, "items") else [(None, fields)]):
       name = section if field is None else f"{section}.{field}"

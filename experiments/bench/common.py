@@ -1,9 +1,10 @@
-"""Measurement helpers for the benchmarks in experiments/bench_*.py.
+"""What the benchmarks share: timing, the measured roofline, output, the optional torch import.
 
 Timings are steady state: compile first (timed on its own), then run until both a number of
 calls and a minimum time are reached, blocking on every result. The roofline's two rates are
 measured on the device at hand, not taken from a datasheet, so a result's fraction of the bound
-compares like with like on a shared, noisy machine.
+compares like with like on a shared, noisy machine. Programs compared with each other are timed
+in interleaved rounds (A B C, A B C, ...), so a ratio is taken within the same minute.
 """
 
 import dataclasses
@@ -11,6 +12,7 @@ import json
 import os
 import sys
 import time
+from types import ModuleType
 from typing import Any, Callable
 
 import jax
@@ -60,6 +62,26 @@ def time_jitted(fn: Callable[..., Any], *args: Any, min_calls: int = 3,
   compile_s, compiled = time_compile(jax.jit(fn), *args)
   seconds = time_calls(lambda: compiled(*args), min_calls, min_seconds)
   return Timing(compile_s, seconds), compiled
+
+
+def time_in_rounds(steps: list[Callable[[], Any]], rounds: int, min_calls: int,
+                   min_seconds: float) -> list[list[float]]:
+  """One warm-up call of each step, then `rounds` rounds A B C, A B C, ...: each step's median
+  seconds per call in each round (each round times each step as `time_calls` does)."""
+  for step in steps:
+    step()
+  medians = [[] for _ in steps]
+  for _ in range(rounds):
+    for step, step_medians in zip(steps, medians):
+      step_medians.append(float(np.median(time_calls(step, min_calls, min_seconds))))
+  return medians
+
+
+def round_by_round_ratio(rates: list[float], other_rates: list[float]
+                         ) -> tuple[float, list[float]]:
+  """The median of the round-by-round ratios of two programs' rates, and their [min, max]."""
+  ratios = [a / b for a, b in zip(rates, other_rates)]
+  return float(np.median(ratios)), [min(ratios), max(ratios)]
 
 
 def peak_memory_bytes(device: jax.Device) -> int | None:
@@ -128,7 +150,7 @@ def measure_device_rates(dtypes: tuple[str, ...] = ("float32",),
 
 def plot_decode_throughput(records: list[dict[str, Any]], path: str) -> None:
   """A PNG of generated tokens/s against batch size: one panel per model shape (columns) and
-  dtype (rows), one line per strategy and implementation (bench_decode.py records); variants
+  dtype (rows), one line per strategy and implementation (decode.py records); variants
   such as "seq2seq_no_table" join their shape's panel."""
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
@@ -185,15 +207,55 @@ def device_description(device: jax.Device) -> str:
   return f"{device.platform}:{getattr(device, 'device_kind', '')}".rstrip(":")
 
 
-def emit(record: dict[str, Any], output: Any = None) -> None:
-  """One JSON line on stdout (and appended to `output`, an open file, if given)."""
-  line = json.dumps({k: (round(v, 6) if isinstance(v, float) else v)
-                     for k, v in record.items()})
-  print(line, flush=True)
-  if output is not None:
-    output.write(line + "\n")
-    output.flush()
+def roofline_record(device: jax.Device, matmul_flops_per_s: dict[str, float],
+                    memory_bytes_per_s: float | None = None,
+                    host_fields: bool = False) -> dict[str, Any]:
+  """The record of the rates measured at the start of a run ("bench": "roofline").
+
+  host_fields: also the CPU (`cpu_description`) and GLIBC_TUNABLES, which move training speed.
+  """
+  record = dict(bench="roofline", device=device_description(device))
+  if host_fields:
+    record["cpu"] = cpu_description()
+  record.update(num_devices=jax.device_count(), cpu_count=os.cpu_count())
+  record.update({f"matmul_flops_per_s_{k}": v for k, v in matmul_flops_per_s.items()})
+  if memory_bytes_per_s is not None:
+    record["memory_bytes_per_s"] = memory_bytes_per_s
+  record["jax_version"] = jax.__version__
+  if host_fields:
+    record["glibc_tunables"] = os.environ.get("GLIBC_TUNABLES", "")
+  return record
+
+
+class JsonLines:
+  """A benchmark's output: one JSON line per record on stdout, also appended to `path` (its
+  directory made first) when one is given."""
+
+  def __init__(self, path: str | None = None):
+    self._file = None
+    if path:
+      os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+      self._file = open(path, "a", encoding="utf-8")  # pylint: disable=consider-using-with
+
+  def emit(self, record: dict[str, Any]) -> None:
+    line = json.dumps({k: (round(v, 6) if isinstance(v, float) else v)
+                       for k, v in record.items()})
+    print(line, flush=True)
+    if self._file is not None:
+      self._file.write(line + "\n")
+      self._file.flush()
 
 
 def progress(message: str) -> None:
   print(message, file=sys.stderr, flush=True)
+
+
+def import_torch_reference(skipping: str) -> ModuleType | None:
+  """experiments.bench.torch_reference, or None with a note on stderr where torch is not
+  installed (it is the optional `bench` extra); `skipping` names what is then left out."""
+  try:
+    from experiments.bench import torch_reference  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    progress(f"note: torch is not installed (pip install -e '.[bench]'); skipping {skipping}")
+    return None
+  return torch_reference

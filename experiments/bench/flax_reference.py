@@ -1,5 +1,5 @@
-"""The plainest Flax linen version of both training workloads: the baseline bench_train.py
-holds textgen-jax's own step against.
+"""The plainest Flax linen version of both training workloads: the baseline train.py holds
+textgen-jax's own step against.
 
 Written the way the Flax documentation writes an LSTM: `nn.RNN(nn.OptimizedLSTMCell(h))` with
 `seq_lengths`, `nn.Embed`, `nn.Dense`, optax's cross-entropy and `optax.adam`, the whole step in

@@ -1,6 +1,6 @@
-r"""Markdown tables (and the plot) from the JSON lines of bench_decode.py and bench_train.py.
+r"""Markdown tables (and the plot) from the JSON lines of experiments.bench.decode and .train.
 
-  python experiments/speed_report.py --decode=runs/bench/decode.jsonl \
+  python -m experiments.bench.report --decode=runs/bench/decode.jsonl \
       --train=runs/bench/train.jsonl --plot=experiments/results/decode_speed.png
 
 The tables are printed as measured: nothing is typed in by hand.
@@ -12,11 +12,12 @@ from typing import Any
 
 from absl import flags
 
-from textgen_jax import benchmarking, cli
+from experiments.bench import common
+from textgen_jax import cli
 from textgen_jax.errors import TextgenError
 
-_DECODE = flags.DEFINE_string("decode", None, "bench_decode.py JSON lines.")
-_TRAIN = flags.DEFINE_string("train", None, "bench_train.py JSON lines.")
+_DECODE = flags.DEFINE_string("decode", None, "JSON lines of experiments.bench.decode.")
+_TRAIN = flags.DEFINE_string("train", None, "JSON lines of experiments.bench.train.")
 _PLOT = flags.DEFINE_string("plot", None, "Write the tokens/s plot of the decode records here.")
 
 
@@ -146,7 +147,7 @@ def main(argv):
     print(roofline_lines(records) + "\n")
     print(decode_tables(records) + "\n")
     if _PLOT.value:
-      benchmarking.plot_decode_throughput(
+      common.plot_decode_throughput(
           [r for r in records if r.get("bench") == "decode" and "tokens_per_s" in r],
           _PLOT.value)
   if _TRAIN.value:

@@ -116,42 +116,16 @@ def make_train_step(decoder: Decoder, batch_size: int, length: int, encoder_laye
   """
   vocab_size = decoder.output.out_features
   source_vocab_size = source_vocab_size or vocab_size
-  source_length = source_length or length
-  hidden = decoder.lstm.hidden_size
-  encoder = None
-  if encoder_layers or decoder.latent_size:
-    encoder_embedding = nn.Embedding(source_vocab_size, decoder.embedding.embedding_dim)
-    encoder = nn.LSTM(decoder.embedding.embedding_dim, hidden, max(encoder_layers, 1),
-                      batch_first=True)
-    posterior = nn.Linear(hidden, 2 * decoder.latent_size) if decoder.latent_size else None
-    # The VAE's decoder starts from c0 = Linear(z), h0 = tanh(c0), as textgen-jax's does.
-    initial_state = nn.Linear(decoder.latent_size, hidden) if decoder.latent_size else None
-  modules = nn.ModuleList([decoder] + ([encoder_embedding, encoder] if encoder else []) +
-                          ([posterior, initial_state] if encoder and posterior is not None
-                           else []))
-  device = decoder.output.weight.device
-  modules = modules.to(device=device, dtype=decoder.output.weight.dtype).train()
+  encoder = _Encoder(decoder, encoder_layers, source_vocab_size)
+  modules = nn.ModuleList([decoder] + (encoder.modules() if encoder.lstm else []))
+  modules = modules.to(device=decoder.output.weight.device,
+                       dtype=decoder.output.weight.dtype).train()
   optimizer = torch.optim.Adam(modules.parameters(), lr=1e-3)
-  generator = torch.Generator().manual_seed(0)
-  sources = torch.randint(4, source_vocab_size, (batch_size, source_length), generator=generator)
-  targets = torch.randint(4, vocab_size, (batch_size, length), generator=generator)
-  if decoder.latent_size:
-    sources = targets
-  inputs = torch.cat([torch.full((batch_size, 1), BOS_ID), targets[:, :-1]], 1)
-  sources, targets, inputs = sources.to(device), targets.to(device), inputs.to(device)
+  sources, targets, inputs = _random_tokens(decoder, batch_size, length,
+                                            source_length or length, source_vocab_size)
 
   def step():
-    state, z, kl = None, None, 0.0
-    if encoder is not None:
-      _, (h, c) = encoder(encoder_embedding(sources))
-      if decoder.latent_size:
-        mean, logvar = posterior(h[-1]).chunk(2, -1)
-        z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
-        kl = 0.5 * (logvar.exp() + mean**2 - 1.0 - logvar).sum(-1).mean() / length
-        c0 = initial_state(z)[None]
-        state = (torch.tanh(c0), c0)
-      else:
-        state = (h, c)
+    state, z, kl = encoder(sources, length)
     logits, _ = decoder(inputs, state, z)
     loss = nn.functional.cross_entropy(logits.reshape(-1, vocab_size), targets.reshape(-1)) + kl
     optimizer.zero_grad(set_to_none=True)
@@ -161,3 +135,51 @@ def make_train_step(decoder: Decoder, batch_size: int, length: int, encoder_laye
 
   return step
 
+
+class _Encoder:
+  """What starts the decoder in training: for seq2seq an nn.LSTM encoder's final state; for the
+  VAE q(z|x) from one, then c0 = Linear(z), h0 = tanh(c0), as textgen-jax's decoder starts;
+  with neither (encoder_layers=0, no latent) the decoder starts from zeros."""
+
+  def __init__(self, decoder: Decoder, encoder_layers: int, source_vocab_size: int):
+    self.latent_size = decoder.latent_size
+    self.embedding = self.lstm = self.posterior = self.initial_state = None
+    if encoder_layers or self.latent_size:
+      embed_dim, hidden = decoder.embedding.embedding_dim, decoder.lstm.hidden_size
+      self.embedding = nn.Embedding(source_vocab_size, embed_dim)
+      self.lstm = nn.LSTM(embed_dim, hidden, max(encoder_layers, 1), batch_first=True)
+      if self.latent_size:
+        self.posterior = nn.Linear(hidden, 2 * self.latent_size)
+        self.initial_state = nn.Linear(self.latent_size, hidden)
+
+  def modules(self) -> list[nn.Module]:
+    return [m for m in (self.embedding, self.lstm, self.posterior, self.initial_state)
+            if m is not None]
+
+  def __call__(self, sources: torch.Tensor, length: int):
+    """(decoder state or None, z or None, KL per target token or 0.0)."""
+    if self.lstm is None:
+      return None, None, 0.0
+    _, (h, c) = self.lstm(self.embedding(sources))
+    if not self.latent_size:
+      return (h, c), None, 0.0
+    mean, logvar = self.posterior(h[-1]).chunk(2, -1)
+    z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+    kl = 0.5 * (logvar.exp() + mean**2 - 1.0 - logvar).sum(-1).mean() / length
+    c0 = self.initial_state(z)[None]
+    return (torch.tanh(c0), c0), z, kl
+
+
+def _random_tokens(decoder: Decoder, batch_size: int, length: int, source_length: int,
+                   source_vocab_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+  """(sources, targets, decoder inputs: BOS + targets[:-1]) on the decoder's device; the VAE's
+  sources are its targets."""
+  generator = torch.Generator().manual_seed(0)
+  sources = torch.randint(4, source_vocab_size, (batch_size, source_length), generator=generator)
+  targets = torch.randint(4, decoder.output.out_features, (batch_size, length),
+                          generator=generator)
+  if decoder.latent_size:
+    sources = targets
+  inputs = torch.cat([torch.full((batch_size, 1), BOS_ID), targets[:, :-1]], 1)
+  device = decoder.output.weight.device
+  return sources.to(device), targets.to(device), inputs.to(device)

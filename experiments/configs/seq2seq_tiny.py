@@ -4,11 +4,11 @@ r"""A tiny model and a short run, for smoke tests of the pipeline (about a minut
       --workdir=/tmp/tiny
 """
 
-from textgen_jax.seq2seq.config import get_config as seq2seq_config
+from textgen_jax import seq2seq
 
 
 def get_config():
-  config = seq2seq_config()
+  config = seq2seq.get_config()
   config.data.max_examples = 2000
   config.data.batch_size = 32
   config.model.embed_dim = 32

@@ -1,16 +1,17 @@
-"""The benchmark scripts run end to end at a tiny size; their output format, not their speed."""
+"""The benchmarks (python -m experiments.bench.*) run end to end at a tiny size; their output
+format, not their speed."""
 
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import (REPO_ROOT, SENTENCES, make_pairs, tiny_config, tiny_vae_config, write_text,
-                      write_tsv)
-from textgen_jax import sentence_vae, translation
+from experiments.bench import shapes
+from tests.helpers import (REPO_ROOT, SENTENCES, make_pairs, tiny_config, tiny_vae_config,
+                           write_text, write_tsv)
+from textgen_jax import seq2seq, vae
 
 pytestmark = pytest.mark.slow  # Subprocesses: the fast subset (-m 'not slow') skips them.
 
@@ -19,17 +20,23 @@ TINY = ["--vocab_size=16", "--embed_dim=8", "--hidden_size=8", "--latent_size=4"
         "--dtypes=float32", "--min_seconds=0", "--min_calls=1"]
 
 
-def run_bench(script, *flags):
-  result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "experiments", script),
-                           *TINY, *flags], capture_output=True, text=True, cwd=REPO_ROOT,
-                          timeout=300, check=False)
+def run_module(benchmark, *flags, timeout=300):
+  """`python -m experiments.bench.<benchmark> flags...` from the repository root."""
+  return subprocess.run([sys.executable, "-m", f"experiments.bench.{benchmark}", *flags],
+                        capture_output=True, text=True, cwd=REPO_ROOT, timeout=timeout,
+                        check=False)
+
+
+def run_bench(benchmark, *flags):
+  """The JSON lines (and stderr) of a tiny run of benchmark "decode" or "train"."""
+  result = run_module(benchmark, *TINY, *flags)
   assert result.returncode == 0, result.stderr
   return [json.loads(line) for line in result.stdout.splitlines()], result.stderr
 
 
 def test_bench_decode_prints_one_json_line_per_measurement_and_a_plot(tmp_path):
   plot, output = tmp_path / "decode.png", tmp_path / "decode.jsonl"
-  records, _ = run_bench("bench_decode.py", "--max_len=5", "--batch_sizes=1,3",
+  records, _ = run_bench("decode", "--max_len=5", "--batch_sizes=1,3",
                          "--strategies=greedy,beam", "--baselines=naive",
                          f"--plot={plot}", f"--output={output}")
   assert [json.loads(line) for line in output.read_text().splitlines()] == records
@@ -61,13 +68,12 @@ def test_bench_decode_prints_one_json_line_per_measurement_and_a_plot(tmp_path):
 def test_bench_decode_bad_flags_are_one_line_errors():
   for flag, message in (("--strategies=greedy,fast", "--strategies"),
                         ("--batch_sizes=0", "--batch_sizes"), ("--shapes=huge", "--shapes")):
-    result = subprocess.run([sys.executable, "experiments/bench_decode.py", *TINY, flag],
-                            capture_output=True, text=True, cwd=REPO_ROOT, check=False)
+    result = run_module("decode", *TINY, flag)
     assert result.returncode == 2 and result.stderr.startswith("error: " + message), result.stderr
 
 
 def test_bench_train_times_jax_and_plain_flax_in_rounds_with_round_by_round_ratios():
-  records, _ = run_bench("bench_train.py", "--length=6", "--batch_sizes=2", "--torch=false",
+  records, _ = run_bench("train", "--length=6", "--batch_sizes=2", "--torch=false",
                          "--rounds=3")
   assert records[0]["bench"] == "roofline" and records[0]["cpu"]
   train = records[1:]
@@ -88,23 +94,19 @@ def test_bench_train_times_jax_and_plain_flax_in_rounds_with_round_by_round_rati
 
 def test_bench_train_workloads_are_the_issue_shapes():
   """S and V as stated in the README and speed.md (a typo here would move every figure)."""
-  sys.path.insert(0, os.path.join(REPO_ROOT, "experiments"))
-  import bench_train  # pylint: disable=import-outside-toplevel
-  assert bench_train.WORKLOADS["seq2seq"] == dict(
+  assert shapes.WORKLOADS["seq2seq"] == dict(
       source_vocab_size=80, vocab_size=100, embed_dim=256, hidden_size=256, latent_size=0,
       source_length=16, length=60, batch_size=64)
-  assert bench_train.WORKLOADS["vae"] == dict(
+  assert shapes.WORKLOADS["vae"] == dict(
       source_vocab_size=10_000, vocab_size=10_000, embed_dim=256, hidden_size=512,
       latent_size=32, source_length=40, length=40, batch_size=32)
   # Forward multiply-adds per target token: S's encoder reads 16 source tokens per 60 targets.
-  s = bench_train.forward_macs_per_token(bench_train.WORKLOADS["seq2seq"])
+  s = shapes.forward_macs_per_token(shapes.WORKLOADS["seq2seq"])
   assert s == pytest.approx(16 / 60 * 2 * 256 * 1024 + 2 * 256 * 1024 + 256 * 100)
 
 
 def test_bench_train_cudnn_on_a_cpu_is_a_one_line_error():
-  result = subprocess.run([sys.executable, "experiments/bench_train.py", *TINY,
-                           "--lstm_backends=cudnn"], capture_output=True, text=True,
-                          cwd=REPO_ROOT, check=False)
+  result = run_module("train", *TINY, "--lstm_backends=cudnn")
   assert result.returncode == 2
   assert result.stderr.startswith("error: --lstm_backends=cudnn: cuDNN's LSTM needs a CUDA GPU")
   assert len(result.stderr.splitlines()) == 1, result.stderr
@@ -116,10 +118,10 @@ def test_bench_decode_runs_on_a_trained_workdir(tmp_path, family):
   workdir = str(tmp_path / "workdir")
   if family == "seq2seq":
     config = tiny_config(write_tsv(tmp_path / "pairs.tsv", make_pairs(40)), train__num_steps=5)
-    translation.train_and_evaluate(config, workdir)
+    seq2seq.train_and_evaluate(config, workdir)
   else:
     corpus = write_text(tmp_path / "sentences.txt", "\n".join(SENTENCES) + "\n")
-    sentence_vae.train_and_evaluate(tiny_vae_config(corpus, train__num_steps=5), workdir)
+    vae.train_and_evaluate(tiny_vae_config(corpus, train__num_steps=5), workdir)
   records, _ = subprocess_records(f"--workdir={workdir}")
   decode = records[1:]
   assert [r["implementation"] for r in decode] == ["compiled", "naive"]
@@ -129,10 +131,7 @@ def test_bench_decode_runs_on_a_trained_workdir(tmp_path, family):
 
 
 def subprocess_records(*flags):
-  result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "experiments",
-                                                        "bench_decode.py"),
-                           "--dtypes=float32", "--min_seconds=0", "--min_calls=1",
-                           "--batch_sizes=2", "--strategies=greedy", "--baselines=naive", *flags],
-                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=300, check=False)
+  result = run_module("decode", "--dtypes=float32", "--min_seconds=0", "--min_calls=1",
+                      "--batch_sizes=2", "--strategies=greedy", "--baselines=naive", *flags)
   assert result.returncode == 0, result.stderr
   return [json.loads(line) for line in result.stdout.splitlines()], result.stderr

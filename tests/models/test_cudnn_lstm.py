@@ -57,6 +57,7 @@ def run_stack(backend, params, x_TxBxE, carries, lengths, bidirectional, layers)
   return stack.apply(params, x_TxBxE, lengths, carries)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bidirectional,layers", [(False, 1), (False, 2), (True, 1), (True, 2)])
 def test_cudnn_path_equals_the_scan(cudnn_kernel, bidirectional, layers):
   k = jax.random.split(jax.random.key(1), 4)

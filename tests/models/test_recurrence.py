@@ -155,6 +155,7 @@ SEQ2SEQ_VARIANTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("vocab_size", [11, 40], ids=["table", "dense"])
 @pytest.mark.parametrize("variant", list(SEQ2SEQ_VARIANTS))
 def test_seq2seq_fast_path_equals_the_reference(reference_lstm, variant, vocab_size):
@@ -170,6 +171,7 @@ def test_seq2seq_fast_path_equals_the_reference(reference_lstm, variant, vocab_s
   assert_same_loss_and_grads(fast, loss_and_grads(loss_fn, params, batch))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,layers", [("vae", 1), ("vae", 2), ("lm", 2)])
 def test_vae_and_lm_fast_path_equals_the_reference(reference_lstm, kind, layers):
   model = SentenceVAE(SentenceVAEConfig(30, kind=kind, embed_dim=5, hidden_size=H, latent_size=3,

@@ -1,16 +1,17 @@
-"""bench_train's 1-versus-8-device and bfloat16-versus-float32 columns (needs 8 devices)."""
+"""experiments.bench.train's 1-versus-8-device and bfloat16-versus-float32 columns (needs 8
+devices)."""
 
 import jax
 import pytest
 
-from test_benchmarks import run_bench
+from tests.experiments.test_bench import run_bench
 
 pytestmark = pytest.mark.skipif(jax.device_count() < 8,
                                 reason="needs 8 devices; tests/test_multi_device.py runs it")
 
 
 def test_bench_train_compares_device_counts_and_dtypes():
-  records, _ = run_bench("bench_train.py", "--shapes=seq2seq", "--length=4", "--batch_sizes=8",
+  records, _ = run_bench("train", "--shapes=seq2seq", "--length=4", "--batch_sizes=8",
                          "--torch=false", "--flax=false", "--num_devices=1,8",
                          "--dtypes=float32,bfloat16", "--rounds=1")
   train = records[1:]

@@ -85,6 +85,7 @@ def random_targets(seed, shape=(B, T)):
   return np.random.default_rng(seed).integers(FIRST_REAL_ID, V, shape).astype(np.int32)
 
 
+@pytest.mark.slow
 def test_encoder_state_and_loss_are_padding_invariant(model_and_params):
   model, params = model_and_params
   alone = [forward(model, params, s[None], np.array([len(s)], np.int32), t[None])

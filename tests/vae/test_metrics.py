@@ -41,6 +41,7 @@ def iw(model, params, batch, rng, num_samples, chunk_size=None):
   return np.asarray(fn(params, batch, rng))
 
 
+@pytest.mark.slow
 def test_bound_tightens_as_k_grows(tiny_vae):
   model, params, batch = tiny_vae
   keys = jax.random.split(jax.random.key(1), 50)
@@ -53,6 +54,7 @@ def test_bound_tightens_as_k_grows(tiny_vae):
     assert gap.mean() > 3 * gap.std() / np.sqrt(len(gap)), (small, large, gap)
 
 
+@pytest.mark.slow
 def test_k1_equals_the_elbo_in_expectation(tiny_vae):
   model, params, batch = tiny_vae
   estimates = iw(model, params, batch, jax.random.split(jax.random.key(2), 400), 1)
@@ -88,6 +90,7 @@ def test_exact_when_the_decoder_ignores_z_and_q_is_the_prior():
                                   chunk_size), exact, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_padding_rows_and_bucket_length_do_not_change_a_sentence(tiny_vae):
   model, params, batch = tiny_vae
   longer = batching.pad_batch(SENTENCES, SENTENCES, 8, 9)
@@ -114,6 +117,7 @@ def test_active_units_on_a_constructed_case():
   np.testing.assert_allclose(variances[:2], [1.0, 0.09], rtol=0.15)
 
 
+@pytest.mark.slow
 def test_mutual_information_is_near_zero_when_the_encoder_ignores_its_input():
   # Every posterior is the same, so q(z) = q(z|x): the estimate is 0 up to the one-sample
   # Monte Carlo error of the entropy term, whose standard deviation is sqrt(Z / 2N) = 0.03.
@@ -146,6 +150,7 @@ def test_mutual_information_matches_a_direct_computation():
                              negative_entropy - jnp.mean(log_aggregate), rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_mutual_information_is_near_zero_for_a_model_whose_encoder_ignores_its_input(tiny_vae):
   model, params, _ = tiny_vae
   posterior = params["params"]["encoder_to_posterior"]

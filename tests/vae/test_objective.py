@@ -162,6 +162,7 @@ def dataclass_dict():
   return dataclasses.asdict(VAEObjective())
 
 
+@pytest.mark.slow
 def test_decoder_reset_restores_the_decoder_and_keeps_the_encoder():
   model = SentenceVAE(SentenceVAEConfig(vocab_size=12, embed_dim=4, hidden_size=8, latent_size=2))
   tokens = jnp.array([[5, 6, 7]])
@@ -205,6 +206,7 @@ def test_the_declared_decoder_side_is_what_p_x_given_z_uses():
       "decoder_embedding", "decoder_lstm", "decoder_output"}
 
 
+@pytest.mark.slow
 def test_eval_loss_is_the_negative_elbo_whatever_the_schedule():
   model = SentenceVAE(SentenceVAEConfig(vocab_size=12, embed_dim=4, hidden_size=8, latent_size=2))
   tokens = jnp.array([[5, 6, 7, 0], [8, 0, 0, 0]])

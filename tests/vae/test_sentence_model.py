@@ -17,6 +17,9 @@ from textgen_jax.errors import TextgenError
 from textgen_jax.decoding import DecodeSettings
 from textgen_jax.vae.sentence_model import SentenceModel
 
+# Every test here trains or loads a whole run (the trained fixtures take tens of seconds).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> str:
@@ -233,7 +236,6 @@ def assert_one_line_error(result, *fragments):
     assert fragment in error_lines[0], error_lines[0]
 
 
-@pytest.mark.slow
 def test_generate_cli_modes(trained_vae):
   _, workdir = trained_vae
   sample = run_script("generate.py", f"--workdir={workdir}", "--mode=sample", "--num=3",
@@ -250,7 +252,6 @@ def test_generate_cli_modes(trained_vae):
   assert len(lines) == 3
 
 
-@pytest.mark.slow
 def test_generate_cli_refuses_a_seq2seq_workdir(tmp_path):
   config = tiny_config(write_tsv(tmp_path / "pairs.tsv", make_pairs(20)), train__num_steps=1)
   seq2seq.train_and_evaluate(config, str(tmp_path / "seq2seq"))
@@ -258,7 +259,6 @@ def test_generate_cli_refuses_a_seq2seq_workdir(tmp_path):
   assert_one_line_error(result, "seq2seq", "train_vae.py")
 
 
-@pytest.mark.slow
 def test_generate_and_evaluate_cli_bad_flags(trained_vae, tmp_path):
   _, workdir = trained_vae
   assert_one_line_error(run_script("evaluate.py", f"--workdir={workdir}", "--num_samples=0"),
@@ -273,7 +273,6 @@ def test_generate_and_evaluate_cli_bad_flags(trained_vae, tmp_path):
                         "no checkpoint at step 7", "[300]")
 
 
-@pytest.mark.slow
 def test_evaluate_cli_writes_one_json_line(trained_vae, corpus, tmp_path):
   _, workdir = trained_vae
   output = tmp_path / "results.jsonl"

@@ -1,0 +1,100 @@
+"""Tests for textgen_jax.workdir: the family a workdir records, loading and saving a model with
+it, older workdirs (no `family`), and the run keys a seed gives (textgen_jax.train_loop)."""
+
+import functools
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from tests.helpers import (SENTENCES, assert_trees_equal, make_pairs, read_metrics, tiny_config,
+                           tiny_vae_config)
+from textgen_jax import seq2seq, train_loop, vae
+from textgen_jax import workdir as workdir_lib
+from textgen_jax.data.tokenizers import make_tokenizer
+from textgen_jax.data.vocab import Vocabulary
+from textgen_jax.errors import TextgenError
+
+
+def saved_translator(directory):
+  """An untrained seq2seq model saved as an inference directory (no training run)."""
+  config = tiny_config("unused.tsv")
+  tokenizer = make_tokenizer("word", lowercase=True)
+  vocabularies = [Vocabulary.build([tokenizer.tokenize(pair[side]) for pair in make_pairs(20)])
+                  for side in (0, 1)]
+  model = seq2seq.model.build_model(config.model, *vocabularies)
+  params = jax.jit(functools.partial(seq2seq.model.init_params, model))(jax.random.key(3))
+  translator = seq2seq.Translator(config, model, params, tokenizer, *vocabularies)
+  translator.save(str(directory))
+  return translator
+
+
+def drop_family(directory):
+  """Rewrites config.json as workdirs were written before configs named their family."""
+  path = os.path.join(directory, workdir_lib.CONFIG_FILE)
+  with open(path, encoding="utf-8") as f:
+    saved = json.load(f)
+  del saved["family"]
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(saved, f)
+
+
+def test_each_family_config_names_its_family():
+  assert seq2seq.get_config().family == "seq2seq"
+  assert vae.get_config().family == vae.ptb_config().family == "vae"
+  assert workdir_lib.family_of(tiny_config("x")) == "seq2seq"
+  assert workdir_lib.family_of(tiny_vae_config("x", model__kind="lm")) == "vae"
+
+
+def test_a_config_without_family_is_told_by_its_model_section():
+  for config, family in ((tiny_config("x"), "seq2seq"), (tiny_vae_config("x"), "vae"),
+                         (tiny_vae_config("x", model__kind="lm"), "vae")):
+    del config["family"]
+    assert workdir_lib.family_of(config) == family
+
+
+def test_save_then_load_gives_the_same_model_and_refuses_the_other_family(tmp_path):
+  translator = saved_translator(tmp_path / "saved")
+  loaded = seq2seq.Translator.load(str(tmp_path / "saved"))
+  assert_trees_equal(loaded.params, translator.params)
+  assert loaded.translate(["Go eat."]) == translator.translate(["Go eat."])
+  with pytest.raises(TextgenError, match="holds a seq2seq model, not a vae model"):
+    vae.SentenceModel.load(str(tmp_path / "saved"))
+
+
+def test_a_workdir_from_before_family_was_recorded_still_loads(tmp_path):
+  translator = saved_translator(tmp_path / "old")
+  drop_family(str(tmp_path / "old"))
+  loaded = seq2seq.Translator.load(str(tmp_path / "old"))
+  assert_trees_equal(loaded.params, translator.params)
+  with pytest.raises(TextgenError, match="holds a seq2seq model"):
+    vae.SentenceModel.load(str(tmp_path / "old"))
+
+
+@pytest.mark.slow
+def test_a_vae_workdir_from_before_family_was_recorded_loads_and_resumes(tmp_path):
+  corpus = tmp_path / "corpus.txt"
+  corpus.write_text("\n".join(SENTENCES * 4) + "\n", encoding="utf-8")
+  workdir = str(tmp_path / "run")
+  config = tiny_vae_config(corpus, train__num_steps=2, train__log_every=1)
+  trained = vae.train_and_evaluate(config, workdir)
+  drop_family(workdir)
+  with pytest.raises(TextgenError, match="holds a vae model, not a seq2seq model"):
+    seq2seq.Translator.load(workdir)
+  assert_trees_equal(vae.SentenceModel.load(workdir).params, trained.params)
+  config.train.num_steps = 3  # Resumes from step 2 of the old workdir.
+  vae.train_and_evaluate(config, workdir)
+  assert [r["step"] for r in read_metrics(workdir) if "train_loss" in r] == [1, 2, 3]
+  assert vae.SentenceModel.load(workdir).step == 3
+
+
+def test_run_keys_are_one_per_purpose_and_keep_the_old_parameter_and_dropout_keys():
+  for seed in (0, 1, 17):
+    keys = train_loop.run_keys(seed)
+    data = [tuple(np.asarray(jax.random.key_data(key)).tolist()) for key in keys]
+    assert len(set(data)) == len(keys) == 4
+    old_params, old_dropout = jax.random.split(jax.random.key(seed))
+    assert data[0] == tuple(np.asarray(jax.random.key_data(old_params)).tolist())
+    assert data[1] == tuple(np.asarray(jax.random.key_data(old_dropout)).tolist())
