@@ -8,14 +8,12 @@ import functools
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import jax
 import pytest
 
-from tests.helpers import (REPO_ROOT, assert_trees_equal, make_pairs, tiny_config, write_text,
-                      write_tsv)
+from tests.helpers import (assert_one_line_error, assert_trees_equal, make_pairs, run_script,
+                           tiny_config, write_text, write_tsv)
 from textgen_jax import device_memory, metrics, seq2seq
 from textgen_jax import workdir as workdir_lib
 from textgen_jax.data.tokenizers import make_tokenizer
@@ -25,8 +23,10 @@ from textgen_jax.decoding import DecodeSettings
 from textgen_jax.errors import TextgenError
 from textgen_jax.models import cudnn_lstm
 
-TRANSLATE_SCRIPT = os.path.join(REPO_ROOT, "experiments", "translate.py")
 INPUTS = ["Go eat.", "", "Run wait.", "   ", "Help stop."]
+# Every test here trains or loads a run (the trained fixture takes seconds, the scripts more).
+pytestmark = pytest.mark.slow
+
 # Enough steps for greedy outputs that depend on the input (a few seconds).
 TRAINED_OVERRIDES = dict(train__num_steps=60, train__eval_every=30, train__num_examples_to_print=2,
                          opt__learning_rate=3e-2)
@@ -250,15 +250,11 @@ def test_workdirs_resume_and_load_across_lstm_backends(tmp_path):
   assert workdir_lib.read_model_config(str(tmp_path)).model.lstm_backend == "auto"
 
 
-@pytest.mark.slow
 def test_cudnn_on_a_cpu_is_a_one_line_error_naming_the_flag(tmp_path, pairs_tsv):
   if cudnn_lstm.cudnn_available():
     pytest.skip("this machine has a GPU with cuDNN")
-  result = subprocess.run(
-      [sys.executable, os.path.join(REPO_ROOT, "experiments", "train_seq2seq.py"),
-       f"--config.data.train_path={pairs_tsv}", "--config.model.lstm_backend=cudnn",
-       f"--workdir={tmp_path / 'workdir'}"],
-      capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+  result = run_script("train_seq2seq.py", f"--config.data.train_path={pairs_tsv}",
+                      "--config.model.lstm_backend=cudnn", f"--workdir={tmp_path / 'workdir'}")
   assert_one_line_error(result, "--config.model.lstm_backend=cudnn: cuDNN's LSTM needs a CUDA GPU")
   assert not os.path.exists(tmp_path / "workdir" / "checkpoints")
 
@@ -269,26 +265,14 @@ def test_fit_rejects_unknown_train_settings(tmp_path, pairs_tsv):
 
 
 def run_translate_cli(*args, stdin=""):
-  return subprocess.run([sys.executable, TRANSLATE_SCRIPT, *args], input=stdin,
-                        capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+  return run_script("translate.py", *args, stdin=stdin, timeout=120)
 
 
-def assert_one_line_error(result, message):
-  assert result.returncode == 2, result.stderr
-  assert "Traceback" not in result.stderr
-  lines = result.stderr.strip().splitlines()
-  assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-  assert message in lines[0]
-  assert result.stdout == ""
-
-
-@pytest.mark.slow
 def test_cli_missing_workdir_is_a_one_line_error(tmp_path):
   missing = str(tmp_path / "no_such_run")
   assert_one_line_error(run_translate_cli(f"--workdir={missing}", "Go."), missing)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("flag, message", [("--temperature=0", "--temperature"),
                                            ("--top_p=1.5", "--top_p"),
                                            ("--beam_size=0", "--beam_size"),
@@ -309,17 +293,13 @@ def test_beam_translation_width_1_is_greedy_and_wider_beams_translate(trained):
   assert all(isinstance(output, str) for output in beam)
 
 
-@pytest.mark.slow
 def test_train_cli_bad_data_path_is_a_one_line_error(tmp_path):
   missing = str(tmp_path / "missing.tsv")
-  result = subprocess.run(
-      [sys.executable, os.path.join(REPO_ROOT, "experiments", "train_seq2seq.py"),
-       f"--config.data.train_path={missing}", f"--workdir={tmp_path / 'workdir'}"],
-      capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+  result = run_script("train_seq2seq.py", f"--config.data.train_path={missing}",
+                      f"--workdir={tmp_path / 'workdir'}")
   assert_one_line_error(result, missing)
 
 
-@pytest.mark.slow
 def test_cli_translates_one_line_per_input(trained):
   _, workdir, translator = trained
   texts = ["Go eat.", "", "Help stop."]

@@ -72,6 +72,7 @@ def test_k1_equals_the_elbo_in_expectation(tiny_vae):
   assert np.all(np.abs(estimates.mean(0) - elbo) < 4 * standard_error + 0.02)
 
 
+@pytest.mark.slow
 def test_exact_when_the_decoder_ignores_z_and_q_is_the_prior():
   # Then every importance weight is p(x), whatever K and the chunking (partial chunks included).
   model = SentenceVAE(SentenceVAEConfig(vocab_size=12, embed_dim=8, hidden_size=16, latent_size=3,

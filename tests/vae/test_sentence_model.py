@@ -2,14 +2,13 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
-from tests.helpers import (REPO_ROOT, SENTENCES, assert_trees_equal, tiny_config, tiny_vae_config,
-                      write_text, write_tsv, make_pairs)
+from tests.helpers import (SENTENCES, assert_one_line_error, assert_trees_equal, make_pairs,
+                           read_metrics, run_script, tiny_config, tiny_vae_config, write_text,
+                           write_tsv)
 
 from textgen_jax import seq2seq, vae
 from textgen_jax.data import tokenizers
@@ -177,11 +176,6 @@ def test_whitespace_tokenizer_keeps_pretokenised_text():
   assert tokenizer.detokenize(tokenizer.tokenize(text)) == tokenizer.normalize(text)
 
 
-def read_metrics(workdir) -> list[dict]:
-  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
-    return [json.loads(line) for line in f]
-
-
 # ---- Bad input ---------------------------------------------------------------------------------
 
 
@@ -222,30 +216,16 @@ def test_resuming_with_other_model_settings_is_refused(corpus, tmp_path, trained
     vae.train_and_evaluate(config, workdir)
 
 
-def run_script(script, *args):
-  return subprocess.run([sys.executable, os.path.join("experiments", script), *args],
-                        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300, check=False)
-
-
-def assert_one_line_error(result, *fragments):
-  assert result.returncode == 2, result.stderr
-  assert "Traceback" not in result.stderr
-  error_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-  assert len(error_lines) == 1, result.stderr
-  for fragment in fragments:
-    assert fragment in error_lines[0], error_lines[0]
-
-
 def test_generate_cli_modes(trained_vae):
   _, workdir = trained_vae
-  sample = run_script("generate.py", f"--workdir={workdir}", "--mode=sample", "--num=3",
+  sample = run_script("generate_vae.py", f"--workdir={workdir}", "--mode=sample", "--num=3",
                       "--top_k=5")
   assert sample.returncode == 0, sample.stderr
   assert len(sample.stdout.splitlines()) == 3
-  reconstruct = run_script("generate.py", f"--workdir={workdir}", "--mode=reconstruct",
+  reconstruct = run_script("generate_vae.py", f"--workdir={workdir}", "--mode=reconstruct",
                            SENTENCES[0], SENTENCES[4])
   assert reconstruct.stdout.splitlines() == [SENTENCES[0], SENTENCES[4]], reconstruct.stderr
-  homotopy = run_script("generate.py", f"--workdir={workdir}", "--mode=interpolate",
+  homotopy = run_script("generate_vae.py", f"--workdir={workdir}", "--mode=interpolate",
                         "--num_points=3", SENTENCES[0], SENTENCES[1])
   lines = homotopy.stdout.splitlines()
   assert lines[0] == f"0.00\t{SENTENCES[0]}" and lines[-1] == f"1.00\t{SENTENCES[1]}"
@@ -255,28 +235,28 @@ def test_generate_cli_modes(trained_vae):
 def test_generate_cli_refuses_a_seq2seq_workdir(tmp_path):
   config = tiny_config(write_tsv(tmp_path / "pairs.tsv", make_pairs(20)), train__num_steps=1)
   seq2seq.train_and_evaluate(config, str(tmp_path / "seq2seq"))
-  result = run_script("generate.py", f"--workdir={tmp_path / 'seq2seq'}", "--mode=sample")
+  result = run_script("generate_vae.py", f"--workdir={tmp_path / 'seq2seq'}", "--mode=sample")
   assert_one_line_error(result, "seq2seq", "train_vae.py")
 
 
 def test_generate_and_evaluate_cli_bad_flags(trained_vae, tmp_path):
   _, workdir = trained_vae
-  assert_one_line_error(run_script("evaluate.py", f"--workdir={workdir}", "--num_samples=0"),
+  assert_one_line_error(run_script("evaluate_vae.py", f"--workdir={workdir}", "--num_samples=0"),
                         "--num_samples", "positive")
-  assert_one_line_error(run_script("generate.py", f"--workdir={workdir}", "--top_p=1.5"),
+  assert_one_line_error(run_script("generate_vae.py", f"--workdir={workdir}", "--top_p=1.5"),
                         "--top_p")
-  assert_one_line_error(run_script("generate.py", f"--workdir={workdir}", "--mode=interpolate",
+  assert_one_line_error(run_script("generate_vae.py", f"--workdir={workdir}", "--mode=interpolate",
                                    "only one"), "exactly 2 sentences")
-  assert_one_line_error(run_script("generate.py", f"--workdir={tmp_path / 'nothing'}"),
-                        "config.json")
-  assert_one_line_error(run_script("evaluate.py", f"--workdir={workdir}", "--step=7"),
+  assert_one_line_error(run_script("generate_vae.py", f"--workdir={tmp_path / 'nothing'}"),
+                        "nothing: no checkpoint found", "train_vae.py")
+  assert_one_line_error(run_script("evaluate_vae.py", f"--workdir={workdir}", "--step=7"),
                         "no checkpoint at step 7", "[300]")
 
 
 def test_evaluate_cli_writes_one_json_line(trained_vae, corpus, tmp_path):
   _, workdir = trained_vae
   output = tmp_path / "results.jsonl"
-  result = run_script("evaluate.py", f"--workdir={workdir}", f"--data_path={corpus}",
+  result = run_script("evaluate_vae.py", f"--workdir={workdir}", f"--data_path={corpus}",
                       "--num_samples=4", "--chunk_size=2", f"--output={output}")
   assert result.returncode == 0, result.stderr
   record = json.loads(result.stdout.splitlines()[0])
