@@ -217,6 +217,66 @@ def _take_rows(x_BxNx_: jax.Array, index_BxM: jax.Array) -> jax.Array:
                                                         (x_BxNx_.ndim - 2)), axis=1)
 
 
+class _BeamLoop(NamedTuple):
+  """The while_loop state of beam search: K live and K finished hypotheses per input."""
+
+  t: jax.Array  # Tokens decoded so far.
+  carry: Any  # The decoder state of each live hypothesis, [B * K, ...].
+  live_tokens_BxKxL: jax.Array
+  live_log_probs_BxK: jax.Array
+  finished_tokens_BxKxL: jax.Array
+  finished_scores_BxK: jax.Array
+  finished_log_probs_BxK: jax.Array
+  num_finished_B: jax.Array
+
+
+def _keep_best(scores_BxN: jax.Array, k: int, *rows_BxNx_: jax.Array) -> tuple[jax.Array, ...]:
+  """The k best of N by score (best first), and the same rows of each other array."""
+  best_scores_BxK, keep_BxK = jax.lax.top_k(scores_BxN, k)
+  return (best_scores_BxK,) + tuple(_take_rows(x, keep_BxK) for x in rows_BxNx_)
+
+
+def _beam_step(step_fn: StepFn, loop: _BeamLoop, beam_size: int, vocab_size: int,
+               length_alpha: float) -> _BeamLoop:
+  """Extends every live hypothesis by every token; keeps the K best that end (finished, merged
+  with the earlier finished by score) and the K best that do not (live, their parents' states)."""
+  B, K, V = loop.num_finished_B.shape[0], beam_size, vocab_size  # pylint: disable=invalid-name
+  neg_inf = jnp.float32(-jnp.inf)
+  t = loop.t
+  previous_BK = loop.live_tokens_BxKxL[:, :, jnp.maximum(t - 1, 0)].reshape(B * K)
+  carry, logits_BKxV = step_fn(loop.carry, jnp.where(t == 0, BOS_ID, previous_BK))
+  log_probs_BKxV = forbid_pad_and_bos(jax.nn.log_softmax(logits_BKxV.astype(jnp.float32)),
+                                       neg_inf)
+  candidates_BxKV = (loop.live_log_probs_BxK[:, :, None] +
+                     log_probs_BKxV.reshape(B, K, V)).reshape(B, K * V)
+  # 2K candidates always hold K that do not end in EOS (at most K of them can be EOS).
+  top_log_probs_Bx2K, top_index_Bx2K = jax.lax.top_k(candidates_BxKV, 2 * K)
+  parent_Bx2K, token_Bx2K = top_index_Bx2K // V, top_index_Bx2K % V
+  tokens_Bx2KxL = jax.lax.dynamic_update_slice(
+      _take_rows(loop.live_tokens_BxKxL, parent_Bx2K), token_Bx2K[:, :, None], (0, 0, t))
+  ends_Bx2K = token_Bx2K == EOS_ID
+
+  # Finished: EOS candidates ranked within the top K, merged with earlier finished by score.
+  newly_finished_Bx2K = (ends_Bx2K & (jnp.arange(2 * K) < K)[None, :] &
+                         (top_log_probs_Bx2K > neg_inf))
+  new_scores_Bx2K = jnp.where(newly_finished_Bx2K,
+                              top_log_probs_Bx2K / length_penalty(t + 1.0, length_alpha), neg_inf)
+  finished_scores_BxK, finished_tokens_BxKxL, finished_log_probs_BxK = _keep_best(
+      jnp.concatenate([loop.finished_scores_BxK, new_scores_Bx2K], 1), K,
+      jnp.concatenate([loop.finished_tokens_BxKxL, tokens_Bx2KxL], 1),
+      jnp.concatenate([loop.finished_log_probs_BxK, top_log_probs_Bx2K], 1))
+
+  # Live: the K best candidates that do not end in EOS, with their parents' states.
+  live_log_probs_BxK, live_Bx2K = jax.lax.top_k(jnp.where(ends_Bx2K, neg_inf,
+                                                          top_log_probs_Bx2K), K)
+  parent_rows_BK = (K * jnp.arange(B)[:, None] +
+                    jnp.take_along_axis(parent_Bx2K, live_Bx2K, 1)).reshape(-1)
+  return _BeamLoop(t + 1, jax.tree.map(lambda x: x[parent_rows_BK], carry),
+                   _take_rows(tokens_Bx2KxL, live_Bx2K), live_log_probs_BxK,
+                   finished_tokens_BxKxL, finished_scores_BxK, finished_log_probs_BxK,
+                   loop.num_finished_B + jnp.sum(newly_finished_Bx2K, 1))
+
+
 def beam_search(step_fn: StepFn, carry: Any, batch_size: int, max_len: int, beam_size: int,
                 length_alpha: float = 0.6) -> Beams:
   """Beam search with per-hypothesis EOS handling and length normalisation.
@@ -230,71 +290,26 @@ def beam_search(step_fn: StepFn, carry: Any, batch_size: int, max_len: int, beam
   """
   vocab_size = _vocab_size(step_fn, carry, batch_size)
   DecodeSettings("beam", beam_size=beam_size, length_alpha=length_alpha).check(max_len, vocab_size)
-  B, K, V = batch_size, beam_size, vocab_size  # pylint: disable=invalid-name
+  B, K = batch_size, beam_size  # pylint: disable=invalid-name
   neg_inf = jnp.float32(-jnp.inf)
-  row_offset_Bx1 = K * jnp.arange(B)[:, None]
-
-  def not_finished(loop):
-    t, _, _, _, _, _, _, num_finished_B = loop
-    return (t < max_len) & jnp.any(num_finished_B < K)
-
-  def one_token(loop):
-    t, carry, live_tokens_BxKxL, live_log_probs_BxK, finished_tokens_BxKxL, finished_scores_BxK, \
-        finished_log_probs_BxK, num_finished_B = loop
-    previous_BK = live_tokens_BxKxL[:, :, jnp.maximum(t - 1, 0)].reshape(B * K)
-    previous_BK = jnp.where(t == 0, BOS_ID, previous_BK)
-    carry, logits_BKxV = step_fn(carry, previous_BK)
-    log_probs_BKxV = forbid_pad_and_bos(jax.nn.log_softmax(logits_BKxV.astype(jnp.float32)),
-                                         neg_inf)
-    candidates_BxKV = (live_log_probs_BxK[:, :, None] + log_probs_BKxV.reshape(B, K, V)).reshape(
-        B, K * V)
-    # 2K candidates always hold K that do not end in EOS (at most K of them can be EOS).
-    top_log_probs_Bx2K, top_index_Bx2K = jax.lax.top_k(candidates_BxKV, 2 * K)
-    parent_Bx2K, token_Bx2K = top_index_Bx2K // V, top_index_Bx2K % V
-    tokens_Bx2KxL = jax.lax.dynamic_update_slice(
-        _take_rows(live_tokens_BxKxL, parent_Bx2K), token_Bx2K[:, :, None], (0, 0, t))
-    ends_Bx2K = token_Bx2K == EOS_ID
-
-    # Finished: EOS candidates ranked within the top K, merged with earlier finished by score.
-    newly_finished_Bx2K = ends_Bx2K & (jnp.arange(2 * K) < K)[None, :] & (top_log_probs_Bx2K >
-                                                                          neg_inf)
-    new_scores_Bx2K = jnp.where(newly_finished_Bx2K,
-                                top_log_probs_Bx2K / length_penalty(t + 1.0, length_alpha), neg_inf)
-    all_scores_Bx3K = jnp.concatenate([finished_scores_BxK, new_scores_Bx2K], 1)
-    finished_scores_BxK, keep_BxK = jax.lax.top_k(all_scores_Bx3K, K)
-    finished_tokens_BxKxL = _take_rows(
-        jnp.concatenate([finished_tokens_BxKxL, tokens_Bx2KxL], 1), keep_BxK)
-    finished_log_probs_BxK = jnp.take_along_axis(
-        jnp.concatenate([finished_log_probs_BxK, top_log_probs_Bx2K], 1), keep_BxK, 1)
-    num_finished_B = num_finished_B + jnp.sum(newly_finished_Bx2K, 1)
-
-    # Live: the K best candidates that do not end in EOS, with their parents' states.
-    live_log_probs_BxK, live_Bx2K = jax.lax.top_k(jnp.where(ends_Bx2K, neg_inf,
-                                                            top_log_probs_Bx2K), K)
-    live_tokens_BxKxL = _take_rows(tokens_Bx2KxL, live_Bx2K)
-    parent_rows_BK = (row_offset_Bx1 + jnp.take_along_axis(parent_Bx2K, live_Bx2K, 1)).reshape(-1)
-    carry = jax.tree.map(lambda x: x[parent_rows_BK], carry)
-    return (t + 1, carry, live_tokens_BxKxL, live_log_probs_BxK, finished_tokens_BxKxL,
-            finished_scores_BxK, finished_log_probs_BxK, num_finished_B)
-
   empty_BxKxL = jnp.full((B, K, max_len), PAD_ID, jnp.int32)
   only_first_live_BxK = jnp.broadcast_to(jnp.where(jnp.arange(K) == 0, 0.0, neg_inf), (B, K))
-  loop = (jnp.int32(0), jax.tree.map(lambda x: jnp.repeat(x, K, axis=0), carry), empty_BxKxL,
-          only_first_live_BxK, empty_BxKxL, jnp.full((B, K), neg_inf), jnp.full((B, K), neg_inf),
-          jnp.zeros((B,), jnp.int32))
-  (t, _, live_tokens_BxKxL, live_log_probs_BxK, finished_tokens_BxKxL, finished_scores_BxK,
-   finished_log_probs_BxK, _) = jax.lax.while_loop(not_finished, one_token, loop)
+  loop = _BeamLoop(jnp.int32(0), jax.tree.map(lambda x: jnp.repeat(x, K, axis=0), carry),
+                   empty_BxKxL, only_first_live_BxK, empty_BxKxL, jnp.full((B, K), neg_inf),
+                   jnp.full((B, K), neg_inf), jnp.zeros((B,), jnp.int32))
+  loop = jax.lax.while_loop(
+      lambda loop: (loop.t < max_len) & jnp.any(loop.num_finished_B < K),
+      lambda loop: _beam_step(step_fn, loop, K, vocab_size, length_alpha), loop)
 
   # Hypotheses still live at max_len end there, like greedy's; if the loop stopped early they
   # are unfinished and take no part.
   at_max_len_penalty = length_penalty(jnp.float32(max_len), length_alpha)
-  live_scores_BxK = jnp.where(t >= max_len, live_log_probs_BxK / at_max_len_penalty, neg_inf)
-  all_scores_Bx2K = jnp.concatenate([finished_scores_BxK, live_scores_BxK], 1)
-  scores_BxK, keep_BxK = jax.lax.top_k(all_scores_Bx2K, K)
-  tokens_BxKxL = _take_rows(jnp.concatenate([finished_tokens_BxKxL, live_tokens_BxKxL], 1),
-                            keep_BxK)
-  log_probs_BxK = jnp.take_along_axis(
-      jnp.concatenate([finished_log_probs_BxK, live_log_probs_BxK], 1), keep_BxK, 1)
+  live_scores_BxK = jnp.where(loop.t >= max_len, loop.live_log_probs_BxK / at_max_len_penalty,
+                              neg_inf)
+  scores_BxK, tokens_BxKxL, log_probs_BxK = _keep_best(
+      jnp.concatenate([loop.finished_scores_BxK, live_scores_BxK], 1), K,
+      jnp.concatenate([loop.finished_tokens_BxKxL, loop.live_tokens_BxKxL], 1),
+      jnp.concatenate([loop.finished_log_probs_BxK, loop.live_log_probs_BxK], 1))
   return Beams(tokens_BxKxL, scores_BxK, log_probs_BxK)
 
 
