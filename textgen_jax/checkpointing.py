@@ -22,7 +22,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from textgen_jax.errors import TextgenError
-from textgen_jax.training import TrainState
+from textgen_jax.training import TrainState, step_of
 
 
 _DELETED_SUBDIR = "deleted"
@@ -73,7 +73,7 @@ class Checkpointer:
 
   def save(self, state: TrainState, force: bool = False) -> bool:
     """Saves `state` if its step is due (or force); returns whether it saved."""
-    step = int(state.step)
+    step = step_of(state)
     if (not self.is_due(step) and not force) or step in self._manager.all_steps():
       return False
     self._empty_deleted()

@@ -32,6 +32,7 @@ def data_section(**defaults: Any) -> ml_collections.ConfigDict:
   data.vocab_size_multiple = 1  # Pad vocabularies with unused tokens to a multiple of it.
   data.num_buckets = 4  # Padded lengths compiled for: few buckets, few compilations.
   data.batch_size = 64  # The global batch, split over the data-parallel devices.
+  data.seed = -1  # Seed of the data split and order; -1: the run's seed.
   data.update(defaults)
   return data
 
@@ -47,6 +48,23 @@ def parallel_section() -> ml_collections.ConfigDict:
   parallel.num_processes = 0
   parallel.process_id = -1
   return parallel
+
+
+def population_section() -> ml_collections.ConfigDict:
+  """Several runs trained in one compiled program (see textgen_jax/population.py)."""
+  population = ml_collections.ConfigDict()
+  population.num_members = 0  # Members trained together; 0 or 1: one ordinary run.
+  population.seeds = ""  # Comma-separated member seeds; empty: seed, seed + 1, ...
+  # Per-member values, "field=v1,v2,...;field=...", one value per member, e.g.
+  # "opt.learning_rate=1e-3,3e-3,1e-2,3e-2". Shapes stay shared (sweep those as programs).
+  population.vary = ""
+  population.select_metric = "valid_loss"  # Held-out metric that ranks members at the end.
+  return population
+
+
+def data_seed(config: ml_collections.ConfigDict) -> int:
+  """The seed of the data split and order: data.seed, or the run's seed when it is -1."""
+  return config.data.seed if config.data.get("seed", -1) >= 0 else config.seed
 
 
 def opt_section(**defaults: Any) -> ml_collections.ConfigDict:

@@ -21,7 +21,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from textgen_jax import parallel, train_loop
+from textgen_jax import config as shared_config
+from textgen_jax import parallel, population, train_loop
 from textgen_jax import workdir as workdir_lib
 from textgen_jax.data import batching, readers
 from textgen_jax.data.tokenizers import Tokenizer, make_tokenizer
@@ -68,7 +69,8 @@ def read_data(config: ml_collections.ConfigDict, reader: readers.Reader,
   """Reads and splits the data, builds one vocabulary per column from the training split, and
   batches both splits. vocabulary_files: file name -> what its column holds ("source")."""
   data_cfg = config.data
-  splits = readers.read_splits(data_cfg, config.seed, reader)
+  seed = shared_config.data_seed(config)  # Shared by the members of a population.
+  splits = readers.read_splits(data_cfg, seed, reader)
   tokenizer = make_tokenizer(data_cfg.tokenizer, data_cfg.lowercase)
   columns = list(vocabulary_files.values())
   vocabularies = {
@@ -85,7 +87,7 @@ def read_data(config: ml_collections.ConfigDict, reader: readers.Reader,
   valid_ids = _encode(splits.valid, splits.valid_locations, tokenizer, vocabularies, columns,
                       data_cfg, "valid")
   train_batches = batching.BucketedBatches(train_ids[0], train_ids[-1], data_cfg.batch_size,
-                                           lengths, config.seed)
+                                           lengths, seed)
   valid_batches = batching.BucketedBatches(valid_ids[0], valid_ids[-1], data_cfg.batch_size,
                                            lengths, shuffle=False).epoch(0)
   if config.train.max_eval_batches:
@@ -103,7 +105,11 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, data: TextD
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, task: train_loop.Task) -> Any:
-  """Trains (or resumes) to the end; the final parameters, whole on this process's device."""
+  """Trains (or resumes) to the end; the final parameters, whole on this process's device. Of a
+  population, those of its best member (members.json; export any other with export_member)."""
   state = train_loop.train(config, workdir, task)
-  return parallel.local_copy(state.params)
+  params = parallel.local_copy(state.params)
+  if population.parse(config, task.per_member_fields) is None:
+    return params
+  return population.member(params, population.read_summary(workdir)["best"])
 

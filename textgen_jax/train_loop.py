@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
@@ -26,8 +27,10 @@ from textgen_jax import parallel
 from textgen_jax.checkpointing import Checkpointer
 from textgen_jax.data.batching import Batch, BucketedBatches
 from textgen_jax.errors import TextgenError, TrainingStopped
-from textgen_jax.training import (LossFn, StateHook, TrainState, create_train_state,
-                                  jit_eval_step, jit_train_step, make_optimizer)
+from textgen_jax import population as population_lib
+from textgen_jax.training import (LossFn, MemberHooks, StateHook, TrainState, create_train_state,
+                                  jit_eval_step, jit_population_steps, jit_train_step,
+                                  make_optimizer, step_of)
 from textgen_jax.workdir import checkpoint_dir
 
 
@@ -47,6 +50,16 @@ class Task:
   before_update: StateHook | None = None
   # The model's vocabulary matrices, which parallel.model_shards > 1 splits over devices.
   vocabulary_matrices: parallel.VocabularyMatrices = dataclasses.field(default_factory=dict)
+  # Populations (textgen_jax/population.py): the fields members may vary, and
+  # (member hyperparameters, member RunKeys) -> (loss_fn, before_update) for one member. The
+  # default serves families whose members vary only in seed and learning rate.
+  per_member_fields: frozenset[str] = population_lib.ENGINE_FIELDS
+  member_hooks: MemberHooks | None = None
+
+  def hooks(self, hyperparameters: Any, keys: Any) -> tuple[LossFn, StateHook | None]:
+    if self.member_hooks is None:
+      return self.loss_fn, self.before_update
+    return self.member_hooks(hyperparameters, keys)
 
 
 class RunKeys(NamedTuple):
@@ -67,11 +80,54 @@ def run_keys(seed: int) -> RunKeys:
 
 def evaluate(eval_step: Callable, params: Any, batches: Sequence[Batch]) -> dict[str, float]:
   """Metrics summed over all batches, then summarised."""
+  return metrics_lib.summarize(evaluation_sums(eval_step, params, batches))
+
+
+def evaluation_sums(eval_step: Callable, params: Any, batches: Sequence[Batch]) -> Any:
+  """Metric sums over all batches, on the host (stacked per member for a population)."""
   totals = None
   for batch in batches:
     sums = eval_step(params, batch)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  return metrics_lib.summarize(jax.device_get(totals))
+  return jax.device_get(totals)
+
+
+@dataclasses.dataclass
+class Members:
+  """How the loop sees a run: one ordinary run, or a population stacked on a member axis."""
+
+  population: population_lib.Population | None = None
+  dropped: dict[int, int] = dataclasses.field(default_factory=dict)  # member -> step
+
+  def split(self, tree: Any) -> list[Any]:
+    """The tree of each member: [tree] for one run."""
+    if self.population is None:
+      return [tree]
+    return [population_lib.member(tree, k) for k in range(self.population.size)]
+
+  def label(self, index: int) -> dict[str, int]:
+    return {} if self.population is None else {"member": index}
+
+  def drop(self, index: int, step: int) -> None:
+    """Member `index` went non-finite: it is left out from now on; the others go on."""
+    self.dropped.setdefault(index, step)
+    _log(f"member {index}: non-finite loss or gradient by step {step}; it is dropped, the "
+         "other members go on (its checkpoints before that step are kept)")
+    if len(self.dropped) == self.population.size:
+      raise TextgenError(f"every member went non-finite by step {step}; stopping. Lower "
+                         "--config.opt.learning_rate (or the varied rates) and rerun")
+
+  def check(self, sums: Any, step: int, skip_allowed: bool) -> None:
+    """Stops one run, or drops each member, that trained on a non-finite loss or gradient."""
+    for index, member_sums in enumerate(self.split(jax.device_get(sums))):
+      if index in self.dropped:
+        continue
+      try:
+        _raise_if_non_finite(member_sums, step, skip_allowed)
+      except TextgenError:
+        if self.population is None:
+          raise
+        self.drop(index, step)
 
 
 _PER_STEP_KEYS = ("grad_norm", "param_norm", "kl_weight")
@@ -124,73 +180,118 @@ def _stop_requests() -> Iterator[dict[str, int]]:
 def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainState:
   """Trains to config.train.num_steps, resuming from the latest checkpoint in workdir.
 
-  On SIGTERM or SIGINT it saves a checkpoint after the current step and raises TrainingStopped
-  (the scripts then exit with 128 + the signal's number); the same command resumes.
+  With a population (config.population) the state is stacked on a member axis and every member
+  trains in the one compiled step. On SIGTERM or SIGINT it saves a checkpoint after the current
+  step and raises TrainingStopped (the scripts then exit with 128 + the signal's number); the
+  same command resumes.
   """
   train_cfg = config.train
-  layout = parallel.make_layout(config.parallel, task.vocabulary_matrices)
+  members = Members(population_lib.parse(config, task.per_member_fields))
+  layout = _layout(config, task, members)
   batch_size = task.train_batches.batch_size
   layout.check_batch_size(batch_size)
-  state, state_sharding, dropout_rng = _initial_state(config, task, layout)
+  state, state_sharding, step_inputs = _initial_state(config, task, layout, members)
   checkpointer = Checkpointer(checkpoint_dir(workdir), train_cfg.checkpoint_every,
                               train_cfg.keep_checkpoints, for_training=True)
   checkpointer.check_space(state, train_cfg.keep_checkpoints)
   if checkpointer.latest_step() is not None:
     state = checkpointer.restore(state)
-    _log(f"Resuming from the checkpoint at step {int(state.step)} in {workdir}")
+    _log(f"Resuming from the checkpoint at step {step_of(state)} in {workdir}")
+    _drop_non_finite(members, state)
   writer = metrics_lib.MetricWriter(workdir, enabled=parallel.is_primary())
-  writer.truncate_after(int(state.step))
+  writer.truncate_after(step_of(state))
 
-  compiled_step = jit_train_step(task.loss_fn, task.before_update, state_sharding=state_sharding,
-                                 batch_sharding=layout.batch)
-  compiled_eval = jit_eval_step(task.loss_fn, params_sharding=state_sharding.params,
-                                batch_sharding=layout.batch)
+  compiled_step, compiled_eval = _compile(task, members, state_sharding, layout)
   row_slice = layout.local_slice(batch_size)  # Of every global batch, this host pads its own.
   train_step = lambda state, step: compiled_step(
-      state, layout.global_batch(task.train_batches.batch_at(step, row_slice), batch_size), dropout_rng)
-  eval_step = lambda params, batch: compiled_eval(params, layout.shard_batch(batch))
+      state, layout.global_batch(task.train_batches.batch_at(step, row_slice), batch_size),
+      step_inputs)
+  eval_step = lambda params, batch: (
+      compiled_eval(params, layout.shard_batch(batch)) if members.population is None
+      else compiled_eval(params, layout.shard_batch(batch), step_inputs))
   try:
     with _stop_requests() as stop:
       state = _train_steps(state, task, train_step, eval_step, checkpointer, writer, train_cfg,
-                           stop, skip_allowed=bool(config.opt.skip_non_finite))
+                           stop, members, skip_allowed=bool(config.opt.skip_non_finite))
     checkpointer.save(state, force=True)
   finally:
     checkpointer.close()  # Waits for pending asynchronous writes, even when a step raised.
-  if "signal" in stop and int(state.step) < train_cfg.num_steps:
+  if "signal" in stop and step_of(state) < train_cfg.num_steps:
     name = signal.Signals(stop["signal"]).name
-    raise TrainingStopped(f"stopped by {name} at step {int(state.step)} of "
+    raise TrainingStopped(f"stopped by {name} at step {step_of(state)} of "
                           f"{train_cfg.num_steps}; the checkpoint is saved in "
                           f"{checkpoint_dir(workdir)}. Run the same command again to resume.",
                           128 + stop["signal"])
-  records = writer.read() if parallel.is_primary() else []
-  if records:
-    metrics_lib.plot_loss_curves(records, os.path.join(workdir, "loss_curve.png"))
+  _finish(workdir, writer, members, config)
   return state
 
 
-def _initial_state(config: ml_collections.ConfigDict, task: Task,
-                   layout: parallel.Layout) -> tuple[TrainState, Any, jax.Array]:
-  """(fresh train state, its shardings, dropout key), all from config.seed. The state is made
-  in place on the mesh (every host computes the same), so a vocabulary matrix too big for one
-  device is never whole."""
-  optimizer = make_optimizer(config.opt, config.train.num_steps)
-  make_state = lambda: create_train_state(None, task.init_params(run_keys(config.seed).params),
-                                          optimizer)
+def _layout(config: ml_collections.ConfigDict, task: Task, members: Members) -> parallel.Layout:
+  if members.population is not None and config.parallel.model_shards > 1:
+    raise TextgenError("--config.parallel.model_shards > 1 does not combine with a population "
+                       "yet: members are replicated and the batch is split over the devices")
+  return parallel.make_layout(config.parallel, task.vocabulary_matrices)
+
+
+def _compile(task: Task, members: Members, state_sharding: Any,
+             layout: parallel.Layout) -> tuple[Callable, Callable]:
+  """The compiled train and eval steps: one run's, or the population's vmapped over members."""
+  if members.population is not None:
+    return jit_population_steps(task.hooks, state_sharding=state_sharding,
+                                batch_sharding=layout.batch)
+  train_step = jit_train_step(task.loss_fn, task.before_update, state_sharding=state_sharding,
+                              batch_sharding=layout.batch)
+  return train_step, jit_eval_step(task.loss_fn, params_sharding=state_sharding.params,
+                                   batch_sharding=layout.batch)
+
+
+def _initial_state(config: ml_collections.ConfigDict, task: Task, layout: parallel.Layout,
+                   members: Members) -> tuple[TrainState, Any, Any]:
+  """(fresh train state, its shardings, the step's last input), all from the seeds. The state
+  is made in place on the mesh (every host computes the same), so a vocabulary matrix too big
+  for one device is never whole. The last input is one run's dropout key, or a population's
+  (member RunKeys, member hyperparameters), each stacked."""
+  population = members.population
+  optimizer = make_optimizer(config.opt, config.train.num_steps,
+                             per_member_rate=population is not None)
+  if population is None:
+    inputs = lambda: run_keys(config.seed).dropout
+    make_state = lambda: create_train_state(None, task.init_params(run_keys(config.seed).params),
+                                            optimizer)
+  else:
+    member_keys = lambda: jax.vmap(run_keys)(jnp.asarray(population.seeds, jnp.int32))
+    inputs = lambda: (member_keys(), population.hyperparameters())
+
+    def make_state():
+      state = jax.vmap(lambda key: create_train_state(None, task.init_params(key), optimizer))(
+          member_keys().params)
+      return state.replace(opt_state=population_lib.set_learning_rates(
+          state.opt_state, population, config.opt.learning_rate))
   abstract_state = jax.eval_shape(make_state)
-  layout.check_vocabulary_divides(abstract_state.params)
-  state_sharding = layout.tree_shardings(abstract_state)
+  if population is None:
+    layout.check_vocabulary_divides(abstract_state.params)
+  state_sharding = (layout.tree_shardings(abstract_state) if population is None
+                    else jax.tree.map(lambda _: layout.replicated, abstract_state))
   state = jax.jit(make_state, out_shardings=state_sharding)()
-  dropout_rng = jax.jit(lambda: run_keys(config.seed).dropout, out_shardings=layout.replicated)()
-  return state, state_sharding, dropout_rng
+  return state, state_sharding, jax.jit(inputs, out_shardings=layout.replicated)()
+
+
+def _drop_non_finite(members: Members, state: TrainState) -> None:
+  """After a resume: members whose parameters went non-finite before it stay dropped."""
+  if members.population is None:
+    return
+  norms = np.asarray(jax.vmap(optax.tree.norm)(state.params))
+  for index in np.flatnonzero(~np.isfinite(norms)):
+    members.drop(int(index), step_of(state))
 
 
 def _train_steps(state: TrainState, task: Task, train_step: Callable, eval_step: Callable,
                  checkpointer: Checkpointer, writer: metrics_lib.MetricWriter,
-                 train_cfg: ml_collections.ConfigDict, stop: dict[str, int],
+                 train_cfg: ml_collections.ConfigDict, stop: dict[str, int], members: Members,
                  skip_allowed: bool) -> TrainState:
   """Steps from state.step to num_steps, logging, evaluating and checkpointing when due;
   returns early, after the current step, once `stop` holds a signal."""
-  start_step, accumulated, accumulated_steps = int(state.step), None, 0
+  start_step, accumulated, accumulated_steps = step_of(state), None, 0
   progress = tqdm(range(start_step, train_cfg.num_steps), initial=start_step,
                   total=train_cfg.num_steps, desc="train", dynamic_ncols=True,
                   mininterval=1.0 if sys.stderr.isatty() else 60.0,  # Quiet in log files.
@@ -202,20 +303,33 @@ def _train_steps(state: TrainState, task: Task, train_step: Callable, eval_step:
     done = step + 1
     is_last = done == train_cfg.num_steps
     if done % train_cfg.log_every == 0 or is_last:
-      record = _train_record(accumulated, accumulated_steps, done, skip_allowed)
-      writer.write(done, record)
-      progress.set_postfix(loss=f"{record['train_loss']:.3f}",
-                           acc=f"{record['train_token_accuracy']:.3f}")
+      _write_train_records(writer, members, accumulated, accumulated_steps, done, progress,
+                           skip_allowed)
       accumulated, accumulated_steps = None, 0
     if done % train_cfg.eval_every == 0 or is_last:
-      _evaluate_and_report(eval_step, state.params, task, writer, done, progress)
+      _evaluate_and_report(eval_step, state.params, task, writer, done, progress, members)
     if checkpointer.is_due(done) and accumulated is not None:
-      _raise_if_non_finite(jax.device_get(accumulated), done, skip_allowed)  # Syncs at saves only.
+      members.check(accumulated, done, skip_allowed)  # Syncs at saves only.
     checkpointer.save(state)  # When due; train() saves the final state.
     if _stop_agreed(stop, done % train_cfg.log_every == 0 or is_last):
       break
   progress.close()
   return state
+
+
+def _write_train_records(writer: metrics_lib.MetricWriter, members: Members, accumulated: Any,
+                         num_steps: int, step: int, progress: tqdm, skip_allowed: bool) -> None:
+  """One train record per (live) member; one run stops on a non-finite step, a member drops."""
+  members.check(accumulated, step, skip_allowed)
+  losses, accuracies = [], []
+  for index, sums in enumerate(members.split(jax.device_get(accumulated))):
+    if index in members.dropped:
+      continue
+    record = _train_record(sums, num_steps, step, skip_allowed)
+    writer.write(step, {**members.label(index), **record})
+    losses.append(record["train_loss"])
+    accuracies.append(record["train_token_accuracy"])
+  progress.set_postfix(loss=f"{np.mean(losses):.3f}", acc=f"{np.mean(accuracies):.3f}")
 
 
 def _stop_agreed(stop: dict[str, int], at_log_step: bool) -> bool:
@@ -240,14 +354,39 @@ def _log(message: str) -> None:
 
 
 def _evaluate_and_report(eval_step: Callable, params: Any, task: Task,
-                         writer: metrics_lib.MetricWriter, step: int, progress: tqdm) -> None:
-  summary = evaluate(eval_step, params, task.valid_batches)
+                         writer: metrics_lib.MetricWriter, step: int, progress: tqdm,
+                         members: Members) -> None:
+  """Held-out metrics and generation for each (live) member, written and printed."""
+  totals = evaluation_sums(eval_step, params, task.valid_batches)
   # Generation (decoding, sampling) runs on one device of process 0, from a whole copy.
   params_copy = parallel.local_copy(params)
   if not parallel.is_primary():
     return
-  generation_metrics, example_lines = task.evaluate_generation(params_copy)
-  summary.update(generation_metrics)
-  writer.write(step, {f"valid_{k}": v for k, v in summary.items()})
-  header = f"step {step}, held-out: " + ", ".join(f"{k} {v:.4g}" for k, v in summary.items())
-  progress.write("\n".join([header] + example_lines))
+  lines = []
+  for index, (sums, member_params) in enumerate(zip(members.split(totals),
+                                                    members.split(params_copy))):
+    if index in members.dropped:
+      continue
+    summary = metrics_lib.summarize(sums)
+    generation_metrics, example_lines = task.evaluate_generation(member_params)
+    summary.update(generation_metrics)
+    writer.write(step, {**members.label(index), **{f"valid_{k}": v for k, v in summary.items()}})
+    who = "" if members.population is None else f" member {index}"
+    lines.append(f"step {step}{who}, held-out: " +
+                 ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
+    lines += example_lines
+  progress.write("\n".join(lines))
+
+
+def _finish(workdir: str, writer: metrics_lib.MetricWriter, members: Members,
+            config: ml_collections.ConfigDict) -> None:
+  """The loss curves; for a population, the members' table (printed and members.json)."""
+  records = writer.read() if parallel.is_primary() else []
+  if not records:
+    return
+  if members.population is not None:
+    table = population_lib.summary(records, members.population, members.dropped,
+                                   config.population.select_metric)
+    population_lib.write_summary(workdir, table)
+    records = [r for r in records if r.get("member") == table["best"]]
+  metrics_lib.plot_loss_curves(records, os.path.join(workdir, "loss_curve.png"))

@@ -15,6 +15,7 @@ import ml_collections
 import optax
 from flax.training import train_state
 
+from textgen_jax import population
 from textgen_jax.errors import TextgenError
 
 LossFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
@@ -39,8 +40,13 @@ def make_learning_rate_schedule(opt: ml_collections.ConfigDict,
   return optax.join_schedules([warmup, decay], [opt.warmup_steps])
 
 
-def make_optimizer(opt: ml_collections.ConfigDict, num_steps: int) -> optax.GradientTransformation:
-  """Gradient clipping by global norm, then Adam, AdamW or SGD on the schedule."""
+def make_optimizer(opt: ml_collections.ConfigDict, num_steps: int,
+                   per_member_rate: bool = False) -> optax.GradientTransformation:
+  """Gradient clipping by global norm, then Adam, AdamW or SGD on the schedule.
+
+  per_member_rate: updates are then scaled by a ratio held in the optimizer state, which a
+  population sets per member (population.set_learning_rates).
+  """
   learning_rate = make_learning_rate_schedule(opt, num_steps)
   if opt.name == "adam":
     optimizer = optax.adam(learning_rate, b1=opt.b1, b2=opt.b2)
@@ -50,6 +56,8 @@ def make_optimizer(opt: ml_collections.ConfigDict, num_steps: int) -> optax.Grad
     optimizer = optax.sgd(learning_rate, momentum=opt.b1 or None)
   else:
     raise TextgenError(f"--config.opt.name={opt.name!r}: choose adam, adamw or sgd")
+  if per_member_rate:
+    optimizer = optax.chain(optimizer, population.learning_rate_ratio())
   if opt.grad_clip_norm:
     optimizer = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), optimizer)
   if opt.skip_non_finite:
@@ -62,6 +70,11 @@ def make_optimizer(opt: ml_collections.ConfigDict, num_steps: int) -> optax.Grad
 def create_train_state(apply_fn: Callable, params: Any,
                        optimizer: optax.GradientTransformation) -> TrainState:
   return TrainState.create(apply_fn=apply_fn, params=params, tx=optimizer)
+
+
+def step_of(state: TrainState) -> int:
+  """The state's step; a population's members all share it (their step is stacked)."""
+  return int(jax.device_get(state.step).reshape(-1)[0])
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
@@ -121,6 +134,43 @@ def jit_eval_step(loss_fn: LossFn, *, params_sharding: Any = None,
     return jax.jit(step)
   return jax.jit(step, in_shardings=(params_sharding, batch_sharding),
                  out_shardings=_replicated_like(batch_sharding))
+
+
+# A population's step: (state, batch, (member keys, member hyperparameters)), each stacked on a
+# leading member axis; make_hooks(hyperparameters, keys) -> (loss_fn, before_update) is the
+# family's, called once per member inside the vmap (so its scalars are traced).
+MemberHooks = Callable[[Any, Any], tuple[LossFn, StateHook | None]]
+
+
+def population_train_step(state: TrainState, batch: dict[str, jax.Array], members: Any, *,
+                          make_hooks: MemberHooks) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One update of every member on the shared batch; metric sums stacked per member."""
+  def member_step(state, keys, hyperparameters):
+    loss_fn, before_update = make_hooks(hyperparameters, keys)
+    return train_step(state, batch, keys.dropout, loss_fn=loss_fn, before_update=before_update)
+  keys, hyperparameters = members
+  return jax.vmap(member_step)(state, keys, hyperparameters)
+
+
+def population_eval_step(params: Any, batch: dict[str, jax.Array], members: Any, *,
+                         make_hooks: MemberHooks) -> dict[str, jax.Array]:
+  def member_eval(params, keys, hyperparameters):
+    return eval_step(params, batch, loss_fn=make_hooks(hyperparameters, keys)[0])
+  keys, hyperparameters = members
+  return jax.vmap(member_eval)(params, keys, hyperparameters)
+
+
+def jit_population_steps(make_hooks: MemberHooks, *, state_sharding: Any,
+                         batch_sharding: Any) -> tuple[Callable, Callable]:
+  """The compiled population train step (state donated) and eval step."""
+  replicated = _replicated_like(batch_sharding)
+  train = jax.jit(functools.partial(population_train_step, make_hooks=make_hooks),
+                  in_shardings=(state_sharding, batch_sharding, replicated),
+                  out_shardings=(state_sharding, replicated), donate_argnums=0)
+  evaluate = jax.jit(functools.partial(population_eval_step, make_hooks=make_hooks),
+                     in_shardings=(state_sharding.params, batch_sharding, replicated),
+                     out_shardings=replicated)
+  return train, evaluate
 
 
 def _replicated_like(sharding: jax.sharding.NamedSharding) -> jax.sharding.NamedSharding:

@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 
+from textgen_jax import population as population_lib
 from textgen_jax.checkpointing import Checkpointer
 from textgen_jax.data.tokenizers import Tokenizer, tokenizer_from_config
 from textgen_jax.data.vocab import Vocabulary, load_vocabulary
@@ -24,13 +25,17 @@ from textgen_jax.errors import TextgenError
 
 CONFIG_FILE = "config.json"
 # Config sections whose change makes an existing checkpoint meaningless.
-MUST_MATCH_ON_RESUME = ("data", "model", "seed")
+MUST_MATCH_ON_RESUME = ("data", "model", "seed", "population")
 # Fields added to those sections later, with the value that behaves as before they existed: a
 # workdir written before them resumes when the current config keeps that value.
-ADDED_LATER = {("data", "vocab_size_multiple"): 1, ("model", "lstm_backend"): "auto"}
+ADDED_LATER = {("data", "vocab_size_multiple"): 1, ("model", "lstm_backend"): "auto",
+               ("data", "seed"): -1}
+# A population section that describes one ordinary run (see config.population_section).
+_SINGLE_RUN = {"num_members": 0, "seeds": "", "vary": "", "select_metric": "valid_loss"}
 # Fields of those sections that change speed only, never the checkpoint's meaning: a run may
 # resume with other values (trained on a GPU with cuDNN, resumed on a CPU with the scan).
-SPEED_ONLY = {("model", "lstm_backend"), ("model", "scan_unroll")}
+SPEED_ONLY = {("model", "lstm_backend"), ("model", "scan_unroll"),
+              ("population", "select_metric")}
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -100,6 +105,7 @@ def check_resumable(workdir: str, config: ml_collections.ConfigDict,
                     vocabularies: Mapping[str, Vocabulary]) -> None:
   """A workdir with checkpoints must have been made by the same data and model settings."""
   saved = read_config(workdir).to_dict()
+  saved.setdefault("population", _SINGLE_RUN)  # Written before populations existed.
   for (section, field), value in ADDED_LATER.items():
     if isinstance(saved.get(section), dict):
       saved[section].setdefault(field, value)
@@ -136,10 +142,12 @@ class Loaded:
 
 def load(workdir: str, family: str, vocabulary_files: Sequence[str], train_script: str,
          build_model: Callable[..., nn.Module], init_params: Callable[[nn.Module, jax.Array], Any],
-         step: int | None = None) -> Loaded:
+         step: int | None = None, member: int | None = None) -> Loaded:
   """The model in a workdir (or a `save`d directory) at its latest checkpoint, or at `step`.
 
-  build_model(model_config, *vocabularies) and init_params(model, rng) are the family's.
+  build_model(model_config, *vocabularies) and init_params(model, rng) are the family's. Of a
+  population's workdir, `member` (default: the best in members.json) as an ordinary run: its
+  config is population.member_config's, so `save` exports it as an ordinary workdir.
   """
   if not has_checkpoints(workdir):
     raise TextgenError(f"{workdir}: no checkpoint found; train one with "
@@ -154,17 +162,31 @@ def load(workdir: str, family: str, vocabulary_files: Sequence[str], train_scrip
     vocab, tokenizer_cfg = load_vocabulary(os.path.join(workdir, filename))
     vocabularies.append(vocab)
   model = build_model(config.model, *vocabularies)
-  params_shape = jax.eval_shape(functools.partial(init_params, model), jax.random.key(0))
+  members = population_lib.parse(config, per_member=None)
+  if members is None and member is not None:
+    raise TextgenError(f"--member={member}: {workdir} holds one run, not a population")
+  init = functools.partial(init_params, model)
+  params_shape = jax.eval_shape(init if members is None else jax.vmap(init),
+                                jax.random.key(0) if members is None
+                                else jax.random.split(jax.random.key(0), members.size))
+  step, params = _restore_params(workdir, params_shape, step)
+  if members is not None:
+    member = population_lib.read_summary(workdir)["best"] if member is None else member
+    config = population_lib.member_config(config, member, members)
+    params = population_lib.member(params, member)
+  return Loaded(config, model, params, tokenizer_from_config(tokenizer_cfg), vocabularies, step)
+
+
+def _restore_params(workdir: str, params_shape: Any, step: int | None) -> tuple[int, Any]:
   checkpointer = Checkpointer(checkpoint_dir(workdir))
   try:
     available = checkpointer.all_steps()
     step = available[-1] if step is None else step
     if step not in available:
       raise TextgenError(f"{workdir}: no checkpoint at step {step}; it has steps {available}")
-    params = checkpointer.restore_params(params_shape, step)
+    return step, checkpointer.restore_params(params_shape, step)
   finally:
     checkpointer.close()
-  return Loaded(config, model, params, tokenizer_from_config(tokenizer_cfg), vocabularies, step)
 
 
 def save(directory: str, config: ml_collections.ConfigDict, tokenizer: Tokenizer,

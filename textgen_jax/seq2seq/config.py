@@ -38,6 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
   shared.model_dtype_and_backend(config.model)
 
   config.parallel = shared.parallel_section()
+  config.population = shared.population_section()
   config.opt = shared.opt_section()
   config.train = shared.train_section()
   config.train.label_smoothing = 0.0

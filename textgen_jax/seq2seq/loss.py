@@ -23,7 +23,7 @@ def loss(params: Any, batch: batching.Batch, rng: jax.Array, deterministic: bool
                              deterministic=deterministic, rngs={"dropout": rng})
   nll_BxT = token_cross_entropy(logits_BxTxV, batch["targets"])
   sums = sequence_metric_sums(logits_BxTxV, batch["targets"], nll_BxT)
-  if label_smoothing:
+  if not isinstance(label_smoothing, (int, float)) or label_smoothing:  # Traced per member.
     objective_BxT = token_cross_entropy(logits_BxTxV, batch["targets"], label_smoothing)
     objective_sum = jnp.sum(objective_BxT * (batch["targets"] != PAD_ID))
   else:

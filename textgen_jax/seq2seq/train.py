@@ -5,13 +5,16 @@ from typing import Any
 
 import ml_collections
 
-from textgen_jax import parallel, recipe, train_loop
+from textgen_jax import parallel, population, recipe, train_loop
 from textgen_jax.data import readers
 from textgen_jax.errors import TextgenError
 from textgen_jax.seq2seq import config as schema
 from textgen_jax.seq2seq.loss import loss
 from textgen_jax.seq2seq.model import build_model, init_params
 from textgen_jax.seq2seq.translator import VOCABULARY_FILES, Translator
+
+# What the members of a population may vary besides their seed (textgen_jax/population.py).
+PER_MEMBER_FIELDS = population.ENGINE_FIELDS | {"train.label_smoothing"}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Translator:
@@ -28,11 +31,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Trans
     translator.params = params
     return translator.evaluate(held_out, config.train.num_examples_to_print)
 
+  loss_fn = functools.partial(loss, model=model, label_smoothing=config.train.label_smoothing)
+
+  def member_hooks(hyperparameters, keys):
+    del keys  # Members differ in seed through their init and dropout keys alone.
+    smoothing = hyperparameters.get("train.label_smoothing", config.train.label_smoothing)
+    return functools.partial(loss, model=model, label_smoothing=smoothing), None
+
   task = train_loop.Task(
-      init_params=functools.partial(init_params, model),
-      loss_fn=functools.partial(loss, model=model, label_smoothing=config.train.label_smoothing),
+      init_params=functools.partial(init_params, model), loss_fn=loss_fn,
       train_batches=data.train_batches, valid_batches=data.valid_batches,
-      evaluate_generation=evaluate_generation, vocabulary_matrices=model.VOCABULARY_MATRICES)
+      evaluate_generation=evaluate_generation, vocabulary_matrices=model.VOCABULARY_MATRICES,
+      per_member_fields=PER_MEMBER_FIELDS, member_hooks=member_hooks)
   translator.params = recipe.train(config, workdir, task)
   return translator
 

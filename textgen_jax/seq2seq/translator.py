@@ -132,8 +132,10 @@ class Translator:
                      step)
 
   @classmethod
-  def load(cls, workdir: str, step: int | None = None) -> "Translator":
-    """The translator in a workdir (or a `save`d directory), at its latest checkpoint or `step`."""
+  def load(cls, workdir: str, step: int | None = None,
+           member: int | None = None) -> "Translator":
+    """The translator in a workdir (or a `save`d directory), at its latest checkpoint or `step`;
+    of a population, its `member` (default: the best)."""
     loaded = workdir_lib.load(workdir, FAMILY, list(VOCABULARY_FILES), TRAIN_SCRIPT, build_model,
-                              init_params, step)
+                              init_params, step, member)
     return cls(loaded.config, loaded.model, loaded.params, loaded.tokenizer, *loaded.vocabularies)

@@ -46,6 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
   # The remedies for posterior collapse; fields and defaults are VAEObjective's (objective.py).
   config.vae = ml_collections.ConfigDict(dataclasses.asdict(objective.VAEObjective()))
   config.parallel = shared.parallel_section()
+  config.population = shared.population_section()
   config.opt = shared.opt_section(learning_rate=1e-3, warmup_steps=0, schedule="constant",
                                   grad_clip_norm=5.0)
   config.train = shared.train_section(num_steps=20000, log_every=200, eval_every=2000,

@@ -233,9 +233,11 @@ class SentenceModel:
                      step)
 
   @classmethod
-  def load(cls, workdir: str, step: int | None = None) -> "SentenceModel":
-    """The VAE or LM in a workdir, at its latest checkpoint (or at `step`)."""
+  def load(cls, workdir: str, step: int | None = None,
+           member: int | None = None) -> "SentenceModel":
+    """The VAE or LM in a workdir, at its latest checkpoint (or at `step`); of a population, its
+    `member` (default: the best)."""
     loaded = workdir_lib.load(workdir, FAMILY, list(VOCABULARY_FILES), TRAIN_SCRIPT, build_model,
-                              init_params, step)
+                              init_params, step, member)
     return cls(loaded.config, loaded.model, loaded.params, loaded.tokenizer,
                *loaded.vocabularies, loaded.step)

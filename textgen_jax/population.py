@@ -1,0 +1,205 @@
+"""Populations: N runs that differ in seed and per-run scalars, trained in one compiled program.
+
+The config's `population` section names the members (`num_members`, `seeds`) and what differs
+between them (`vary`, "field=v1,v2,...;field=..."). Every member's train state is stacked on a
+leading member axis and one `jax.vmap`-ed step updates them all. What a member may vary is what
+keeps shapes: its seed (parameter initialisation, dropout; run_keys), its learning rate (a
+per-member factor on the shared optimizer's updates: Adam, AdamW and SGD updates are linear in
+the learning rate), and the scalars its family's loss reads (label smoothing; the VAE's KL weight,
+free bits, word dropout, pretraining). Everything else, data included, is shared: all members
+read the same batches, in the order of data.seed (or the population's seed).
+
+`member_config(config, k)` is the ordinary config of member k: training it alone gives member k's
+losses and parameters (to float rounding: the vmapped matmuls and the learning-rate factor round
+differently), and `export_member` writes member k as an ordinary workdir.
+"""
+
+import dataclasses
+import json
+import os
+from collections.abc import Collection, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from textgen_jax.errors import TextgenError
+
+# Fields every family's members may vary; a family adds the scalars its loss reads.
+ENGINE_FIELDS = frozenset({"opt.learning_rate"})
+_FLAG = "--config.population"
+
+
+@dataclasses.dataclass(frozen=True)
+class Population:
+  """The members: their seeds and, per varied field, one value each."""
+
+  seeds: tuple[int, ...]
+  values: Mapping[str, tuple[float, ...]]
+
+  @property
+  def size(self) -> int:
+    return len(self.seeds)
+
+  def hyperparameters(self) -> dict[str, jax.Array]:
+    """Each varied field's values as a [N] float32 array (traced per member under vmap)."""
+    return {name: jnp.asarray(values, jnp.float32) for name, values in self.values.items()}
+
+
+def _parse_vary(vary: str, size: int) -> dict[str, tuple[float, ...]]:
+  values = {}
+  for item in filter(None, (part.strip() for part in vary.split(";"))):
+    name, sep, listed = item.partition("=")
+    try:
+      numbers = tuple(float(v) for v in listed.split(","))
+    except ValueError:
+      numbers = ()
+    if not sep or not numbers:
+      raise TextgenError(f"{_FLAG}.vary: {item!r} is not field=v1,v2,... with numbers")
+    if len(numbers) != size:
+      raise TextgenError(f"{_FLAG}.vary: {name.strip()} has {len(numbers)} values for "
+                         f"{size} members")
+    values[name.strip()] = numbers
+  return values
+
+
+def parse(config: ml_collections.ConfigDict,
+          per_member: Collection[str] | None = ENGINE_FIELDS) -> Population | None:
+  """The population the config describes, or None for one ordinary run; errors name the flag.
+  per_member: the fields members may vary (None: a saved config's, already checked)."""
+  section = config.get("population")
+  if section is None or section.num_members in (0, 1) and not section.seeds and not section.vary:
+    return None
+  if section.num_members < 1:
+    raise TextgenError(f"{_FLAG}.num_members must be at least 1, got {section.num_members}")
+  size = section.num_members
+  try:
+    seeds = tuple(int(s) for s in section.seeds.split(",")) if section.seeds else tuple(
+        config.seed + i for i in range(size))
+  except ValueError:
+    raise TextgenError(f"{_FLAG}.seeds={section.seeds!r}: integers separated by commas") from None
+  if len(seeds) != size:
+    raise TextgenError(f"{_FLAG}.seeds has {len(seeds)} seeds for {size} members")
+  values = _parse_vary(section.vary, size)
+  for name in values if per_member is not None else ():
+    _check_field(config, name, per_member)
+  return Population(seeds, values)
+
+
+def _check_field(config: ml_collections.ConfigDict, name: str, per_member: Collection[str]) -> None:
+  section, _, field = name.partition(".")
+  if section not in config or field not in config[section]:
+    raise TextgenError(f"{_FLAG}.vary: no config field {name}")
+  if name not in per_member:
+    raise TextgenError(
+        f"{_FLAG}.vary: {name} cannot differ between the members of one program (they may "
+        f"differ in: seed, {', '.join(sorted(per_member))}); a field that changes shapes or "
+        "code runs as separate programs (experiments/sweep.py)")
+
+
+def member_config(config: ml_collections.ConfigDict, index: int,
+                  population: Population) -> ml_collections.ConfigDict:
+  """Member `index` as an ordinary run: its seed and values, the population's data order."""
+  if not 0 <= index < population.size:
+    raise TextgenError(f"--member={index}: the population has members 0 to {population.size - 1}")
+  member = ml_collections.ConfigDict(config.to_dict())
+  member.data.seed = member.data.seed if member.data.seed >= 0 else config.seed
+  member.seed = population.seeds[index]
+  for name, values in population.values.items():
+    section, field = name.split(".")
+    value = values[index]
+    member[section][field] = int(value) if isinstance(member[section][field], int) else value
+  member.population.num_members, member.population.seeds, member.population.vary = 0, "", ""
+  return member
+
+
+# ---- The learning rate per member --------------------------------------------------------
+
+
+class LearningRateRatio(NamedTuple):
+  """The optimizer state of `learning_rate_ratio`: this member's rate over the shared one."""
+
+  learning_rate_ratio: jax.Array
+
+
+def learning_rate_ratio() -> optax.GradientTransformation:
+  """Scales updates by the ratio in its state (1 at init; a population sets it per member)."""
+  return optax.GradientTransformation(
+      lambda params: LearningRateRatio(jnp.ones([], jnp.float32)),
+      lambda updates, state, params=None: (
+          jax.tree.map(lambda u: u * state.learning_rate_ratio.astype(u.dtype), updates), state))
+
+
+def set_learning_rates(opt_state: Any, population: Population, base_rate: float) -> Any:
+  """The stacked optimizer state with each member's learning-rate ratio."""
+  rates = population.values.get("opt.learning_rate")
+  if rates is None:
+    return opt_state
+  ratio = jnp.asarray(np.asarray(rates, np.float64) / base_rate, jnp.float32)
+  return optax.tree_utils.tree_set(opt_state, learning_rate_ratio=ratio)
+
+
+def member(tree: Any, index: int) -> Any:
+  """Member `index` of a stacked tree (parameters, train state, metric sums)."""
+  return jax.tree.map(lambda x: x[index], tree)
+
+
+# ---- The end of a run: the members' table ------------------------------------------------
+
+# Held-out metrics where more is better; the rest (losses, NLL, perplexity) rank lowest first.
+_HIGHER_IS_BETTER = ("accuracy", "exact_match", "mutual_information", "active_units", "bleu")
+SUMMARY_FILE = "members.json"
+
+
+def summary(records: list[dict[str, Any]], population: Population, dropped: Mapping[int, int],
+            select_metric: str) -> dict[str, Any]:
+  """Each member's seed, values and last held-out metrics, and the best by `select_metric`."""
+  rows = []
+  for index, seed in enumerate(population.seeds):
+    valid = [r for r in records if r.get("member") == index and select_metric in r]
+    row = {"member": index, "seed": seed,
+           **{name: values[index] for name, values in population.values.items()}}
+    if index in dropped:
+      row["dropped_at_step"] = dropped[index]
+    elif valid:
+      row.update({k: v for k, v in valid[-1].items() if k.startswith("valid_") or k == "step"})
+    rows.append(row)
+  ranked = [row for row in rows if select_metric in row]
+  if not ranked:
+    raise TextgenError(f"--config.population.select_metric={select_metric!r}: no member has "
+                       "it (held-out metrics are named valid_<name>, e.g. valid_loss)")
+  higher = any(word in select_metric for word in _HIGHER_IS_BETTER)
+  best = (max if higher else min)(ranked, key=lambda row: row[select_metric])["member"]
+  return {"select_metric": select_metric, "best": best, "members": rows}
+
+
+def write_summary(workdir: str, table: dict[str, Any]) -> None:
+  """Prints the members' table and writes it to <workdir>/members.json."""
+  metric = table["select_metric"]
+  print(f"members (best by {metric}: member {table['best']}):")
+  for row in table["members"]:
+    varied = ", ".join(f"{k} {v:g}" for k, v in row.items()
+                       if k not in ("member", "seed", "step") and not k.startswith("valid_")
+                       and k != "dropped_at_step")
+    result = (f"dropped at step {row['dropped_at_step']}" if "dropped_at_step" in row
+              else f"{metric} {row.get(metric, float('nan')):.4g}")
+    mark = "*" if row["member"] == table["best"] else " "
+    print(f" {mark} member {row['member']}: seed {row['seed']}"
+          f"{', ' + varied if varied else ''}: {result}")
+  path = os.path.join(workdir, SUMMARY_FILE)
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    json.dump(table, f, indent=2)
+  os.replace(path + ".tmp", path)
+
+
+def read_summary(workdir: str) -> dict[str, Any]:
+  """The members' table a finished population wrote (see `summary`)."""
+  path = os.path.join(workdir, SUMMARY_FILE)
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except FileNotFoundError:
+    raise TextgenError(f"{path}: not found; is {workdir} a finished population run?") from None
