@@ -10,6 +10,7 @@ from typing import Any
 
 import ml_collections
 
+from textgen_jax import population as population_lib
 from textgen_jax.errors import TextgenError
 from textgen_jax.models import cudnn_lstm
 from textgen_jax.training import make_optimizer
@@ -120,6 +121,19 @@ def validate_shared(config: ml_collections.ConfigDict, family: str) -> None:
     raise TextgenError(f"--config.model.dtype={config.model.dtype!r}: choose float32 or bfloat16")
   cudnn_lstm.resolve_backend(config.model.lstm_backend, config.model.dtype)  # Raises if unusable.
   make_optimizer(config.opt, config.train.num_steps)  # Raises on an unknown name or schedule.
+
+
+def members(config: ml_collections.ConfigDict,
+            per_member: frozenset[str]) -> list[ml_collections.ConfigDict]:
+  """The config of each member of its population ([config] for one run), for validation. A
+  population runs the scan: cuDNN's LSTM in JAX has no batching rule for the member axis."""
+  population = population_lib.parse(config, per_member)
+  if population is None:
+    return [config]
+  if config.model.lstm_backend == "cudnn":
+    raise TextgenError("--config.model.lstm_backend=cudnn: a population's members are vmapped "
+                       "and cuDNN's LSTM in JAX cannot be; use scan or auto")
+  return [population_lib.member_config(config, k, population) for k in range(population.size)]
 
 
 def check_positive(config: ml_collections.ConfigDict, fields: list[str]) -> None:

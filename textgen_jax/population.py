@@ -142,6 +142,15 @@ def set_learning_rates(opt_state: Any, population: Population, base_rate: float)
   return optax.tree_utils.tree_set(opt_state, learning_rate_ratio=ratio)
 
 
+def fresh_optimizer_state(tx: optax.GradientTransformation, params: Any, old_state: Any) -> Any:
+  """tx.init(params), keeping a member's learning-rate ratio (for a reset during training)."""
+  fresh = tx.init(params)
+  ratio = optax.tree_utils.tree_get(old_state, "learning_rate_ratio")
+  if ratio is None:
+    return fresh
+  return optax.tree_utils.tree_set(fresh, learning_rate_ratio=ratio)
+
+
 def member(tree: Any, index: int) -> Any:
   """Member `index` of a stacked tree (parameters, train state, metric sums)."""
   return jax.tree.map(lambda x: x[index], tree)

@@ -95,6 +95,15 @@ def read_data(config: ml_collections.ConfigDict, reader: readers.Reader,
   return TextData(tokenizer, vocabularies, train_batches, valid_batches, list(splits.valid))
 
 
+def model_section(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """config.model for building the model; a population's runs the scan (auto would pick cuDNN
+  on a GPU, whose LSTM cannot be vmapped over members). Speed only: checkpoints are the same."""
+  model_cfg = ml_collections.ConfigDict(config.model.to_dict())
+  if population.parse(config, per_member=None) is not None:
+    model_cfg.lstm_backend = "scan"
+  return model_cfg
+
+
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, data: TextData) -> None:
   """Creates the workdir, refuses to resume checkpoints of other settings, writes the assets."""
   workdir_lib.make_workdir(workdir)

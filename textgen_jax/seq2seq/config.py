@@ -10,6 +10,7 @@ import os
 import ml_collections
 
 from textgen_jax import config as shared
+from textgen_jax import population
 from textgen_jax.errors import TextgenError
 
 FAMILY = "seq2seq"
@@ -17,6 +18,9 @@ DEFAULT_CORPUS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data"
                               "fra_eng_40k.tsv")
 INPUT_ENCODINGS = ("embedding", "one_hot")
 
+
+# What the members of a population may vary besides their seed (textgen_jax/population.py).
+PER_MEMBER_FIELDS = population.ENGINE_FIELDS | {"train.label_smoothing"}
 
 def get_config() -> ml_collections.ConfigDict:
   """Word-level English->French on the bundled Tatoeba pairs."""
@@ -47,7 +51,12 @@ def get_config() -> ml_collections.ConfigDict:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises naming the flag when a field is out of range."""
+  """Raises naming the flag when a field is out of range (of every member of a population)."""
+  for member in shared.members(config, PER_MEMBER_FIELDS):
+    _validate_run(member)
+
+
+def _validate_run(config: ml_collections.ConfigDict) -> None:
   shared.validate_shared(config, FAMILY)
   if config.model.input_encoding not in INPUT_ENCODINGS:
     raise TextgenError(f"--config.model.input_encoding={config.model.input_encoding!r}: "

@@ -5,7 +5,7 @@ from typing import Any
 
 import ml_collections
 
-from textgen_jax import parallel, population, recipe, train_loop
+from textgen_jax import parallel, recipe, train_loop
 from textgen_jax.data import readers
 from textgen_jax.errors import TextgenError
 from textgen_jax.seq2seq import config as schema
@@ -13,8 +13,6 @@ from textgen_jax.seq2seq.loss import loss
 from textgen_jax.seq2seq.model import build_model, init_params
 from textgen_jax.seq2seq.translator import VOCABULARY_FILES, Translator
 
-# What the members of a population may vary besides their seed (textgen_jax/population.py).
-PER_MEMBER_FIELDS = population.ENGINE_FIELDS | {"train.label_smoothing"}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Translator:
@@ -23,7 +21,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Trans
   schema.validate(config)
   data = recipe.read_data(config, readers.read_pairs, VOCABULARY_FILES)
   recipe.prepare_workdir(workdir, config, data)
-  model = build_model(config.model, *data.vocabularies.values())
+  model = build_model(recipe.model_section(config), *data.vocabularies.values())
   translator = Translator(config, model, None, data.tokenizer, *data.vocabularies.values())
   held_out = data.valid_examples[:config.train.max_greedy_eval_pairs or None]
 
@@ -42,7 +40,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Trans
       init_params=functools.partial(init_params, model), loss_fn=loss_fn,
       train_batches=data.train_batches, valid_batches=data.valid_batches,
       evaluate_generation=evaluate_generation, vocabulary_matrices=model.VOCABULARY_MATRICES,
-      per_member_fields=PER_MEMBER_FIELDS, member_hooks=member_hooks)
+      per_member_fields=schema.PER_MEMBER_FIELDS, member_hooks=member_hooks)
   translator.params = recipe.train(config, workdir, task)
   return translator
 

@@ -6,6 +6,7 @@ import os
 import ml_collections
 
 from textgen_jax import config as shared
+from textgen_jax import population
 from textgen_jax.errors import TextgenError
 from textgen_jax.vae import objective
 from textgen_jax.vae.model import KINDS
@@ -16,6 +17,11 @@ PTB_DIR = os.environ.get("PTB_DIR", os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), os.pardir,
     "shared", "data", "ptb"))
 
+
+# What the members of a population may vary besides their seed (textgen_jax/population.py).
+PER_MEMBER_FIELDS = population.ENGINE_FIELDS | {
+    f"vae.{name}" for name in ("beta_max", "anneal_steps", "cycle_steps", "cycle_ratio",
+                               "free_bits", "word_dropout", "pretrain_steps")}
 
 def get_config() -> ml_collections.ConfigDict:
   """A sentence VAE (or, with model.kind="lm", a language model) at the literature's PTB size.
@@ -72,7 +78,14 @@ def ptb_config(kind: str = "vae") -> ml_collections.ConfigDict:
 
 
 def validate(config: ml_collections.ConfigDict) -> objective.VAEObjective:
-  """Raises naming the flag when a field is out of range; returns the objective."""
+  """Raises naming the flag when a field is out of range (of every member of a population);
+  returns the objective of the config's own `vae` section."""
+  for member in shared.members(config, PER_MEMBER_FIELDS):
+    _validate_run(member)
+  return _validate_run(config)
+
+
+def _validate_run(config: ml_collections.ConfigDict) -> objective.VAEObjective:
   shared.validate_shared(config, FAMILY)
   shared.check_positive(config, ["model.latent_size"])
   if config.model.kind not in KINDS:

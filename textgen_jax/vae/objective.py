@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from textgen_jax import population
 from textgen_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from textgen_jax.errors import TextgenError
 from textgen_jax.losses import sequence_metric_sums, token_cross_entropy
@@ -72,6 +73,12 @@ def check_objective(vae_cfg: ml_collections.ConfigDict) -> VAEObjective:
   return objective
 
 
+def _is_zero(value: Any) -> bool:
+  """Whether a setting is a Python zero; a population member's traced value never is (its code
+  path is the general one, which at zero computes the same)."""
+  return isinstance(value, (int, float)) and value == 0
+
+
 def gaussian_kl(mean_BxZ: jax.Array, logvar_BxZ: jax.Array) -> jax.Array:
   """KL(N(mean, exp(logvar)) || N(0, I)) per latent dimension, in nats: [B, Z]."""
   return 0.5 * (jnp.exp(logvar_BxZ) + mean_BxZ**2 - 1.0 - logvar_BxZ)
@@ -107,7 +114,7 @@ def kl_objective(kl_BxZ: jax.Array, sentence_mask_B: jax.Array,
   """
   num_sentences = jnp.maximum(sentence_mask_B.sum(), 1.0)
   mean_kl_Z = jnp.sum(kl_BxZ * sentence_mask_B[:, None], 0) / num_sentences
-  if objective.free_bits == 0.0:
+  if _is_zero(objective.free_bits):
     return mean_kl_Z.sum()
   if objective.free_bits_mode == "per_dimension":
     return jnp.maximum(mean_kl_Z, objective.free_bits).sum()
@@ -116,7 +123,7 @@ def kl_objective(kl_BxZ: jax.Array, sentence_mask_B: jax.Array,
 
 def word_dropout(rng: jax.Array, decoder_inputs_BxT: jax.Array, rate: float) -> jax.Array:
   """Replaces each word (never BOS, EOS or PAD) by UNK with probability `rate`."""
-  if rate == 0.0:
+  if _is_zero(rate):
     return decoder_inputs_BxT
   is_word_BxT = ~jnp.isin(decoder_inputs_BxT, jnp.array([PAD_ID, BOS_ID, EOS_ID]))
   drop_BxT = jax.random.bernoulli(rng, rate, decoder_inputs_BxT.shape) & is_word_BxT
@@ -169,21 +176,25 @@ def sentence_loss(params: Any, batch: dict[str, jax.Array], rng: jax.Array, dete
 
 def reset_decoder(state: TrainState, fresh_params: Any,
                   decoder_modules: Sequence[str]) -> TrainState:
-  """Li et al.'s reset: the decoder's modules back to `fresh_params`'s, a fresh optimizer state."""
+  """Li et al.'s reset: the decoder's modules back to `fresh_params`'s, a fresh optimizer state
+  (a population member keeps its learning rate)."""
   params = {"params": {name: fresh_params["params"][name] if name in decoder_modules else value
                        for name, value in state.params["params"].items()}}
-  return state.replace(params=params, opt_state=state.tx.init(params))
+  return state.replace(params=params, opt_state=population.fresh_optimizer_state(
+      state.tx, params, state.opt_state))
 
 
 def pretraining_reset(objective: VAEObjective, model: SentenceVAE,
                       init_params: Callable[[jax.Array], Any],
                       rng: jax.Array) -> Callable[[TrainState], TrainState] | None:
   """A compiled-step hook that resets the decoder when state.step == pretrain_steps (or None)."""
-  if objective.pretrain_steps == 0:
+  if _is_zero(objective.pretrain_steps):
     return None
 
   def before_update(state: TrainState) -> TrainState:
-    return jax.lax.cond(state.step == objective.pretrain_steps,
+    # pretrain_steps = 0 (off) never resets, also when it is a population member's traced value.
+    at_reset = (state.step == objective.pretrain_steps) & (objective.pretrain_steps > 0)
+    return jax.lax.cond(at_reset,
                         lambda s: reset_decoder(s, init_params(rng), model.decoder_modules()),
                         lambda s: s, state)
 

@@ -4,6 +4,7 @@
   model = vae.train_and_evaluate(vae.ptb_config(), workdir="runs/ptb_vae")
 """
 
+import dataclasses
 import functools
 from typing import Sequence
 
@@ -17,6 +18,7 @@ from textgen_jax.vae import config as schema
 from textgen_jax.vae import objective as objective_lib
 from textgen_jax.vae.model import build_model, init_params
 from textgen_jax.vae.sentence_model import VOCABULARY_FILES, SentenceModel
+
 
 
 def periodic_evaluation(sentence_model: SentenceModel, sentences: Sequence[str],
@@ -54,18 +56,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Sente
   objective = schema.validate(config)
   data = recipe.read_data(config, readers.read_lines, VOCABULARY_FILES)
   recipe.prepare_workdir(workdir, config, data)
-  model = build_model(config.model, *data.vocabularies.values())
+  model = build_model(recipe.model_section(config), *data.vocabularies.values())
   sentence_model = SentenceModel(config, model, None, data.tokenizer, *data.vocabularies.values())
   keys = train_loop.run_keys(config.seed)
   model_init = functools.partial(init_params, model)
+
+  def member_hooks(hyperparameters, member_keys):
+    """The loss and reset hook of a member whose `vae` fields may differ (traced values)."""
+    member_objective = dataclasses.replace(objective, **{
+        name.split(".")[1]: value for name, value in hyperparameters.items()
+        if name.startswith("vae.")})
+    reset = objective_lib.pretraining_reset(member_objective, model, model_init, member_keys.reset)
+    return (functools.partial(objective_lib.sentence_loss, model=model, objective=member_objective),
+            reset if model.config.has_latent else None)
+
+  loss_fn, before_update = member_hooks({}, keys)
   task = train_loop.Task(
-      init_params=model_init,
-      loss_fn=functools.partial(objective_lib.sentence_loss, model=model, objective=objective),
+      init_params=model_init, loss_fn=loss_fn, before_update=before_update,
       train_batches=data.train_batches, valid_batches=data.valid_batches,
       evaluate_generation=periodic_evaluation(sentence_model, data.valid_examples, config.train,
                                               keys.evaluation),
-      before_update=objective_lib.pretraining_reset(objective, model, model_init, keys.reset)
-      if model.config.has_latent else None,
-      vocabulary_matrices=model.VOCABULARY_MATRICES)
+      vocabulary_matrices=model.VOCABULARY_MATRICES, per_member_fields=schema.PER_MEMBER_FIELDS,
+      member_hooks=member_hooks)
   sentence_model.params = recipe.train(config, workdir, task)
   return sentence_model

@@ -1,0 +1,146 @@
+"""Tests for textgen_jax.population: N members in one vmapped program equal N separate runs.
+
+Each member is compared with the ordinary run of its `member_config` (its seed and values, the
+population's data order): losses at every step and final parameters, to float rounding (the
+batched matmuls and the learning-rate factor round differently from one run's).
+"""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from tests.helpers import (SENTENCES, assert_trees_equal, make_pairs, read_metrics, tiny_config,
+                           tiny_vae_config, write_text, write_tsv)
+from textgen_jax import population, seq2seq, vae
+from textgen_jax.errors import TextgenError
+
+# Whole training runs, one per member and one for the population.
+pytestmark = pytest.mark.slow
+
+
+def seq2seq_population(tmp_path, **overrides):
+  config = tiny_config(write_tsv(tmp_path / "pairs.tsv", make_pairs(40)), train__num_steps=5,
+                       train__log_every=1, train__eval_every=5, **overrides)
+  config.population.num_members = 2
+  config.population.seeds = "0,5"
+  config.population.vary = "opt.learning_rate=1e-2,3e-2; train.label_smoothing=0,0.1"
+  return config
+
+
+def vae_population(tmp_path):
+  corpus = write_text(tmp_path / "corpus.txt", "\n".join(SENTENCES * 4) + "\n")
+  config = tiny_vae_config(corpus, train__num_steps=6, train__log_every=1, train__eval_every=6)
+  config.population.num_members = 2
+  config.population.vary = ("vae.beta_max=1,0.5; vae.free_bits=0,0.5; vae.word_dropout=0,0.2; "
+                            "vae.pretrain_steps=0,3; opt.learning_rate=1e-2,2e-2")
+  return config
+
+
+def train_losses(records, member=None):
+  return [r["train_loss"] for r in records
+          if "train_loss" in r and (member is None or r["member"] == member)]
+
+
+def assert_members_equal_single_runs(family, config, tmp_path):
+  workdir = str(tmp_path / "population")
+  family.train_and_evaluate(config, workdir)
+  records = read_metrics(workdir)
+  inference = seq2seq.Translator if family is seq2seq else vae.SentenceModel
+  members = population.parse(config, None)
+  for k in range(members.size):
+    single_dir = str(tmp_path / f"member{k}")
+    single = family.train_and_evaluate(population.member_config(config, k, members), single_dir)
+    np.testing.assert_allclose(train_losses(records, k), train_losses(read_metrics(single_dir)),
+                               rtol=2e-5)
+    loaded = inference.load(workdir, member=k)
+    assert_close(loaded.params, single.params)
+  # The members really differ, by far more than the tolerance.
+  assert train_losses(records, 0) != train_losses(records, 1)
+  first, second = (inference.load(workdir, member=k).params for k in (0, 1))
+  assert max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(first),
+                                                           jax.tree.leaves(second))) > 1e-2
+
+
+def assert_close(params, expected):
+  """Equal to float rounding: Adam's normalisation turns last-bit gradient differences into
+  update differences of up to ~1e-4 of the learning rate's scale over a few steps."""
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), params,
+               expected)
+
+
+def test_a_seq2seq_population_equals_its_members_trained_alone(tmp_path):
+  assert_members_equal_single_runs(seq2seq, seq2seq_population(tmp_path), tmp_path)
+
+
+def test_a_vae_population_with_per_member_kl_settings_equals_its_members_alone(tmp_path):
+  assert_members_equal_single_runs(vae, vae_population(tmp_path), tmp_path)
+
+
+def test_a_resumed_population_is_bit_exact_and_exports_an_ordinary_workdir(tmp_path):
+  config = seq2seq_population(tmp_path)
+  straight = str(tmp_path / "straight")
+  seq2seq.train_and_evaluate(config, straight)
+  resumed = str(tmp_path / "resumed")
+  config.train.num_steps = 2
+  seq2seq.train_and_evaluate(config, resumed)
+  config.train.num_steps = 5
+  seq2seq.train_and_evaluate(config, resumed)
+  assert train_losses(read_metrics(resumed)) == train_losses(read_metrics(straight))
+  for k in (0, 1):
+    member = seq2seq.Translator.load(straight, member=k)
+    assert_trees_equal(seq2seq.Translator.load(resumed, member=k).params, member.params)
+    member.save(str(tmp_path / f"export{k}"))
+    exported = seq2seq.Translator.load(str(tmp_path / f"export{k}"))  # An ordinary workdir.
+    assert exported.config.seed == (0, 5)[k] and exported.config.population.num_members == 0
+    assert_trees_equal(exported.params, member.params)
+  best = population.read_summary(straight)["best"]
+  assert_trees_equal(seq2seq.Translator.load(straight).params,
+                     seq2seq.Translator.load(straight, member=best).params)
+
+
+def test_one_members_divergence_leaves_the_others_as_they_were(tmp_path, capsys):
+  config = seq2seq_population(tmp_path)
+  config.population.vary = "opt.learning_rate=1e-2,1e30"  # Member 1 overflows.
+  config.opt.grad_clip_norm = 0.0
+  workdir = str(tmp_path / "population")
+  seq2seq.train_and_evaluate(config, workdir)
+  assert "member 1: non-finite loss or gradient" in capsys.readouterr().out
+  single_dir = str(tmp_path / "member0")
+  single = seq2seq.train_and_evaluate(
+      population.member_config(config, 0, population.parse(config, None)), single_dir)
+  np.testing.assert_allclose(train_losses(read_metrics(workdir), 0),
+                             train_losses(read_metrics(single_dir)), rtol=2e-5)
+  assert_close(seq2seq.Translator.load(workdir, member=0).params, single.params)
+  summary = population.read_summary(workdir)
+  assert summary["best"] == 0 and "dropped_at_step" in summary["members"][1]
+
+
+@pytest.mark.parametrize("vary, message", [
+    ("model.hidden_size=16,32", "model.hidden_size cannot differ"),
+    ("data.batch_size=8,16", "data.batch_size cannot differ"),
+    ("opt.learning_rate=1e-2", "has 1 values for 2 members"),
+    ("opt.no_such_field=1,2", "no config field opt.no_such_field"),
+    ("opt.learning_rate=fast,slow", "is not field=v1,v2"),
+])
+def test_bad_population_settings_are_one_line_errors_before_training(tmp_path, vary, message):
+  config = seq2seq_population(tmp_path)
+  config.population.vary = vary
+  with pytest.raises(TextgenError, match=message):
+    seq2seq.train_and_evaluate(config, str(tmp_path / "w"))
+  assert not os.path.exists(tmp_path / "w")
+
+
+def test_member_counts_and_seeds_are_checked(tmp_path):
+  config = seq2seq_population(tmp_path)
+  config.population.num_members = -1
+  with pytest.raises(TextgenError, match="num_members must be at least 1"):
+    population.parse(config)
+  config.population.num_members, config.population.vary = 3, ""
+  with pytest.raises(TextgenError, match="2 seeds for 3 members"):
+    population.parse(config)
+  config.population.seeds = ""
+  assert population.parse(config).seeds == (0, 1, 2)
+  with pytest.raises(TextgenError, match="members 0 to 2"):
+    population.member_config(config, 3, population.parse(config))
