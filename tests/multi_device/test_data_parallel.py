@@ -138,3 +138,19 @@ def test_checkpoint_moves_from_8_devices_to_1_and_back(pairs_path, one_device_se
     assert Checkpointer(os.path.join(workdir, "checkpoints")).latest_step() == num_steps
   np.testing.assert_allclose(train_losses(workdir), train_losses(reference_dir), rtol=RTOL)
   assert_trees_close(model.params, reference.params)
+
+
+def test_a_population_on_8_devices_trains_as_on_one(pairs_path, tmp_path):
+  """Members replicated, each batch split over the 8 devices: the members of one device."""
+  results = {}
+  for num_devices in (1, 8):
+    config = config_for(pairs_path, parallel__num_devices=num_devices)
+    config.population.num_members = 2
+    config.population.vary = "opt.learning_rate=1e-2,3e-2"
+    workdir = str(tmp_path / f"devices{num_devices}")
+    seq2seq.train_and_evaluate(config, workdir)
+    results[num_devices] = (train_losses(workdir),
+                            [seq2seq.Translator.load(workdir, member=k).params for k in (0, 1)])
+  np.testing.assert_allclose(results[8][0], results[1][0], rtol=RTOL, atol=ATOL)
+  for got, expected in zip(results[8][1], results[1][1]):
+    assert_trees_close(got, expected)
