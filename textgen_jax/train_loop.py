@@ -263,8 +263,10 @@ def _initial_state(config: ml_collections.ConfigDict, task: Task, layout: parall
     inputs = lambda: (member_keys(), population.hyperparameters())
 
     def make_state():
-      state = jax.vmap(lambda key: create_train_state(None, task.init_params(key), optimizer))(
-          member_keys().params)
+      # lax.map, not vmap: a batched orthogonal initialiser runs LAPACK's QR for all members at
+      # once, which deadlocked XLA:CPU (OpenBLAS threads) at the seq2seq tutorial's shape.
+      state = jax.lax.map(lambda key: create_train_state(None, task.init_params(key), optimizer),
+                          member_keys().params)
       return state.replace(opt_state=population_lib.set_learning_rates(
           state.opt_state, population, config.opt.learning_rate))
   abstract_state = jax.eval_shape(make_state)

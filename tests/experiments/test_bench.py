@@ -135,3 +135,26 @@ def subprocess_records(*flags):
                       "--batch_sizes=2", "--strategies=greedy", "--baselines=naive", *flags)
   assert result.returncode == 0, result.stderr
   return [json.loads(line) for line in result.stdout.splitlines()], result.stderr
+
+
+def test_bench_population_times_vmapped_members_against_sequential_runs():
+  result = run_module("population", "--shapes=study", "--members=1,2", "--rounds=2",
+                      "--min_seconds=0", "--min_calls=1", "--torch=false")
+  assert result.returncode == 0, result.stderr
+  records = [json.loads(line) for line in result.stdout.splitlines()]
+  assert "matmul_flops_per_s_float32" in records[0]
+  timed = records[1:]
+  assert sorted((r["num_members"], r["implementation"]) for r in timed) == [
+      (1, "sequential"), (1, "vmapped"), (2, "sequential"), (2, "vmapped")]
+  for r in timed:
+    assert r["tokens"] == r["num_members"] * r["batch_size"] * r["length"]
+    assert len(r["rounds_tokens_per_s"]) == 2 and r["tokens_per_s"] > 0
+    assert 0 < r["roofline_fraction"] < 1
+    other = "sequential" if r["implementation"] == "vmapped" else "vmapped"
+    low, high = r[f"speedup_vs_{other}_range"]
+    assert low <= r[f"speedup_vs_{other}"] <= high
+
+
+def test_bench_population_rejects_bad_member_counts():
+  result = run_module("population", "--members=0")
+  assert result.returncode == 2 and "--members=0: each must be at least 1" in result.stderr
