@@ -12,6 +12,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax.training import train_state
 
@@ -74,7 +75,7 @@ def create_train_state(apply_fn: Callable, params: Any,
 
 def step_of(state: TrainState) -> int:
   """The state's step; a population's members all share it (their step is stacked)."""
-  return int(jax.device_get(state.step).reshape(-1)[0])
+  return int(np.asarray(jax.device_get(state.step)).reshape(-1)[0])
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,

@@ -238,7 +238,9 @@ class JsonLines:
       self._file = open(path, "a", encoding="utf-8")  # pylint: disable=consider-using-with
 
   def emit(self, record: dict[str, Any]) -> None:
-    line = json.dumps({k: (round(v, 6) if isinstance(v, float) else v)
+    # Ten significant digits: a step time of 0.000444 s keeps its precision (six decimals
+    # would cut it by a tenth of a percent).
+    line = json.dumps({k: (float(f"{v:.10g}") if isinstance(v, float) else v)
                        for k, v in record.items()})
     print(line, flush=True)
     if self._file is not None:
