@@ -68,9 +68,9 @@ def settings_from_flags() -> Settings:
                   _MIN_SECONDS.value, _MIN_CALLS.value, _OUTPUT.value)
 
 
-def _model_and_loss(shape: dict[str, int]) -> tuple[Any, Callable[..., Any]]:
+def scan_model_and_loss(shape: dict[str, int]) -> tuple[Any, Callable[..., Any]]:
   kind = "seq2seq" if shape["latent_size"] == 0 else "vae"
-  return programs_lib._model_and_loss(kind, shape, "float32", 1, "scan")  # pylint: disable=protected-access
+  return programs_lib.model_and_loss(kind, shape, "float32", 1, "scan")
 
 
 def _init_fn(model: Any, batch: dict[str, jax.Array]) -> Callable[[jax.Array], Any]:
@@ -93,7 +93,7 @@ def _states(model: Any, batch: dict[str, jax.Array], num_members: int) -> Any:
 
 def vmapped_program(shape: dict[str, int], num_members: int) -> programs_lib.Program:
   batch = programs_lib.random_batch(shape, shape["batch_size"])
-  model, loss_fn = _model_and_loss(shape)
+  model, loss_fn = scan_model_and_loss(shape)
   state = _states(model, batch, num_members)
   # Member k's keys are run_keys(k) and no hyperparameter varies: the seed sweep's program.
   members = (jax.vmap(train_loop.run_keys)(jnp.arange(num_members)), {})
@@ -102,13 +102,13 @@ def vmapped_program(shape: dict[str, int], num_members: int) -> programs_lib.Pro
                  donate_argnums=0)
   compile_s, compiled = common.time_compile(step, state, batch, members)
   return programs_lib.Program(dict(implementation="vmapped", num_members=num_members),
-                              programs_lib._threaded(compiled, state, batch, members),  # pylint: disable=protected-access
+                              programs_lib.threaded(compiled, state, batch, members),
                               compile_s)
 
 
 def sequential_program(shape: dict[str, int], num_members: int) -> programs_lib.Program:
   batch = programs_lib.random_batch(shape, shape["batch_size"])
-  model, loss_fn = _model_and_loss(shape)
+  model, loss_fn = scan_model_and_loss(shape)
   init = jax.jit(_init_fn(model, batch))  # The same member states as the vmapped program's.
   states = [jax.block_until_ready(init(key)) for key in _member_keys(num_members)]
   step = training.jit_train_step(loss_fn)

@@ -41,7 +41,7 @@ def random_batch(shape: dict[str, int], batch_size: int) -> dict[str, jax.Array]
   return dict(inputs=sources, input_lengths=lengths, targets=targets)
 
 
-def _model_and_loss(name: str, shape: dict[str, int], dtype: str, unroll: int,
+def model_and_loss(name: str, shape: dict[str, int], dtype: str, unroll: int,
                     backend: str) -> tuple[Any, Callable[..., Any]]:
   model_kw = dict(embed_dim=shape["embed_dim"], hidden_size=shape["hidden_size"], dtype=dtype,
                   scan_unroll=unroll, lstm_backend=backend)
@@ -58,7 +58,7 @@ def jax_program(name: str, shape: dict[str, int], batch_size: int, dtype: str, u
                 backend: str, num_devices: int) -> Program:
   """textgen-jax's train step, laid out over the first num_devices devices as training does."""
   batch = random_batch(shape, batch_size)
-  model, loss_fn = _model_and_loss(name, shape, dtype, unroll, backend)
+  model, loss_fn = model_and_loss(name, shape, dtype, unroll, backend)
   params = model.init(jax.random.key(2), batch["inputs"][:1], batch["input_lengths"][:1],
                       batch["targets"][:1])
   state = training.create_train_state(model.apply, params, optax.adam(1e-3))
@@ -74,7 +74,7 @@ def jax_program(name: str, shape: dict[str, int], batch_size: int, dtype: str, u
   compile_s, compiled = common.time_compile(step, state, batch, rng)
   fields = dict(implementation="jax", dtype=dtype, scan_unroll=unroll, num_devices=num_devices,
                 lstm_backend=cudnn_lstm.resolve_backend(backend, dtype))
-  return Program(fields, _threaded(compiled, state, batch, rng), compile_s)
+  return Program(fields, threaded(compiled, state, batch, rng), compile_s)
 
 
 def flax_program(name: str, shape: dict[str, int], batch_size: int) -> Program:
@@ -88,10 +88,10 @@ def flax_program(name: str, shape: dict[str, int], batch_size: int) -> Program:
   step, state = flax_reference.make_train_step(model, batch)
   compile_s, compiled = common.time_compile(step, state, batch, jax.random.key(1))
   return Program(dict(implementation="flax", dtype="float32", num_devices=1),
-                 _threaded(compiled, state, batch, jax.random.key(1)), compile_s)
+                 threaded(compiled, state, batch, jax.random.key(1)), compile_s)
 
 
-def _threaded(compiled: Any, state: Any, batch: Any, rng: Any) -> Callable[[], Any]:
+def threaded(compiled: Any, state: Any, batch: Any, rng: Any) -> Callable[[], Any]:
   """A step that threads the (donated) state through calls and blocks on its result."""
   holder = [state]
 
