@@ -78,11 +78,6 @@ def run_keys(seed: int) -> RunKeys:
   return RunKeys(*(jax.random.fold_in(root, i) for i in range(len(RunKeys._fields))))
 
 
-def evaluate(eval_step: Callable, params: Any, batches: Sequence[Batch]) -> dict[str, float]:
-  """Metrics summed over all batches, then summarised."""
-  return metrics_lib.summarize(evaluation_sums(eval_step, params, batches))
-
-
 def evaluation_sums(eval_step: Callable, params: Any, batches: Sequence[Batch]) -> Any:
   """Metric sums over all batches, on the host (stacked per member for a population)."""
   totals = None
@@ -322,9 +317,10 @@ def _train_steps(state: TrainState, task: Task, train_step: Callable, eval_step:
 def _write_train_records(writer: metrics_lib.MetricWriter, members: Members, accumulated: Any,
                          num_steps: int, step: int, progress: tqdm, skip_allowed: bool) -> None:
   """One train record per (live) member; one run stops on a non-finite step, a member drops."""
+  accumulated = jax.device_get(accumulated)  # One transfer for the check and the records.
   members.check(accumulated, step, skip_allowed)
   losses, accuracies = [], []
-  for index, sums in enumerate(members.split(jax.device_get(accumulated))):
+  for index, sums in enumerate(members.split(accumulated)):
     if index in members.dropped:
       continue
     record = _train_record(sums, num_steps, step, skip_allowed)
