@@ -33,8 +33,11 @@ def vae_population(tmp_path):
   corpus = write_text(tmp_path / "corpus.txt", "\n".join(SENTENCES * 4) + "\n")
   config = tiny_vae_config(corpus, train__num_steps=6, train__log_every=1, train__eval_every=6)
   config.population.num_members = 2
-  config.population.vary = ("vae.beta_max=1,0.5; vae.free_bits=0,0.5; vae.word_dropout=0,0.2; "
-                            "vae.pretrain_steps=0,3; opt.learning_rate=1e-2,2e-2")
+  config.population.vary = (
+      "vae.kl_schedule=linear,cyclical; vae.beta_max=1,0.5; vae.free_bits=0.1,0.5; "
+      "vae.free_bits_mode=per_dimension,per_batch; vae.word_dropout=0,0.2; "
+      "vae.pretrain_steps=0,3; opt.learning_rate=1e-2,2e-2; model.embedding_dropout=0.2,0; "
+      "model.output_dropout=0,0.3")
   return config
 
 
@@ -71,7 +74,12 @@ def assert_close(params, expected):
 
 
 def test_a_seq2seq_population_equals_its_members_trained_alone(tmp_path):
-  assert_members_equal_single_runs(seq2seq, seq2seq_population(tmp_path), tmp_path)
+  """Per-member dropout rates, and each member's own data order (three buckets, so the
+  shared sequence of batch lengths matters)."""
+  config = seq2seq_population(tmp_path, data__num_buckets=3)
+  config.population.vary += "; model.dropout_rate=0.3,0"
+  config.population.data_order = "member"
+  assert_members_equal_single_runs(seq2seq, config, tmp_path)
 
 
 def test_a_vae_population_with_per_member_kl_settings_equals_its_members_alone(tmp_path):
@@ -122,7 +130,10 @@ def test_one_members_divergence_leaves_the_others_as_they_were(tmp_path, capsys)
     ("data.batch_size=8,16", "data.batch_size cannot differ"),
     ("opt.learning_rate=1e-2", "has 1 values for 2 members"),
     ("opt.no_such_field=1,2", "no config field opt.no_such_field"),
-    ("opt.learning_rate=fast,slow", "is not field=v1,v2"),
+    ("opt.learning_rate=fast,slow", "opt.learning_rate takes numbers, got fast, slow"),
+    ("vae.kl_schedule=linear,cyclical", "no config field vae.kl_schedule"),
+    ("train.label_smoothing=0,fast", "is not field=v1,v2"),
+    ("model.dropout_rate=0.1,1.5", "model.dropout_rate must be in"),
 ])
 def test_bad_population_settings_are_one_line_errors_before_training(tmp_path, vary, message):
   config = seq2seq_population(tmp_path)
@@ -144,3 +155,33 @@ def test_member_counts_and_seeds_are_checked(tmp_path):
   assert population.parse(config).seeds == (0, 1, 2)
   with pytest.raises(TextgenError, match="members 0 to 2"):
     population.member_config(config, 3, population.parse(config))
+
+
+@pytest.mark.parametrize("vary, message", [
+    ("vae.kl_schedule=linear,steep", "--config.vae.kl_schedule='steep': choose one of"),
+    ("vae.kl_schedule=0,1", "vae.kl_schedule takes words, got 0.0, 1.0"),
+    ("model.output_dropout=0,1", "model.output_dropout must be in"),
+])
+def test_bad_vae_member_settings_are_one_line_errors(tmp_path, vary, message):
+  config = vae_population(tmp_path)
+  config.population.vary = vary
+  with pytest.raises(TextgenError, match=message):
+    vae.train_and_evaluate(config, str(tmp_path / "w"))
+  assert not os.path.exists(tmp_path / "w")
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"population__data_order": "mine"}, "data_order='mine': choose shared or member"),
+    ({"parallel__member_shards": 3}, "member_shards=3 must divide the population's 2 members"),
+])
+def test_bad_data_order_and_member_shards_are_one_line_errors(tmp_path, setting, message):
+  config = seq2seq_population(tmp_path)
+  for name, value in setting.items():
+    section, field = name.split("__")
+    config[section][field] = value
+  with pytest.raises(TextgenError, match=message):
+    seq2seq.train_and_evaluate(config, str(tmp_path / "w"))
+  config.population.num_members, config.population.seeds, config.population.vary = 0, "", ""
+  config.population.data_order, config.parallel.member_shards = "shared", 2
+  with pytest.raises(TextgenError, match="member_shards > 1 needs a population"):
+    seq2seq.train_and_evaluate(config, str(tmp_path / "w"))

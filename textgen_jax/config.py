@@ -34,6 +34,9 @@ def data_section(**defaults: Any) -> ml_collections.ConfigDict:
   data.num_buckets = 4  # Padded lengths compiled for: few buckets, few compilations.
   data.batch_size = 64  # The global batch, split over the data-parallel devices.
   data.seed = -1  # Seed of the data split and order; -1: the run's seed.
+  # Seed of which examples fill each batch (the shuffle within each length bucket); -1: data.seed.
+  # The sequence of batch lengths stays data.seed's (see BucketedBatches).
+  data.shuffle_seed = -1
   data.update(defaults)
   return data
 
@@ -43,6 +46,7 @@ def parallel_section() -> ml_collections.ConfigDict:
   parallel = ml_collections.ConfigDict()
   parallel.num_devices = 0  # Devices to train on (0: all); the batch is split over them.
   parallel.model_shards = 1  # >1: vocabulary matrices split over this many devices each.
+  parallel.member_shards = 1  # >1: a population's members split over this many device groups.
   parallel.distributed = False  # jax.distributed.initialize() first: several hosts.
   # Found by JAX on TPU pods, SLURM and Open MPI; elsewhere set all three (on each process).
   parallel.coordinator_address = ""  # host:port of process 0.
@@ -60,12 +64,20 @@ def population_section() -> ml_collections.ConfigDict:
   # "opt.learning_rate=1e-3,3e-3,1e-2,3e-2". Shapes stay shared (sweep those as programs).
   population.vary = ""
   population.select_metric = "valid_loss"  # Held-out metric that ranks members at the end.
+  # "shared": all members read the same batches; "member": each in its own seed's order.
+  population.data_order = "shared"
   return population
 
 
 def data_seed(config: ml_collections.ConfigDict) -> int:
   """The seed of the data split and order: data.seed, or the run's seed when it is -1."""
   return config.data.seed if config.data.get("seed", -1) >= 0 else config.seed
+
+
+def shuffle_seed(config: ml_collections.ConfigDict) -> int:
+  """The seed of the shuffle within buckets: data.shuffle_seed, or data_seed(config) if -1."""
+  return (config.data.shuffle_seed if config.data.get("shuffle_seed", -1) >= 0
+          else data_seed(config))
 
 
 def opt_section(**defaults: Any) -> ml_collections.ConfigDict:
@@ -129,7 +141,13 @@ def members(config: ml_collections.ConfigDict,
   population runs the scan: cuDNN's LSTM in JAX has no batching rule for the member axis."""
   population = population_lib.parse(config, per_member)
   if population is None:
+    if config.parallel.get("member_shards", 1) > 1:
+      raise TextgenError("--config.parallel.member_shards > 1 needs a population "
+                         "(--config.population.num_members > 1)")
     return [config]
+  if config.parallel.member_shards > 1 and population.size % config.parallel.member_shards:
+    raise TextgenError(f"--config.parallel.member_shards={config.parallel.member_shards} must "
+                       f"divide the population's {population.size} members")
   if config.model.lstm_backend == "cudnn":
     raise TextgenError("--config.model.lstm_backend=cudnn: a population's members are vmapped "
                        "and cuDNN's LSTM in JAX cannot be; use scan or auto")

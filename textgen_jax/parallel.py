@@ -1,9 +1,11 @@
 """Training on many devices and hosts with jax.sharding: the mesh, what is sharded, and how.
 
-The devices form a 2-D `Mesh` with axes ("data", "model"). Every batch is split by rows over
-"data"; parameters and optimizer state are replicated, except that with model_shards > 1 the
-vocabulary matrices a model declares (embedding tables, the output layer) are split over "model"
-along their vocabulary dimension. The train step is one `jax.jit` with these shardings as its explicit in/out
+The devices form a 3-D `Mesh` with axes ("members", "data", "model"). Every batch is split by
+rows over "data"; parameters and optimizer state are replicated, except that with model_shards > 1
+the vocabulary matrices a model declares (embedding tables, the output layer) are split over
+"model" along their vocabulary dimension, and that a population's stacked state (and, with its
+own data order, its stacked batches) is split along the member axis over "members"
+(member_shards > 1; 1 by default, so the axis is a no-op). The train step is one `jax.jit` with these shardings as its explicit in/out
 shardings; XLA inserts the gradient all-reduce. With one device all of this is a no-op.
 
 Multi-host: `initialize` calls `jax.distributed.initialize()` (it finds the cluster on TPU pods,
@@ -24,7 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from textgen_jax.errors import TextgenError
 
-DATA_AXIS, MODEL_AXIS = "data", "model"
+MEMBER_AXIS, DATA_AXIS, MODEL_AXIS = "members", "data", "model"
 # A model's vocabulary matrices: (module, ..., parameter) name path -> its vocabulary dimension.
 # Each model class declares its own (VOCABULARY_MATRICES); optimizer moments mirror the
 # parameters' paths, so the same path suffix picks the same dimension in the whole train state.
@@ -64,6 +66,20 @@ class Layout:
   @property
   def num_model_shards(self) -> int:
     return self.mesh.shape[MODEL_AXIS]
+
+  @property
+  def num_member_shards(self) -> int:
+    return self.mesh.shape[MEMBER_AXIS]
+
+  @property
+  def members(self) -> NamedSharding:
+    """A population's stacked state: the member axis (first) over "members"."""
+    return NamedSharding(self.mesh, P(MEMBER_AXIS))
+
+  @property
+  def member_batch(self) -> NamedSharding:
+    """Batches stacked per member ([N, B, ...]): members over "members", rows over "data"."""
+    return NamedSharding(self.mesh, P(MEMBER_AXIS, DATA_AXIS))
 
   @property
   def batch(self) -> NamedSharding:
@@ -107,7 +123,8 @@ class Layout:
       raise TextgenError(
           f"--config.data.batch_size={batch_size} is the global batch; it must be a multiple of "
           f"the {self.num_data_shards} data-parallel devices it is split over (devices "
-          f"{self.mesh.size} / parallel.model_shards {self.num_model_shards})")
+          f"{self.mesh.size} / parallel.member_shards {self.num_member_shards} / "
+          f"parallel.model_shards {self.num_model_shards})")
 
   def local_slice(self, batch_size: int) -> slice:
     """The rows of a global batch that this process's devices hold (contiguous)."""
@@ -121,6 +138,20 @@ class Layout:
     """This process's rows (`local_slice(batch_size)` of each array) as global sharded arrays."""
     return {name: jax.make_array_from_process_local_data(
         self.batch, rows, (batch_size,) + rows.shape[1:]) for name, rows in local_part.items()}
+
+  def global_member_batch(self, local_part: dict[str, np.ndarray],
+                          batch_size: int) -> dict[str, jax.Array]:
+    """Per-member batches [N, rows, ...] (this process's rows of every member) as global arrays;
+    a process passes on only the members its devices hold."""
+    def to_global(rows):
+      global_shape = (rows.shape[0], batch_size) + rows.shape[2:]
+      index_map = self.member_batch.addressable_devices_indices_map(global_shape)
+      starts = [index[0].start or 0 for index in index_map.values()]
+      stops = [rows.shape[0] if index[0].stop is None else index[0].stop
+               for index in index_map.values()]
+      return jax.make_array_from_process_local_data(
+          self.member_batch, rows[min(starts):max(stops)], global_shape)
+    return {name: to_global(rows) for name, rows in local_part.items()}
 
   def shard_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     """A whole global batch held by every process (validation), sharded by rows."""
@@ -141,13 +172,18 @@ def make_layout(parallel: ml_collections.ConfigDict,
   if parallel.model_shards < 1 or num_devices % parallel.model_shards:
     raise TextgenError(f"--config.parallel.model_shards={parallel.model_shards} must be a "
                        f"positive divisor of the {num_devices} devices in use")
+  member_shards = parallel.get("member_shards", 1)
+  if member_shards < 1 or num_devices % (member_shards * parallel.model_shards):
+    raise TextgenError(f"--config.parallel.member_shards={member_shards} times model_shards "
+                       f"{parallel.model_shards} must divide the {num_devices} devices in use")
   if num_devices != len(devices) and jax.process_count() > 1:
     raise TextgenError("--config.parallel.num_devices must be 0 (all devices) on several hosts")
-  shape = (num_devices // parallel.model_shards, parallel.model_shards)
+  shape = (member_shards, num_devices // (member_shards * parallel.model_shards),
+           parallel.model_shards)
   # Auto axes: XLA propagates the input shardings through the model (GSPMD), so model code
   # carries no sharding annotations.
-  mesh = jax.make_mesh(shape, (DATA_AXIS, MODEL_AXIS), devices=devices[:num_devices],
-                       axis_types=(jax.sharding.AxisType.Auto,) * 2)
+  mesh = jax.make_mesh(shape, (MEMBER_AXIS, DATA_AXIS, MODEL_AXIS), devices=devices[:num_devices],
+                       axis_types=(jax.sharding.AxisType.Auto,) * 3)
   return Layout(mesh, dict(vocabulary_matrices or {}))
 
 

@@ -1,13 +1,21 @@
-"""Populations: N runs that differ in seed and per-run scalars, trained in one compiled program.
+"""Populations: N runs that differ in seed and per-run settings, trained in one compiled program.
 
 The config's `population` section names the members (`num_members`, `seeds`) and what differs
 between them (`vary`, "field=v1,v2,...;field=..."). Every member's train state is stacked on a
 leading member axis and one `jax.vmap`-ed step updates them all. What a member may vary is what
 keeps shapes: its seed (parameter initialisation, dropout; run_keys), its learning rate (a
 per-member factor on the shared optimizer's updates: Adam, AdamW and SGD updates are linear in
-the learning rate), and the scalars its family's loss reads (label smoothing; the VAE's KL weight,
-free bits, word dropout, pretraining). Everything else, data included, is shared: all members
-read the same batches, in the order of data.seed (or the population's seed).
+the learning rate), its dropout rates, and the settings its family's loss reads (label
+smoothing; the VAE's KL schedule and its parameters, free bits and their mode, word dropout,
+pretraining). A setting named by a word (the KL schedule) reaches the member as its index among
+the family's choices (`Task.member_choices`). Everything else is shared.
+
+Data (`population.data_order`): "shared" (the default): every member reads the same batches,
+in the order of data.seed (or the population's seed). "member": member k's batches are filled
+by its own seed's shuffle (data.shuffle_seed = its seed), so members see different examples
+together and in a different order; the split and the sequence of batch lengths stay shared, so
+each step's N batches have one shape (no padding, the same cost as shared batches, but N
+batches to prepare and send per step).
 
 `member_config(config, k)` is the ordinary config of member k: training it alone gives member k's
 losses and parameters (to float rounding: the vmapped matmuls and the learning-rate factor round
@@ -17,7 +25,7 @@ differently), and `export_member` writes member k as an ordinary workdir.
 import dataclasses
 import json
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -30,39 +38,65 @@ from textgen_jax.errors import TextgenError
 
 # Fields every family's members may vary; a family adds the scalars its loss reads.
 ENGINE_FIELDS = frozenset({"opt.learning_rate"})
+DATA_ORDERS = ("shared", "member")
 _FLAG = "--config.population"
+
+
+def is_static_zero(value: Any) -> bool:
+  """Whether a setting is a Python zero (a switched-off feature whose code can be skipped). A
+  population member's traced value never is: its code path is the general one, which at zero
+  computes the same."""
+  return isinstance(value, (int, float)) and value == 0
 
 
 @dataclasses.dataclass(frozen=True)
 class Population:
-  """The members: their seeds and, per varied field, one value each."""
+  """The members: their seeds and, per varied field, one value each (a number, or a word for
+  a field that names a choice); `data_order` is "shared" or "member" (see the module doc)."""
 
   seeds: tuple[int, ...]
-  values: Mapping[str, tuple[float, ...]]
+  values: Mapping[str, tuple[float | str, ...]]
+  data_order: str = "shared"
 
   @property
   def size(self) -> int:
     return len(self.seeds)
 
-  def hyperparameters(self) -> dict[str, jax.Array]:
-    """Each varied field's values as a [N] float32 array (traced per member under vmap)."""
-    return {name: jnp.asarray(values, jnp.float32) for name, values in self.values.items()}
+  def hyperparameters(self, choices: Mapping[str, Sequence[str]] | None = None
+                      ) -> dict[str, jax.Array]:
+    """Each varied field's values as a [N] float32 array (traced per member under vmap); a
+    word is its index in choices[field]."""
+    arrays = {}
+    for name, values in self.values.items():
+      if isinstance(values[0], str):
+        options = tuple((choices or {}).get(name, ()))
+        if any(value not in options for value in values):
+          raise TextgenError(f"{_FLAG}.vary: {name} takes one of {', '.join(options) or 'no words'}"
+                             f", got {', '.join(values)}")
+        values = tuple(float(options.index(value)) for value in values)
+      arrays[name] = jnp.asarray(values, jnp.float32)
+    return arrays
 
 
-def _parse_vary(vary: str, size: int) -> dict[str, tuple[float, ...]]:
+def _parse_value(text: str) -> float | str:
+  try:
+    return float(text)
+  except ValueError:
+    return text
+
+
+def _parse_vary(vary: str, size: int) -> dict[str, tuple[float | str, ...]]:
   values = {}
   for item in filter(None, (part.strip() for part in vary.split(";"))):
     name, sep, listed = item.partition("=")
-    try:
-      numbers = tuple(float(v) for v in listed.split(","))
-    except ValueError:
-      numbers = ()
-    if not sep or not numbers:
-      raise TextgenError(f"{_FLAG}.vary: {item!r} is not field=v1,v2,... with numbers")
-    if len(numbers) != size:
-      raise TextgenError(f"{_FLAG}.vary: {name.strip()} has {len(numbers)} values for "
+    parsed = tuple(_parse_value(v.strip()) for v in listed.split(","))
+    if not sep or "" in parsed or len({type(v) for v in parsed}) != 1:
+      raise TextgenError(f"{_FLAG}.vary: {item!r} is not field=v1,v2,... (all numbers, or all "
+                         "words for a field that names a choice)")
+    if len(parsed) != size:
+      raise TextgenError(f"{_FLAG}.vary: {name.strip()} has {len(parsed)} values for "
                          f"{size} members")
-    values[name.strip()] = numbers
+    values[name.strip()] = parsed
   return values
 
 
@@ -85,11 +119,15 @@ def parse(config: ml_collections.ConfigDict,
     raise TextgenError(f"{_FLAG}.seeds has {len(seeds)} seeds for {size} members")
   values = _parse_vary(section.vary, size)
   for name in values if per_member is not None else ():
-    _check_field(config, name, per_member)
-  return Population(seeds, values)
+    _check_field(config, name, values[name], per_member)
+  data_order = section.get("data_order", "shared")
+  if data_order not in DATA_ORDERS:
+    raise TextgenError(f"{_FLAG}.data_order={data_order!r}: choose shared or member")
+  return Population(seeds, values, data_order)
 
 
-def _check_field(config: ml_collections.ConfigDict, name: str, per_member: Collection[str]) -> None:
+def _check_field(config: ml_collections.ConfigDict, name: str, values: tuple[float | str, ...],
+                 per_member: Collection[str]) -> None:
   section, _, field = name.partition(".")
   if section not in config or field not in config[section]:
     raise TextgenError(f"{_FLAG}.vary: no config field {name}")
@@ -98,21 +136,28 @@ def _check_field(config: ml_collections.ConfigDict, name: str, per_member: Colle
         f"{_FLAG}.vary: {name} cannot differ between the members of one program (they may "
         f"differ in: seed, {', '.join(sorted(per_member))}); a field that changes shapes or "
         "code runs as separate programs (experiments/sweep.py)")
+  if isinstance(config[section][field], str) != isinstance(values[0], str):
+    kind = "words" if isinstance(config[section][field], str) else "numbers"
+    raise TextgenError(f"{_FLAG}.vary: {name} takes {kind}, got {', '.join(map(str, values))}")
 
 
 def member_config(config: ml_collections.ConfigDict, index: int,
                   population: Population) -> ml_collections.ConfigDict:
-  """Member `index` as an ordinary run: its seed and values, the population's data order."""
+  """Member `index` as an ordinary run: its seed and values, the population's data split, and
+  the population's data order (data_order "shared") or its own seed's ("member")."""
   if not 0 <= index < population.size:
     raise TextgenError(f"--member={index}: the population has members 0 to {population.size - 1}")
   member = ml_collections.ConfigDict(config.to_dict())
   member.data.seed = member.data.seed if member.data.seed >= 0 else config.seed
   member.seed = population.seeds[index]
+  if population.data_order == "member":
+    member.data.shuffle_seed = population.seeds[index]
   for name, values in population.values.items():
     section, field = name.split(".")
     value = values[index]
     member[section][field] = int(value) if isinstance(member[section][field], int) else value
   member.population.num_members, member.population.seeds, member.population.vary = 0, "", ""
+  member.population.data_order = "shared"
   return member
 
 
@@ -190,7 +235,8 @@ def write_summary(workdir: str, table: dict[str, Any]) -> None:
   metric = table["select_metric"]
   print(f"members (best by {metric}: member {table['best']}):")
   for row in table["members"]:
-    varied = ", ".join(f"{k} {v:g}" for k, v in row.items()
+    varied = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                       for k, v in row.items()
                        if k not in ("member", "seed", "step") and not k.startswith("valid_")
                        and k != "dropped_at_step")
     result = (f"dropped at step {row['dropped_at_step']}" if "dropped_at_step" in row

@@ -87,7 +87,7 @@ def read_data(config: ml_collections.ConfigDict, reader: readers.Reader,
   valid_ids = _encode(splits.valid, splits.valid_locations, tokenizer, vocabularies, columns,
                       data_cfg, "valid")
   train_batches = batching.BucketedBatches(train_ids[0], train_ids[-1], data_cfg.batch_size,
-                                           lengths, seed)
+                                           lengths, seed, shared_config.shuffle_seed(config))
   valid_batches = batching.BucketedBatches(valid_ids[0], valid_ids[-1], data_cfg.batch_size,
                                            lengths, shuffle=False).epoch(0)
   if config.train.max_eval_batches:
@@ -102,6 +102,19 @@ def model_section(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   if population.parse(config, per_member=None) is not None:
     model_cfg.lstm_backend = "scan"
   return model_cfg
+
+
+def section_values(hyperparameters: dict[str, Any], section: str) -> dict[str, Any]:
+  """A population member's values of one config section's fields: field -> (traced) value."""
+  return {name.split(".", 1)[1]: value for name, value in hyperparameters.items()
+          if name.startswith(section + ".")}
+
+
+def member_model(model: Any, hyperparameters: dict[str, Any]) -> Any:
+  """The model with a population member's `model` fields (its dropout rates, traced): the same
+  parameters, so one set of stacked parameters serves every member."""
+  values = section_values(hyperparameters, "model")
+  return model.clone(config=dataclasses.replace(model.config, **values)) if values else model
 
 
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, data: TextData) -> None:

@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -54,6 +54,7 @@ class Task:
   # (member hyperparameters, member RunKeys) -> (loss_fn, before_update) for one member. The
   # default serves families whose members vary only in seed and learning rate.
   per_member_fields: frozenset[str] = population_lib.ENGINE_FIELDS
+  member_choices: Mapping[str, Sequence[str]] = dataclasses.field(default_factory=dict)
   member_hooks: MemberHooks | None = None
 
   def hooks(self, hyperparameters: Any, keys: Any) -> tuple[LossFn, StateHook | None]:
@@ -99,6 +100,11 @@ class Members:
     if self.population is None:
       return [tree]
     return [population_lib.member(tree, k) for k in range(self.population.size)]
+
+  @property
+  def own_data_order(self) -> bool:
+    """Whether each member reads batches in its own seed's order (population.data_order)."""
+    return self.population is not None and self.population.data_order == "member"
 
   def label(self, index: int) -> dict[str, int]:
     return {} if self.population is None else {"member": index}
@@ -201,6 +207,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainS
   train_step = lambda state, step: compiled_step(
       state, layout.global_batch(task.train_batches.batch_at(step, row_slice), batch_size),
       step_inputs)
+  if members.own_data_order:
+    member_batches = [dataclasses.replace(task.train_batches, shuffle_seed=seed)
+                      for seed in members.population.seeds]  # One shape per step for all.
+    train_step = lambda state, step: compiled_step(state, layout.global_member_batch(
+        jax.tree.map(lambda *rows: np.stack(rows), *[b.batch_at(step, row_slice)
+                                                     for b in member_batches]), batch_size),
+        step_inputs)
   eval_step = lambda params, batch: (
       compiled_eval(params, layout.shard_batch(batch)) if members.population is None
       else compiled_eval(params, layout.shard_batch(batch), step_inputs))
@@ -224,7 +237,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainS
 def _layout(config: ml_collections.ConfigDict, task: Task, members: Members) -> parallel.Layout:
   if members.population is not None and config.parallel.model_shards > 1:
     raise TextgenError("--config.parallel.model_shards > 1 does not combine with a population "
-                       "yet: members are replicated and the batch is split over the devices")
+                       "yet: its members split over parallel.member_shards, its batch over the "
+                       "other devices")
   return parallel.make_layout(config.parallel, task.vocabulary_matrices)
 
 
@@ -232,8 +246,9 @@ def _compile(task: Task, members: Members, state_sharding: Any,
              layout: parallel.Layout) -> tuple[Callable, Callable]:
   """The compiled train and eval steps: one run's, or the population's vmapped over members."""
   if members.population is not None:
-    return jit_population_steps(task.hooks, state_sharding=state_sharding,
-                                batch_sharding=layout.batch)
+    return jit_population_steps(
+        task.hooks, state_sharding=state_sharding, batch_sharding=layout.batch,
+        member_batch_sharding=layout.member_batch if members.own_data_order else None)
   train_step = jit_train_step(task.loss_fn, task.before_update, state_sharding=state_sharding,
                               batch_sharding=layout.batch)
   return train_step, jit_eval_step(task.loss_fn, params_sharding=state_sharding.params,
@@ -255,7 +270,7 @@ def _initial_state(config: ml_collections.ConfigDict, task: Task, layout: parall
                                             optimizer)
   else:
     member_keys = lambda: jax.vmap(run_keys)(jnp.asarray(population.seeds, jnp.int32))
-    inputs = lambda: (member_keys(), population.hyperparameters())
+    inputs = lambda: (member_keys(), population.hyperparameters(task.member_choices))
 
     def make_state():
       # lax.map, not vmap: a batched orthogonal initialiser runs LAPACK's QR for all members at
@@ -268,7 +283,7 @@ def _initial_state(config: ml_collections.ConfigDict, task: Task, layout: parall
   if population is None:
     layout.check_vocabulary_divides(abstract_state.params)
   state_sharding = (layout.tree_shardings(abstract_state) if population is None
-                    else jax.tree.map(lambda _: layout.replicated, abstract_state))
+                    else jax.tree.map(lambda _: layout.members, abstract_state))
   state = jax.jit(make_state, out_shardings=state_sharding)()
   return state, state_sharding, jax.jit(inputs, out_shardings=layout.replicated)()
 

@@ -144,13 +144,16 @@ MemberHooks = Callable[[Any, Any], tuple[LossFn, StateHook | None]]
 
 
 def population_train_step(state: TrainState, batch: dict[str, jax.Array], members: Any, *,
-                          make_hooks: MemberHooks) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One update of every member on the shared batch; metric sums stacked per member."""
-  def member_step(state, keys, hyperparameters):
+                          make_hooks: MemberHooks, batch_per_member: bool = False
+                          ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One update of every member on the shared batch (or, batch_per_member, on its own batch,
+  stacked [N, B, ...]); metric sums stacked per member."""
+  def member_step(state, batch, keys, hyperparameters):
     loss_fn, before_update = make_hooks(hyperparameters, keys)
     return train_step(state, batch, keys.dropout, loss_fn=loss_fn, before_update=before_update)
   keys, hyperparameters = members
-  return jax.vmap(member_step)(state, keys, hyperparameters)
+  return jax.vmap(member_step, in_axes=(0, 0 if batch_per_member else None, 0, 0))(
+      state, batch, keys, hyperparameters)
 
 
 def population_eval_step(params: Any, batch: dict[str, jax.Array], members: Any, *,
@@ -161,12 +164,17 @@ def population_eval_step(params: Any, batch: dict[str, jax.Array], members: Any,
   return jax.vmap(member_eval)(params, keys, hyperparameters)
 
 
-def jit_population_steps(make_hooks: MemberHooks, *, state_sharding: Any,
-                         batch_sharding: Any) -> tuple[Callable, Callable]:
-  """The compiled population train step (state donated) and eval step."""
+def jit_population_steps(make_hooks: MemberHooks, *, state_sharding: Any, batch_sharding: Any,
+                         member_batch_sharding: Any = None) -> tuple[Callable, Callable]:
+  """The compiled population train step (state donated) and eval step. With a
+  member_batch_sharding, every member trains on its own batch (stacked, so sharded)."""
   replicated = _replicated_like(batch_sharding)
-  train = jax.jit(functools.partial(population_train_step, make_hooks=make_hooks),
-                  in_shardings=(state_sharding, batch_sharding, replicated),
+  per_member = member_batch_sharding is not None
+  train = jax.jit(functools.partial(population_train_step, make_hooks=make_hooks,
+                                    batch_per_member=per_member),
+                  in_shardings=(state_sharding,
+                                member_batch_sharding if per_member else batch_sharding,
+                                replicated),
                   out_shardings=(state_sharding, replicated), donate_argnums=0)
   evaluate = jax.jit(functools.partial(population_eval_step, make_hooks=make_hooks),
                      in_shardings=(state_sharding.params, batch_sharding, replicated),

@@ -29,9 +29,11 @@ MUST_MATCH_ON_RESUME = ("data", "model", "seed", "population")
 # Fields added to those sections later, with the value that behaves as before they existed: a
 # workdir written before them resumes when the current config keeps that value.
 ADDED_LATER = {("data", "vocab_size_multiple"): 1, ("model", "lstm_backend"): "auto",
-               ("data", "seed"): -1}
+               ("data", "seed"): -1, ("data", "shuffle_seed"): -1,
+               ("population", "data_order"): "shared"}
 # A population section that describes one ordinary run (see config.population_section).
-_SINGLE_RUN = {"num_members": 0, "seeds": "", "vary": "", "select_metric": "valid_loss"}
+_SINGLE_RUN = {"num_members": 0, "seeds": "", "vary": "", "select_metric": "valid_loss",
+               "data_order": "shared"}
 # Fields of those sections that change speed only, never the checkpoint's meaning: a run may
 # resume with other values (trained on a GPU with cuDNN, resumed on a CPU with the scan).
 SPEED_ONLY = {("model", "lstm_backend"), ("model", "scan_unroll"),

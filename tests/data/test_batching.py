@@ -242,3 +242,22 @@ def test_row_ranges_of_a_batch_make_up_the_whole_batch():
     parts = [batches.batch_at(step, slice(row, row + 1)) for row in range(BATCH_SIZE)]
     for name, value in whole.items():
       np.testing.assert_array_equal(np.concatenate([part[name] for part in parts]), value)
+
+
+def test_a_shuffle_seed_changes_the_batches_rows_but_not_their_lengths():
+  """What a population member with its own data order reads: the sequence of buckets is the
+  seed's, the examples filling each batch the shuffle seed's; a shuffle seed equal to the seed
+  (or none) is the plain order."""
+  sources, targets = make_examples(60)
+  make = lambda **seeds: batching.BucketedBatches(sources, targets, BATCH_SIZE, LENGTHS, **seeds)
+  plain, own, same = make(seed=3), make(seed=3, shuffle_seed=8), make(seed=3, shuffle_seed=3)
+  rows_differ = 0
+  for step in range(2 * plain.num_batches):
+    a, b = plain.batch_at(step), own.batch_at(step)
+    assert a["inputs"].shape == b["inputs"].shape
+    rows_differ += unpad(a) != unpad(b)
+    assert_batches_equal(a, same.batch_at(step))
+  assert rows_differ > plain.num_batches  # Most batches hold other examples.
+  expected = collections.Counter((tuple(s.tolist()), tuple(t.tolist()))
+                                 for s, t in zip(sources, targets))
+  assert collections.Counter(e for batch in own.epoch(1) for e in unpad(batch)) == expected

@@ -140,17 +140,29 @@ def test_checkpoint_moves_from_8_devices_to_1_and_back(pairs_path, one_device_se
   assert_trees_close(model.params, reference.params)
 
 
-def test_a_population_on_8_devices_trains_as_on_one(pairs_path, tmp_path):
-  """Members replicated, each batch split over the 8 devices: the members of one device."""
+@pytest.mark.parametrize("member_shards, data_order", [(1, "shared"), (2, "member")])
+def test_a_population_on_8_devices_trains_as_on_one(pairs_path, tmp_path, member_shards,
+                                                    data_order):
+  """Members replicated and each batch split over the 8 devices, or members split over 2 groups
+  of 4 devices (each member's own batches split over its group): the members of one device."""
   results = {}
   for num_devices in (1, 8):
-    config = config_for(pairs_path, parallel__num_devices=num_devices)
+    config = config_for(pairs_path, parallel__num_devices=num_devices,
+                        parallel__member_shards=1 if num_devices == 1 else member_shards)
     config.population.num_members = 2
     config.population.vary = "opt.learning_rate=1e-2,3e-2"
+    config.population.data_order = data_order
     workdir = str(tmp_path / f"devices{num_devices}")
     seq2seq.train_and_evaluate(config, workdir)
     results[num_devices] = (train_losses(workdir),
                             [seq2seq.Translator.load(workdir, member=k).params for k in (0, 1)])
+  # The checkpoint records how the stacked state was laid out: members over "members".
+  stored = ocp.StandardCheckpointer().metadata(tmp_path / "devices8" / "checkpoints" / "6" /
+                                               "params")
+  shardings = [leaf.sharding for leaf in jax.tree.leaves(dict(stored.item_metadata.tree))]
+  assert {tuple(sharding.partition_spec) for sharding in shardings} == {("members",)}
+  assert {tuple(sharding.shape) for sharding in shardings} == {(member_shards, 8 // member_shards,
+                                                                1)}
   np.testing.assert_allclose(results[8][0], results[1][0], rtol=RTOL, atol=ATOL)
   for got, expected in zip(results[8][1], results[1][1]):
     assert_trees_close(got, expected)

@@ -220,3 +220,29 @@ def test_eval_loss_is_the_negative_elbo_whatever_the_schedule():
   annealed, _ = loss_fn(objective=VAEObjective(anneal_steps=10), step=jnp.int32(5))
   np.testing.assert_allclose(annealed, (sums["nll_sum"] + 0.5 * sums["kl_sum"]) / 2, rtol=1e-6)
   assert float(sums["tokens"]) == 6 and float(sums["sequences"]) == 2
+
+
+@pytest.mark.parametrize("schedule", vae_objective.KL_SCHEDULES)
+def test_a_population_members_schedule_index_gives_that_schedules_beta(schedule):
+  """A member's KL schedule is traced as its index among KL_SCHEDULES."""
+  objective = VAEObjective(kl_schedule=schedule, anneal_steps=20, cycle_steps=10,
+                           pretrain_steps=3, beta_max=0.7)
+  index = float(vae_objective.KL_SCHEDULES.index(schedule))
+  member = jax.jit(lambda i, step: kl_weight(
+      VAEObjective(kl_schedule=i, anneal_steps=20, cycle_steps=10, pretrain_steps=3,
+                   beta_max=0.7), step))
+  steps = [0, 3, 5, 9, 14, 25, 40]
+  np.testing.assert_allclose([member(index, s) for s in steps],
+                             [kl_weight(objective, s) for s in steps], rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", vae_objective.FREE_BITS_MODES)
+def test_a_population_members_free_bits_mode_index_gives_that_modes_term(mode):
+  kl_BxZ = jnp.array([[0.1, 0.9, 0.2], [0.3, 0.5, 0.0]])
+  mask_B = jnp.array([1.0, 1.0])
+  expected = vae_objective.kl_objective(kl_BxZ, mask_B, VAEObjective(free_bits=0.3,
+                                                                      free_bits_mode=mode))
+  index = float(vae_objective.FREE_BITS_MODES.index(mode))
+  got = jax.jit(lambda i: vae_objective.kl_objective(
+      kl_BxZ, mask_B, VAEObjective(free_bits=0.3, free_bits_mode=i)))(index)
+  np.testing.assert_allclose(got, expected, rtol=1e-6)

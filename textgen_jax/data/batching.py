@@ -113,13 +113,19 @@ def split_indices(num_examples: int, valid_fraction: float, seed: int) -> tuple[
 
 @dataclasses.dataclass
 class BucketedBatches:
-  """Fixed-shape batches over bucketed examples, in an order fixed by (seed, epoch)."""
+  """Fixed-shape batches over bucketed examples, in an order fixed by (seed, epoch).
+
+  `seed` shuffles each bucket's examples and then the order of the batches; `shuffle_seed`, if
+  set and different, shuffles each bucket's examples instead, so which examples fill each batch
+  changes while the sequence of buckets (the batches' lengths) stays `seed`'s.
+  """
 
   sources: Sequence[np.ndarray]
   targets: Sequence[np.ndarray]
   batch_size: int
   buckets: Sequence[int]  # Padded lengths (bucket_lengths).
   seed: int = 0
+  shuffle_seed: int | None = None
   shuffle: bool = True
 
   def __post_init__(self):
@@ -140,14 +146,22 @@ class BucketedBatches:
   def _plan(self, epoch: int) -> list[tuple[int, np.ndarray]]:
     """The epoch's batches as (bucket, example indices), shuffled by (seed, epoch)."""
     rng = np.random.default_rng((self.seed, epoch))
+    chunks = self._chunks(rng)
+    if self.shuffle:
+      order = rng.permutation(len(chunks))  # Drawn after the shuffles, as it always was.
+      if self.shuffle_seed is not None and self.shuffle_seed != self.seed:
+        chunks = self._chunks(np.random.default_rng((self.shuffle_seed, epoch)))
+      chunks = [chunks[i] for i in order]
+    return chunks
+
+  def _chunks(self, rng: np.random.Generator) -> list[tuple[int, np.ndarray]]:
+    """(bucket, example indices) per batch, bucket by bucket, each bucket shuffled by rng."""
     chunks = []
     for bucket, members in enumerate(self._members):
       if self.shuffle:
         members = rng.permutation(members)
       for start in range(0, len(members), self.batch_size):
         chunks.append((bucket, members[start:start + self.batch_size]))
-    if self.shuffle:
-      chunks = [chunks[i] for i in rng.permutation(len(chunks))]
     return chunks
 
   def _pad(self, bucket: int, members: np.ndarray, row_slice: slice) -> Batch:

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from textgen_jax.models import cudnn_lstm
+from textgen_jax.models.dropout import Dropout
 from textgen_jax.models.recurrence import Carry, lstm_recurrence, lstm_step
 
 
@@ -119,7 +120,7 @@ class StackedLSTM(nn.Module):
 
   hidden_size: int
   num_layers: int = 1
-  dropout_rate: float = 0.0
+  dropout_rate: Any = 0.0  # A float, or a population member's traced rate.
   bidirectional: bool = False
   dtype: Any = jnp.float32
   scan_unroll: int = 1
@@ -131,7 +132,7 @@ class StackedLSTM(nn.Module):
     if self.bidirectional:
       self.backward_layers = [LSTMLayer(self.hidden_size, self.dtype, self.scan_unroll,
                                         name=f"backward_{i}") for i in range(self.num_layers)]
-    self.dropout = nn.Dropout(self.dropout_rate)
+    self.dropout = Dropout(self.dropout_rate)
 
   def __call__(self, x_TxBxE: jax.Array | None, lengths_B: jax.Array | None,
                initial_carries: Sequence[Carry] | None = None, deterministic: bool = True,

@@ -20,7 +20,7 @@ INPUT_ENCODINGS = ("embedding", "one_hot")
 
 
 # What the members of a population may vary besides their seed (textgen_jax/population.py).
-PER_MEMBER_FIELDS = population.ENGINE_FIELDS | {"train.label_smoothing"}
+PER_MEMBER_FIELDS = population.ENGINE_FIELDS | {"train.label_smoothing", "model.dropout_rate"}
 
 def get_config() -> ml_collections.ConfigDict:
   """Word-level English->French on the bundled Tatoeba pairs."""

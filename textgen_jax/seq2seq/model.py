@@ -15,9 +15,11 @@ import jax.numpy as jnp
 import ml_collections
 
 from textgen_jax.models import cudnn_lstm
+from textgen_jax.models.dropout import Dropout
 from textgen_jax.models.lstm import (Carry, StackedLSTM, dot_general_float32, reverse_padded,
                                      uses_input_table)
 from textgen_jax.models.tokens import TokenInputs, shift_right
+from textgen_jax.population import is_static_zero
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +33,7 @@ class Seq2SeqConfig:
   encoder_layers: int = 1
   decoder_layers: int = 1
   bidirectional: bool = False
-  dropout_rate: float = 0.0
+  dropout_rate: Any = 0.0  # A float, or a population member's traced rate.
   input_encoding: str = "embedding"  # "embedding", or "one_hot" as in the Keras seq2seq seed.
   dtype: str = "float32"  # matmul dtype: "float32" or "bfloat16".
   scan_unroll: int = 1  # Timesteps per iteration of the teacher-forced time loop.
@@ -78,14 +80,14 @@ class Seq2Seq(nn.Module):
                        for i in range(cfg.decoder_layers)]
       self.bridge_h = [nn.Dense(cfg.hidden_size, name=f"bridge_h_{i}")
                        for i in range(cfg.decoder_layers)]
-    self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.dropout = Dropout(cfg.dropout_rate)
     self.output_layer = nn.Dense(cfg.target_vocab_size, dtype=dtype,
                                  dot_general=dot_general_float32, name="output_layer")
 
   def _uses_table(self, vocab_size: int, tokens: jax.Array, deterministic: bool) -> bool:
     """Teacher-forced first-layer input gates from a table: small vocabulary, no dropout on
     the embeddings it would bypass, and the scan (cuDNN projects its inputs itself)."""
-    no_dropout = deterministic or self.config.dropout_rate == 0.0
+    no_dropout = deterministic or is_static_zero(self.config.dropout_rate)
     return (no_dropout and self.encoder.backend == "scan" and
             uses_input_table(vocab_size, tokens.size))
 

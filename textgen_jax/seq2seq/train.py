@@ -34,7 +34,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Trans
   def member_hooks(hyperparameters, keys):
     del keys  # Members differ in seed through their init and dropout keys alone.
     smoothing = hyperparameters.get("train.label_smoothing", config.train.label_smoothing)
-    return functools.partial(loss, model=model, label_smoothing=smoothing), None
+    return functools.partial(loss, model=recipe.member_model(model, hyperparameters),
+                             label_smoothing=smoothing), None
 
   task = train_loop.Task(
       init_params=functools.partial(init_params, model), loss_fn=loss_fn,

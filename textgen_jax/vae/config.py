@@ -20,8 +20,12 @@ PTB_DIR = os.environ.get("PTB_DIR", os.path.join(
 
 # What the members of a population may vary besides their seed (textgen_jax/population.py).
 PER_MEMBER_FIELDS = population.ENGINE_FIELDS | {
-    f"vae.{name}" for name in ("beta_max", "anneal_steps", "cycle_steps", "cycle_ratio",
-                               "free_bits", "word_dropout", "pretrain_steps")}
+    f"vae.{name}" for name in ("kl_schedule", "beta_max", "anneal_steps", "cycle_steps",
+                               "cycle_ratio", "free_bits", "free_bits_mode", "word_dropout",
+                               "pretrain_steps")} | {"model.embedding_dropout", "model.output_dropout"}
+# The per-member fields named by a word, and their words (a member carries the word's index).
+MEMBER_CHOICES = {"vae.kl_schedule": objective.KL_SCHEDULES,
+                  "vae.free_bits_mode": objective.FREE_BITS_MODES}
 
 def get_config() -> ml_collections.ConfigDict:
   """A sentence VAE (or, with model.kind="lm", a language model) at the literature's PTB size.

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from textgen_jax.models import cudnn_lstm
+from textgen_jax.models.dropout import Dropout
 from textgen_jax.models.lstm import Carry, StackedLSTM, dot_general_float32, zero_carry
 
 KINDS = ("vae", "lm")
@@ -40,8 +41,8 @@ class SentenceVAEConfig:
   decoder_layers: int = 1
   z_to_initial_state: bool = True  # Decoder state starts at Dense(z), else zeros.
   z_to_every_input: bool = True  # z concatenated to every decoder input embedding.
-  embedding_dropout: float = 0.0  # On encoder and decoder input embeddings.
-  output_dropout: float = 0.0  # On decoder outputs before the vocabulary projection.
+  embedding_dropout: Any = 0.0  # On encoder and decoder input embeddings (may be traced).
+  output_dropout: Any = 0.0  # On decoder outputs before the vocabulary projection (may be traced).
   dtype: str = "float32"  # Matmul dtype; the LSTM cell state is float32 regardless.
   scan_unroll: int = 1  # Timesteps per iteration of the teacher-forced time loop.
   lstm_backend: str = "auto"  # Teacher-forced LSTM: "scan", "cudnn" or "auto" (cudnn on GPUs).
@@ -88,8 +89,8 @@ class SentenceVAE(nn.Module):
     self.decoder_lstm = StackedLSTM(cfg.hidden_size, cfg.decoder_layers, dtype=dtype,
                                     scan_unroll=cfg.scan_unroll, backend=backend)
     self.decoder_output = nn.Dense(cfg.vocab_size, dtype=dtype, dot_general=dot_general_float32)
-    self.embedding_dropout = nn.Dropout(cfg.embedding_dropout)
-    self.output_dropout = nn.Dropout(cfg.output_dropout)
+    self.embedding_dropout = Dropout(cfg.embedding_dropout)
+    self.output_dropout = Dropout(cfg.output_dropout)
 
   def posterior(self, tokens_BxT: jax.Array, lengths_B: jax.Array,
                 deterministic: bool = True) -> tuple[jax.Array, jax.Array]:

@@ -73,12 +73,6 @@ def check_objective(vae_cfg: ml_collections.ConfigDict) -> VAEObjective:
   return objective
 
 
-def _is_zero(value: Any) -> bool:
-  """Whether a setting is a Python zero; a population member's traced value never is (its code
-  path is the general one, which at zero computes the same)."""
-  return isinstance(value, (int, float)) and value == 0
-
-
 def gaussian_kl(mean_BxZ: jax.Array, logvar_BxZ: jax.Array) -> jax.Array:
   """KL(N(mean, exp(logvar)) || N(0, I)) per latent dimension, in nats: [B, Z]."""
   return 0.5 * (jnp.exp(logvar_BxZ) + mean_BxZ**2 - 1.0 - logvar_BxZ)
@@ -89,19 +83,34 @@ def reparameterize(rng: jax.Array, mean_BxZ: jax.Array, logvar_BxZ: jax.Array) -
   return mean_BxZ + jnp.exp(0.5 * logvar_BxZ) * jax.random.normal(rng, mean_BxZ.shape)
 
 
+def _choose(choice: str | jax.Array, choices: Sequence[str],
+            value_of: Callable[[str], jax.Array]) -> jax.Array:
+  """value_of(choice); a population member's choice is a traced index into `choices`, and then
+  every choice's value is computed and the member's picked."""
+  if isinstance(choice, str):
+    return value_of(choice)
+  values = jnp.stack([value_of(name) for name in choices])
+  return values[jnp.asarray(choice).astype(jnp.int32)]
+
+
+def _schedule_fraction(schedule: str, s: jax.Array, objective: VAEObjective) -> jax.Array:
+  """The share of beta_max reached `s` steps into the schedule (s may be negative)."""
+  if schedule == "constant":
+    return jnp.ones_like(s)
+  if schedule == "linear":
+    return jnp.clip(s / objective.anneal_steps, 0.0, 1.0)
+  if schedule == "sigmoid":
+    # Centred at anneal_steps / 2; the steepness puts the ends at sigmoid(+-5).
+    return jax.nn.sigmoid(10.0 * (s / objective.anneal_steps - 0.5))
+  position = jnp.mod(jnp.maximum(s, 0.0), objective.cycle_steps) / objective.cycle_steps
+  return jnp.clip(position / objective.cycle_ratio, 0.0, 1.0)  # cyclical
+
+
 def kl_weight(objective: VAEObjective, step: jax.Array) -> jax.Array:
   """beta at `step` (0-based); 0 during encoder pretraining, the schedule counted after it."""
   s = jnp.asarray(step, jnp.float32) - objective.pretrain_steps
-  if objective.kl_schedule == "constant":
-    fraction = jnp.ones_like(s)
-  elif objective.kl_schedule == "linear":
-    fraction = jnp.clip(s / objective.anneal_steps, 0.0, 1.0)
-  elif objective.kl_schedule == "sigmoid":
-    # Centred at anneal_steps / 2; the steepness puts the ends at sigmoid(+-5).
-    fraction = jax.nn.sigmoid(10.0 * (s / objective.anneal_steps - 0.5))
-  else:  # cyclical
-    position = jnp.mod(jnp.maximum(s, 0.0), objective.cycle_steps) / objective.cycle_steps
-    fraction = jnp.clip(position / objective.cycle_ratio, 0.0, 1.0)
+  fraction = _choose(objective.kl_schedule, KL_SCHEDULES,
+                     lambda schedule: _schedule_fraction(schedule, s, objective))
   return jnp.where(s < 0, 0.0, objective.beta_max * fraction)
 
 
@@ -114,16 +123,16 @@ def kl_objective(kl_BxZ: jax.Array, sentence_mask_B: jax.Array,
   """
   num_sentences = jnp.maximum(sentence_mask_B.sum(), 1.0)
   mean_kl_Z = jnp.sum(kl_BxZ * sentence_mask_B[:, None], 0) / num_sentences
-  if _is_zero(objective.free_bits):
+  if population.is_static_zero(objective.free_bits):
     return mean_kl_Z.sum()
-  if objective.free_bits_mode == "per_dimension":
-    return jnp.maximum(mean_kl_Z, objective.free_bits).sum()
-  return jnp.maximum(mean_kl_Z.sum(), objective.free_bits)
+  return _choose(objective.free_bits_mode, FREE_BITS_MODES, lambda mode: (
+      jnp.maximum(mean_kl_Z, objective.free_bits).sum() if mode == "per_dimension"
+      else jnp.maximum(mean_kl_Z.sum(), objective.free_bits)))
 
 
 def word_dropout(rng: jax.Array, decoder_inputs_BxT: jax.Array, rate: float) -> jax.Array:
   """Replaces each word (never BOS, EOS or PAD) by UNK with probability `rate`."""
-  if _is_zero(rate):
+  if population.is_static_zero(rate):
     return decoder_inputs_BxT
   is_word_BxT = ~jnp.isin(decoder_inputs_BxT, jnp.array([PAD_ID, BOS_ID, EOS_ID]))
   drop_BxT = jax.random.bernoulli(rng, rate, decoder_inputs_BxT.shape) & is_word_BxT
@@ -188,7 +197,7 @@ def pretraining_reset(objective: VAEObjective, model: SentenceVAE,
                       init_params: Callable[[jax.Array], Any],
                       rng: jax.Array) -> Callable[[TrainState], TrainState] | None:
   """A compiled-step hook that resets the decoder when state.step == pretrain_steps (or None)."""
-  if _is_zero(objective.pretrain_steps):
+  if population.is_static_zero(objective.pretrain_steps):
     return None
 
   def before_update(state: TrainState) -> TrainState:

@@ -62,12 +62,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Sente
   model_init = functools.partial(init_params, model)
 
   def member_hooks(hyperparameters, member_keys):
-    """The loss and reset hook of a member whose `vae` fields may differ (traced values)."""
-    member_objective = dataclasses.replace(objective, **{
-        name.split(".")[1]: value for name, value in hyperparameters.items()
-        if name.startswith("vae.")})
+    """The loss and reset hook of a member whose `vae` fields and dropout rates may differ
+    (traced values)."""
+    member_objective = dataclasses.replace(objective, **recipe.section_values(hyperparameters,
+                                                                              "vae"))
+    member_model = recipe.member_model(model, hyperparameters)
     reset = objective_lib.pretraining_reset(member_objective, model, model_init, member_keys.reset)
-    return (functools.partial(objective_lib.sentence_loss, model=model, objective=member_objective),
+    return (functools.partial(objective_lib.sentence_loss, model=member_model,
+                              objective=member_objective),
             reset if model.config.has_latent else None)
 
   loss_fn, before_update = member_hooks({}, keys)
@@ -77,6 +79,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Sente
       evaluate_generation=periodic_evaluation(sentence_model, data.valid_examples, config.train,
                                               keys.evaluation),
       vocabulary_matrices=model.VOCABULARY_MATRICES, per_member_fields=schema.PER_MEMBER_FIELDS,
-      member_hooks=member_hooks)
+      member_choices=schema.MEMBER_CHOICES, member_hooks=member_hooks)
   sentence_model.params = recipe.train(config, workdir, task)
   return sentence_model
