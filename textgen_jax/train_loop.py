@@ -53,6 +53,14 @@ class Task:
   # Populations (textgen_jax/population.py): the fields members may vary, and
   # (member hyperparameters, member RunKeys) -> (loss_fn, before_update) for one member. The
   # default serves families whose members vary only in seed and learning rate.
+  # params -> ENCODER_SIDE / DECODER_SIDE per leaf: an optimizer state per side
+  # (training.make_optimizer), for recipes that update one side alone.
+  optimizer_sides: Callable[[Any], Any] | None = None
+  # A host-side procedure around the compiled step, for recipes that are not one update per
+  # step (the VAE's aggressive encoder training): (step, device_batch, writer) -> step, where a
+  # step is (state, step index) -> (state, metric sums) and device_batch(index) is the batch
+  # of step `index`, on the devices.
+  wrap_train_step: Callable[..., Callable] | None = None
   per_member_fields: frozenset[str] = population_lib.ENGINE_FIELDS
   member_choices: Mapping[str, Sequence[str]] = dataclasses.field(default_factory=dict)
   member_hooks: MemberHooks | None = None
@@ -70,6 +78,7 @@ class RunKeys(NamedTuple):
   dropout: jax.Array  # Dropout and every other noise of the train step (folded with the step).
   evaluation: jax.Array  # Held-out sampling and importance samples at evaluations.
   reset: jax.Array  # Fresh parameters for a reset during the run (the VAE's decoder).
+  aggressive: jax.Array  # Dropout of the VAE's extra encoder updates (vae/aggressive.py).
 
 
 def run_keys(seed: int) -> RunKeys:
@@ -131,7 +140,7 @@ class Members:
         self.drop(index, step)
 
 
-_PER_STEP_KEYS = ("grad_norm", "param_norm", "kl_weight")
+_PER_STEP_KEYS = ("grad_norm", "param_norm", "kl_weight", "encoder_steps")
 
 
 def _raise_if_non_finite(sums: dict[str, Any], step: int, skip_allowed: bool = False) -> None:
@@ -204,9 +213,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainS
 
   compiled_step, compiled_eval = _compile(task, members, state_sharding, layout)
   row_slice = layout.local_slice(batch_size)  # Of every global batch, this host pads its own.
-  train_step = lambda state, step: compiled_step(
-      state, layout.global_batch(task.train_batches.batch_at(step, row_slice), batch_size),
-      step_inputs)
+  device_batch = lambda step: layout.global_batch(task.train_batches.batch_at(step, row_slice),
+                                                  batch_size)
+  train_step = lambda state, step: compiled_step(state, device_batch(step), step_inputs)
+  if task.wrap_train_step is not None:
+    train_step = task.wrap_train_step(train_step, device_batch, writer)
   if members.own_data_order:
     member_batches = [dataclasses.replace(task.train_batches, shuffle_seed=seed)
                       for seed in members.population.seeds]  # One shape per step for all.
@@ -263,7 +274,7 @@ def _initial_state(config: ml_collections.ConfigDict, task: Task, layout: parall
   (member RunKeys, member hyperparameters), each stacked."""
   population = members.population
   optimizer = make_optimizer(config.opt, config.train.num_steps,
-                             per_member_rate=population is not None)
+                             per_member_rate=population is not None, sides=task.optimizer_sides)
   if population is None:
     inputs = lambda: run_keys(config.seed).dropout
     make_state = lambda: create_train_state(None, task.init_params(run_keys(config.seed).params),

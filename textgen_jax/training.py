@@ -20,6 +20,8 @@ from textgen_jax import population
 from textgen_jax.errors import TextgenError
 
 LossFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+# The two sides of a model whose optimizer is split (make_optimizer's `sides`).
+ENCODER_SIDE, DECODER_SIDE = "encoder_side", "decoder_side"
 TrainState = train_state.TrainState
 StateHook = Callable[[TrainState], TrainState]
 
@@ -42,11 +44,15 @@ def make_learning_rate_schedule(opt: ml_collections.ConfigDict,
 
 
 def make_optimizer(opt: ml_collections.ConfigDict, num_steps: int,
-                   per_member_rate: bool = False) -> optax.GradientTransformation:
+                   per_member_rate: bool = False,
+                   sides: Callable[[Any], Any] | None = None) -> optax.GradientTransformation:
   """Gradient clipping by global norm, then Adam, AdamW or SGD on the schedule.
 
   per_member_rate: updates are then scaled by a ratio held in the optimizer state, which a
   population sets per member (population.set_learning_rates).
+  sides: params -> a label per leaf, ENCODER_SIDE or DECODER_SIDE: each side then has an
+  optimizer state of its own (its own moments and step count, as two optimizers would), so a
+  step may update one side alone (train_step's `frozen`); the clipping stays global.
   """
   learning_rate = make_learning_rate_schedule(opt, num_steps)
   if opt.name == "adam":
@@ -59,6 +65,8 @@ def make_optimizer(opt: ml_collections.ConfigDict, num_steps: int,
     raise TextgenError(f"--config.opt.name={opt.name!r}: choose adam, adamw or sgd")
   if per_member_rate:
     optimizer = optax.chain(optimizer, population.learning_rate_ratio())
+  if sides is not None:
+    optimizer = optax.multi_transform({ENCODER_SIDE: optimizer, DECODER_SIDE: optimizer}, sides)
   if opt.grad_clip_norm:
     optimizer = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), optimizer)
   if opt.skip_non_finite:
@@ -79,12 +87,14 @@ def step_of(state: TrainState) -> int:
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
-               loss_fn: LossFn, before_update: StateHook | None = None
+               loss_fn: LossFn, before_update: StateHook | None = None,
+               after_update: Callable[[TrainState, TrainState], TrainState] | None = None
                ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One update. `rng` is the run's dropout key; folding in the step makes each step's own.
 
   `before_update(state) -> state` runs first, inside the compiled step: a recipe that changes
   the state at a given step (the VAE's decoder reset) stays a pure function of the step.
+  `after_update(new state, old state) -> state` may take back part of the update (keep_side).
   """
   if before_update is not None:
     state = before_update(state)
@@ -97,7 +107,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   # A non-finite loss makes the whole gradient non-finite, so that opt.skip_non_finite (which
   # looks at gradients) skips it too.
   grads = jax.tree.map(lambda g: jnp.where(finite, g, jnp.nan), grads)
-  state = state.apply_gradients(grads=grads)
+  old_state, state = state, state.apply_gradients(grads=grads)
+  if after_update is not None:
+    state = after_update(state, old_state)
   # A non-finite step counts in non_finite_steps, not in the metric sums, which then stay
   # readable; param_norm is left as is: non-finite parameters are what stops the run.
   metric_sums = jax.tree.map(lambda x: jnp.where(finite, x, 0.0), metric_sums)
@@ -105,6 +117,20 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   metric_sums["non_finite_steps"] = 1.0 - finite.astype(jnp.float32)
   metric_sums["param_norm"] = optax.tree.norm(state.params)
   return state, metric_sums
+
+
+def keep_side(state: TrainState, old: TrainState, *, side: str,
+              sides: Callable[[Any], Any]) -> TrainState:
+  """`state` with `old`'s parameters and optimizer state on `side` (an after_update hook for an
+  optimizer made with `sides`, whose multi_transform keeps each side's state under its label).
+  The step count still advances."""
+  side_key = jax.tree_util.DictKey(side)
+  opt_state = jax.tree_util.tree_map_with_path(
+      lambda path, new, before: before if side_key in path else new, state.opt_state,
+      old.opt_state)
+  params = jax.tree.map(lambda label, new, before: before if label == side else new,
+                        sides(old.params), state.params, old.params)
+  return state.replace(params=params, opt_state=opt_state)
 
 
 def eval_step(params: Any, batch: dict[str, jax.Array], *, loss_fn: LossFn) -> dict[str, jax.Array]:

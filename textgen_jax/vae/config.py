@@ -84,9 +84,28 @@ def ptb_config(kind: str = "vae") -> ml_collections.ConfigDict:
 def validate(config: ml_collections.ConfigDict) -> objective.VAEObjective:
   """Raises naming the flag when a field is out of range (of every member of a population);
   returns the objective of the config's own `vae` section."""
-  for member in shared.members(config, PER_MEMBER_FIELDS):
+  members = shared.members(config, PER_MEMBER_FIELDS)
+  for member in members:
     _validate_run(member)
-  return _validate_run(config)
+  checked = _validate_run(config)
+  if checked.aggressive:
+    _check_aggressive(config, len(members))
+  return checked
+
+
+def _check_aggressive(config: ml_collections.ConfigDict, num_members: int) -> None:
+  """Aggressive training needs an encoder, one run, and one process (it reads its phase back
+  from metrics.jsonl, which process 0 alone writes)."""
+  if config.model.kind != "vae":
+    raise TextgenError("--config.vae.aggressive=True trains a VAE's encoder; "
+                       f"model.kind={config.model.kind!r} has none")
+  if num_members > 1:
+    raise TextgenError("--config.vae.aggressive=True runs one model per program (its encoder "
+                       "loop's length is decided per run); train a population without it, or "
+                       "its members as separate runs")
+  if config.parallel.distributed:
+    raise TextgenError("--config.vae.aggressive=True runs on one host (several devices are "
+                       "fine); unset --config.parallel.distributed")
 
 
 def _validate_run(config: ml_collections.ConfigDict) -> objective.VAEObjective:

@@ -46,6 +46,13 @@ class VAEObjective:
   free_bits_mode: str = "per_dimension"  # One of FREE_BITS_MODES.
   word_dropout: float = 0.0  # Rate at which decoder-input words become UNK.
   pretrain_steps: int = 0  # Autoencoder steps before the decoder is reset (0: off).
+  # He et al. 2019's aggressive encoder training (vae/aggressive.py): while on, each step first
+  # updates the encoder alone until its loss stops falling (checked every check_every updates,
+  # at most max_steps), then the decoder alone; it stops once the held-out MI falls at an
+  # epoch's end.
+  aggressive: bool = False
+  aggressive_max_steps: int = 100
+  aggressive_check_every: int = 15
 
 
 def check_objective(vae_cfg: ml_collections.ConfigDict) -> VAEObjective:
@@ -60,7 +67,7 @@ def check_objective(vae_cfg: ml_collections.ConfigDict) -> VAEObjective:
   if objective.free_bits_mode not in FREE_BITS_MODES:
     raise TextgenError(f"--config.vae.free_bits_mode={objective.free_bits_mode!r}: choose one of "
                        f"{', '.join(FREE_BITS_MODES)}")
-  for name in ("anneal_steps", "cycle_steps"):
+  for name in ("anneal_steps", "cycle_steps", "aggressive_max_steps", "aggressive_check_every"):
     if getattr(objective, name) < 1:
       raise TextgenError(f"--config.vae.{name} must be at least 1, got {getattr(objective, name)}")
   for name in ("beta_max", "free_bits", "pretrain_steps"):

@@ -11,10 +11,13 @@ from typing import Sequence
 import jax
 import ml_collections
 
+from textgen_jax import config as shared_config
 from textgen_jax import parallel, recipe, train_loop
 from textgen_jax.data import readers
 from textgen_jax.decoding import DecodeSettings
 from textgen_jax.vae import config as schema
+from textgen_jax.vae import aggressive as aggressive_lib
+from textgen_jax.vae import metrics as vae_metrics
 from textgen_jax.vae import objective as objective_lib
 from textgen_jax.vae.model import build_model, init_params
 from textgen_jax.vae.sentence_model import VOCABULARY_FILES, SentenceModel
@@ -50,6 +53,20 @@ def periodic_evaluation(sentence_model: SentenceModel, sentences: Sequence[str],
   return evaluate
 
 
+def held_out_mutual_information(sentence_model: SentenceModel, sentences: Sequence[str],
+                                train_cfg: ml_collections.ConfigDict, rng: jax.Array):
+  """params -> I(x; z) on the held-out sentences (eval_max_sentences of them), one z each from
+  `rng`: the aggressive phase's stopping rule."""
+  sentences = sentences[:train_cfg.eval_max_sentences or None]
+
+  def mutual_information(params):
+    sentence_model.params = params
+    mean_NxZ, logvar_NxZ = sentence_model.posterior(sentences)
+    return float(vae_metrics.mutual_information(mean_NxZ, logvar_NxZ, rng))
+
+  return mutual_information
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> SentenceModel:
   """Trains (or resumes) a sentence VAE or LM in workdir; prints held-out metrics and samples."""
   parallel.initialize(config.parallel)  # Before any JAX work: may join other hosts.
@@ -73,12 +90,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Sente
             reset if model.config.has_latent else None)
 
   loss_fn, before_update = member_hooks({}, keys)
+  aggressive = None
+  if objective.aggressive:
+    aggressive = aggressive_lib.AggressiveTraining(
+        loss_fn, before_update, aggressive_lib.side_labels(model.decoder_modules()),
+        data.train_batches.num_batches,
+        held_out_mutual_information(sentence_model, data.valid_examples, config.train,
+                                    keys.evaluation),
+        shared_config.data_seed(config), keys.dropout, keys.aggressive,
+        objective.aggressive_max_steps, objective.aggressive_check_every)
   task = train_loop.Task(
       init_params=model_init, loss_fn=loss_fn, before_update=before_update,
       train_batches=data.train_batches, valid_batches=data.valid_batches,
       evaluate_generation=periodic_evaluation(sentence_model, data.valid_examples, config.train,
                                               keys.evaluation),
       vocabulary_matrices=model.VOCABULARY_MATRICES, per_member_fields=schema.PER_MEMBER_FIELDS,
-      member_choices=schema.MEMBER_CHOICES, member_hooks=member_hooks)
+      member_choices=schema.MEMBER_CHOICES, member_hooks=member_hooks,
+      optimizer_sides=None if aggressive is None else aggressive.sides,
+      wrap_train_step=None if aggressive is None else aggressive.wrap)
   sentence_model.params = recipe.train(config, workdir, task)
   return sentence_model
