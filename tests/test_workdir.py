@@ -94,7 +94,7 @@ def test_run_keys_are_one_per_purpose_and_keep_the_old_parameter_and_dropout_key
   for seed in (0, 1, 17):
     keys = train_loop.run_keys(seed)
     data = [tuple(np.asarray(jax.random.key_data(key)).tolist()) for key in keys]
-    assert len(set(data)) == len(keys) == 4
+    assert len(set(data)) == len(keys) == 5
     old_params, old_dropout = jax.random.split(jax.random.key(seed))
     assert data[0] == tuple(np.asarray(jax.random.key_data(old_params)).tolist())
     assert data[1] == tuple(np.asarray(jax.random.key_data(old_dropout)).tolist())

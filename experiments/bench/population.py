@@ -3,10 +3,14 @@ r"""Populations: N members trained by one vmapped step against the same N traine
   python -m experiments.bench.population --output=runs/bench/population.jsonl
   python -m experiments.bench.population --shapes=study --members=1,2,4,8 --torch=false
 
-For each workload and N, three programs are timed in interleaved rounds (A B C, A B C, ...):
-"vmapped" (textgen_jax.training.population_train_step over N stacked members, the step
-config.population trains with), "sequential" (textgen-jax's one-run step called N times, one per
-member state) and "torch_sequential" (PyTorch's nn.LSTM + Adam step called N times). One JSON
+For each workload and N, the programs are timed in interleaved rounds (A B C, A B C, ...):
+"vmapped" (textgen_jax.training.population_train_step over N stacked members on one device, the
+step config.population trains with), "vmapped_over_devices" (the same step with the member axis
+laid over M devices, parallel.member_shards = M: M = the largest divisor of N up to the device
+count; only with several devices, e.g. XLA_FLAGS=--xla_force_host_platform_device_count=2 on a
+2-core CPU, where each device is a thread of its own), "sequential" (textgen-jax's one-run step
+called N times, one per member state, on device 0) and "torch_sequential" (PyTorch's nn.LSTM +
+Adam step called N times). One JSON
 line per program: target tokens/s of all N members together (median round), the round-by-round
 ratios to the other two, compile time and the fraction of the FLOP bound (3 x forward matmul
 FLOPs at the peak matmul rate measured at start).
@@ -27,7 +31,8 @@ from absl import flags
 
 from experiments.bench import common, programs as programs_lib
 from experiments.bench.shapes import WORKLOADS, forward_macs_per_token
-from textgen_jax import cli, train_loop, training
+from textgen_jax import cli, parallel, train_loop, training
+from textgen_jax.config import parallel_section
 from textgen_jax.errors import TextgenError
 
 SHAPES = dict(WORKLOADS, study=dict(source_vocab_size=80, vocab_size=100, embed_dim=64,
@@ -106,6 +111,37 @@ def vmapped_program(shape: dict[str, int], num_members: int) -> programs_lib.Pro
                               compile_s)
 
 
+def member_shards(num_members: int) -> int:
+  """The devices a population of num_members is laid over: the largest divisor up to the count."""
+  return max(m for m in range(1, min(num_members, jax.device_count()) + 1)
+             if num_members % m == 0)
+
+
+def vmapped_over_devices_program(shape: dict[str, int],
+                                 num_members: int) -> programs_lib.Program:
+  """The vmapped step as training compiles it with parallel.member_shards = M devices."""
+  shards = member_shards(num_members)
+  parallel_cfg = parallel_section()
+  parallel_cfg.num_devices, parallel_cfg.member_shards = shards, shards
+  layout = parallel.make_layout(parallel_cfg)
+  batch = programs_lib.random_batch(shape, shape["batch_size"])
+  model, loss_fn = scan_model_and_loss(shape)
+  state = _states(model, batch, num_members)
+  state_sharding = jax.tree.map(lambda _: layout.members, state)
+  state = jax.device_put(state, state_sharding)
+  batch = jax.device_put(batch, layout.batch)
+  members = jax.device_put((jax.vmap(train_loop.run_keys)(jnp.arange(num_members)), {}),
+                           layout.replicated)
+  step, _ = training.jit_population_steps(lambda hyper, keys: (loss_fn, None),
+                                          state_sharding=state_sharding,
+                                          batch_sharding=layout.batch)
+  compile_s, compiled = common.time_compile(step, state, batch, members)
+  return programs_lib.Program(dict(implementation="vmapped_over_devices",
+                                   num_members=num_members, member_shards=shards),
+                              programs_lib.threaded(compiled, state, batch, members),
+                              compile_s)
+
+
 def sequential_program(shape: dict[str, int], num_members: int) -> programs_lib.Program:
   batch = programs_lib.random_batch(shape, shape["batch_size"])
   model, loss_fn = scan_model_and_loss(shape)
@@ -141,7 +177,10 @@ def torch_sequential_program(torch_reference: Any, shape: dict[str, int],
 
 
 def build(shape: dict[str, int], num_members: int, torch_reference: Any) -> list[programs_lib.Program]:
-  programs = [vmapped_program(shape, num_members), sequential_program(shape, num_members)]
+  programs = [vmapped_program(shape, num_members)]
+  if member_shards(num_members) > 1:
+    programs.append(vmapped_over_devices_program(shape, num_members))
+  programs.append(sequential_program(shape, num_members))
   if torch_reference is not None:
     programs.append(torch_sequential_program(torch_reference, shape, num_members))
   return programs

@@ -31,6 +31,39 @@ from textgen_jax.models.recurrence import Carry, lstm_recurrence, lstm_step
 dot_general_float32 = functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32)
 
 
+@jax.custom_vjp
+def _project(x_MxH: jax.Array, kernel_HxV: jax.Array) -> jax.Array:
+  return jnp.dot(x_MxH, kernel_HxV, preferred_element_type=jnp.float32)
+
+
+def _project_fwd(x_MxH, kernel_HxV):
+  return _project(x_MxH, kernel_HxV), (x_MxH, kernel_HxV)
+
+
+def _project_bwd(residuals, dlogits_MxV):
+  x_MxH, kernel_HxV = residuals
+  # The transposes are materialised (the barrier stops XLA folding them into the dots), so
+  # both gradient matmuls are plain [M, K] x [K, N] ones, also when vmapped over a population's
+  # members: folded, XLA:CPU made batched dots with transposed operands and copied the
+  # [M, V] logits' gradient into two more layouts (profiled at the PTB VAE's shape, N = 2).
+  kernel_VxH, x_HxM = jax.lax.optimization_barrier((kernel_HxV.T, x_MxH.T))
+  dlogits_MxV = dlogits_MxV.astype(x_MxH.dtype)
+  dx_MxH = jnp.dot(dlogits_MxV, kernel_VxH, preferred_element_type=jnp.float32)
+  dkernel_HxV = jnp.dot(x_HxM, dlogits_MxV, preferred_element_type=jnp.float32)
+  return dx_MxH.astype(x_MxH.dtype), dkernel_HxV.astype(kernel_HxV.dtype)
+
+
+_project.defvjp(_project_fwd, _project_bwd)
+
+
+def vocabulary_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers: Any,
+                           precision: Any = None) -> jax.Array:
+  """nn.Dense's dot_general for a vocabulary projection ([..., H] x [H, V], float32 result)."""
+  del dimension_numbers, precision  # Dense's: the last input axis against the kernel's first.
+  logits = _project(lhs.reshape(-1, lhs.shape[-1]), rhs)
+  return logits.reshape(lhs.shape[:-1] + rhs.shape[-1:])
+
+
 def forget_bias_init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
   """Zero biases except +1 on the forget gate, so early training remembers (Jozefowicz 2015)."""
   del key

@@ -16,8 +16,8 @@ import ml_collections
 
 from textgen_jax.models import cudnn_lstm
 from textgen_jax.models.dropout import Dropout
-from textgen_jax.models.lstm import (Carry, StackedLSTM, dot_general_float32, reverse_padded,
-                                     uses_input_table)
+from textgen_jax.models.lstm import (Carry, StackedLSTM, reverse_padded, uses_input_table,
+                                     vocabulary_dot_general)
 from textgen_jax.models.tokens import TokenInputs, shift_right
 from textgen_jax.population import is_static_zero
 
@@ -82,7 +82,7 @@ class Seq2Seq(nn.Module):
                        for i in range(cfg.decoder_layers)]
     self.dropout = Dropout(cfg.dropout_rate)
     self.output_layer = nn.Dense(cfg.target_vocab_size, dtype=dtype,
-                                 dot_general=dot_general_float32, name="output_layer")
+                                 dot_general=vocabulary_dot_general, name="output_layer")
 
   def _uses_table(self, vocab_size: int, tokens: jax.Array, deterministic: bool) -> bool:
     """Teacher-forced first-layer input gates from a table: small vocabulary, no dropout on
