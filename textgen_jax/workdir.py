@@ -26,6 +26,9 @@ from textgen_jax.errors import TextgenError
 CONFIG_FILE = "config.json"
 # Config sections whose change makes an existing checkpoint meaningless.
 MUST_MATCH_ON_RESUME = ("data", "model", "seed", "population")
+# Fields of other sections that must match too: vae.aggressive gives the encoder and the decoder
+# an optimizer state each, another checkpoint structure.
+MUST_MATCH_FIELDS = (("vae", "aggressive"),)
 # Fields added to those sections later, with the value that behaves as before they existed: a
 # workdir written before them resumes when the current config keeps that value.
 ADDED_LATER = {("data", "vocab_size_multiple"): 1, ("model", "lstm_backend"): "auto",
@@ -117,6 +120,11 @@ def check_resumable(workdir: str, config: ml_collections.ConfigDict,
     for settings in (saved, current):
       if isinstance(settings.get(section), dict):
         settings[section].pop(field, None)
+  for section, field in MUST_MATCH_FIELDS:
+    if section in current and saved.get(section, {}).get(field) != current[section][field]:
+      raise TextgenError(f"{workdir} holds checkpoints of a run with other settings (differing "
+                         f"from its config.json: {section}.{field}); use a new --workdir or its "
+                         "config")
   for section in MUST_MATCH_ON_RESUME:
     if saved.get(section) != current.get(section):
       differing = section if not isinstance(current.get(section), dict) else ", ".join(

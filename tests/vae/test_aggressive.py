@@ -162,3 +162,12 @@ def test_an_aggressive_run_checks_mi_each_epoch_and_resumes_bit_exactly(tmp_path
 def test_aggressive_settings_that_cannot_work_are_one_line_errors(tmp_path, overrides, message):
   with pytest.raises(TextgenError, match=message):
     vae.train_and_evaluate(aggressive_config(tmp_path, **overrides), str(tmp_path / "w"))
+
+
+def test_switching_aggressive_training_on_a_workdir_is_refused(tmp_path):
+  """Its optimizer state has another structure, so the old checkpoint cannot be resumed."""
+  config = aggressive_config(tmp_path, train__num_steps=1, vae__aggressive=False)
+  vae.train_and_evaluate(config, str(tmp_path / "w"))
+  config.vae.aggressive, config.train.num_steps = True, 2
+  with pytest.raises(TextgenError, match="differing from its config.json: vae.aggressive"):
+    vae.train_and_evaluate(config, str(tmp_path / "w"))
