@@ -5,6 +5,7 @@ population's data order): losses at every step and final parameters, to float ro
 batched matmuls and the learning-rate factor round differently from one run's).
 """
 
+import itertools
 import os
 
 import jax
@@ -108,6 +109,25 @@ def test_a_resumed_population_is_bit_exact_and_exports_an_ordinary_workdir(tmp_p
                      seq2seq.Translator.load(straight, member=best).params)
 
 
+def test_members_looped_in_groups_train_as_members_vmapped_together(tmp_path):
+  """vmap_size=1 (one member at a time, no vmap) and 2 of 3 members (a group of two, then the
+  remainder alone) against all three in one vmap."""
+  config = seq2seq_population(tmp_path)
+  config.population.num_members, config.population.seeds = 3, "0,5,7"
+  config.population.vary = "opt.learning_rate=1e-2,3e-2,2e-2"
+  results = []
+  for vmap_size in (0, 1, 2):
+    config.population.vmap_size = vmap_size
+    workdir = str(tmp_path / f"vmap_size{vmap_size}")
+    seq2seq.train_and_evaluate(config, workdir)
+    results.append((read_metrics(workdir), [seq2seq.Translator.load(workdir, member=k).params
+                                             for k in range(3)]))
+  for (records, params), k in itertools.product(results[1:], range(3)):
+    np.testing.assert_allclose(train_losses(records, k), train_losses(results[0][0], k),
+                               rtol=2e-5)
+    assert_close(params[k], results[0][1][k])
+
+
 def test_one_members_divergence_leaves_the_others_as_they_were(tmp_path, capsys):
   config = seq2seq_population(tmp_path)
   config.population.vary = "opt.learning_rate=1e-2,1e30"  # Member 1 overflows.
@@ -173,6 +193,8 @@ def test_bad_vae_member_settings_are_one_line_errors(tmp_path, vary, message):
 @pytest.mark.parametrize("setting, message", [
     ({"population__data_order": "mine"}, "data_order='mine': choose shared or member"),
     ({"parallel__member_shards": 3}, "member_shards=3 must divide the population's 2 members"),
+    ({"population__vmap_size": -1}, "vmap_size must not be negative"),
+    ({"population__vmap_size": 1, "parallel__member_shards": 2}, "leave it 0"),
 ])
 def test_bad_data_order_and_member_shards_are_one_line_errors(tmp_path, setting, message):
   config = seq2seq_population(tmp_path)

@@ -66,6 +66,9 @@ def population_section() -> ml_collections.ConfigDict:
   population.select_metric = "valid_loss"  # Held-out metric that ranks members at the end.
   # "shared": all members read the same batches; "member": each in its own seed's order.
   population.data_order = "shared"
+  # Members computed together by one vmap; the step loops over groups of this many (lax.map),
+  # one member at a time without vmap when 1 (on a CPU the fastest for large models). 0: all.
+  population.vmap_size = 0
   return population
 
 
@@ -145,6 +148,9 @@ def members(config: ml_collections.ConfigDict,
       raise TextgenError("--config.parallel.member_shards > 1 needs a population "
                          "(--config.population.num_members > 1)")
     return [config]
+  if population.vmap_size and config.parallel.member_shards > 1:
+    raise TextgenError("--config.population.vmap_size loops over the members on each device; "
+                       "with --config.parallel.member_shards > 1 leave it 0")
   if config.parallel.member_shards > 1 and population.size % config.parallel.member_shards:
     raise TextgenError(f"--config.parallel.member_shards={config.parallel.member_shards} must "
                        f"divide the population's {population.size} members")

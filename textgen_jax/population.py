@@ -57,6 +57,7 @@ class Population:
   seeds: tuple[int, ...]
   values: Mapping[str, tuple[float | str, ...]]
   data_order: str = "shared"
+  vmap_size: int = 0  # Members per vmap, the step looping over the groups (0: all at once).
 
   @property
   def size(self) -> int:
@@ -123,7 +124,10 @@ def parse(config: ml_collections.ConfigDict,
   data_order = section.get("data_order", "shared")
   if data_order not in DATA_ORDERS:
     raise TextgenError(f"{_FLAG}.data_order={data_order!r}: choose shared or member")
-  return Population(seeds, values, data_order)
+  vmap_size = section.get("vmap_size", 0)
+  if vmap_size < 0:
+    raise TextgenError(f"{_FLAG}.vmap_size must not be negative, got {vmap_size}")
+  return Population(seeds, values, data_order, 0 if vmap_size >= size else vmap_size)
 
 
 def _check_field(config: ml_collections.ConfigDict, name: str, values: tuple[float | str, ...],
@@ -157,7 +161,7 @@ def member_config(config: ml_collections.ConfigDict, index: int,
     value = values[index]
     member[section][field] = int(value) if isinstance(member[section][field], int) else value
   member.population.num_members, member.population.seeds, member.population.vary = 0, "", ""
-  member.population.data_order = "shared"
+  member.population.data_order, member.population.vmap_size = "shared", 0
   return member
 
 

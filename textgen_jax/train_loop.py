@@ -259,7 +259,8 @@ def _compile(task: Task, members: Members, state_sharding: Any,
   if members.population is not None:
     return jit_population_steps(
         task.hooks, state_sharding=state_sharding, batch_sharding=layout.batch,
-        member_batch_sharding=layout.member_batch if members.own_data_order else None)
+        member_batch_sharding=layout.member_batch if members.own_data_order else None,
+        vmap_size=members.population.vmap_size)
   train_step = jit_train_step(task.loss_fn, task.before_update, state_sharding=state_sharding,
                               batch_sharding=layout.batch)
   return train_step, jit_eval_step(task.loss_fn, params_sharding=state_sharding.params,

@@ -170,16 +170,26 @@ MemberHooks = Callable[[Any, Any], tuple[LossFn, StateHook | None]]
 
 
 def population_train_step(state: TrainState, batch: dict[str, jax.Array], members: Any, *,
-                          make_hooks: MemberHooks, batch_per_member: bool = False
-                          ) -> tuple[TrainState, dict[str, jax.Array]]:
+                          make_hooks: MemberHooks, batch_per_member: bool = False,
+                          vmap_size: int = 0) -> tuple[TrainState, dict[str, jax.Array]]:
   """One update of every member on the shared batch (or, batch_per_member, on its own batch,
-  stacked [N, B, ...]); metric sums stacked per member."""
+  stacked [N, B, ...]); metric sums stacked per member.
+
+  vmap_size: members computed together by one vmap; the step loops over such groups
+  (lax.map), one member at a time without vmap when 1. 0: all members in one vmap.
+  """
   def member_step(state, batch, keys, hyperparameters):
     loss_fn, before_update = make_hooks(hyperparameters, keys)
     return train_step(state, batch, keys.dropout, loss_fn=loss_fn, before_update=before_update)
   keys, hyperparameters = members
-  return jax.vmap(member_step, in_axes=(0, 0 if batch_per_member else None, 0, 0))(
-      state, batch, keys, hyperparameters)
+  if batch_per_member:
+    step, inputs = lambda inputs: member_step(*inputs), (state, batch, keys, hyperparameters)
+  else:  # The shared batch is closed over, not mapped.
+    step = lambda inputs: member_step(inputs[0], batch, *inputs[1:])
+    inputs = (state, keys, hyperparameters)
+  if vmap_size == 1:
+    return jax.lax.map(step, inputs)
+  return jax.lax.map(step, inputs, batch_size=vmap_size) if vmap_size else jax.vmap(step)(inputs)
 
 
 def population_eval_step(params: Any, batch: dict[str, jax.Array], members: Any, *,
@@ -191,13 +201,14 @@ def population_eval_step(params: Any, batch: dict[str, jax.Array], members: Any,
 
 
 def jit_population_steps(make_hooks: MemberHooks, *, state_sharding: Any, batch_sharding: Any,
-                         member_batch_sharding: Any = None) -> tuple[Callable, Callable]:
+                         member_batch_sharding: Any = None,
+                         vmap_size: int = 0) -> tuple[Callable, Callable]:
   """The compiled population train step (state donated) and eval step. With a
   member_batch_sharding, every member trains on its own batch (stacked, so sharded)."""
   replicated = _replicated_like(batch_sharding)
   per_member = member_batch_sharding is not None
   train = jax.jit(functools.partial(population_train_step, make_hooks=make_hooks,
-                                    batch_per_member=per_member),
+                                    batch_per_member=per_member, vmap_size=vmap_size),
                   in_shardings=(state_sharding,
                                 member_batch_sharding if per_member else batch_sharding,
                                 replicated),

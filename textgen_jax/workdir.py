@@ -33,15 +33,15 @@ MUST_MATCH_FIELDS = (("vae", "aggressive"),)
 # workdir written before them resumes when the current config keeps that value.
 ADDED_LATER = {("data", "vocab_size_multiple"): 1, ("model", "lstm_backend"): "auto",
                ("data", "seed"): -1, ("data", "shuffle_seed"): -1,
-               ("population", "data_order"): "shared", ("vae", "aggressive"): False,
+               ("population", "data_order"): "shared", ("population", "vmap_size"): 0, ("vae", "aggressive"): False,
                ("vae", "aggressive_max_steps"): 100, ("vae", "aggressive_check_every"): 15}
 # A population section that describes one ordinary run (see config.population_section).
 _SINGLE_RUN = {"num_members": 0, "seeds": "", "vary": "", "select_metric": "valid_loss",
-               "data_order": "shared"}
+               "data_order": "shared", "vmap_size": 0}
 # Fields of those sections that change speed only, never the checkpoint's meaning: a run may
 # resume with other values (trained on a GPU with cuDNN, resumed on a CPU with the scan).
 SPEED_ONLY = {("model", "lstm_backend"), ("model", "scan_unroll"),
-              ("population", "select_metric")}
+              ("population", "select_metric"), ("population", "vmap_size")}
 
 
 def checkpoint_dir(workdir: str) -> str:

@@ -5,7 +5,9 @@ r"""Populations: N members trained by one vmapped step against the same N traine
 
 For each workload and N, the programs are timed in interleaved rounds (A B C, A B C, ...):
 "vmapped" (textgen_jax.training.population_train_step over N stacked members on one device, the
-step config.population trains with), "vmapped_over_devices" (the same step with the member axis
+step config.population trains with), "looped" (the same step with population.vmap_size=1: one
+program that takes the members one at a time, lax.map, no vmap; only with --looped),
+"vmapped_over_devices" (the same step with the member axis
 laid over M devices, parallel.member_shards = M: M = the largest divisor of N up to the device
 count; only with several devices, e.g. XLA_FLAGS=--xla_force_host_platform_device_count=2 on a
 2-core CPU, where each device is a thread of its own), "sequential" (textgen-jax's one-run step
@@ -46,6 +48,7 @@ _ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved timing rounds.")
 _MIN_SECONDS = flags.DEFINE_float("min_seconds", 1.0, "Time each program this long per round.")
 _MIN_CALLS = flags.DEFINE_integer("min_calls", 3, "... and at least this many steps.")
 _OUTPUT = flags.DEFINE_string("output", None, "Also append the JSON lines to this file.")
+_LOOPED = flags.DEFINE_bool("looped", False, "Time the population step with vmap_size=1 too.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +60,7 @@ class Settings:
   min_seconds: float
   min_calls: int
   output: str | None
+  looped: bool = False
 
 
 def settings_from_flags() -> Settings:
@@ -70,7 +74,7 @@ def settings_from_flags() -> Settings:
   if not all(n >= 1 for n in members):
     raise TextgenError(f"--members={','.join(_MEMBERS.value)}: each must be at least 1")
   return Settings(tuple(_SHAPES.value), members, _TORCH.value, _ROUNDS.value,
-                  _MIN_SECONDS.value, _MIN_CALLS.value, _OUTPUT.value)
+                  _MIN_SECONDS.value, _MIN_CALLS.value, _OUTPUT.value, _LOOPED.value)
 
 
 def scan_model_and_loss(shape: dict[str, int]) -> tuple[Any, Callable[..., Any]]:
@@ -96,17 +100,20 @@ def _states(model: Any, batch: dict[str, jax.Array], num_members: int) -> Any:
   return jax.block_until_ready(states)
 
 
-def vmapped_program(shape: dict[str, int], num_members: int) -> programs_lib.Program:
+def vmapped_program(shape: dict[str, int], num_members: int,
+                    vmap_size: int = 0) -> programs_lib.Program:
   batch = programs_lib.random_batch(shape, shape["batch_size"])
   model, loss_fn = scan_model_and_loss(shape)
   state = _states(model, batch, num_members)
   # Member k's keys are run_keys(k) and no hyperparameter varies: the seed sweep's program.
   members = (jax.vmap(train_loop.run_keys)(jnp.arange(num_members)), {})
   step = jax.jit(functools.partial(training.population_train_step,
-                                   make_hooks=lambda hyper, keys: (loss_fn, None)),
+                                   make_hooks=lambda hyper, keys: (loss_fn, None),
+                                   vmap_size=vmap_size),
                  donate_argnums=0)
   compile_s, compiled = common.time_compile(step, state, batch, members)
-  return programs_lib.Program(dict(implementation="vmapped", num_members=num_members),
+  implementation = "looped" if vmap_size == 1 else "vmapped"
+  return programs_lib.Program(dict(implementation=implementation, num_members=num_members),
                               programs_lib.threaded(compiled, state, batch, members),
                               compile_s)
 
@@ -176,8 +183,11 @@ def torch_sequential_program(torch_reference: Any, shape: dict[str, int],
                               run)
 
 
-def build(shape: dict[str, int], num_members: int, torch_reference: Any) -> list[programs_lib.Program]:
+def build(shape: dict[str, int], num_members: int, torch_reference: Any,
+          looped: bool = False) -> list[programs_lib.Program]:
   programs = [vmapped_program(shape, num_members)]
+  if looped and num_members > 1:
+    programs.append(vmapped_program(shape, num_members, vmap_size=1))
   if member_shards(num_members) > 1:
     programs.append(vmapped_over_devices_program(shape, num_members))
   programs.append(sequential_program(shape, num_members))
@@ -210,7 +220,7 @@ def run_workload(name: str, settings: Settings, peak: float, torch_reference: An
                          device=common.device_description(jax.devices()[0]), tokens=tokens,
                          flops_per_token=flops_per_token)
     common.progress(f"{name}, {num_members} members: compiling")
-    programs = build(shape, num_members, torch_reference)
+    programs = build(shape, num_members, torch_reference, settings.looped)
     medians = common.time_in_rounds([p.step for p in programs], settings.rounds,
                                     settings.min_calls, settings.min_seconds)
     for program, seconds in zip(programs, medians):
