@@ -52,7 +52,7 @@ def make_optimizer(opt: ml_collections.ConfigDict, num_steps: int,
   population sets per member (population.set_learning_rates).
   sides: params -> a label per leaf, ENCODER_SIDE or DECODER_SIDE: each side then has an
   optimizer state of its own (its own moments and step count, as two optimizers would), so a
-  step may update one side alone (train_step's `frozen`); the clipping stays global.
+  step may update one side alone (train_step's after_update=keep_side); clipping stays global.
   """
   learning_rate = make_learning_rate_schedule(opt, num_steps)
   if opt.name == "adam":
