@@ -111,8 +111,9 @@ def test_a_resumed_population_is_bit_exact_and_exports_an_ordinary_workdir(tmp_p
 
 def test_members_looped_in_groups_train_as_members_vmapped_together(tmp_path):
   """vmap_size=1 (one member at a time, no vmap) and 2 of 3 members (a group of two, then the
-  remainder alone) against all three in one vmap."""
-  config = seq2seq_population(tmp_path)
+  remainder alone) against all three in one vmap; each member with its own batches."""
+  config = seq2seq_population(tmp_path, data__num_buckets=3)
+  config.population.data_order = "member"
   config.population.num_members, config.population.seeds = 3, "0,5,7"
   config.population.vary = "opt.learning_rate=1e-2,3e-2,2e-2"
   results = []
