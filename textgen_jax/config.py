@@ -144,7 +144,7 @@ def members(config: ml_collections.ConfigDict,
   population runs the scan: cuDNN's LSTM in JAX has no batching rule for the member axis."""
   population = population_lib.parse(config, per_member)
   if population is None:
-    if config.parallel.get("member_shards", 1) > 1:
+    if config.parallel.member_shards > 1:
       raise TextgenError("--config.parallel.member_shards > 1 needs a population "
                          "(--config.population.num_members > 1)")
     return [config]

@@ -128,10 +128,7 @@ class Layout:
 
   def local_slice(self, batch_size: int) -> slice:
     """The rows of a global batch that this process's devices hold (contiguous)."""
-    index_map = self.batch.addressable_devices_indices_map((batch_size,))
-    starts = [index[0].start or 0 for index in index_map.values()]
-    stops = [batch_size if index[0].stop is None else index[0].stop for index in index_map.values()]
-    return slice(min(starts), max(stops))
+    return _addressable_range(self.batch, (batch_size,))
 
   def global_batch(self, local_part: dict[str, np.ndarray],
                    batch_size: int) -> dict[str, jax.Array]:
@@ -145,12 +142,9 @@ class Layout:
     a process passes on only the members its devices hold."""
     def to_global(rows):
       global_shape = (rows.shape[0], batch_size) + rows.shape[2:]
-      index_map = self.member_batch.addressable_devices_indices_map(global_shape)
-      starts = [index[0].start or 0 for index in index_map.values()]
-      stops = [rows.shape[0] if index[0].stop is None else index[0].stop
-               for index in index_map.values()]
-      return jax.make_array_from_process_local_data(
-          self.member_batch, rows[min(starts):max(stops)], global_shape)
+      members = _addressable_range(self.member_batch, global_shape)
+      return jax.make_array_from_process_local_data(self.member_batch, rows[members],
+                                                    global_shape)
     return {name: to_global(rows) for name, rows in local_part.items()}
 
   def shard_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
@@ -158,6 +152,15 @@ class Layout:
     batch_size = len(next(iter(batch.values())))
     row_slice = self.local_slice(batch_size)
     return self.global_batch({name: value[row_slice] for name, value in batch.items()}, batch_size)
+
+
+def _addressable_range(sharding: NamedSharding, shape: tuple[int, ...]) -> slice:
+  """The indices along the first axis of an array of `shape` that this process's devices hold
+  (contiguous)."""
+  index_map = sharding.addressable_devices_indices_map(shape)
+  starts = [index[0].start or 0 for index in index_map.values()]
+  stops = [shape[0] if index[0].stop is None else index[0].stop for index in index_map.values()]
+  return slice(min(starts), max(stops))
 
 
 def make_layout(parallel: ml_collections.ConfigDict,
