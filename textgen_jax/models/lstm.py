@@ -226,13 +226,17 @@ class StackedLSTM(nn.Module):
     return [layer.input_table(inputs_VxE) for layer in layers]
 
   def step(self, carries: Sequence[Carry], x_BxE: jax.Array | None = None,
-           first_gates_x_BxG: jax.Array | None = None) -> tuple[list[Carry], jax.Array]:
-    """One timestep through all layers (unidirectional only; no dropout at decode time).
+           first_gates_x_BxG: jax.Array | None = None,
+           deterministic: bool = True) -> tuple[list[Carry], jax.Array]:
+    """One timestep through all layers (unidirectional only); dropout between layers only when
+    not deterministic (a teacher-forced pass that steps, as input feeding does).
 
     first_gates_x_BxG, if given, replaces the first layer's input projection of x_BxE.
     """
     new_carries = []
     for i, (layer, carry) in enumerate(zip(self.forward_layers, carries)):
+      if i > 0:
+        x_BxE = self.dropout(x_BxE, deterministic=deterministic)
       carry = layer.step(carry, x_BxE, first_gates_x_BxG if i == 0 else None)
       new_carries.append(carry)
       x_BxE = carry[1]

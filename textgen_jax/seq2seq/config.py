@@ -12,6 +12,7 @@ import ml_collections
 from textgen_jax import config as shared
 from textgen_jax import population
 from textgen_jax.errors import TextgenError
+from textgen_jax.models.attention import KINDS as ATTENTION_KINDS
 
 FAMILY = "seq2seq"
 DEFAULT_CORPUS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "corpora",
@@ -39,6 +40,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.bidirectional = False  # Bidirectional encoder; its state is projected.
   config.model.dropout_rate = 0.2  # On embeddings, between layers and before the output layer.
   config.model.input_encoding = "embedding"  # "embedding" or "one_hot" (the Keras seed).
+  # Attention over the encoder's outputs: "none" (the final state alone carries the source),
+  # Luong's "dot" or "general", or Bahdanau's "additive" score (textgen_jax/models/attention.py).
+  config.model.attention = "none"
+  config.model.input_feeding = False  # Luong's input feeding: h~ feeds the next decoder step.
   shared.model_dtype_and_backend(config.model)
 
   config.parallel = shared.parallel_section()
@@ -62,3 +67,9 @@ def _validate_run(config: ml_collections.ConfigDict) -> None:
     raise TextgenError(f"--config.model.input_encoding={config.model.input_encoding!r}: "
                        "choose embedding or one_hot")
   shared.check_rate(config, "model.dropout_rate")
+  if config.model.attention not in ATTENTION_KINDS:
+    raise TextgenError(f"--config.model.attention={config.model.attention!r}: choose one of "
+                       f"{', '.join(ATTENTION_KINDS)}")
+  if config.model.input_feeding and config.model.attention == "none":
+    raise TextgenError("--config.model.input_feeding=True feeds the attentional vector, so it "
+                       "needs --config.model.attention (dot, general or additive)")

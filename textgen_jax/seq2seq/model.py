@@ -1,13 +1,20 @@
-"""LSTM encoder-decoder (Sutskever et al. 2014) trained with teacher forcing.
+"""LSTM encoder-decoder (Sutskever et al. 2014) trained with teacher forcing, optionally with
+attention over the encoder's outputs (Luong et al. 2015, Bahdanau et al. 2015; see
+textgen_jax/models/attention.py) and Luong's input feeding.
 
-Shape key: B batch, S source time, T target time, E embedding, H hidden, V vocabulary.
+Shape key: B batch, S source time, T target time, E embedding, H hidden, V vocabulary, G = 4H.
 The encoder's final state (at each source's true last token) starts the decoder; when sizes
 differ (a bidirectional encoder, or different hidden sizes) a Dense "bridge" projects it.
+
+The decoder's state is what `decode_step` carries from token to token: without attention the
+LSTM carries alone (as before attention existed, so old workdirs load unchanged); with it an
+`AttentiveState` that also holds the source's memory and, with input feeding, the previous
+attentional vector h~ (fed to the next step's first layer beside the token's embedding).
 """
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -15,9 +22,10 @@ import jax.numpy as jnp
 import ml_collections
 
 from textgen_jax.models import cudnn_lstm
+from textgen_jax.models.attention import Attention, Memory
 from textgen_jax.models.dropout import Dropout
-from textgen_jax.models.lstm import (Carry, StackedLSTM, reverse_padded, uses_input_table,
-                                     vocabulary_dot_general)
+from textgen_jax.models.lstm import (Carry, StackedLSTM, dot_general_float32, reverse_padded,
+                                     uses_input_table, vocabulary_dot_general)
 from textgen_jax.models.tokens import TokenInputs, shift_right
 from textgen_jax.population import is_static_zero
 
@@ -38,6 +46,16 @@ class Seq2SeqConfig:
   dtype: str = "float32"  # matmul dtype: "float32" or "bfloat16".
   scan_unroll: int = 1  # Timesteps per iteration of the teacher-forced time loop.
   lstm_backend: str = "auto"  # Teacher-forced LSTM: "scan", "cudnn" or "auto" (cudnn on GPUs).
+  attention: str = "none"  # "none", "dot", "general" or "additive" (models/attention.py).
+  input_feeding: bool = False  # Feed h~ to the next decoder step (Luong); needs attention.
+
+
+class AttentiveState(NamedTuple):
+  """The decoder's state with attention: tiled per beam hypothesis like any carry."""
+
+  carries: list[Carry]  # One (c, h) per decoder layer.
+  feed_BxH: jax.Array | None  # The previous step's h~ (zeros at the start); None: no feeding.
+  memory: Memory  # The source's encoder outputs, their keys and mask.
 
 
 def uses_decoding_table(config: Seq2SeqConfig) -> bool:
@@ -63,7 +81,7 @@ class Seq2Seq(nn.Module):
 
   def decoder_modules(self) -> tuple[str, ...]:
     """The top-level modules of the decoder side; the rest (inputs, encoder, bridges) encode."""
-    return ("target_inputs", "decoder", "output_layer")
+    return ("target_inputs", "decoder", "attention", "feed_projection", "output_layer")
 
   def setup(self):
     cfg = self.config
@@ -80,6 +98,14 @@ class Seq2Seq(nn.Module):
                        for i in range(cfg.decoder_layers)]
       self.bridge_h = [nn.Dense(cfg.hidden_size, name=f"bridge_h_{i}")
                        for i in range(cfg.decoder_layers)]
+    if cfg.attention != "none":
+      memory_size = cfg.hidden_size * (2 if cfg.bidirectional else 1)
+      self.attention = Attention(cfg.attention, cfg.hidden_size, memory_size, dtype)
+    if cfg.input_feeding:
+      # The fed h~'s share of the first decoder layer's input gates: [emb; h~] x W equals
+      # emb x W_emb + h~ x W_feed, and keeping them apart lets emb x W_emb stay a table lookup.
+      self.feed_projection = nn.Dense(4 * cfg.hidden_size, use_bias=False, dtype=dtype,
+                                      dot_general=dot_general_float32, name="feed_projection")
     self.dropout = Dropout(cfg.dropout_rate)
     self.output_layer = nn.Dense(cfg.target_vocab_size, dtype=dtype,
                                  dot_general=vocabulary_dot_general, name="output_layer")
@@ -92,8 +118,9 @@ class Seq2Seq(nn.Module):
             uses_input_table(vocab_size, tokens.size))
 
   def encode(self, inputs_BxS: jax.Array, input_lengths_B: jax.Array,
-             deterministic: bool = True) -> list[Carry]:
-    """The decoder's initial state: one (c, h) per decoder layer, from the encoder's final state.
+             deterministic: bool = True) -> list[Carry] | AttentiveState:
+    """The decoder's initial state: one (c, h) per decoder layer, from the encoder's final state,
+    and with attention the source's memory.
 
     Decoder layer i starts from encoder layer min(i, encoder_layers - 1).
     """
@@ -104,31 +131,93 @@ class Seq2Seq(nn.Module):
       gates = [tables[0][inputs_SxB]]
       if cfg.bidirectional:
         gates.append(tables[1][reverse_padded(inputs_SxB, input_lengths_B)])
-      final_carries, _ = self.encoder(None, input_lengths_B, deterministic=deterministic,
-                                      first_gates_x=gates)
+      final_carries, out_SxBxM = self.encoder(None, input_lengths_B, deterministic=deterministic,
+                                              first_gates_x=gates)
     else:
       emb_SxBxE = self.dropout(self.source_inputs(inputs_SxB), deterministic=deterministic)
-      final_carries, _ = self.encoder(emb_SxBxE, input_lengths_B, deterministic=deterministic)
+      final_carries, out_SxBxM = self.encoder(emb_SxBxE, input_lengths_B,
+                                              deterministic=deterministic)
     carries = []
     for i in range(cfg.decoder_layers):
       c_BxH, h_BxH = final_carries[min(i, cfg.encoder_layers - 1)]
       if cfg.bidirectional:
         c_BxH, h_BxH = self.bridge_c[i](c_BxH), jnp.tanh(self.bridge_h[i](h_BxH))
       carries.append((c_BxH, h_BxH))
-    return carries
+    if cfg.attention == "none":
+      return carries
+    memory = self.attention.memory(jnp.swapaxes(out_SxBxM, 0, 1), input_lengths_B)
+    feed_BxH = jnp.zeros_like(carries[-1][1]) if cfg.input_feeding else None
+    return AttentiveState(carries, feed_BxH, memory)
 
-  def teacher_forced_logits(self, carries: list[Carry], decoder_inputs_BxT: jax.Array,
-                            deterministic: bool = True) -> jax.Array:
-    """Teacher-forced logits_BxTxV for all positions at once."""
+  def _decoder_outputs(self, state: list[Carry] | AttentiveState, decoder_inputs_BxT: jax.Array,
+                       deterministic: bool) -> tuple[jax.Array, jax.Array | None]:
+    """Teacher forcing: what the output layer reads at every position (the top LSTM output, or
+    with attention h~), out_BxTxH, and the attention weights a_BxTxS (None without)."""
+    cfg = self.config
     inputs_TxB = decoder_inputs_BxT.T
-    if self._uses_table(self.config.target_vocab_size, inputs_TxB, deterministic):
-      _, out_TxBxH = self.decoder(None, None, carries, deterministic=deterministic,
-                                  first_gates_x=[self.decoder_input_gates()[inputs_TxB]])
+    if self._uses_table(cfg.target_vocab_size, inputs_TxB, deterministic):
+      gates_TxBxG, emb_TxBxE = self.decoder_input_gates()[inputs_TxB], None
     else:
+      gates_TxBxG = None
       emb_TxBxE = self.dropout(self.target_inputs(inputs_TxB), deterministic=deterministic)
-      _, out_TxBxH = self.decoder(emb_TxBxE, None, carries, deterministic=deterministic)
-    out_BxTxH = self.dropout(jnp.swapaxes(out_TxBxH, 0, 1), deterministic=deterministic)
+    if cfg.input_feeding:  # Step by step: each step's input needs the previous step's h~.
+      if gates_TxBxG is None:
+        gates_TxBxG = self.decoder.input_tables(emb_TxBxE)[0]
+      return self._feeding_loop(state, gates_TxBxG, deterministic)
+    carries = state if cfg.attention == "none" else state.carries
+    first_gates = None if gates_TxBxG is None else [gates_TxBxG]
+    _, out_TxBxH = self.decoder(emb_TxBxE, None, carries, deterministic=deterministic,
+                                first_gates_x=first_gates)
+    out_BxTxH = jnp.swapaxes(out_TxBxH, 0, 1)
+    if cfg.attention == "none":
+      return out_BxTxH, None
+    # Without feeding no step depends on an earlier h~: attention runs for all T at once.
+    return self.attention(out_BxTxH, state.memory)
+
+  def _attentive_step(self, state: AttentiveState, gates_x_BxG: jax.Array, deterministic: bool
+                      ) -> tuple[AttentiveState, jax.Array, jax.Array]:
+    """One attentive decoder step from the token's first-layer input gates:
+    (new state, h~_BxH, a_BxS)."""
+    if self.config.input_feeding:
+      gates_x_BxG = gates_x_BxG + self.feed_projection(state.feed_BxH)
+    carries, out_BxH = self.decoder.step(state.carries, first_gates_x_BxG=gates_x_BxG,
+                                         deterministic=deterministic)
+    attentional_Bx1xH, weights_Bx1xS = self.attention(out_BxH[:, None], state.memory)
+    attentional_BxH = attentional_Bx1xH[:, 0]
+    feed_BxH = attentional_BxH if self.config.input_feeding else None
+    return AttentiveState(carries, feed_BxH, state.memory), attentional_BxH, weights_Bx1xS[:, 0]
+
+  def _feeding_loop(self, state: AttentiveState, gates_TxBxG: jax.Array,
+                    deterministic: bool) -> tuple[jax.Array, jax.Array]:
+    """Input feeding's teacher-forced pass: a scan of `_attentive_step` (the decoding step
+    itself), parameters shared across steps, a fresh dropout key per step."""
+
+    def step(model, state, gates_x_BxG):
+      state, attentional_BxH, weights_BxS = model._attentive_step(state, gates_x_BxG,
+                                                                  deterministic)
+      return state, (attentional_BxH, weights_BxS)
+
+    scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False,
+                                                                  "dropout": True})
+    _, (attentional_TxBxH, weights_TxBxS) = scan(self, state, gates_TxBxG)
+    return jnp.swapaxes(attentional_TxBxH, 0, 1), jnp.swapaxes(weights_TxBxS, 0, 1)
+
+  def teacher_forced_logits(self, state: list[Carry] | AttentiveState,
+                            decoder_inputs_BxT: jax.Array, deterministic: bool = True) -> jax.Array:
+    """Teacher-forced logits_BxTxV for all positions at once."""
+    out_BxTxH, _ = self._decoder_outputs(state, decoder_inputs_BxT, deterministic)
+    out_BxTxH = self.dropout(out_BxTxH, deterministic=deterministic)
     return self.output_layer(out_BxTxH).astype(jnp.float32)
+
+  def attention_weights(self, inputs_BxS: jax.Array, input_lengths_B: jax.Array,
+                        outputs_BxT: jax.Array) -> jax.Array:
+    """a_BxTxS: where each output token's step attended in its source (rows of PAD outputs
+    included; the caller cuts them). Teacher-forced on the given outputs, so for a decoded
+    output these are exactly the weights its decoding used."""
+    if self.config.attention == "none":
+      raise ValueError("this model has no attention (model.attention='none')")
+    state = self.encode(inputs_BxS, input_lengths_B)
+    return self._decoder_outputs(state, shift_right(outputs_BxT), True)[1]
 
   def decoder_input_gates(self) -> jax.Array:
     """The first decoder layer's input projection of every target token: [V, 4H].
@@ -139,23 +228,28 @@ class Seq2Seq(nn.Module):
     tokens_V = jnp.arange(self.config.target_vocab_size)
     return self.decoder.input_tables(self.target_inputs(tokens_V))[0]
 
-  def decode_step(self, carries: list[Carry], tokens_B: jax.Array,
-                  input_gates_VxG: jax.Array | None = None) -> tuple[list[Carry], jax.Array]:
+  def decode_step(self, state: list[Carry] | AttentiveState, tokens_B: jax.Array,
+                  input_gates_VxG: jax.Array | None = None
+                  ) -> tuple[list[Carry] | AttentiveState, jax.Array]:
     """One decoding step: previous tokens in, (new state, logits_BxV) out.
 
     With input_gates_VxG (from decoder_input_gates) the first layer's input is a table lookup.
     """
-    if input_gates_VxG is None:
-      carries, out_BxH = self.decoder.step(carries, self.target_inputs(tokens_B))
+    if self.config.attention != "none":
+      gates_x_BxG = (self.decoder.input_tables(self.target_inputs(tokens_B))[0]
+                     if input_gates_VxG is None else input_gates_VxG[tokens_B])
+      state, out_BxH, _ = self._attentive_step(state, gates_x_BxG, deterministic=True)
+    elif input_gates_VxG is None:
+      state, out_BxH = self.decoder.step(state, self.target_inputs(tokens_B))
     else:
-      carries, out_BxH = self.decoder.step(carries, first_gates_x_BxG=input_gates_VxG[tokens_B])
-    return carries, self.output_layer(out_BxH).astype(jnp.float32)
+      state, out_BxH = self.decoder.step(state, first_gates_x_BxG=input_gates_VxG[tokens_B])
+    return state, self.output_layer(out_BxH).astype(jnp.float32)
 
   def __call__(self, inputs_BxS: jax.Array, input_lengths_B: jax.Array, targets_BxT: jax.Array,
                deterministic: bool = True) -> jax.Array:
     """Teacher forcing: the decoder reads BOS + targets[:-1] and predicts targets."""
-    carries = self.encode(inputs_BxS, input_lengths_B, deterministic)
-    return self.teacher_forced_logits(carries, shift_right(targets_BxT), deterministic)
+    state = self.encode(inputs_BxS, input_lengths_B, deterministic)
+    return self.teacher_forced_logits(state, shift_right(targets_BxT), deterministic)
 
 
 def build_model(model_cfg: ml_collections.ConfigDict, source_vocab: Sequence[str],
