@@ -12,12 +12,14 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from textgen_jax import decoding
-from textgen_jax.data.vocab import PAD_ID
+from textgen_jax.data.vocab import EOS_ID, PAD_ID
 from textgen_jax.models.tokens import shift_right
-from textgen_jax.seq2seq.model import AttentiveState, Seq2Seq
+from textgen_jax.seq2seq.loss import loss as seq2seq_loss
+from textgen_jax.seq2seq.model import AttentiveState, Seq2Seq, Seq2SeqConfig, init_params
 from tests.seq2seq.test_model import (FIRST_REAL_ID, LENGTHS, SOURCES, TARGETS, B, H, S, T, V,
                                       make_model, pad_rows, per_sequence_nll, random_params,
                                       random_targets)
@@ -216,3 +218,49 @@ def test_a_beam_wide_enough_to_be_exhaustive_finds_the_exhaustive_ranking(varian
   best = exhaustive_ranking(step_fn, state, vocab_size, max_len, alpha)[:beam_size]
   assert [unpadded(row) for row in beams.tokens_BxKxL[0]] == [s for _, s in best]
   np.testing.assert_allclose(beams.scores_BxK[0], [score for score, _ in best], rtol=1e-5)
+
+
+# ---- Learnability ---------------------------------------------------------------------------
+
+
+def reversal_batch(key, batch_size, length=20):
+  """Random digit strings (ids 4..13) and their reversals."""
+  inputs = jax.random.randint(key, (batch_size, length), FIRST_REAL_ID, FIRST_REAL_ID + 10)
+  targets = jnp.concatenate([inputs[:, ::-1], jnp.full((batch_size, 1), EOS_ID)], 1)
+  return {"inputs": inputs, "input_lengths": jnp.full((batch_size,), length),
+          "targets": targets}
+
+
+def reversal_exact_match(attention, num_steps=300):
+  """Greedy exact match on fresh strings after training a tiny model on num_steps batches."""
+  model = Seq2Seq(Seq2SeqConfig(14, 14, embed_dim=32, hidden_size=64, attention=attention))
+  optimizer = optax.adam(1e-2)
+
+  def train_step(state, key):
+    params, opt_state = state
+    grads, _ = jax.grad(seq2seq_loss, has_aux=True)(params, reversal_batch(key, 64), key, True,
+                                                    model=model)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state), None
+
+  @jax.jit
+  def train_and_decode(key):
+    init_key, train_key, test_key = jax.random.split(key, 3)
+    params = init_params(model, init_key)
+    state = (params, optimizer.init(params))
+    params, _ = jax.lax.scan(train_step, state, jax.random.split(train_key, num_steps))[0]
+    test = reversal_batch(test_key, 256)
+    state, step_fn = start(model, params, test["inputs"], test["input_lengths"])
+    decoded = decoding.greedy_decode(step_fn, state, 256, 21)
+    return jnp.mean(jnp.all(decoded == test["targets"], -1))
+
+  return float(train_and_decode(jax.random.key(0)))
+
+
+@pytest.mark.slow
+def test_attention_learns_to_reverse_digit_strings_that_the_same_model_without_cannot():
+  """Length 20 reversal: attention reads position 20 - t directly; without it the final state
+  must carry all 20 digits. Measured (greedy, 256 fresh strings): with dot attention 1.00 after
+  300 steps (0.93 after 150); without, 0.00 after 300 (teacher-forced 0.16 after 1,000)."""
+  assert reversal_exact_match("dot") >= 0.95
+  assert reversal_exact_match("none") <= 0.05
