@@ -227,7 +227,7 @@ def sequence_log_prob(step_fn, carry_1xH, tokens):
   return total
 
 
-def exhaustive_ranking(step_fn, carry_1xH, vocab_size, max_len, alpha):
+def exhaustive_ranking(step_fn, carry_1xH, vocab_size, max_len, alpha, norm="gnmt"):
   """Every sequence decoding can produce (EOS-ended, or max_len long without EOS), best first."""
   import itertools
   generated = [t for t in range(vocab_size) if t not in (PAD_ID, BOS_ID, EOS_ID)]
@@ -235,7 +235,7 @@ def exhaustive_ranking(step_fn, carry_1xH, vocab_size, max_len, alpha):
                                                                                    repeat=n)]
   sequences += [list(p) for p in itertools.product(generated, repeat=max_len)]
   scored = [(sequence_log_prob(step_fn, carry_1xH, s) /
-             float(decoding.length_penalty(len(s), alpha)), s) for s in sequences]
+             float(decoding.length_penalty(len(s), alpha, norm)), s) for s in sequences]
   return sorted(scored, key=lambda pair: -pair[0])
 
 
@@ -245,14 +245,15 @@ def unpadded(row):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed, alpha", [(0, 0.0), (1, 0.6), (2, 1.0)])
-def test_beam_wide_enough_to_be_exhaustive_returns_the_exhaustive_top_k(seed, alpha):
+@pytest.mark.parametrize("seed, alpha, norm", [(0, 0.0, "gnmt"), (1, 0.6, "gnmt"),
+                                               (2, 1.0, "gnmt"), (3, 0.0, "average")])
+def test_beam_wide_enough_to_be_exhaustive_returns_the_exhaustive_top_k(seed, alpha, norm):
   """With max_len 2 and K = the number of non-EOS tokens, no hypothesis is ever pruned."""
   vocab_size, max_len = 7, 2
   step_fn, start = tiny_rnn(seed, vocab_size)
   beam_size = vocab_size - 3
-  beams = decoding.beam_search(step_fn, start(1), 1, max_len, beam_size, alpha)
-  best = exhaustive_ranking(step_fn, start(1), vocab_size, max_len, alpha)[:beam_size]
+  beams = decoding.beam_search(step_fn, start(1), 1, max_len, beam_size, alpha, norm)
+  best = exhaustive_ranking(step_fn, start(1), vocab_size, max_len, alpha, norm)[:beam_size]
   assert [unpadded(row) for row in beams.tokens_BxKxL[0]] == [s for _, s in best]
   np.testing.assert_allclose(beams.scores_BxK[0], [score for score, _ in best], rtol=1e-5)
 
@@ -335,7 +336,8 @@ def test_beam_search_of_a_batch_matches_each_row_alone_and_vmap():
 
 @pytest.mark.parametrize("settings, flag", [
     (dict(beam_size=0), "beam_size"), (dict(beam_size=V + 1), "larger than the vocabulary"),
-    (dict(length_alpha=-0.5), "length_alpha"), (dict(max_len=0), "max_len")])
+    (dict(length_alpha=-0.5), "length_alpha"), (dict(max_len=0), "max_len"),
+    (dict(length_norm="wu"), "length_norm")])
 def test_bad_beam_settings_raise(settings, flag):
   arguments = dict(max_len=MAX_LEN, beam_size=2) | settings
   with pytest.raises(TextgenError, match=flag):

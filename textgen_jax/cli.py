@@ -40,7 +40,8 @@ def run(main: Callable[[list[str]], None], huge_pages: bool = False) -> None:
 
 
 def define_decode_flags(default_strategy: str | None = "greedy") -> Callable[[], DecodeSettings]:
-  """Defines --strategy, --temperature, --top_k, --top_p, --beam_size and --length_alpha.
+  """Defines --strategy, --temperature, --top_k, --top_p, --beam_size, --length_alpha and
+  --length_norm.
 
   Returns a function that reads them into a checked DecodeSettings once flags are parsed;
   with default_strategy=None the script picks the default, passed to that function.
@@ -52,11 +53,14 @@ def define_decode_flags(default_strategy: str | None = "greedy") -> Callable[[],
   top_p = flags.DEFINE_float("top_p", 1.0, "sample: within the nucleus of this mass, (0, 1].")
   beam_size = flags.DEFINE_integer("beam_size", 4, "beam: hypotheses kept per input.")
   length_alpha = flags.DEFINE_float("length_alpha", 0.6,
-                                    "beam: length normalisation exponent (0: none).")
+                                    "beam: GNMT length normalisation exponent (0: none).")
+  length_norm = flags.DEFINE_enum("length_norm", "gnmt", list(decoding.LENGTH_NORMS),
+                                  "beam: divide log p by GNMT's ((5 + length) / 6) ** alpha, or "
+                                  "by the length (average).")
 
   def settings(default: str = "greedy") -> DecodeSettings:
     result = DecodeSettings(strategy.value or default, temperature.value, top_k.value,
-                            top_p.value, beam_size.value, length_alpha.value)
+                            top_p.value, beam_size.value, length_alpha.value, length_norm.value)
     try:
       result.check(max_len=1)
     except TextgenError as e:

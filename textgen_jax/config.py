@@ -22,6 +22,10 @@ def data_section(**defaults: Any) -> ml_collections.ConfigDict:
   data.train_path = ""  # The training file (the family says its format).
   data.valid_path = ""  # Held-out file in the same format; empty: a seeded split of train_path.
   data.valid_fraction = 0.05  # Share of train_path held out when valid_path is empty.
+  # How it is held out: "random" examples, or "grouped": whole groups of examples with the same
+  # (normalised) first column, so no source sentence is on both sides and every reference of a
+  # held-out source is held out with it.
+  data.valid_split = "random"
   data.max_examples = 0  # Use only the first N examples of train_path (0: all).
   data.skip_malformed = False  # Skip (and count) malformed lines; default: error naming them.
   data.tokenizer = "word"  # "word" (punctuation split off), "char" or "whitespace".
@@ -132,6 +136,9 @@ def validate_shared(config: ml_collections.ConfigDict, family: str) -> None:
   if config.get("family", family) != family:
     raise TextgenError(f"--config.family={config.family!r}: this script trains {family} models")
   check_positive(config, _POSITIVE)
+  if config.data.valid_split not in ("random", "grouped"):
+    raise TextgenError(f"--config.data.valid_split={config.data.valid_split!r}: choose random or "
+                       "grouped")
   if config.model.dtype not in ("float32", "bfloat16"):
     raise TextgenError(f"--config.model.dtype={config.model.dtype!r}: choose float32 or bfloat16")
   cudnn_lstm.resolve_backend(config.model.lstm_backend, config.model.dtype)  # Raises if unusable.

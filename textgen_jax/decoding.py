@@ -22,6 +22,9 @@ from textgen_jax.errors import TextgenError
 
 StepFn = Callable[[Any, jax.Array], tuple[Any, jax.Array]]
 STRATEGIES = ("greedy", "sample", "beam")
+# Beam search's length normalisation: GNMT's ((5 + |y|) / 6) ** alpha (Wu et al. 2016), or the
+# average log-probability per token, log p / |y| (OpenNMT's and fairseq's "avg").
+LENGTH_NORMS = ("gnmt", "average")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +36,8 @@ class DecodeSettings:
   top_k: int = 0  # sample: keep the k most likely tokens (0: all).
   top_p: float = 1.0  # sample: keep the nucleus of this probability mass.
   beam_size: int = 4  # beam: hypotheses kept per input.
-  length_alpha: float = 0.6  # beam: length normalisation exponent (0: raw log-probability).
+  length_alpha: float = 0.6  # beam: GNMT's length normalisation exponent (0: raw log p).
+  length_norm: str = "gnmt"  # beam: "gnmt" (with length_alpha) or "average" (log p / length).
 
   def check(self, max_len: int, vocab_size: int | None = None) -> None:
     """Raises TextgenError naming the first bad setting."""
@@ -55,6 +59,8 @@ class DecodeSettings:
                          f"({vocab_size} tokens)")
     if not self.length_alpha >= 0:
       raise TextgenError(f"length_alpha must be >= 0, got {self.length_alpha}")
+    if self.length_norm not in LENGTH_NORMS:
+      raise TextgenError(f"length_norm must be one of {LENGTH_NORMS}, got {self.length_norm!r}")
 
   def check_rng(self, rng: jax.Array | None) -> None:
     """Sampling draws from an explicit key: no key, no silent default."""
@@ -202,12 +208,15 @@ class Beams(NamedTuple):
   """The beam_size best hypotheses per input, best first."""
 
   tokens_BxKxL: jax.Array  # Each hypothesis: its tokens, its EOS (if reached), then PAD.
-  scores_BxK: jax.Array  # log p(tokens) / length_penalty(length): what the ranking uses.
+  scores_BxK: jax.Array  # log p(tokens) / length_penalty(length, ...): what the ranking uses.
   log_probs_BxK: jax.Array  # log p(tokens), the raw sum over its tokens (EOS included).
 
 
-def length_penalty(length: jax.Array, alpha: float) -> jax.Array:
-  """GNMT's ((5 + length) / 6) ** alpha (Wu et al. 2016); alpha = 0 ranks by log-probability."""
+def length_penalty(length: jax.Array, alpha: float, norm: str = "gnmt") -> jax.Array:
+  """What a hypothesis's log-probability is divided by: GNMT's ((5 + length) / 6) ** alpha
+  (Wu et al. 2016; alpha = 0 ranks by log-probability), or with norm "average" the length."""
+  if norm == "average":
+    return jnp.asarray(length, jnp.float32)
   return ((5.0 + length) / 6.0) ** alpha
 
 
@@ -237,7 +246,7 @@ def _keep_best(scores_BxN: jax.Array, k: int, *rows_BxNx_: jax.Array) -> tuple[j
 
 
 def _beam_step(step_fn: StepFn, loop: _BeamLoop, beam_size: int, vocab_size: int,
-               length_alpha: float) -> _BeamLoop:
+               length_alpha: float, length_norm: str) -> _BeamLoop:
   """Extends every live hypothesis by every token; keeps the K best that end (finished, merged
   with the earlier finished by score) and the K best that do not (live, their parents' states)."""
   B, K, V = loop.num_finished_B.shape[0], beam_size, vocab_size  # pylint: disable=invalid-name
@@ -260,7 +269,8 @@ def _beam_step(step_fn: StepFn, loop: _BeamLoop, beam_size: int, vocab_size: int
   newly_finished_Bx2K = (ends_Bx2K & (jnp.arange(2 * K) < K)[None, :] &
                          (top_log_probs_Bx2K > neg_inf))
   new_scores_Bx2K = jnp.where(newly_finished_Bx2K,
-                              top_log_probs_Bx2K / length_penalty(t + 1.0, length_alpha), neg_inf)
+                              top_log_probs_Bx2K / length_penalty(t + 1.0, length_alpha, length_norm),
+                              neg_inf)
   finished_scores_BxK, finished_tokens_BxKxL, finished_log_probs_BxK = _keep_best(
       jnp.concatenate([loop.finished_scores_BxK, new_scores_Bx2K], 1), K,
       jnp.concatenate([loop.finished_tokens_BxKxL, tokens_Bx2KxL], 1),
@@ -278,7 +288,7 @@ def _beam_step(step_fn: StepFn, loop: _BeamLoop, beam_size: int, vocab_size: int
 
 
 def beam_search(step_fn: StepFn, carry: Any, batch_size: int, max_len: int, beam_size: int,
-                length_alpha: float = 0.6) -> Beams:
+                length_alpha: float = 0.6, length_norm: str = "gnmt") -> Beams:
   """Beam search with per-hypothesis EOS handling and length normalisation.
 
   Every step extends the K = beam_size live hypotheses of each input by every token and ranks
@@ -289,7 +299,8 @@ def beam_search(step_fn: StepFn, carry: Any, batch_size: int, max_len: int, beam
   and alpha = 0 this is exactly greedy decoding.
   """
   vocab_size = _vocab_size(step_fn, carry, batch_size)
-  DecodeSettings("beam", beam_size=beam_size, length_alpha=length_alpha).check(max_len, vocab_size)
+  DecodeSettings("beam", beam_size=beam_size, length_alpha=length_alpha,
+                 length_norm=length_norm).check(max_len, vocab_size)
   B, K = batch_size, beam_size  # pylint: disable=invalid-name
   neg_inf = jnp.float32(-jnp.inf)
   empty_BxKxL = jnp.full((B, K, max_len), PAD_ID, jnp.int32)
@@ -299,11 +310,11 @@ def beam_search(step_fn: StepFn, carry: Any, batch_size: int, max_len: int, beam
                    jnp.full((B, K), neg_inf), jnp.zeros((B,), jnp.int32))
   loop = jax.lax.while_loop(
       lambda loop: (loop.t < max_len) & jnp.any(loop.num_finished_B < K),
-      lambda loop: _beam_step(step_fn, loop, K, vocab_size, length_alpha), loop)
+      lambda loop: _beam_step(step_fn, loop, K, vocab_size, length_alpha, length_norm), loop)
 
   # Hypotheses still live at max_len end there, like greedy's; if the loop stopped early they
   # are unfinished and take no part.
-  at_max_len_penalty = length_penalty(jnp.float32(max_len), length_alpha)
+  at_max_len_penalty = length_penalty(jnp.float32(max_len), length_alpha, length_norm)
   live_scores_BxK = jnp.where(loop.t >= max_len, loop.live_log_probs_BxK / at_max_len_penalty,
                               neg_inf)
   scores_BxK, tokens_BxKxL, log_probs_BxK = _keep_best(
@@ -324,7 +335,7 @@ def decode(step_fn: StepFn, carry: Any, batch_size: int, max_len: int, settings:
                          settings.top_k, settings.top_p)
   if settings.strategy == "beam":
     beams = beam_search(step_fn, carry, batch_size, max_len, settings.beam_size,
-                        settings.length_alpha)
+                        settings.length_alpha, settings.length_norm)
     return beams.tokens_BxKxL[:, 0]
   settings.check(max_len)  # Names the unknown strategy.
   raise AssertionError("unreachable")

@@ -70,9 +70,11 @@ def read_data(config: ml_collections.ConfigDict, reader: readers.Reader,
   batches both splits. vocabulary_files: file name -> what its column holds ("source")."""
   data_cfg = config.data
   seed = shared_config.data_seed(config)  # Shared by the members of a population.
-  splits = readers.read_splits(data_cfg, seed, reader)
   tokenizer = make_tokenizer(data_cfg.tokenizer, data_cfg.lowercase)
   columns = list(vocabulary_files.values())
+  first_column = lambda example: example if len(columns) == 1 else example[0]
+  splits = readers.read_splits(data_cfg, seed, reader,
+                               group_key=lambda example: tokenizer.normalize(first_column(example)))
   vocabularies = {
       filename: Vocabulary.build(
           [tokenizer.tokenize(text) for text in column(splits.train, index, len(columns))],

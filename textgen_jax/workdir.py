@@ -35,7 +35,8 @@ ADDED_LATER = {("data", "vocab_size_multiple"): 1, ("model", "lstm_backend"): "a
                ("data", "seed"): -1, ("data", "shuffle_seed"): -1,
                ("population", "data_order"): "shared", ("population", "vmap_size"): 0, ("vae", "aggressive"): False,
                ("vae", "aggressive_max_steps"): 100, ("vae", "aggressive_check_every"): 15,
-               ("model", "attention"): "none", ("model", "input_feeding"): False}
+               ("model", "attention"): "none", ("model", "input_feeding"): False,
+               ("data", "valid_split"): "random"}
 # A population section that describes one ordinary run (see config.population_section).
 _SINGLE_RUN = {"num_members": 0, "seeds": "", "vary": "", "select_metric": "valid_loss",
                "data_order": "shared", "vmap_size": 0}

@@ -261,3 +261,25 @@ def test_a_shuffle_seed_changes_the_batches_rows_but_not_their_lengths():
   expected = collections.Counter((tuple(s.tolist()), tuple(t.tolist()))
                                  for s, t in zip(sources, targets))
   assert collections.Counter(e for batch in own.epoch(1) for e in unpad(batch)) == expected
+
+
+def test_grouped_split_never_puts_one_source_on_both_sides():
+  rng = np.random.default_rng(0)
+  keys = [f"source {k}" for k in rng.integers(0, 300, 2000)]  # ~300 sources, many repeated.
+  train, valid = batching.grouped_split_indices(keys, 0.1, seed=3)
+  assert sorted(np.concatenate([train, valid]).tolist()) == list(range(len(keys)))
+  train_keys, valid_keys = {keys[i] for i in train}, {keys[i] for i in valid}
+  assert not train_keys & valid_keys
+  # Every example of a held-out source is held out: all its references travel together.
+  assert sum(keys.count(k) for k in valid_keys) == len(valid)
+  assert 200 <= len(valid) <= 200 + max(keys.count(k) for k in keys)
+  again_train, again_valid = batching.grouped_split_indices(keys, 0.1, seed=3)
+  np.testing.assert_array_equal(again_valid, valid)
+  assert not np.array_equal(batching.grouped_split_indices(keys, 0.1, seed=4)[1], valid)
+
+
+def test_grouped_split_keeps_a_group_for_training_and_needs_two_groups():
+  train, valid = batching.grouped_split_indices(["a"] * 9 + ["b"], 0.5, seed=0)
+  assert len(train) and len(valid)
+  with pytest.raises(TextgenError, match="too few distinct sources"):
+    batching.grouped_split_indices(["a"] * 5, 0.2, seed=0)

@@ -136,3 +136,24 @@ def test_summary_mentions_only_the_first_three_skips(tmp_path):
   assert "line 7" in summary and "line 9" not in summary
   assert "ignored 2 blank lines" in summary
   assert summary.startswith("f.tsv: read 1 examples, skipped 4")
+
+
+def test_the_seq2seq_default_holds_out_by_source(tmp_path):
+  """Tatoeba's repeated sources (several translations each) never straddle the split."""
+  from textgen_jax import recipe  # pylint: disable=import-outside-toplevel
+  from textgen_jax.seq2seq import config as seq2seq_config  # pylint: disable=import-outside-toplevel
+  from textgen_jax.seq2seq.translator import VOCABULARY_FILES  # pylint: disable=import-outside-toplevel
+  lines = [f"Source {i % 40}.\tcible {i} .\t{ATTRIBUTION}" for i in range(400)]
+  config = seq2seq_config.get_config()
+  config.data.train_path = write_text(tmp_path / "pairs.tsv", "\n".join(lines) + "\n")
+  config.data.valid_fraction = 0.2
+  assert config.data.valid_split == "grouped"
+  data = recipe.read_data(config, readers.read_pairs, VOCABULARY_FILES)
+  valid_sources = {source.lower() for source, _ in data.valid_examples}
+  assert len(data.valid_examples) == 10 * len(valid_sources) >= 80  # All 10 of each source.
+  splits = readers.read_splits(config.data, 0, readers.read_pairs,
+                               group_key=lambda pair: pair[0].lower())
+  assert not {s.lower() for s, _ in splits.train} & {s.lower() for s, _ in splits.valid}
+  config.data.valid_split = "random"  # Examples, as before: sources land on both sides.
+  splits = readers.read_splits(config.data, 0, readers.read_pairs)
+  assert {s for s, _ in splits.train} & {s for s, _ in splits.valid}

@@ -11,6 +11,7 @@ import shutil
 
 import jax
 import pytest
+import sacrebleu
 
 from tests.helpers import (assert_one_line_error, assert_trees_equal, make_pairs, run_script,
                            tiny_config, write_text, write_tsv)
@@ -108,16 +109,48 @@ def test_char_level_translator_maps_unknown_characters_to_unk(pairs_tsv):
   assert all(len(output) <= 13 * len("<unk>") for output in outputs)
 
 
-def test_evaluate_reports_greedy_exact_match_and_lines(trained):
+def test_evaluate_scores_against_every_reference_of_a_source(trained):
   _, _, translator = trained
   sources = ["Go eat.", "Run wait.", "Help stop."]
   outputs = translator.translate(sources)
-  scores, lines = translator.evaluate(list(zip(sources, outputs)), num_to_print=2)
-  assert scores["greedy_exact_match"] == 1.0
-  assert len(lines) == 2 and repr(sources[0]) in lines[0]
+  assert all(outputs)
+  # Each source twice: once with a wrong reference, once with its output. Any reference hits.
+  pairs = [(s, "zz " + o) for s, o in zip(sources, outputs)] + list(zip(sources, outputs))
+  scores, lines = translator.evaluate(pairs, num_to_print=2)
+  assert scores["greedy_exact_match"] == 1.0 and scores["greedy_chrf"] == pytest.approx(100.0)
+  # BLEU is corpus BLEU of these (short) outputs against all references, as sacreBLEU says.
+  references = [[translator.tokenizer.normalize(r) for r in ("zz " + o, o)] for o in outputs]
+  assert scores["greedy_bleu"] == pytest.approx(sacrebleu.corpus_bleu(
+      outputs, [list(refs) for refs in zip(*references)], lowercase=True).score)
+  assert "on 3 sources (6 references)" in lines[0] and "nrefs:2" in lines[0]
+  assert "case:lc" in lines[0]  # The model's data is lowercased: so is the scoring.
+  assert len(lines) == 3 and repr(translator.tokenizer.normalize(sources[0])) in lines[1]
   wrong = [(s, o + " extra words") for s, o in zip(sources, outputs)]
-  assert translator.evaluate(wrong)[0]["greedy_exact_match"] == 0.0
-  assert translator.evaluate(wrong)[1] == []
+  scores, lines = translator.evaluate(wrong)
+  assert scores["greedy_exact_match"] == 0.0 and 0.0 < scores["greedy_chrf"] < 100.0
+  assert len(lines) == 1
+  assert translator.evaluate(pairs, max_sources=1)[1][0].startswith("  greedy: BLEU ")
+  assert "chrF 100.00 on 1 sources (2 references)" in translator.evaluate(pairs,
+                                                                          max_sources=1)[1][0]
+
+
+def test_n_best_lists_are_the_beams_best_first(trained):
+  _, _, translator = trained
+  settings = DecodeSettings("beam", beam_size=4, length_alpha=0.6)
+  lists = translator.n_best(INPUTS, 3, settings=settings)
+  assert [len(n_best) for n_best in lists] == [3] * len(INPUTS)
+  assert lists[1] == [("", 0.0)] * 3  # An empty input: empty outputs.
+  best = translator.translate(INPUTS, settings=settings)
+  for n_best, output, text in zip(lists, best, INPUTS):
+    if text.strip():
+      assert n_best[0][0] == output
+      scores = [score for _, score in n_best]
+      assert scores == sorted(scores, reverse=True) and all(s < 0 for s in scores)
+      assert len({hypothesis for hypothesis, _ in n_best}) == 3
+  with pytest.raises(TextgenError, match="n_best"):
+    translator.n_best(INPUTS, 5, settings=settings)
+  with pytest.raises(TextgenError, match="beam search"):
+    translator.n_best(INPUTS, 1, settings=DecodeSettings())
 
 
 def test_evaluate_on_no_pairs(trained):

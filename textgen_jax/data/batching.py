@@ -111,6 +111,33 @@ def split_indices(num_examples: int, valid_fraction: float, seed: int) -> tuple[
   return np.sort(order[num_valid:]), np.sort(order[:num_valid])
 
 
+def grouped_split_indices(keys: Sequence[str], valid_fraction: float,
+                          seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """A seeded (train, valid) split that keeps examples with the same key on one side: whole
+  groups (in a seeded order) are held out until they reach valid_fraction of the examples. For
+  pairs keyed by their source, no source is both trained on and held out, and every reference of
+  a held-out source is held out with it."""
+  groups: dict[str, list[int]] = {}
+  for index, key in enumerate(keys):
+    groups.setdefault(key, []).append(index)
+  members = list(groups.values())
+  if len(members) < 2:
+    raise TextgenError(f"too few distinct sources ({len(members)}) to hold out a validation "
+                       "split by source (data.valid_split='grouped')")
+  wanted, _ = split_indices(len(keys), valid_fraction, seed)  # Checks the fraction and count.
+  num_valid = len(keys) - len(wanted)
+  valid = []
+  for group in np.random.default_rng(seed).permutation(len(members)):
+    if len(valid) >= num_valid:
+      break
+    valid.extend(members[group])
+  if len(valid) >= len(keys):  # One group holds nearly everything: keep one group for training.
+    valid = valid[:-len(members[group])]
+  valid_set = set(valid)
+  return (np.array([i for i in range(len(keys)) if i not in valid_set], np.int64),
+          np.sort(np.array(valid, np.int64)))
+
+
 @dataclasses.dataclass
 class BucketedBatches:
   """Fixed-shape batches over bucketed examples, in an order fixed by (seed, epoch).

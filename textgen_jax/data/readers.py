@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import ml_collections
 
-from textgen_jax.data.batching import split_indices
+from textgen_jax.data.batching import grouped_split_indices, split_indices
 from textgen_jax.errors import TextgenError
 
 
@@ -126,9 +126,12 @@ def _read_located(reader: Reader, path: str, skip_malformed: bool) -> tuple[list
   return examples, [f"{path}:{n}" for n in report.line_numbers]
 
 
-def read_splits(data_cfg: ml_collections.ConfigDict, seed: int, reader: Reader) -> Splits:
+def read_splits(data_cfg: ml_collections.ConfigDict, seed: int, reader: Reader,
+                group_key: Callable[[Any], str] | None = None) -> Splits:
   """Examples of data.train_path (its first data.max_examples, when set) and of data.valid_path,
-  or a seeded data.valid_fraction split of train_path when valid_path is empty."""
+  or a seeded data.valid_fraction split of train_path when valid_path is empty: with
+  data.valid_split "grouped", examples with the same group_key (a pair's normalised source) fall
+  on the same side."""
   if not data_cfg.train_path:
     raise TextgenError("--config.data.train_path is empty; set it to the training data file")
   examples, locations = _read_located(reader, data_cfg.train_path, data_cfg.skip_malformed)
@@ -137,6 +140,10 @@ def read_splits(data_cfg: ml_collections.ConfigDict, seed: int, reader: Reader) 
   if data_cfg.valid_path:
     valid, valid_locations = _read_located(reader, data_cfg.valid_path, data_cfg.skip_malformed)
     return Splits(examples, valid, locations, valid_locations)
-  train_idx, valid_idx = split_indices(len(examples), data_cfg.valid_fraction, seed)
+  if data_cfg.get("valid_split", "random") == "grouped":
+    train_idx, valid_idx = grouped_split_indices([group_key(e) for e in examples],
+                                                 data_cfg.valid_fraction, seed)
+  else:
+    train_idx, valid_idx = split_indices(len(examples), data_cfg.valid_fraction, seed)
   return Splits([examples[i] for i in train_idx], [examples[i] for i in valid_idx],
                 [locations[i] for i in train_idx], [locations[i] for i in valid_idx])

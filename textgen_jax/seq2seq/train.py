@@ -23,11 +23,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Trans
   recipe.prepare_workdir(workdir, config, data)
   model = build_model(recipe.model_section(config), *data.vocabularies.values())
   translator = Translator(config, model, None, data.tokenizer, *data.vocabularies.values())
-  held_out = data.valid_examples[:config.train.max_greedy_eval_pairs or None]
 
   def evaluate_generation(params):
     translator.params = params
-    return translator.evaluate(held_out, config.train.num_examples_to_print)
+    return translator.evaluate(data.valid_examples, config.train.num_examples_to_print,
+                               max_sources=config.train.max_greedy_eval_pairs)
 
   loss_fn = functools.partial(loss, model=model, label_smoothing=config.train.label_smoothing)
 

@@ -9,9 +9,10 @@ A workdir holds config.json, source_vocab.json, target_vocab.json, checkpoints/,
 and loss_curve.png.
 """
 
+import dataclasses
 import functools
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
@@ -22,8 +23,9 @@ from textgen_jax import decoding, device_memory
 from textgen_jax import workdir as workdir_lib
 from textgen_jax.data import batching
 from textgen_jax.data.tokenizers import Tokenizer
-from textgen_jax.data.vocab import Vocabulary
+from textgen_jax.data.vocab import EOS, EOS_ID, Vocabulary
 from textgen_jax.errors import TextgenError
+from textgen_jax.seq2seq import metrics
 from textgen_jax.seq2seq.config import FAMILY
 from textgen_jax.seq2seq.model import Seq2Seq, build_model, init_params, uses_decoding_table
 
@@ -53,6 +55,24 @@ def translate_batch(params: Any, input_gates_VxG: jax.Array | None, inputs_BxS: 
   return decoding.decode(step_fn, carries, inputs_BxS.shape[0], max_len, settings, rng)
 
 
+def beam_batch(params: Any, input_gates_VxG: jax.Array | None, inputs_BxS: jax.Array,
+               input_lengths_B: jax.Array, *, model: Seq2Seq, max_len: int,
+               settings: decoding.DecodeSettings) -> decoding.Beams:
+  """Every input's beam_size best hypotheses (the n-best list), best first."""
+  carries, step_fn = _start_decoding(params, inputs_BxS, input_lengths_B, input_gates_VxG, model)
+  return decoding.beam_search(step_fn, carries, inputs_BxS.shape[0], max_len, settings.beam_size,
+                              settings.length_alpha, settings.length_norm)
+
+
+@dataclasses.dataclass(frozen=True)
+class Alignment:
+  """Where each output token's decoding step attended in the source."""
+
+  source_tokens: list[str]  # As the model read them (unknown ones as <unk>).
+  output_tokens: list[str]  # As decoded, EOS included when reached.
+  weights: np.ndarray  # [len(output_tokens), len(source_tokens)]; each row sums to 1.
+
+
 class Translator:
   """Text in, text out with a trained seq2seq model; batched and compiled per bucket shape."""
 
@@ -69,6 +89,11 @@ class Translator:
     self._translate = device_memory.CheckedJit(
         jax.jit(functools.partial(translate_batch, model=model, max_len=decode_len),
                 static_argnames="settings"), "translating", "batch_size")
+    self._beams = device_memory.CheckedJit(
+        jax.jit(functools.partial(beam_batch, model=model, max_len=decode_len),
+                static_argnames="settings"), "beam search", "batch_size")
+    self._attention_weights = jax.jit(functools.partial(model.apply,
+                                                        method=Seq2Seq.attention_weights))
 
   @property
   def params(self) -> Any:
@@ -92,35 +117,107 @@ class Translator:
     """
     settings.check(self.max_len + 1, len(self.target_vocab))
     settings.check_rng(rng)
+    outputs = [""] * len(texts)
+    for index, (rows, batch) in enumerate(self._batches(texts, batch_size)):
+      batch_rng = None if rng is None else jax.random.fold_in(rng, index)
+      tokens_BxL = self._translate(self.params, self._input_gates, batch["inputs"],
+                                   batch["input_lengths"], batch_rng,
+                                   num_rows=batch["inputs"].shape[0], settings=settings)
+      for row, tokens in zip(rows, np.asarray(tokens_BxL)):
+        outputs[row] = self._text(tokens)
+    return outputs
+
+  def n_best(self, texts: Sequence[str], n: int, batch_size: int = 256,
+             settings: decoding.DecodeSettings = decoding.DecodeSettings("beam", beam_size=5)
+             ) -> list[list[tuple[str, float]]]:
+    """Each input's n best beam-search hypotheses, best first, as (text, score): the score that
+    ranks them, log p over the length normalisation of `settings` (its beam_size >= n)."""
+    if settings.strategy != "beam":
+      raise TextgenError(f"an n-best list comes from beam search, not {settings.strategy}")
+    if not 1 <= n <= settings.beam_size:
+      raise TextgenError(f"n_best must be in [1, beam_size={settings.beam_size}], got {n}")
+    settings.check(self.max_len + 1, len(self.target_vocab))
+    lists: list[list[tuple[str, float]]] = [[("", 0.0)] * n for _ in texts]
+    for rows, batch in self._batches(texts, batch_size):
+      beams = self._beams(self.params, self._input_gates, batch["inputs"], batch["input_lengths"],
+                          num_rows=batch["inputs"].shape[0], settings=settings)
+      tokens_BxKxL, scores_BxK = np.asarray(beams.tokens_BxKxL), np.asarray(beams.scores_BxK)
+      for batch_row, row in enumerate(rows):
+        lists[row] = [(self._text(tokens_BxKxL[batch_row, k]), float(scores_BxK[batch_row, k]))
+                      for k in range(n)]
+    return lists
+
+  def attention(self, texts: Sequence[str], batch_size: int = 256,
+                settings: decoding.DecodeSettings = decoding.DecodeSettings()) -> list[Alignment]:
+    """Each input's output (decoded by `settings`; sampling is not offered here) and the
+    attention weights of every decoding step over the source tokens."""
+    if self.model.config.attention == "none":
+      raise TextgenError("this model has no attention (model.attention='none')")
+    if settings.strategy == "sample":
+      raise TextgenError("attention maps are drawn for greedy or beam outputs")
+    settings.check(self.max_len + 1, len(self.target_vocab))
+    alignments: list[Alignment | None] = [None] * len(texts)
+    for rows, batch in self._batches(texts, batch_size, keep_empty=True):
+      inputs_BxS, lengths_B = batch["inputs"], batch["input_lengths"]
+      tokens_BxL = self._translate(self.params, self._input_gates, inputs_BxS, lengths_B, None,
+                                   num_rows=inputs_BxS.shape[0], settings=settings)
+      weights_BxLxS = np.asarray(self._attention_weights(self.params, inputs_BxS, lengths_B,
+                                                         tokens_BxL))
+      for batch_row, row in enumerate(rows):
+        source = [self.source_vocab.tokens[i] for i in inputs_BxS[batch_row, :lengths_B[batch_row]]]
+        output = self.target_vocab.decode(np.asarray(tokens_BxL[batch_row]))
+        ends = len(output) + int(EOS_ID in np.asarray(tokens_BxL[batch_row]))
+        shown = output + ([EOS] if ends > len(output) else [])
+        alignments[row] = Alignment(source, shown,
+                                    weights_BxLxS[batch_row, :ends, :len(source)])
+    return alignments
+
+  def _batches(self, texts: Sequence[str], batch_size: int,
+               keep_empty: bool = False) -> Iterator[tuple[list[int], batching.Batch]]:
+    """(indices into texts, batch) over the non-empty inputs (all with keep_empty), cut to
+    data.max_len tokens (counted on stderr), sorted by length, few compiled shapes."""
     if batch_size < 1:
       raise TextgenError(f"batch_size must be at least 1, got {batch_size}")
     ids, num_cut = batching.encode_texts(texts, self.tokenizer, self.source_vocab, self.max_len)
     if num_cut:
       print(f"note: cut {num_cut} of {len(texts)} inputs to data.max_len={self.max_len} tokens",
             file=sys.stderr)
-    outputs = [""] * len(texts)
-    for index, (indices, batch) in enumerate(batching.sorted_batches(ids, batch_size,
-                                                                    self._buckets)):
-      batch_rng = None if rng is None else jax.random.fold_in(rng, index)
-      tokens_BxL = self._translate(self.params, self._input_gates, batch["inputs"],
-                                   batch["input_lengths"], batch_rng,
-                                   num_rows=batch["inputs"].shape[0], settings=settings)
-      for row, tokens in zip(indices, np.asarray(tokens_BxL)):
-        if len(ids[row]):  # An empty sentence translates to an empty sentence.
-          outputs[row] = self.tokenizer.detokenize(self.target_vocab.decode(tokens))
-    return outputs
+    # An empty sentence translates to an empty sentence: it is not decoded.
+    kept = [i for i, x in enumerate(ids) if len(x) or keep_empty]
+    for indices, batch in batching.sorted_batches([ids[i] for i in kept], batch_size,
+                                                  self._buckets):
+      yield [kept[i] for i in indices], batch
 
-  def evaluate(self, pairs: Sequence[tuple[str, str]],
-               num_to_print: int = 0) -> tuple[dict[str, float], list[str]]:
-    """Greedy exact match against normalised references, and the first pairs as text lines."""
+  def _text(self, tokens_L: np.ndarray) -> str:
+    return self.tokenizer.detokenize(self.target_vocab.decode(tokens_L))
+
+  def evaluate(self, pairs: Sequence[tuple[str, str]], num_to_print: int = 0,
+               settings: decoding.DecodeSettings = decoding.DecodeSettings(),
+               batch_size: int = 256, max_sources: int = 0) -> tuple[dict[str, float], list[str]]:
+    """Corpus BLEU, chrF (sacreBLEU) and exact match of the outputs decoded by `settings`,
+    against every reference of each source; the metrics are named after the strategy
+    ("greedy_bleu"). Also lines to print: sacreBLEU's signature and the first examples.
+
+    Pairs are grouped by their normalised source, each source translated once (the first
+    max_sources of them, when set); outputs and references are compared normalised as the
+    model's data was (lowercased if it was).
+    """
     if not pairs:
       return {}, []
-    outputs = self.translate([source for source, _ in pairs])
-    references = [self.tokenizer.normalize(target) for _, target in pairs]
-    exact = np.mean([out == ref for out, ref in zip(outputs, references)])
-    lines = [f"  {source!r} -> {output!r} (reference {reference!r})"
-             for (source, _), output, reference in zip(pairs, outputs, references)][:num_to_print]
-    return {"greedy_exact_match": float(exact)}, lines
+    normalize = self.tokenizer.normalize
+    sources, references = metrics.group_references(
+        [(normalize(source), normalize(target)) for source, target in pairs])
+    if max_sources:
+      sources, references = sources[:max_sources], references[:max_sources]
+    rng = jax.random.key(0) if settings.strategy == "sample" else None
+    outputs = self.translate(sources, batch_size, settings, rng)
+    scores, signature = metrics.corpus_scores(outputs, references, self.tokenizer.lowercase)
+    prefix = settings.strategy
+    lines = [f"  {prefix}: BLEU {scores['bleu']:.2f}, chrF {scores['chrf']:.2f} on "
+             f"{len(sources)} sources ({sum(map(len, references))} references); {signature}"]
+    lines += [f"  {source!r} -> {output!r} (reference {' | '.join(map(repr, refs))})"
+              for source, output, refs in zip(sources, outputs, references)][:num_to_print]
+    return {f"{prefix}_{name}": value for name, value in scores.items()}, lines
 
   def vocabularies(self) -> dict[str, Vocabulary]:
     """Vocabulary file -> vocabulary, as the workdir stores them."""
