@@ -157,3 +157,31 @@ def test_the_seq2seq_default_holds_out_by_source(tmp_path):
   config.data.valid_split = "random"  # Examples, as before: sources land on both sides.
   splits = readers.read_splits(config.data, 0, readers.read_pairs)
   assert {s for s, _ in splits.train} & {s for s, _ in splits.valid}
+
+
+def test_parallel_files_read_as_pairs_gzipped_or_not(tmp_path):
+  import gzip  # pylint: disable=import-outside-toplevel
+  write_text(tmp_path / "train.de", "ein hund .\nzwei katzen .\n\nein baum .\n")
+  with gzip.open(tmp_path / "train.en.gz", "wt", encoding="utf-8") as f:
+    f.write("a dog .\ntwo cats .\n\na tree .\n")
+  pairs, report = readers.read_pairs(f"{tmp_path / 'train.de'},{tmp_path / 'train.en.gz'}",
+                                     verbose=False)
+  assert pairs == [("ein hund .", "a dog ."), ("zwei katzen .", "two cats ."),
+                   ("ein baum .", "a tree .")]
+  assert report.line_numbers == [1, 2, 4] and report.num_blank == 1
+
+
+def test_parallel_files_must_align(tmp_path):
+  source = write_text(tmp_path / "a.de", "eins\nzwei\n")
+  with pytest.raises(TextgenError, match=r"a\.de has 2 lines but .*b\.en has 3"):
+    readers.read_pairs(source + "," + write_text(tmp_path / "b.en", "one\ntwo\nthree\n"))
+  with pytest.raises(TextgenError, match=r"c\.en:2: empty line where the other file"):
+    readers.read_pairs(source + "," + write_text(tmp_path / "c.en", "one\n\n"))
+  pairs, report = readers.read_pairs(f"{source},{tmp_path / 'c.en'}", skip_malformed=True,
+                                     verbose=False)
+  assert pairs == [("eins", "one")] and len(report.skipped) == 1
+  with pytest.raises(TextgenError, match="missing.en: file not found"):
+    readers.read_pairs(f"{source},{tmp_path / 'missing.en'}")
+  write_text(tmp_path / "bad.gz", "not gzip")
+  with pytest.raises(TextgenError, match="bad.gz: not a readable gzip file"):
+    readers.read_pairs(f"{source},{tmp_path / 'bad.gz'}")

@@ -6,6 +6,7 @@ and counted in a printed summary. Nothing is dropped silently.
 """
 
 import dataclasses
+import gzip
 import os
 from typing import Any, Callable
 
@@ -41,10 +42,13 @@ def _read_text_lines(path: str) -> list[str]:
   if os.path.isdir(path):
     raise TextgenError(f"{path}: is a directory, expected a text file")
   try:
-    with open(path, encoding="utf-8") as f:
+    with (gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else
+          open(path, encoding="utf-8")) as f:
       lines = f.read().splitlines()
   except UnicodeDecodeError as e:
     raise TextgenError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+  except (gzip.BadGzipFile, EOFError) as e:
+    raise TextgenError(f"{path}: not a readable gzip file ({e})") from None
   if not any(line.strip() for line in lines):
     raise TextgenError(f"{path}: file is empty")
   return lines
@@ -57,12 +61,24 @@ def _finish(report: ReadReport, skip_malformed: bool, verbose: bool) -> None:
     print(report.summary())
 
 
+def parallel_paths(path: str) -> tuple[str, str] | None:
+  """(source file, target file) of a "SOURCE_FILE,TARGET_FILE" path; None for one file."""
+  if os.path.exists(path) or path.count(",") != 1:
+    return None
+  source_path, target_path = path.split(",")
+  return source_path, target_path
+
+
 def read_pairs(path: str, skip_malformed: bool = False,
                verbose: bool = True) -> tuple[list[tuple[str, str]], ReadReport]:
-  """Reads `source<TAB>target[<TAB>anything]` lines (Tatoeba/Anki format).
+  """Reads `source<TAB>target[<TAB>anything]` lines (Tatoeba/Anki format), or with a path
+  "SOURCE_FILE,TARGET_FILE" the same lines of two parallel files (Multi30k's train.de,train.en;
+  .gz files are read as they are).
 
   Blank lines are ignored and counted. Extra columns (Anki's attribution) are ignored.
   """
+  if parallel_paths(path):
+    return _read_parallel(path, *parallel_paths(path), skip_malformed, verbose)
   report = ReadReport(path)
   pairs = []
   for line_number, line in enumerate(_read_text_lines(path), start=1):
@@ -84,6 +100,33 @@ def read_pairs(path: str, skip_malformed: bool = False,
       raise TextgenError(f"{path}:{line_number}: {problem}; expected 'source<TAB>target' "
                          "(set data.skip_malformed=True to skip such lines)")
     report.skipped.append((line_number, problem))
+  report.num_kept = len(pairs)
+  _finish(report, skip_malformed, verbose)
+  return pairs, report
+
+
+def _read_parallel(path: str, source_path: str, target_path: str, skip_malformed: bool,
+                   verbose: bool) -> tuple[list[tuple[str, str]], ReadReport]:
+  """Line i of the source file with line i of the target file; an empty side is malformed."""
+  sources, targets = _read_text_lines(source_path), _read_text_lines(target_path)
+  if len(sources) != len(targets):
+    raise TextgenError(f"{source_path} has {len(sources)} lines but {target_path} has "
+                       f"{len(targets)}: parallel files must align line by line")
+  report = ReadReport(path)
+  pairs = []
+  for line_number, (source, target) in enumerate(zip(sources, targets), start=1):
+    if not source.strip() and not target.strip():
+      report.num_blank += 1
+      continue
+    if source.strip() and target.strip():
+      pairs.append((source, target))
+      report.line_numbers.append(line_number)
+      continue
+    empty = source_path if not source.strip() else target_path
+    if not skip_malformed:
+      raise TextgenError(f"{empty}:{line_number}: empty line where the other file has a "
+                         "sentence (set data.skip_malformed=True to skip such lines)")
+    report.skipped.append((line_number, f"empty in {empty}"))
   report.num_kept = len(pairs)
   _finish(report, skip_malformed, verbose)
   return pairs, report
