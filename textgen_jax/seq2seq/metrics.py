@@ -28,11 +28,13 @@ def reference_streams(references: Sequence[Sequence[str]]) -> list[list[str | No
 
 
 def corpus_scores(hypotheses: Sequence[str], references: Sequence[Sequence[str]],
-                  lowercase: bool = False) -> tuple[dict[str, float], str]:
+                  lowercase: bool = False, tokenize: str = "13a") -> tuple[dict[str, float], str]:
   """({"bleu", "chrf", "exact_match"}, sacreBLEU's signatures) for one hypothesis per source.
 
   lowercase: score case-insensitively (a model trained on lowercased text; the signature says
-  so). Exact match compares whole strings (as given: normalise both sides first).
+  so). tokenize: BLEU's tokenizer, sacreBLEU's "13a" for detokenised text, "none" for text
+  tokenised already (the tokenised BLEU of tutorials). Exact match compares whole strings (as
+  given: normalise both sides first).
   """
   if len(hypotheses) != len(references):
     raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} sources")
@@ -41,7 +43,7 @@ def corpus_scores(hypotheses: Sequence[str], references: Sequence[Sequence[str]]
   if any(not refs for refs in references):
     raise ValueError("every source needs at least one reference")
   streams = reference_streams(references)
-  bleu = sacrebleu.BLEU(lowercase=lowercase)
+  bleu = sacrebleu.BLEU(lowercase=lowercase, tokenize=tokenize)
   chrf = sacrebleu.CHRF(lowercase=lowercase)
   bleu_score = bleu.corpus_score(list(hypotheses), streams)
   chrf_score = chrf.corpus_score(list(hypotheses), streams)

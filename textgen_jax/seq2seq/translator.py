@@ -199,25 +199,40 @@ class Translator:
     ("greedy_bleu"). Also lines to print: sacreBLEU's signature and the first examples.
 
     Pairs are grouped by their normalised source, each source translated once (the first
-    max_sources of them, when set); outputs and references are compared normalised as the
-    model's data was (lowercased if it was).
+    max_sources of them, when set); see `score` for the comparison.
     """
     if not pairs:
       return {}, []
     normalize = self.tokenizer.normalize
     sources, references = metrics.group_references(
-        [(normalize(source), normalize(target)) for source, target in pairs])
+        [(normalize(source), target) for source, target in pairs])
     if max_sources:
       sources, references = sources[:max_sources], references[:max_sources]
-    rng = jax.random.key(0) if settings.strategy == "sample" else None
-    outputs = self.translate(sources, batch_size, settings, rng)
-    scores, signature = metrics.corpus_scores(outputs, references, self.tokenizer.lowercase)
+    scores, signature, outputs = self.score(sources, references, settings, batch_size)
     prefix = settings.strategy
     lines = [f"  {prefix}: BLEU {scores['bleu']:.2f}, chrF {scores['chrf']:.2f} on "
              f"{len(sources)} sources ({sum(map(len, references))} references); {signature}"]
     lines += [f"  {source!r} -> {output!r} (reference {' | '.join(map(repr, refs))})"
               for source, output, refs in zip(sources, outputs, references)][:num_to_print]
     return {f"{prefix}_{name}": value for name, value in scores.items()}, lines
+
+  def score(self, sources: Sequence[str], references: Sequence[Sequence[str]],
+            settings: decoding.DecodeSettings = decoding.DecodeSettings(),
+            batch_size: int = 256, tokenize: str = "13a"
+            ) -> tuple[dict[str, float], str, list[str]]:
+    """(bleu/chrf/exact_match, sacreBLEU's signatures, outputs): each source translated by
+    `settings` and scored against its references (one list per source, any number each).
+
+    Outputs are detokenised text; references are normalised as the model's data was (NFC, one
+    space, lowercased if it was: the scoring is then case-insensitive and the signature says
+    so). tokenize: sacreBLEU's BLEU tokenizer ("13a"; "none" for pre-tokenised text).
+    """
+    references = [[self.tokenizer.normalize(r) for r in refs] for refs in references]
+    rng = jax.random.key(0) if settings.strategy == "sample" else None
+    outputs = self.translate(sources, batch_size, settings, rng)
+    scores, signature = metrics.corpus_scores(outputs, references, self.tokenizer.lowercase,
+                                              tokenize)
+    return scores, signature, outputs
 
   def vocabularies(self) -> dict[str, Vocabulary]:
     """Vocabulary file -> vocabulary, as the workdir stores them."""
@@ -230,9 +245,10 @@ class Translator:
 
   @classmethod
   def load(cls, workdir: str, step: int | None = None,
-           member: int | None = None) -> "Translator":
+           member: int | None = None, average_last: int = 0) -> "Translator":
     """The translator in a workdir (or a `save`d directory), at its latest checkpoint or `step`;
-    of a population, its `member` (default: the best)."""
+    of a population, its `member` (default: the best); average_last=K averages the parameters
+    of the last K kept checkpoints (workdir.load)."""
     loaded = workdir_lib.load(workdir, FAMILY, list(VOCABULARY_FILES), TRAIN_SCRIPT, build_model,
-                              init_params, step, member)
+                              init_params, step, member, average_last)
     return cls(loaded.config, loaded.model, loaded.params, loaded.tokenizer, *loaded.vocabularies)

@@ -234,10 +234,10 @@ class SentenceModel:
 
   @classmethod
   def load(cls, workdir: str, step: int | None = None,
-           member: int | None = None) -> "SentenceModel":
+           member: int | None = None, average_last: int = 0) -> "SentenceModel":
     """The VAE or LM in a workdir, at its latest checkpoint (or at `step`); of a population, its
-    `member` (default: the best)."""
+    `member` (default: the best); average_last=K averages the last K kept checkpoints."""
     loaded = workdir_lib.load(workdir, FAMILY, list(VOCABULARY_FILES), TRAIN_SCRIPT, build_model,
-                              init_params, step, member)
+                              init_params, step, member, average_last)
     return cls(loaded.config, loaded.model, loaded.params, loaded.tokenizer,
                *loaded.vocabularies, loaded.step)

@@ -1,0 +1,34 @@
+r"""Averages the parameters of a run's last K kept checkpoints into an ordinary workdir.
+
+  python experiments/average_checkpoints.py --workdir=runs/fr_en --last=3 --out=runs/fr_en_avg3
+  python experiments/translate.py --workdir=runs/fr_en_avg3 "Go."
+
+translate.py and evaluate_translation.py take --average_last=K to do the same on the fly.
+train.keep_checkpoints (default 3) sets how many checkpoints a run keeps.
+"""
+
+from absl import flags
+
+from textgen_jax import cli, seq2seq, vae
+from textgen_jax import workdir as workdir_lib
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.", required=True)
+_LAST = flags.DEFINE_integer("last", 3, "How many of the newest kept checkpoints to average.")
+_OUT = flags.DEFINE_string("out", None, "The new workdir.", required=True)
+_STEP = flags.DEFINE_integer("step", None, "The newest checkpoint averaged (default: the latest).")
+_MEMBER = flags.DEFINE_integer("member", None, "Of a population, which member (default: best).")
+
+INFERENCE = {"seq2seq": seq2seq.Translator, "vae": vae.SentenceModel}
+
+
+def main(argv):
+  del argv
+  family = workdir_lib.family_of(workdir_lib.read_config(_WORKDIR.value))
+  model = INFERENCE[family].load(_WORKDIR.value, _STEP.value, _MEMBER.value, _LAST.value)
+  model.save(_OUT.value)
+  print(f"Wrote the average of the last {_LAST.value} checkpoints of {_WORKDIR.value} to "
+        f"{_OUT.value}.")
+
+
+if __name__ == "__main__":
+  cli.run(main)

@@ -1,0 +1,106 @@
+r"""Scores a trained seq2seq workdir as translation papers do: corpus BLEU and chrF (sacreBLEU, with
+its signature) and exact match, against every reference of each source.
+
+  # The run's own held-out split (re-derived from its config), greedy and beam 5:
+  python experiments/evaluate_translation.py --workdir=runs/fr_en
+  python experiments/evaluate_translation.py --workdir=runs/fr_en --strategy=beam --beam_size=5
+  # A TSV test file (pairs grouped by source: each source's lines are its references):
+  python experiments/evaluate_translation.py --workdir=runs/fr_en --test=test.tsv
+  # Parallel files, line by line: SOURCE,REFERENCE[,REFERENCE...] (.gz read as is):
+  python experiments/evaluate_translation.py --workdir=runs/m30k \
+      --test=../shared/data/multi30k/raw/test_2016_flickr.de.gz,../shared/data/multi30k/raw/test_2016_flickr.en.gz
+
+Prints BLEU, chrF, exact match and the signature on stderr and one JSON line on stdout
+(--output appends it to a file). --average_last=K scores the mean of the last K checkpoints.
+"""
+
+import json
+import sys
+import time
+
+from absl import flags
+
+from textgen_jax import cli, seq2seq
+from textgen_jax import config as shared_config
+from textgen_jax.data import readers
+from textgen_jax.seq2seq import metrics as translation_metrics
+from textgen_jax.errors import TextgenError
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A seq2seq workdir.", required=True)
+_TEST = flags.DEFINE_string("test", None, "A TSV of pairs, or SOURCE,REFERENCE[,REFERENCE...] "
+                            "parallel files (default: the run's held-out split).")
+_MIN_SOURCE_WORDS = flags.DEFINE_integer("min_source_words", 0, "Score only sources of at least "
+                                         "this many whitespace-separated words.")
+_TOKENIZE = flags.DEFINE_enum("tokenize", "13a", ["13a", "none", "intl", "char"],
+                              "sacreBLEU's BLEU tokenizer: 13a for detokenised text, none for "
+                              "tokenised BLEU of pre-tokenised text.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Sentences decoded together.")
+_STEP = flags.DEFINE_integer("step", None, "The checkpoint (default: the latest).")
+_AVERAGE_LAST = flags.DEFINE_integer("average_last", 0, "Average the parameters of the last K "
+                                     "kept checkpoints (0 or 1: one checkpoint).")
+_MEMBER = flags.DEFINE_integer("member", None, "Of a population, which member (default: best).")
+_OUTPUT = flags.DEFINE_string("output", None, "Also append the JSON line to this file.")
+_decode_settings = cli.define_decode_flags()
+
+
+def test_set(translator: seq2seq.Translator) -> tuple[str, list[str], list[list[str]]]:
+  """(what it is, sources, references of each)."""
+  spec = _TEST.value
+  if spec is None:  # The held-out split exactly as training drew it.
+    config = translator.config
+    if config.data.valid_path:
+      spec = config.data.valid_path
+    else:
+      quiet_reader = lambda path, skip_malformed: readers.read_pairs(path, skip_malformed,
+                                                                     verbose=False)
+      splits = readers.read_splits(config.data, shared_config.data_seed(config), quiet_reader,
+                                   group_key=lambda pair: translator.tokenizer.normalize(pair[0]))
+      sources, references = translation_metrics.group_references(
+          [(translator.tokenizer.normalize(s), t) for s, t in splits.valid])
+      return "held-out split", sources, references
+  paths = spec.split(",")
+  if len(paths) <= 2:  # One TSV, or one source and one reference file: pairs.
+    pairs, _ = readers.read_pairs(spec, verbose=False)
+    if len(paths) == 1:  # A TSV: a source's lines are its references.
+      sources, references = translation_metrics.group_references(
+          [(translator.tokenizer.normalize(s), t) for s, t in pairs])
+      return spec, sources, references
+    return spec, [s for s, _ in pairs], [[t] for _, t in pairs]
+  per_reference = [readers.read_pairs(f"{paths[0]},{ref}", verbose=False)[0] for ref in paths[1:]]
+  if len({len(pairs) for pairs in per_reference}) != 1:
+    raise TextgenError(f"--test={spec}: the reference files keep different numbers of lines")
+  sources = [s for s, _ in per_reference[0]]
+  return spec, sources, [[pairs[i][1] for pairs in per_reference] for i in range(len(sources))]
+
+
+def main(argv):
+  del argv
+  settings = _decode_settings()
+  translator = seq2seq.Translator.load(_WORKDIR.value, _STEP.value, _MEMBER.value,
+                                       _AVERAGE_LAST.value)
+  name, sources, references = test_set(translator)
+  if _MIN_SOURCE_WORDS.value:
+    kept = [i for i, s in enumerate(sources) if len(s.split()) >= _MIN_SOURCE_WORDS.value]
+    sources, references = [sources[i] for i in kept], [references[i] for i in kept]
+  if not sources:
+    raise TextgenError(f"--test={name}: no sources to score")
+  start = time.perf_counter()
+  scores, signature, _ = translator.score(sources, references, settings, _BATCH_SIZE.value,
+                                          _TOKENIZE.value)
+  record = {"workdir": _WORKDIR.value, "step": _STEP.value, "average_last": _AVERAGE_LAST.value,
+            "test": name, "min_source_words": _MIN_SOURCE_WORDS.value, "sources": len(sources),
+            "references": sum(map(len, references)), "strategy": settings.strategy,
+            "beam_size": settings.beam_size if settings.strategy == "beam" else None,
+            **scores, "signature": signature, "seconds": round(time.perf_counter() - start, 1)}
+  line = json.dumps(record)
+  print(line)
+  if _OUTPUT.value:
+    with open(_OUTPUT.value, "a", encoding="utf-8") as f:
+      f.write(line + "\n")
+  print(f"{name}: {len(sources)} sources, {settings.strategy}: BLEU {scores['bleu']:.2f}, chrF "
+        f"{scores['chrf']:.2f}, exact match {scores['exact_match']:.3f}\n{signature}",
+        file=sys.stderr)
+
+
+if __name__ == "__main__":
+  cli.run(main)
