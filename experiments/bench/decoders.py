@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from experiments.bench import common
-from experiments.bench.shapes import DECODE_SHAPES, decoding_step_costs
+from experiments.bench.shapes import DECODE_SHAPES, attention_step_costs, decoding_step_costs
 from textgen_jax import decoding
 from textgen_jax import workdir as workdir_lib
 from textgen_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID
@@ -66,12 +66,16 @@ def _push_down_eos(params: Any, model: nn.Module) -> Any:
 
 
 def seq2seq_decoder(sizes: dict[str, int], dtype: str, input_table: bool | None,
-                    params: Any = None, model: Seq2Seq | None = None) -> DecoderUnderTest:
-  """input_table: look layer 0's input gates up in a table; None: as Translator decides."""
+                    params: Any = None, model: Seq2Seq | None = None,
+                    attention: str = "none") -> DecoderUnderTest:
+  """input_table: look layer 0's input gates up in a table; None: as Translator decides.
+  attention: a synthetic model's ("general": Luong's, with input feeding, over a memory of
+  sizes["source_length"] positions encoded from random source tokens)."""
   if model is None:
     model = Seq2Seq(Seq2SeqConfig(sizes["vocab_size"], sizes["vocab_size"], sizes["embed_dim"],
                                   sizes["hidden_size"], decoder_layers=sizes["num_layers"],
-                                  dtype=dtype))
+                                  dtype=dtype, attention=attention,
+                                  input_feeding=attention != "none"))
     params = _push_down_eos(seq2seq_model.init_params(model, jax.random.key(0)), model)
   cfg = model.config
   prepare_s = 0.0
@@ -90,15 +94,27 @@ def seq2seq_decoder(sizes: dict[str, int], dtype: str, input_table: bool | None,
     params, table = weights
     return model.apply(params, carries, tokens_B, table, method=Seq2Seq.decode_step)
 
+  encode = jax.jit(functools.partial(model.apply, method=Seq2Seq.encode))
+
   def start(batch_size, key):
+    if cfg.attention != "none":  # The memory (and state) of random sources.
+      source_length = sizes.get("source_length", 16)
+      sources_BxS = jax.random.randint(key, (batch_size, source_length), 4,
+                                       cfg.source_vocab_size)
+      return encode(params, sources_BxS, jnp.full((batch_size,), source_length))
     keys = jax.random.split(key, cfg.decoder_layers)
     return [(c, jnp.tanh(c)) for c in (jax.random.normal(k, (batch_size, cfg.hidden_size))
                                        for k in keys)]
 
+  itemsize = jnp.dtype(dtype).itemsize
   flops, weight_bytes = decoding_step_costs(cfg.embed_dim, cfg.hidden_size, cfg.decoder_layers,
-                                            cfg.target_vocab_size, jnp.dtype(dtype).itemsize,
-                                            input_table)
-  return DecoderUnderTest("seq2seq" + ("" if input_table else "_no_table"), dtype,
+                                            cfg.target_vocab_size, itemsize, input_table)
+  if cfg.attention != "none":
+    extra_flops, extra_bytes = attention_step_costs(cfg.hidden_size,
+                                                    sizes.get("source_length", 16), itemsize)
+    flops, weight_bytes = flops + extra_flops, weight_bytes + extra_bytes
+  name = "seq2seq" + ("_attention" if cfg.attention != "none" else "")
+  return DecoderUnderTest(name + ("" if input_table else "_no_table"), dtype,
                           cfg.target_vocab_size, sizes["max_len"], step_fn, weights, start,
                           flops, weight_bytes, sizes, prepare_s)
 
@@ -138,9 +154,10 @@ def synthetic_decoders(shapes: Sequence[str], dtypes: Sequence[str], input_table
     if max_len:
       sizes["max_len"] = max_len
     for dtype in dtypes:
-      if shape == "seq2seq":
+      if shape.startswith("seq2seq"):
+        attention = "general" if shape == "seq2seq_attention" else "none"
         for table in INPUT_TABLE_CHOICES[input_table]:
-          decoders.append(seq2seq_decoder(sizes, dtype, table))
+          decoders.append(seq2seq_decoder(sizes, dtype, table, attention=attention))
       else:
         decoders.append(vae_decoder(sizes, dtype))
   return decoders
@@ -231,7 +248,12 @@ def torch_decoder(torch_reference: Any, decoder: DecoderUnderTest):
   key = (decoder.name.replace("_no_table", ""), decoder.dtype)
   if key not in _TORCH_DECODERS:
     sizes = decoder.sizes
-    _TORCH_DECODERS[key] = torch_reference.make_decoder(
-        sizes["vocab_size"], sizes["embed_dim"], sizes["hidden_size"], sizes["num_layers"],
-        sizes["latent_size"], decoder.dtype)
+    if decoder.name.startswith("seq2seq_attention"):
+      _TORCH_DECODERS[key] = torch_reference.make_attention_decoder(
+          sizes["vocab_size"], sizes["embed_dim"], sizes["hidden_size"], sizes["num_layers"],
+          sizes["source_length"], decoder.dtype)
+    else:
+      _TORCH_DECODERS[key] = torch_reference.make_decoder(
+          sizes["vocab_size"], sizes["embed_dim"], sizes["hidden_size"], sizes["num_layers"],
+          sizes["latent_size"], decoder.dtype)
   return _TORCH_DECODERS[key]

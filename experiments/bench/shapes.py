@@ -23,6 +23,10 @@ def decode_sizes(name: str) -> dict[str, int]:
 
 
 DECODE_SHAPES = {name: decode_sizes(name) for name in WORKLOADS}
+# The seq2seq decoder with Luong's general attention and input feeding over a source of the
+# workload's length (its memory is the encoder's output for random source tokens).
+DECODE_SHAPES["seq2seq_attention"] = dict(DECODE_SHAPES["seq2seq"],
+                                          source_length=WORKLOADS["seq2seq"]["source_length"])
 
 
 def forward_macs_per_token(shape: dict[str, int]) -> float:
@@ -42,3 +46,12 @@ def decoding_step_costs(in_dim: int, hidden: int, layers: int, vocab: int, items
   macs = (0 if input_table else in_dim * gates) + (layers - 1) * hidden * gates
   macs += layers * hidden * gates + hidden * vocab
   return 2.0 * macs, float(macs * itemsize)
+
+
+def attention_step_costs(hidden: int, source_length: int, itemsize: int) -> tuple[float, float]:
+  """(FLOPs per row, weight bytes) that Luong's general attention with input feeding adds to a
+  decoding step: the fed h~'s input gates, the scores and context over the source, and
+  h~ = tanh(W_c [context; h]). (The memory is read too, source_length x hidden per row.)"""
+  macs = hidden * 4 * hidden + 2 * source_length * hidden + 2 * hidden * hidden
+  weights = hidden * 4 * hidden + 2 * hidden * hidden
+  return 2.0 * macs, float(weights * itemsize)

@@ -41,6 +41,40 @@ class Decoder(nn.Module):
     return self.output(out), state
 
 
+class AttentionDecoder(nn.Module):
+  """Luong et al. 2015's decoder with general attention and input feeding, as textgen-jax's
+  model.attention="general", input_feeding=True: an LSTM reads [embedding; previous h~], its top
+  h scores the memory through W_a, h~ = tanh(W_c [context; h]) feeds the logits and the next
+  step. The memory is random (speed only), source_length positions per row."""
+
+  def __init__(self, vocab_size: int, embed_dim: int, hidden_size: int, num_layers: int,
+               source_length: int):
+    super().__init__()
+    self.embedding = nn.Embedding(vocab_size, embed_dim)
+    self.lstm = nn.LSTM(embed_dim + hidden_size, hidden_size, num_layers, batch_first=True)
+    self.key_projection = nn.Linear(hidden_size, hidden_size, bias=False)
+    self.combine = nn.Linear(2 * hidden_size, hidden_size, bias=False)
+    self.output = nn.Linear(hidden_size, vocab_size)
+    with torch.no_grad():
+      self.output.bias[EOS_ID] = -1e9
+    self.latent_size, self.source_length = 0, source_length
+
+  def step(self, tokens_Bx1, state, feed_BxH, keys_BxSxH, memory_BxSxH):
+    x = torch.cat([self.embedding(tokens_Bx1), feed_BxH[:, None, :]], -1)
+    out_Bx1xH, state = self.lstm(x, state)
+    weights_Bx1xS = torch.softmax(torch.bmm(out_Bx1xH, keys_BxSxH.transpose(1, 2)), -1)
+    context_Bx1xH = torch.bmm(weights_Bx1xS, memory_BxSxH)
+    feed_BxH = torch.tanh(self.combine(torch.cat([context_Bx1xH, out_Bx1xH], -1)))[:, 0]
+    return self.output(feed_BxH)[:, None, :], state, feed_BxH
+
+
+def make_attention_decoder(vocab_size, embed_dim, hidden_size, num_layers, source_length,
+                           dtype="float32", device="cpu") -> AttentionDecoder:
+  torch.manual_seed(0)
+  return AttentionDecoder(vocab_size, embed_dim, hidden_size, num_layers, source_length).to(
+      device=device, dtype=_tensor_dtype(dtype)).eval()
+
+
 def _tensor_dtype(dtype: str) -> torch.dtype:
   return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
 
@@ -72,11 +106,18 @@ def decode(decoder: Decoder, batch_size: int, max_len: int, sample: bool = False
   c = torch.randn(layers, batch_size, hidden, dtype=dtype)
   state = (torch.tanh(c), c)
   z = torch.randn(batch_size, decoder.latent_size, dtype=dtype) if decoder.latent_size else None
+  attention = isinstance(decoder, AttentionDecoder)
+  if attention:  # The memory and its keys, once per source, as the JAX decoder keeps them.
+    memory = torch.randn(batch_size, decoder.source_length, hidden, dtype=dtype)
+    keys, feed = decoder.key_projection(memory), torch.zeros(batch_size, hidden, dtype=dtype)
   previous = torch.full((batch_size, 1), BOS_ID, dtype=torch.long)
   done = torch.zeros(batch_size, dtype=torch.bool)
   outputs = []
   for _ in range(max_len):
-    logits, state = decoder(previous, state, z)
+    if attention:
+      logits, state, feed = decoder.step(previous, state, feed, keys, memory)
+    else:
+      logits, state = decoder(previous, state, z)
     logits = logits[:, 0].float()
     logits[:, PAD_ID] = logits[:, BOS_ID] = float("-inf")
     if sample:

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -43,10 +44,10 @@ def test_bench_decode_prints_one_json_line_per_measurement_and_a_plot(tmp_path):
   roofline, decode = records[0], records[1:]
   assert roofline["bench"] == "roofline" and roofline["matmul_flops_per_s_float32"] > 0
   assert roofline["memory_bytes_per_s"] > 0
-  # Two shapes x (greedy: compiled + naive, beam: compiled) x two batch sizes.
-  assert len(decode) == 2 * 3 * 2
+  # Three shapes x (greedy: compiled + naive, beam: compiled) x two batch sizes.
+  assert len(decode) == 3 * 3 * 2
   assert {(r["model"], r["strategy"], r["implementation"]) for r in decode} == {
-      (model, strategy, implementation) for model in ("seq2seq", "vae")
+      (model, strategy, implementation) for model in ("seq2seq", "vae", "seq2seq_attention")
       for strategy, implementation in (("greedy", "compiled"), ("greedy", "naive"),
                                        ("beam", "compiled"))}
   for r in decode:
@@ -63,6 +64,28 @@ def test_bench_decode_prints_one_json_line_per_measurement_and_a_plot(tmp_path):
       assert r["speedup_vs_naive"] == pytest.approx(r["tokens_per_s"] / naive["tokens_per_s"],
                                                     rel=1e-3)
   assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_attention_decoders_of_the_benchmark_decode_every_token():
+  """The JAX and PyTorch attention decoders bench.decode times: the same sizes, max_len tokens
+  per row (EOS pushed down), the attention's FLOPs counted on top of the plain decoder's."""
+  torch_reference = pytest.importorskip("experiments.bench.torch_reference")
+  from experiments.bench import decoders  # pylint: disable=import-outside-toplevel
+  from textgen_jax.decoding import DecodeSettings  # pylint: disable=import-outside-toplevel
+  sizes = dict(shapes.DECODE_SHAPES["seq2seq_attention"], vocab_size=16, embed_dim=8,
+               hidden_size=8, max_len=5)
+  attention = decoders.seq2seq_decoder(sizes, "float32", None, attention="general")
+  plain = decoders.seq2seq_decoder(sizes, "float32", None)
+  assert attention.name == "seq2seq_attention" and plain.name == "seq2seq"
+  assert attention.flops_per_token == plain.flops_per_token + shapes.attention_step_costs(
+      8, sizes["source_length"], 4)[0]
+  decode = decoders.compiled_decode_fn(attention, 3, DecodeSettings("greedy"))
+  tokens = decode(attention.weights, attention.start(3, jax.random.key(0)), None)
+  assert tokens.shape == (3, 5) and np.all(np.asarray(tokens) >= 3)  # Never PAD, BOS or EOS.
+  torch_decoder = decoders.torch_decoder(torch_reference, attention)
+  assert isinstance(torch_decoder, torch_reference.AttentionDecoder)
+  torch_tokens = torch_reference.decode(torch_decoder, 3, 5)
+  assert tuple(torch_tokens.shape) == (3, 5) and bool((torch_tokens >= 3).all())
 
 
 def test_bench_decode_bad_flags_are_one_line_errors():
