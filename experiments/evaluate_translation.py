@@ -34,6 +34,10 @@ _MIN_SOURCE_WORDS = flags.DEFINE_integer("min_source_words", 0, "Score only sour
 _TOKENIZE = flags.DEFINE_enum("tokenize", "13a", ["13a", "none", "intl", "char"],
                               "sacreBLEU's BLEU tokenizer: 13a for detokenised text, none for "
                               "tokenised BLEU of pre-tokenised text.")
+_DETOKENIZE = flags.DEFINE_string("detokenize", None, "Moses-detokenise outputs of a model trained "
+                                  "on tokenised text before scoring, for this language (e.g. "
+                                  "en; needs `pip install sacremoses`), to score them against "
+                                  "raw references with sacreBLEU's own tokenizer.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Sentences decoded together.")
 _STEP = flags.DEFINE_integer("step", None, "The checkpoint (default: the latest).")
 _AVERAGE_LAST = flags.DEFINE_integer("average_last", 0, "Average the parameters of the last K "
@@ -73,6 +77,18 @@ def test_set(translator: seq2seq.Translator) -> tuple[str, list[str], list[list[
   return spec, sources, [[pairs[i][1] for pairs in per_reference] for i in range(len(sources))]
 
 
+def moses_detokenizer(language: str | None):
+  """str -> str joining a tokenised output as Moses would write it (None: outputs as they are)."""
+  if language is None:
+    return None
+  try:
+    from sacremoses import MosesDetokenizer  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    raise TextgenError("--detokenize needs sacremoses: pip install sacremoses") from None
+  detokenizer = MosesDetokenizer(language)
+  return lambda text: detokenizer.detokenize(text.split())
+
+
 def main(argv):
   del argv
   settings = _decode_settings()
@@ -86,12 +102,12 @@ def main(argv):
     raise TextgenError(f"--test={name}: no sources to score")
   start = time.perf_counter()
   scores, signature, _ = translator.score(sources, references, settings, _BATCH_SIZE.value,
-                                          _TOKENIZE.value)
+                                          _TOKENIZE.value, moses_detokenizer(_DETOKENIZE.value))
   record = {"workdir": _WORKDIR.value, "step": _STEP.value, "average_last": _AVERAGE_LAST.value,
             "test": name, "min_source_words": _MIN_SOURCE_WORDS.value, "sources": len(sources),
             "references": sum(map(len, references)), "strategy": settings.strategy,
             "beam_size": settings.beam_size if settings.strategy == "beam" else None,
-            **scores, "signature": signature, "seconds": round(time.perf_counter() - start, 1)}
+            "detokenize": _DETOKENIZE.value, **scores, "signature": signature, "seconds": round(time.perf_counter() - start, 1)}
   line = json.dumps(record)
   print(line)
   if _OUTPUT.value:

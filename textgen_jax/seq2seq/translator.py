@@ -12,7 +12,7 @@ and loss_curve.png.
 import dataclasses
 import functools
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -218,7 +218,8 @@ class Translator:
 
   def score(self, sources: Sequence[str], references: Sequence[Sequence[str]],
             settings: decoding.DecodeSettings = decoding.DecodeSettings(),
-            batch_size: int = 256, tokenize: str = "13a"
+            batch_size: int = 256, tokenize: str = "13a",
+            postprocess: Callable[[str], str] | None = None
             ) -> tuple[dict[str, float], str, list[str]]:
     """(bleu/chrf/exact_match, sacreBLEU's signatures, outputs): each source translated by
     `settings` and scored against its references (one list per source, any number each).
@@ -226,10 +227,14 @@ class Translator:
     Outputs are detokenised text; references are normalised as the model's data was (NFC, one
     space, lowercased if it was: the scoring is then case-insensitive and the signature says
     so). tokenize: sacreBLEU's BLEU tokenizer ("13a"; "none" for pre-tokenised text).
+    postprocess: applied to each output before scoring (e.g. a Moses detokenizer for a model
+    trained on tokenised text).
     """
     references = [[self.tokenizer.normalize(r) for r in refs] for refs in references]
     rng = jax.random.key(0) if settings.strategy == "sample" else None
     outputs = self.translate(sources, batch_size, settings, rng)
+    if postprocess is not None:
+      outputs = [postprocess(output) for output in outputs]
     scores, signature = metrics.corpus_scores(outputs, references, self.tokenizer.lowercase,
                                               tokenize)
     return scores, signature, outputs
