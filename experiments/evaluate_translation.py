@@ -107,7 +107,8 @@ def main(argv):
             "test": name, "min_source_words": _MIN_SOURCE_WORDS.value, "sources": len(sources),
             "references": sum(map(len, references)), "strategy": settings.strategy,
             "beam_size": settings.beam_size if settings.strategy == "beam" else None,
-            "detokenize": _DETOKENIZE.value, **scores, "signature": signature, "seconds": round(time.perf_counter() - start, 1)}
+            "detokenize": _DETOKENIZE.value, **scores, "signature": signature,
+            "seconds": round(time.perf_counter() - start, 1)}
   line = json.dumps(record)
   print(line)
   if _OUTPUT.value:

@@ -268,9 +268,8 @@ def _beam_step(step_fn: StepFn, loop: _BeamLoop, beam_size: int, vocab_size: int
   # Finished: EOS candidates ranked within the top K, merged with earlier finished by score.
   newly_finished_Bx2K = (ends_Bx2K & (jnp.arange(2 * K) < K)[None, :] &
                          (top_log_probs_Bx2K > neg_inf))
-  new_scores_Bx2K = jnp.where(newly_finished_Bx2K,
-                              top_log_probs_Bx2K / length_penalty(t + 1.0, length_alpha, length_norm),
-                              neg_inf)
+  penalty = length_penalty(t + 1.0, length_alpha, length_norm)
+  new_scores_Bx2K = jnp.where(newly_finished_Bx2K, top_log_probs_Bx2K / penalty, neg_inf)
   finished_scores_BxK, finished_tokens_BxKxL, finished_log_probs_BxK = _keep_best(
       jnp.concatenate([loop.finished_scores_BxK, new_scores_Bx2K], 1), K,
       jnp.concatenate([loop.finished_tokens_BxKxL, tokens_Bx2KxL], 1),

@@ -34,8 +34,8 @@ MUST_MATCH_FIELDS = (("vae", "aggressive"),)
 # workdir written before them resumes when the current config keeps that value.
 ADDED_LATER = {("data", "vocab_size_multiple"): 1, ("model", "lstm_backend"): "auto",
                ("data", "seed"): -1, ("data", "shuffle_seed"): -1,
-               ("population", "data_order"): "shared", ("population", "vmap_size"): 0, ("vae", "aggressive"): False,
-               ("vae", "aggressive_max_steps"): 100, ("vae", "aggressive_check_every"): 15,
+               ("population", "data_order"): "shared", ("population", "vmap_size"): 0,
+               ("vae", "aggressive"): False, ("vae", "aggressive_max_steps"): 100, ("vae", "aggressive_check_every"): 15,
                ("model", "attention"): "none", ("model", "input_feeding"): False,
                ("data", "valid_split"): "random"}
 # A population section that describes one ordinary run (see config.population_section).

@@ -140,9 +140,10 @@ def test_summary_mentions_only_the_first_three_skips(tmp_path):
 
 def test_the_seq2seq_default_holds_out_by_source(tmp_path):
   """Tatoeba's repeated sources (several translations each) never straddle the split."""
-  from textgen_jax import recipe  # pylint: disable=import-outside-toplevel
-  from textgen_jax.seq2seq import config as seq2seq_config  # pylint: disable=import-outside-toplevel
-  from textgen_jax.seq2seq.translator import VOCABULARY_FILES  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  from textgen_jax import recipe
+  from textgen_jax.seq2seq import config as seq2seq_config
+  from textgen_jax.seq2seq.translator import VOCABULARY_FILES
   lines = [f"Source {i % 40}.\tcible {i} .\t{ATTRIBUTION}" for i in range(400)]
   config = seq2seq_config.get_config()
   config.data.train_path = write_text(tmp_path / "pairs.tsv", "\n".join(lines) + "\n")
