@@ -65,6 +65,9 @@ _MIN_CALLS = flags.DEFINE_integer("min_calls", 3, "... and at least this many ca
 _MAX_SECONDS_PER_CALL = flags.DEFINE_float(
     "max_seconds_per_call", 60.0, "Skip the larger batches of a configuration once one call "
     "takes longer than this (reported as skipped).")
+_ROUNDS = flags.DEFINE_integer("rounds", 1, "Time everything this many times, round after round "
+                               "(A B C, A B C): compare decoders within a round, as the machine "
+                               "drifts between rounds.")
 _OUTPUT = flags.DEFINE_string("output", None, "Also append the JSON lines to this file.")
 _PLOT = flags.DEFINE_string("plot", None, "Write a PNG of tokens/s against batch size here.")
 
@@ -85,6 +88,7 @@ class Settings:
   min_seconds: float
   min_calls: int
   max_seconds_per_call: float
+  rounds: int
   output: str | None
   plot: str | None
 
@@ -102,13 +106,15 @@ def settings_from_flags() -> Settings:
                          f"{list(STRATEGY_SETTINGS)}")
   if not _WORKDIR.value:
     decoders.check_shapes(_SHAPES.value)
+  if _ROUNDS.value < 1:
+    raise TextgenError(f"--rounds must be at least 1, got {_ROUNDS.value}")
   return Settings(
       tuple(_SHAPES.value), _WORKDIR.value, tuple(int(b) for b in _BATCH_SIZES.value),
       tuple(_STRATEGIES.value), tuple(_DTYPES.value), tuple(_BASELINES.value),
       _INPUT_TABLE.value, _MAX_LEN.value,
       {name: flag.value for name, flag in _SIZE_OVERRIDES.items() if flag.value is not None},
-      _MIN_SECONDS.value, _MIN_CALLS.value, _MAX_SECONDS_PER_CALL.value, _OUTPUT.value,
-      _PLOT.value)
+      _MIN_SECONDS.value, _MIN_CALLS.value, _MAX_SECONDS_PER_CALL.value, _ROUNDS.value,
+      _OUTPUT.value, _PLOT.value)
 
 
 def decoders_under_test(settings: Settings) -> list[DecoderUnderTest]:
@@ -185,7 +191,7 @@ def time_implementation(implementation: str, decoder: DecoderUnderTest, strategy
 
 def run_batch(decoder: DecoderUnderTest, strategy: str, batch_size: int, too_slow: set[str],
               rates: common.DeviceRates, out: common.JsonLines, settings: Settings,
-              torch_reference: Any) -> list[dict[str, Any]]:
+              torch_reference: Any, round_index: int = 0) -> list[dict[str, Any]]:
   """Times every implementation at one batch size; emits their records, speed-ups included.
 
   An implementation in `too_slow` is reported as skipped; one whose call takes longer than
@@ -205,9 +211,9 @@ def run_batch(decoder: DecoderUnderTest, strategy: str, batch_size: int, too_slo
                     f"{implementation}")
     seconds, tokens, compile_s, memory = time_implementation(
         implementation, decoder, strategy, batch_size, carry, key, settings, torch_reference)
-    results[implementation] = _record(decoder, rates, jax.devices()[0], implementation,
-                                      strategy, batch_size, tuple(seconds), tokens, compile_s,
-                                      memory, rows)
+    results[implementation] = dict(_record(decoder, rates, jax.devices()[0], implementation,
+                                           strategy, batch_size, tuple(seconds), tokens,
+                                           compile_s, memory, rows), round=round_index)
     if max(seconds) > settings.max_seconds_per_call:
       too_slow.add(implementation)
   for implementation, record in results.items():
@@ -220,14 +226,15 @@ def run_batch(decoder: DecoderUnderTest, strategy: str, batch_size: int, too_slo
 
 
 def run_decoder(decoder: DecoderUnderTest, rates: common.DeviceRates, out: common.JsonLines,
-                settings: Settings, torch_reference: Any) -> list[dict[str, Any]]:
+                settings: Settings, torch_reference: Any,
+                round_index: int = 0) -> list[dict[str, Any]]:
   records = []
   for strategy in settings.strategies:
     STRATEGY_SETTINGS[strategy].check(decoder.max_len, decoder.vocab_size)
     too_slow = set()
     for batch_size in settings.batch_sizes:
       records += run_batch(decoder, strategy, batch_size, too_slow, rates, out, settings,
-                           torch_reference)
+                           torch_reference, round_index)
   return records
 
 
@@ -244,13 +251,15 @@ def main(argv):
                                       settings.min_seconds)
   out.emit(common.roofline_record(jax.devices()[0], rates.matmul_flops_per_s,
                                   rates.memory_bytes_per_s))
+  # A batch-1 step streams every weight: its bound is the read rate for a buffer of the
+  # weights' size, which is a cache's rate when they fit in one (measured, not assumed).
+  decoders_to_time = [dataclasses.replace(decoder, weight_read_bytes_per_s=(
+      common.measure_memory_bandwidth(int(decoder.weight_bytes), settings.min_seconds)))
+                      for decoder in decoders_to_time]
   records = []
-  for decoder in decoders_to_time:
-    # A batch-1 step streams every weight: its bound is the read rate for a buffer of the
-    # weights' size, which is a cache's rate when they fit in one (measured, not assumed).
-    read_rate = common.measure_memory_bandwidth(int(decoder.weight_bytes), settings.min_seconds)
-    decoder = dataclasses.replace(decoder, weight_read_bytes_per_s=read_rate)
-    records += run_decoder(decoder, rates, out, settings, torch_reference)
+  for round_index in range(settings.rounds):
+    for decoder in decoders_to_time:
+      records += run_decoder(decoder, rates, out, settings, torch_reference, round_index)
   if settings.plot:
     common.plot_decode_throughput(records, settings.plot)
     common.progress(f"wrote {settings.plot}")

@@ -38,14 +38,16 @@ def run_bench(benchmark, *flags):
 def test_bench_decode_prints_one_json_line_per_measurement_and_a_plot(tmp_path):
   plot, output = tmp_path / "decode.png", tmp_path / "decode.jsonl"
   records, _ = run_bench("decode", "--max_len=5", "--batch_sizes=1,3",
-                         "--strategies=greedy,beam", "--baselines=naive",
+                         "--strategies=greedy,beam", "--baselines=naive", "--rounds=2",
                          f"--plot={plot}", f"--output={output}")
   assert [json.loads(line) for line in output.read_text().splitlines()] == records
   roofline, decode = records[0], records[1:]
   assert roofline["bench"] == "roofline" and roofline["matmul_flops_per_s_float32"] > 0
   assert roofline["memory_bytes_per_s"] > 0
-  # Three shapes x (greedy: compiled + naive, beam: compiled) x two batch sizes.
-  assert len(decode) == 3 * 3 * 2
+  # Two rounds x three shapes x (greedy: compiled + naive, beam: compiled) x two batch sizes,
+  # every decoder timed in round 0 before any in round 1.
+  assert len(decode) == 2 * 3 * 3 * 2
+  assert [r["round"] for r in decode] == [0] * 18 + [1] * 18
   assert {(r["model"], r["strategy"], r["implementation"]) for r in decode} == {
       (model, strategy, implementation) for model in ("seq2seq", "vae", "seq2seq_attention")
       for strategy, implementation in (("greedy", "compiled"), ("greedy", "naive"),
@@ -59,8 +61,9 @@ def test_bench_decode_prints_one_json_line_per_measurement_and_a_plot(tmp_path):
       assert r["roofline_tokens_per_s"] == pytest.approx(r["tokens_per_s"] /
                                                          r["roofline_fraction"], rel=1e-3)
     if (r["strategy"], r["implementation"]) == ("greedy", "compiled"):
-      naive = [n for n in decode if (n["model"], n["batch_size"], n["implementation"]) ==
-               (r["model"], r["batch_size"], "naive")][0]
+      naive = [n for n in decode if (n["model"], n["batch_size"], n["round"],
+                                     n["implementation"]) ==
+               (r["model"], r["batch_size"], r["round"], "naive")][0]
       assert r["speedup_vs_naive"] == pytest.approx(r["tokens_per_s"] / naive["tokens_per_s"],
                                                     rel=1e-3)
   assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
