@@ -115,10 +115,11 @@ def check_resumable(workdir: str, config: ml_collections.ConfigDict,
   """A workdir with checkpoints must have been made by the same data and model settings."""
   saved = read_config(workdir).to_dict()
   saved.setdefault("population", _SINGLE_RUN)  # Written before populations existed.
-  for (section, field), value in ADDED_LATER.items():
-    if isinstance(saved.get(section), dict):
-      saved[section].setdefault(field, value)
   current = json.loads(config.to_json())
+  for (section, field), value in ADDED_LATER.items():
+    # Only the family's own fields: the VAE's model section has no attention.
+    if isinstance(saved.get(section), dict) and field in current.get(section, {}):
+      saved[section].setdefault(field, value)
   for section, field in SPEED_ONLY:
     for settings in (saved, current):
       if isinstance(settings.get(section), dict):
