@@ -163,13 +163,15 @@ class Translator:
                                    num_rows=inputs_BxS.shape[0], settings=settings)
       weights_BxLxS = np.asarray(self._attention_weights(self.params, inputs_BxS, lengths_B,
                                                          tokens_BxL))
+      tokens_BxL = np.asarray(tokens_BxL)
       for batch_row, row in enumerate(rows):
-        source = [self.source_vocab.tokens[i] for i in inputs_BxS[batch_row, :lengths_B[batch_row]]]
-        output = self.target_vocab.decode(np.asarray(tokens_BxL[batch_row]))
-        ends = len(output) + int(EOS_ID in np.asarray(tokens_BxL[batch_row]))
-        shown = output + ([EOS] if ends > len(output) else [])
-        alignments[row] = Alignment(source, shown,
-                                    weights_BxLxS[batch_row, :ends, :len(source)])
+        source_ids = inputs_BxS[batch_row, :lengths_B[batch_row]]
+        source = [self.source_vocab.tokens[i] for i in source_ids]
+        output = self.target_vocab.decode(tokens_BxL[batch_row])
+        if EOS_ID in tokens_BxL[batch_row]:  # Its step attended too: show it.
+          output = output + [EOS]
+        alignments[row] = Alignment(source, output,
+                                    weights_BxLxS[batch_row, :len(output), :len(source)])
     return alignments
 
   def _batches(self, texts: Sequence[str], batch_size: int,
