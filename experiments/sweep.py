@@ -23,13 +23,12 @@ import sys
 
 import numpy as np
 from absl import flags
-from ml_collections import config_flags
 
 from textgen_jax import cli, population, seq2seq, vae
 from textgen_jax.errors import TextgenError
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(__file__), "configs", "seq2seq_default.py"),
+_CONFIG = cli.define_config_file(
+    os.path.join(os.path.dirname(__file__), "configs", "seq2seq_default.py"),
     "Config file; override fields with --config.<section>.<field>=value.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the sweep; one subdirectory per "
                                "grid point.", required=True)

@@ -8,12 +8,11 @@ r"""Trains an LSTM encoder-decoder on sentence pairs; resumes from the workdir's
 import os
 
 from absl import flags
-from ml_collections import config_flags
 
 from textgen_jax import cli, seq2seq
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(__file__), "configs", "seq2seq_default.py"),
+_CONFIG = cli.define_config_file(
+    os.path.join(os.path.dirname(__file__), "configs", "seq2seq_default.py"),
     "Config file; override fields with --config.<section>.<field>=value.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, vocabularies, metrics.",
                                required=True)

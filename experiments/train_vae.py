@@ -8,12 +8,11 @@ workdir's last checkpoint.
 import os
 
 from absl import flags
-from ml_collections import config_flags
 
 from textgen_jax import cli, vae
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(__file__), "configs", "ptb_vae.py"),
+_CONFIG = cli.define_config_file(
+    os.path.join(os.path.dirname(__file__), "configs", "ptb_vae.py"),
     "Config file; override fields with --config.<section>.<field>=value.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, vocabulary, metrics.",
                                required=True)

@@ -1,4 +1,5 @@
-"""Tests for textgen_jax.cli: the re-execution with huge pages keeps the script's arguments."""
+"""Tests for textgen_jax.cli: the re-execution with huge pages keeps the script's arguments, and
+mistakes in --config flags are one-line errors."""
 
 import os
 import subprocess
@@ -6,6 +7,7 @@ import sys
 
 import pytest
 
+from tests.helpers import assert_one_line_error, run_script, write_text
 from textgen_jax import cli
 
 pytestmark = pytest.mark.slow  # Subprocesses: the fast subset (-m 'not slow') skips them.
@@ -43,3 +45,30 @@ def test_scripts_restart_once_with_huge_pages_and_the_same_arguments(tmp_path):
 def test_huge_pages_can_be_turned_off(tmp_path):
   tunables, name, _ = run(tmp_path, {"TEXTGEN_JAX_HUGE_PAGES": "0"})
   assert tunables == "" and name == "x y"
+
+
+@pytest.mark.parametrize("script", ["train_seq2seq.py", "train_vae.py"])
+@pytest.mark.parametrize("flag, fragments", [
+    ("--config.model.hiden_size=3",
+     ["--config.model.hiden_size: no config field 'hiden_size'; did you mean 'hidden_size'?"]),
+    ("--config.modle.hidden_size=3", ["--config.modle.hidden_size", "did you mean 'model'?"]),
+    ("--config.model.hidden_size=abc", ["--config.model.hidden_size=abc", "invalid literal"]),
+    ("--config=missing_config.py", ["--config=missing_config.py: cannot load it",
+                                    "No such file or directory"]),
+])
+def test_config_mistakes_are_one_line_errors(tmp_path, script, flag, fragments):
+  """Typos and wrong types in --config flags: one line, the flag named, no library traceback."""
+  result = run_script(script, flag, f"--workdir={tmp_path / 'workdir'}", timeout=120)
+  assert_one_line_error(result, *fragments)
+  assert not os.path.exists(tmp_path / "workdir")
+
+
+def test_a_config_file_without_get_config_or_that_raises_is_a_one_line_error(tmp_path):
+  without = write_text(tmp_path / "without.py", "CONFIG = 1\n")
+  assert_one_line_error(run_script("train_seq2seq.py", f"--config={without}",
+                                   f"--workdir={tmp_path / 'workdir'}"),
+                        f"--config={without}: cannot load it", "no attribute 'get_config'")
+  raising = write_text(tmp_path / "raising.py", "def get_config():\n  return {}['seed']\n")
+  assert_one_line_error(run_script("train_seq2seq.py", f"--config={raising}",
+                                   f"--workdir={tmp_path / 'workdir'}"),
+                        f"--config={raising}: cannot load it (KeyError: 'seed')")

@@ -1,8 +1,9 @@
 """Experiment scripts' shared parts: main with one-line errors for bad input, decoding flags."""
 
 import os
+import re
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 from absl import app, flags, logging
 
@@ -36,38 +37,60 @@ def run(main: Callable[[list[str]], None], huge_pages: bool = False) -> None:
       print(str(e), file=sys.stderr)
       sys.exit(e.exit_code)
 
-  app.run(quiet_main)
+  app.run(quiet_main, flags_parser=_parse_flags)
 
 
-def define_decode_flags(default_strategy: str | None = "greedy") -> Callable[[], DecodeSettings]:
-  """Defines --strategy, --temperature, --top_k, --top_p, --beam_size, --length_alpha and
-  --length_norm.
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, a bad flag (a --config field of the wrong type, a --config file that
+  cannot be read or has no get_config) reported in one line as every other bad input is."""
+  try:
+    remaining = flags.FLAGS(argv)
+    if "config" in flags.FLAGS:  # ml_collections defers a load error to the config's first use.
+      getattr(flags.FLAGS.config, "keys")
+    return remaining
+  except flags.Error as e:
+    _exit_with_error(_one_line(str(e)))
+  except Exception as e:  # pylint: disable=broad-except
+    _exit_with_error(f"{_config_argument(argv)}: cannot load it ({_last_line(e)})")
 
-  Returns a function that reads them into a checked DecodeSettings once flags are parsed;
-  with default_strategy=None the script picks the default, passed to that function.
-  """
-  strategy = flags.DEFINE_enum("strategy", default_strategy, list(decoding.STRATEGIES),
-                               "Decoding strategy.")
-  temperature = flags.DEFINE_float("temperature", 1.0, "sample: softmax temperature (> 0).")
-  top_k = flags.DEFINE_integer("top_k", 0, "sample: among the k most likely tokens (0: all).")
-  top_p = flags.DEFINE_float("top_p", 1.0, "sample: within the nucleus of this mass, (0, 1].")
-  beam_size = flags.DEFINE_integer("beam_size", 4, "beam: hypotheses kept per input.")
-  length_alpha = flags.DEFINE_float("length_alpha", 0.6,
-                                    "beam: GNMT length normalisation exponent (0: none).")
-  length_norm = flags.DEFINE_enum("length_norm", "gnmt", list(decoding.LENGTH_NORMS),
-                                  "beam: divide log p by GNMT's ((5 + length) / 6) ** alpha, or "
-                                  "by the length (average).")
 
-  def settings(default: str = "greedy") -> DecodeSettings:
-    result = DecodeSettings(strategy.value or default, temperature.value, top_k.value,
-                            top_p.value, beam_size.value, length_alpha.value, length_norm.value)
-    try:
-      result.check(max_len=1)
-    except TextgenError as e:
-      raise TextgenError(f"--{e}") from None  # The message starts with the setting's name.
-    return result
+def define_config_file(default: str, help_text: str) -> Any:
+  """config_flags.DEFINE_config_file("config", default, help_text), with what it raises for a
+  bad --config.<field> (it reads the command line while being defined: a field that does not
+  exist, with ml_collections' suggestion) stopped in one line."""
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  try:
+    return config_flags.DEFINE_config_file("config", default, help_text)
+  except (AttributeError, KeyError) as e:
+    message = str(e)
+    mistake = re.search(r'Did you mean "(\w+)" instead of "(\w+)"', message)
+    field = mistake.group(2) if mistake else next(iter(re.findall(r"(\w+)", message)), "")
+    override = next((arg.split("=")[0] for arg in sys.argv[1:]
+                     if arg.startswith("--config.") and f".{field}" in arg.split("=")[0]),
+                    "--config")
+    _exit_with_error(f"{override}: no config field {field!r}" +
+                     (f"; did you mean {mistake.group(1)!r}?" if mistake else ""))
+  except Exception as e:  # pylint: disable=broad-except
+    _exit_with_error(f"{_config_argument(sys.argv)}: cannot load it ({_last_line(e)})")
 
-  return settings
+
+def _config_argument(argv: list[str]) -> str:
+  return next((arg for arg in argv[1:] if arg.startswith("--config=")), "--config")
+
+
+def _last_line(error: Exception) -> str:
+  """The last line of a many-line library message: where it says what went wrong."""
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  return f"{type(error).__name__}: {lines[-1] if lines else ''}"
+
+
+def _one_line(message: str) -> str:
+  return " ".join(message.split())
+
+
+def _exit_with_error(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
 
 
 def reexec_with_huge_pages() -> None:
