@@ -1,6 +1,7 @@
 """A training process killed with SIGKILL resumes from its last checkpoint and ends where an
 uninterrupted run ends (same parameters, bitwise on CPU); one stopped with SIGTERM saves first."""
 
+import json
 import os
 import random
 import signal
@@ -126,3 +127,28 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
   assert resumed.returncode == 0, err
   assert f"Resuming from the checkpoint at step {stopped_at} " in out
   assert _committed_steps(workdir)[-1] == stopped_at + 5
+
+
+def test_a_second_training_on_a_running_workdir_stops_at_once_naming_the_first(tmp_path):
+  """Two trainings on one workdir (a second terminal, a retried job): the second fails in one
+  line naming the holder, before it writes anything; the first runs on, unharmed."""
+  workdir = str(tmp_path / "workdir")
+  first = _train_cli(write_tsv(tmp_path / "pairs.tsv", make_pairs(40)), workdir)
+  try:
+    _wait_for_a_checkpoint(first, workdir)
+    with open(os.path.join(workdir, "train.lock"), encoding="utf-8") as f:
+      assert f.read().strip().endswith(f"pid {first.pid}")
+    second = _train_cli(str(tmp_path / "pairs.tsv"), workdir)
+    _, stderr = second.communicate(timeout=120)
+    assert second.returncode == 2, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert "Traceback" not in stderr and len(errors) == 1
+    assert f"{workdir} is being trained by another process (host " in errors[0]
+    assert f"pid {first.pid}, holding {workdir}/train.lock)" in errors[0]
+    assert first.poll() is None  # Still training.
+  finally:
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=120)
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    steps = [json.loads(line)["step"] for line in f if "train_loss" in line]
+  assert steps == sorted(set(steps))  # One writer: no record twice.

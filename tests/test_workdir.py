@@ -98,3 +98,44 @@ def test_run_keys_are_one_per_purpose_and_keep_the_old_parameter_and_dropout_key
     old_params, old_dropout = jax.random.split(jax.random.key(seed))
     assert data[0] == tuple(np.asarray(jax.random.key_data(old_params)).tolist())
     assert data[1] == tuple(np.asarray(jax.random.key_data(old_dropout)).tolist())
+
+
+HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+os.write(fd, b"host elsewhere pid 4242")
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_the_training_lock_names_its_holder_and_is_taken_over_once_it_died(tmp_path, capsys):
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path)
+  lock_path = os.path.join(workdir, workdir_lib.LOCK_FILE)
+  holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, lock_path], stdout=subprocess.PIPE,
+                            text=True)
+  try:
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(TextgenError, match=f"{workdir} is being trained by another process "
+                       r"\(host elsewhere pid 4242, holding .*train.lock\)"):
+      workdir_lib.lock_for_training(workdir)
+  finally:
+    holder.kill()
+    holder.communicate()
+  # Its OS lock died with it; the file it left names it, and is taken over.
+  workdir_lib.lock_for_training(workdir)
+  try:
+    assert "took over" in capsys.readouterr().out
+    with open(lock_path, encoding="utf-8") as f:
+      assert f.read().strip().endswith(f"pid {os.getpid()}")
+    workdir_lib.lock_for_training(workdir)  # Held by this process already: a no-op.
+  finally:
+    workdir_lib.unlock(workdir)
+  with open(lock_path, encoding="utf-8") as f:
+    assert f.read() == ""  # Released: no holder named.
+  workdir_lib.lock_for_training(workdir)  # Free again.
+  workdir_lib.unlock(workdir)
+  assert "took over" not in capsys.readouterr().out

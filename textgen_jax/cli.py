@@ -93,6 +93,37 @@ def _exit_with_error(message: str) -> None:
   sys.exit(2)
 
 
+def define_decode_flags(default_strategy: str | None = "greedy") -> Callable[[], DecodeSettings]:
+  """Defines --strategy, --temperature, --top_k, --top_p, --beam_size, --length_alpha and
+  --length_norm.
+
+  Returns a function that reads them into a checked DecodeSettings once flags are parsed;
+  with default_strategy=None the script picks the default, passed to that function.
+  """
+  strategy = flags.DEFINE_enum("strategy", default_strategy, list(decoding.STRATEGIES),
+                               "Decoding strategy.")
+  temperature = flags.DEFINE_float("temperature", 1.0, "sample: softmax temperature (> 0).")
+  top_k = flags.DEFINE_integer("top_k", 0, "sample: among the k most likely tokens (0: all).")
+  top_p = flags.DEFINE_float("top_p", 1.0, "sample: within the nucleus of this mass, (0, 1].")
+  beam_size = flags.DEFINE_integer("beam_size", 4, "beam: hypotheses kept per input.")
+  length_alpha = flags.DEFINE_float("length_alpha", 0.6,
+                                    "beam: GNMT length normalisation exponent (0: none).")
+  length_norm = flags.DEFINE_enum("length_norm", "gnmt", list(decoding.LENGTH_NORMS),
+                                  "beam: divide log p by GNMT's ((5 + length) / 6) ** alpha, or "
+                                  "by the length (average).")
+
+  def settings(default: str = "greedy") -> DecodeSettings:
+    result = DecodeSettings(strategy.value or default, temperature.value, top_k.value,
+                            top_p.value, beam_size.value, length_alpha.value, length_norm.value)
+    try:
+      result.check(max_len=1)
+    except TextgenError as e:
+      raise TextgenError(f"--{e}") from None  # The message starts with the setting's name.
+    return result
+
+  return settings
+
+
 def reexec_with_huge_pages() -> None:
   """Restarts this process (same PID, arguments and streams) with glibc's huge-page tunable.
 

@@ -120,18 +120,28 @@ def member_model(model: Any, hyperparameters: dict[str, Any]) -> Any:
 
 
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, data: TextData) -> None:
-  """Creates the workdir, refuses to resume checkpoints of other settings, writes the assets."""
+  """Creates and locks the workdir (one training at a time), refuses to resume checkpoints of
+  other settings, writes the assets."""
   workdir_lib.make_workdir(workdir)
-  if workdir_lib.has_checkpoints(workdir):
-    workdir_lib.check_resumable(workdir, config, data.vocabularies)
-  if parallel.is_primary():
-    workdir_lib.write_assets(workdir, config, data.tokenizer, data.vocabularies)
+  if parallel.is_primary():  # One writer per workdir; other hosts write through process 0.
+    workdir_lib.lock_for_training(workdir)
+  try:
+    if workdir_lib.has_checkpoints(workdir):
+      workdir_lib.check_resumable(workdir, config, data.vocabularies)
+    if parallel.is_primary():
+      workdir_lib.write_assets(workdir, config, data.tokenizer, data.vocabularies)
+  except BaseException:
+    workdir_lib.unlock(workdir)
+    raise
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, task: train_loop.Task) -> Any:
   """Trains (or resumes) to the end; the final parameters, whole on this process's device. Of a
   population, those of its best member (members.json; export any other with export_member)."""
-  state = train_loop.train(config, workdir, task)
+  try:
+    state = train_loop.train(config, workdir, task)
+  finally:
+    workdir_lib.unlock(workdir)
   params = parallel.local_copy(state.params)
   if population.parse(config, task.per_member_fields) is None:
     return params

@@ -7,9 +7,11 @@ and resuming checks that the current settings still describe the checkpoints.
 """
 
 import dataclasses
+import fcntl
 import functools
 import json
 import os
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -69,6 +71,47 @@ def make_workdir(workdir: str) -> None:
     os.remove(probe)
   except OSError as e:
     raise TextgenError(f"--workdir={workdir}: cannot write there ({e.strerror})") from None
+
+
+LOCK_FILE = "train.lock"
+_HELD_LOCKS: dict[str, int] = {}  # Workdir (real path) -> the open lock file this process holds.
+
+
+def lock_for_training(workdir: str) -> None:
+  """Makes this process the workdir's one writer until `unlock` (or its exit): an OS file lock
+  (flock) on <workdir>/train.lock, which records the holder's host and PID. A second training
+  on the workdir fails at once naming the holder; the lock of a process that died went with it,
+  so its leftover file is taken over (and said so). Readers (translate, generate, evaluate) never
+  lock. On several hosts process 0 alone calls this. Holding it already is a no-op."""
+  key = os.path.realpath(workdir)
+  if key in _HELD_LOCKS:
+    return
+  path = os.path.join(workdir, LOCK_FILE)
+  try:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError as e:
+    raise TextgenError(f"{path}: cannot open the workdir's lock ({e.strerror})") from None
+  previous = os.read(fd, 200).decode("utf-8", "replace").strip()
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError:
+    os.close(fd)
+    raise TextgenError(f"{workdir} is being trained by another process ({previous or 'unknown'}"
+                       f", holding {path}); wait for it to finish or use another --workdir"
+                       ) from None
+  if previous:
+    print(f"note: took over {path}, left by {previous}, which is no longer running")
+  os.ftruncate(fd, 0)
+  os.pwrite(fd, f"host {socket.gethostname()} pid {os.getpid()}\n".encode(), 0)
+  _HELD_LOCKS[key] = fd
+
+
+def unlock(workdir: str) -> None:
+  """Releases the lock `lock_for_training` took (the file stays, empty: no holder)."""
+  fd = _HELD_LOCKS.pop(os.path.realpath(workdir), None)
+  if fd is not None:
+    os.ftruncate(fd, 0)
+    os.close(fd)  # Closing the file releases the flock.
 
 
 def read_model_config(workdir: str) -> ml_collections.ConfigDict:
