@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import (SENTENCES, assert_trees_equal, make_pairs, read_metrics, tiny_config,
-                           tiny_vae_config)
+                           tiny_vae_config, write_tsv)
 from textgen_jax import seq2seq, train_loop, vae
 from textgen_jax import workdir as workdir_lib
 from textgen_jax.data.tokenizers import make_tokenizer
@@ -139,3 +139,18 @@ def test_the_training_lock_names_its_holder_and_is_taken_over_once_it_died(tmp_p
   workdir_lib.lock_for_training(workdir)  # Free again.
   workdir_lib.unlock(workdir)
   assert "took over" not in capsys.readouterr().out
+
+
+def test_a_hand_edited_model_section_is_a_one_line_error_naming_config_json(tmp_path):
+  workdir = str(tmp_path / "run")
+  seq2seq.train_and_evaluate(tiny_config(write_tsv(tmp_path / "pairs.tsv", make_pairs(20)),
+                                         train__num_steps=2), workdir)
+  path = os.path.join(workdir, "config.json")
+  with open(path, encoding="utf-8") as f:
+    saved = json.load(f)
+  saved["model"]["hiden_size"] = saved["model"].pop("hidden_size")
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(saved, f)
+  with pytest.raises(TextgenError, match=f"{path}: its model section does not describe a seq2seq "
+                     "model .*unexpected keyword argument 'hiden_size'"):
+    seq2seq.Translator.load(workdir)

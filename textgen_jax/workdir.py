@@ -222,7 +222,11 @@ def load(workdir: str, family: str, vocabulary_files: Sequence[str], train_scrip
   for filename in vocabulary_files:
     vocab, tokenizer_cfg = load_vocabulary(os.path.join(workdir, filename))
     vocabularies.append(vocab)
-  model = build_model(config.model, *vocabularies)
+  try:
+    model = build_model(config.model, *vocabularies)
+  except (TypeError, ValueError) as e:  # A field the model does not know (config.json edited).
+    raise TextgenError(f"{os.path.join(workdir, CONFIG_FILE)}: its model section does not "
+                       f"describe a {family} model ({e})") from None
   members = population_lib.parse(config, per_member=None)
   if members is None and member is not None:
     raise TextgenError(f"--member={member}: {workdir} holds one run, not a population")
