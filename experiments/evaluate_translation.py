@@ -14,7 +14,6 @@ Prints BLEU, chrF, exact match and the signature on stderr and one JSON line on 
 (--output appends it to a file). --average_last=K scores the mean of the last K checkpoints.
 """
 
-import json
 import sys
 import time
 
@@ -109,11 +108,7 @@ def main(argv):
             "beam_size": settings.beam_size if settings.strategy == "beam" else None,
             "detokenize": _DETOKENIZE.value, **scores, "signature": signature,
             "seconds": round(time.perf_counter() - start, 1)}
-  line = json.dumps(record)
-  print(line)
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, "a", encoding="utf-8") as f:
-      f.write(line + "\n")
+  cli.print_record(record, _OUTPUT.value)
   print(f"{name}: {len(sources)} sources, {settings.strategy}: BLEU {scores['bleu']:.2f}, chrF "
         f"{scores['chrf']:.2f}, exact match {scores['exact_match']:.3f}\n{signature}",
         file=sys.stderr)

@@ -8,7 +8,6 @@ exact for an LM), perplexity (words plus EOS), and for a VAE reconstruction, kl,
 mutual_information, active_units; with the wall time in seconds. --output appends it to a file.
 """
 
-import json
 import sys
 
 import jax
@@ -48,11 +47,7 @@ def main(argv):
                            jax.random.key(_SEED.value))
   record = {"workdir": _WORKDIR.value, "step": model.step, "data_path": path,
             "kind": model.config.model.kind, **results}
-  line = json.dumps(record)
-  print(line)
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, "a", encoding="utf-8") as f:
-      f.write(line + "\n")
+  cli.print_record(record, _OUTPUT.value)
   print(f"{len(sentences)} sentences: NLL {results['nll_per_sentence']:.2f} nats per sentence, "
         f"perplexity {results['perplexity']:.2f}, in {results['seconds']:.0f} s", file=sys.stderr)
 

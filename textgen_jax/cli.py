@@ -1,5 +1,6 @@
 """Experiment scripts' shared parts: main with one-line errors for bad input, decoding flags."""
 
+import json
 import os
 import re
 import sys
@@ -91,6 +92,15 @@ def _one_line(message: str) -> str:
 def _exit_with_error(message: str) -> None:
   print(f"error: {message}", file=sys.stderr)
   sys.exit(2)
+
+
+def print_record(record: dict[str, Any], output: str | None = None) -> None:
+  """One JSON line on stdout, also appended to the file `output` when given."""
+  line = json.dumps(record)
+  print(line)
+  if output:
+    with open(output, "a", encoding="utf-8") as f:
+      f.write(line + "\n")
 
 
 def define_decode_flags(default_strategy: str | None = "greedy") -> Callable[[], DecodeSettings]:

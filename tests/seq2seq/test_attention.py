@@ -146,26 +146,6 @@ def test_without_attention_the_state_and_parameters_are_todays():
                                 np.arange(S)[None, :] < LENGTHS[:, None])
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4))
-def logits_with_dropout(model, params, inputs, targets, deterministic, rng):
-  return model.apply(params, inputs, jnp.asarray(LENGTHS), targets, deterministic=deterministic,
-                     rngs={"dropout": rng})
-
-
-def test_dropout_inside_the_feeding_loop_draws_from_the_key():
-  model = make_model(attention="additive", input_feeding=True, decoder_layers=2,
-                     dropout_rate=0.3)
-  params = random_params(model)
-  apply = functools.partial(logits_with_dropout, model, params, pad_rows(SOURCES, S),
-                            random_targets(2))
-  plain = apply(True, jax.random.key(1))
-  np.testing.assert_array_equal(apply(True, jax.random.key(2)), plain)
-  dropped = apply(False, jax.random.key(1))
-  np.testing.assert_array_equal(apply(False, jax.random.key(1)), dropped)
-  assert not np.allclose(dropped, plain)
-  assert not np.allclose(apply(False, jax.random.key(2)), dropped)
-
-
 # ---- The decoding engine with attention -----------------------------------------------------
 
 

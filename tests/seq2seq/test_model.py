@@ -214,8 +214,12 @@ def logits_with_dropout(model, params, inputs, lengths, targets, deterministic, 
                      rngs={"dropout": rng})
 
 
-def test_dropout_only_when_not_deterministic():
-  model = make_model(dropout_rate=0.5)
+@pytest.mark.parametrize("kwargs", [{}, dict(attention="additive", input_feeding=True,
+                                               decoder_layers=2)],
+                         ids=["plain", "attention-feeding-loop"])
+def test_dropout_only_when_not_deterministic(kwargs):
+  """With input feeding too, whose teacher-forced pass draws a dropout key per step."""
+  model = make_model(dropout_rate=0.5, **kwargs)
   params = random_params(model)
   apply = functools.partial(logits_with_dropout, model, params, pad_rows(SOURCES, S), LENGTHS,
                             random_targets(2))
