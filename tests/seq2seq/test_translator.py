@@ -12,6 +12,8 @@ import shutil
 import jax
 import pytest
 import sacrebleu
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.helpers import (assert_one_line_error, assert_trees_equal, make_pairs, run_script,
                            tiny_config, write_text, write_tsv)
@@ -359,3 +361,12 @@ def test_a_batch_too_large_for_device_memory_is_a_clear_error(trained, monkeypat
   with pytest.raises(TextgenError, match="translating a batch of 4 does not fit in device memory"
                      r".*use a smaller batch_size"):
     fresh.translate(INPUTS, batch_size=4)
+
+
+@settings(max_examples=25, deadline=None)
+@given(texts=st.lists(st.text(max_size=60), min_size=1, max_size=6))
+def test_any_lines_translate_to_exactly_one_line_each(trained, texts):
+  _, _, translator = trained
+  outputs = translator.translate(texts)
+  assert len(outputs) == len(texts)
+  assert all("\n" not in output and "\r" not in output for output in outputs)
