@@ -19,10 +19,8 @@ import time
 
 from absl import flags
 
-from textgen_jax import cli, seq2seq
-from textgen_jax import config as shared_config
+from textgen_jax import cli, recipe, seq2seq
 from textgen_jax.data import readers
-from textgen_jax.seq2seq import metrics as translation_metrics
 from textgen_jax.errors import TextgenError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A seq2seq workdir.", required=True)
@@ -56,18 +54,13 @@ def test_set(translator: seq2seq.Translator) -> tuple[str, list[str], list[list[
     else:
       quiet_reader = lambda path, skip_malformed: readers.read_pairs(path, skip_malformed,
                                                                      verbose=False)
-      splits = readers.read_splits(config.data, shared_config.data_seed(config), quiet_reader,
-                                   group_key=lambda pair: translator.tokenizer.normalize(pair[0]))
-      sources, references = translation_metrics.group_references(
-          [(translator.tokenizer.normalize(s), t) for s, t in splits.valid])
-      return "held-out split", sources, references
+      splits = recipe.read_splits(config, quiet_reader, translator.tokenizer)
+      return ("held-out split", *translator.group_by_source(splits.valid))
   paths = spec.split(",")
   if len(paths) <= 2:  # One TSV, or one source and one reference file: pairs.
     pairs, _ = readers.read_pairs(spec, verbose=False)
     if len(paths) == 1:  # A TSV: a source's lines are its references.
-      sources, references = translation_metrics.group_references(
-          [(translator.tokenizer.normalize(s), t) for s, t in pairs])
-      return spec, sources, references
+      return (spec, *translator.group_by_source(pairs))
     return spec, [s for s, _ in pairs], [[t] for _, t in pairs]
   per_reference = [readers.read_pairs(f"{paths[0]},{ref}", verbose=False)[0] for ref in paths[1:]]
   if len({len(pairs) for pairs in per_reference}) != 1:

@@ -64,6 +64,15 @@ def _encode(examples: Sequence[Any], locations: Sequence[str], tokenizer: Tokeni
   return ids
 
 
+def read_splits(config: ml_collections.ConfigDict, reader: readers.Reader,
+                tokenizer: Tokenizer) -> readers.Splits:
+  """The training and held-out examples exactly as a run with this config draws them (a
+  grouped split keys each example by its normalised first column: a pair's source)."""
+  first_column = lambda example: example if isinstance(example, str) else example[0]
+  return readers.read_splits(config.data, shared_config.data_seed(config), reader,
+                             group_key=lambda example: tokenizer.normalize(first_column(example)))
+
+
 def read_data(config: ml_collections.ConfigDict, reader: readers.Reader,
               vocabulary_files: dict[str, str]) -> TextData:
   """Reads and splits the data, builds one vocabulary per column from the training split, and
@@ -72,9 +81,7 @@ def read_data(config: ml_collections.ConfigDict, reader: readers.Reader,
   seed = shared_config.data_seed(config)  # Shared by the members of a population.
   tokenizer = make_tokenizer(data_cfg.tokenizer, data_cfg.lowercase)
   columns = list(vocabulary_files.values())
-  first_column = lambda example: example if len(columns) == 1 else example[0]
-  splits = readers.read_splits(data_cfg, seed, reader,
-                               group_key=lambda example: tokenizer.normalize(first_column(example)))
+  splits = read_splits(config, reader, tokenizer)
   vocabularies = {
       filename: Vocabulary.build(
           [tokenizer.tokenize(text) for text in column(splits.train, index, len(columns))],

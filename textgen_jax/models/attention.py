@@ -49,8 +49,9 @@ class Attention(nn.Module):
       raise ValueError(f"unknown attention {self.kind!r}; choose one of {KINDS[1:]}")
     dense = lambda name, bias=False: nn.Dense(self.hidden_size, use_bias=bias, dtype=self.dtype,
                                               name=name)
-    if self.kind != "dot" or self.memory_size != self.hidden_size:
-      self.key_projection = dense("key_projection")
+    # Keys are the memory itself only for dot scores between vectors of one size.
+    self.key_projection = (None if self.kind == "dot" and self.memory_size == self.hidden_size
+                           else dense("key_projection"))
     if self.kind == "additive":
       self.query_projection = dense("query_projection", bias=True)
       self.score_vector = nn.Dense(1, use_bias=False, dtype=self.dtype, name="score_vector")
@@ -58,7 +59,7 @@ class Attention(nn.Module):
 
   def memory(self, values_BxSxM: jax.Array, lengths_B: jax.Array) -> Memory:
     """The memory of a batch of encoded sources (values at positions >= length are ignored)."""
-    keys_BxSxK = (values_BxSxM if self.kind == "dot" and self.memory_size == self.hidden_size
+    keys_BxSxK = (values_BxSxM if self.key_projection is None
                   else self.key_projection(values_BxSxM))
     mask_BxS = jnp.arange(values_BxSxM.shape[1])[None, :] < lengths_B[:, None]
     return Memory(values_BxSxM, keys_BxSxK, mask_BxS)

@@ -205,9 +205,7 @@ class Translator:
     """
     if not pairs:
       return {}, []
-    normalize = self.tokenizer.normalize
-    sources, references = metrics.group_references(
-        [(normalize(source), target) for source, target in pairs])
+    sources, references = self.group_by_source(pairs)
     if max_sources:
       sources, references = sources[:max_sources], references[:max_sources]
     scores, signature, outputs = self.score(sources, references, settings, batch_size)
@@ -217,6 +215,12 @@ class Translator:
     lines += [f"  {source!r} -> {output!r} (reference {' | '.join(map(repr, refs))})"
               for source, output, refs in zip(sources, outputs, references)][:num_to_print]
     return {f"{prefix}_{name}": value for name, value in scores.items()}, lines
+
+  def group_by_source(self, pairs: Sequence[tuple[str, str]]
+                      ) -> tuple[list[str], list[list[str]]]:
+    """(sources normalised as the model reads them, the references of each), from pairs."""
+    return metrics.group_references([(self.tokenizer.normalize(source), target)
+                                     for source, target in pairs])
 
   def score(self, sources: Sequence[str], references: Sequence[Sequence[str]],
             settings: decoding.DecodeSettings = decoding.DecodeSettings(),
