@@ -8,11 +8,23 @@ partial write). Old checkpoints are not deleted in place, where a kill could lea
 checkpoint under a step's name, but renamed into `<workdir>/checkpoints/deleted/` (atomic) and
 removed from there before the next save.
 
+Integrity: a file can be cut short (a full disk during a copy) or change silently (a bad disk,
+a bad copy), and TensorStore reads a damaged array without complaint. So each checkpoint holds
+`checksums.json`, the size and SHA-256 of every file orbax wrote, written into the temporary
+directory just before orbax's rename commits it: a checkpoint is never seen without its
+checksums. `verify` compares them before every restore. Of a damaged checkpoint, training moves
+it aside into `<workdir>/checkpoints/corrupt/` (never deleted) and resumes from the newest
+intact one; readers skip it with a warning and touch nothing. Checkpoints written before
+checksums existed restore unverified.
+
 The data position and RNG stream are pure functions of the step (see data/batching.py and
 training.train_step), so the step is all a resumed run needs to continue exactly.
 """
 
+import asyncio
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -26,6 +38,92 @@ from textgen_jax.training import TrainState, step_of
 
 
 _DELETED_SUBDIR = "deleted"
+_CORRUPT_SUBDIR = "corrupt"
+CHECKSUMS_FILE = "checksums.json"
+TRAINING_ITEMS = ("params", "optimizer")
+# Written by orbax's commit after the checksums (the commit time, the commit marker). orbax
+# restores without reading either (a damaged one still restores the same values; see
+# tests/test_checkpoint_faults.py), so they are left out.
+_WRITTEN_AFTER_CHECKSUMS = ("_CHECKPOINT_METADATA", "commit_success.txt")
+
+
+def _sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def _files(directory: str) -> list[str]:
+  """Every file under `directory`, as sorted paths relative to it with "/" separators."""
+  found = []
+  for root, _, names in os.walk(directory):
+    relative_root = os.path.relpath(root, directory)
+    found += [name if relative_root == "." else f"{relative_root}/{name}".replace(os.sep, "/")
+              for name in names]
+  return sorted(found)
+
+
+def write_checksums(step_dir: str) -> None:
+  """Records the size and SHA-256 of each file of a checkpoint in its checksums.json."""
+  files = {name: [os.path.getsize(os.path.join(step_dir, name)),
+                  _sha256(os.path.join(step_dir, name))]
+           for name in _files(step_dir)
+           if name not in _WRITTEN_AFTER_CHECKSUMS and name != CHECKSUMS_FILE}
+  entries = ",\n".join(f"  {json.dumps(name)}: {json.dumps(entry)}"
+                       for name, entry in files.items())
+  with open(os.path.join(step_dir, CHECKSUMS_FILE), "w", encoding="utf-8") as f:
+    f.write(f'{{"format": 1, "files": {{\n{entries}\n}}}}\n')  # One line per file.
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def verify(step_dir: str, items: tuple[str, ...] = TRAINING_ITEMS) -> str | None:
+  """What is wrong with the files of `items` in a checkpoint, or None when they are as written.
+
+  Every file on disk must be listed and every listed file must be there with its size and
+  SHA-256, so damage to checksums.json itself (a changed name, size or digest) is found too. A
+  checkpoint without checksums.json (written before they existed) is not verifiable: None.
+  """
+  checksums_path = os.path.join(step_dir, CHECKSUMS_FILE)
+  if not os.path.exists(checksums_path):
+    return None
+  try:
+    with open(checksums_path, encoding="utf-8") as f:
+      written = {name: (int(size), str(digest))
+                 for name, (size, digest) in json.load(f)["files"].items()}
+  except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    return f"{CHECKSUMS_FILE} is unreadable ({type(e).__name__})"
+  in_items = lambda name: name.split("/")[0] in items
+  on_disk = [name for name in _files(step_dir) if in_items(name)]
+  unlisted = sorted(set(on_disk) - set(written))
+  if unlisted:
+    return f"{unlisted[0]} is not in {CHECKSUMS_FILE}"
+  for name, (size, digest) in sorted(written.items()):
+    if not in_items(name):
+      continue
+    path = os.path.join(step_dir, name)
+    if not os.path.exists(path):
+      return f"{name} is missing"
+    try:
+      if os.path.getsize(path) != size:
+        return f"{name} has {os.path.getsize(path)} bytes, {size} were written"
+      if _sha256(path) != digest:
+        return f"{name} differs from what was written (SHA-256)"
+    except OSError as e:
+      return f"{name} cannot be read ({e.strerror})"
+  return None
+
+
+class _ChecksummedRename(ocp.path.atomicity.AtomicRenameTemporaryPath):
+  """orbax's atomic rename, with checksums.json written into a step's temporary directory just
+  before the rename. orbax finalises the items (params/, optimizer/) first, then the step."""
+
+  async def finalize(self, *args, **kwargs):
+    if self.get_final().name.isdigit():  # The step's directory, not one of its items.
+      await asyncio.to_thread(write_checksums, str(self.get()))
+    await super().finalize(*args, **kwargs)
 
 
 def _abstract(tree: Any) -> Any:
@@ -45,6 +143,10 @@ def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
   return {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in leaves}
 
 
+class CorruptCheckpoint(TextgenError):
+  """A checkpoint whose files are not as written (verify's finding is in the message)."""
+
+
 class Checkpointer:
   """Saves every `save_every` steps (and when forced), keeping the newest `keep`.
 
@@ -58,7 +160,8 @@ class Checkpointer:
     self.save_every = max(save_every, 1)
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            cleanup_tmp_directories=for_training,
-                                           todelete_subdir=_DELETED_SUBDIR)
+                                           todelete_subdir=_DELETED_SUBDIR,
+                                           temporary_path_class=_ChecksummedRename)
     handlers = {name: ocp.StandardCheckpointHandler() for name in ("params", "optimizer")}
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
@@ -67,6 +170,40 @@ class Checkpointer:
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
+
+  def step_dir(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
+
+  def verify(self, step: int, items: tuple[str, ...] = TRAINING_ITEMS) -> None:
+    """Raises CorruptCheckpoint, naming the step's directory and the damage, unless the files
+    of `items` are as written."""
+    problem = verify(self.step_dir(step), items)
+    if problem is not None:
+      raise CorruptCheckpoint(f"{self.step_dir(step)}: corrupt checkpoint ({problem})")
+
+  def set_aside_corrupt(self) -> list[tuple[int, str, str]]:
+    """Moves damaged checkpoints, newest first, into corrupt/ until the newest is intact (or
+    none is left); returns (step, damage, where it went) of each. Only the one training
+    process that writes the workdir may call it: readers skip damaged checkpoints instead."""
+    moved = []
+    for step in reversed(self.all_steps()):
+      problem = verify(self.step_dir(step))
+      if problem is None:
+        break
+      aside = os.path.join(self.directory, _CORRUPT_SUBDIR, str(step))
+      suffix = 0
+      while os.path.exists(aside if not suffix else f"{aside}.{suffix}"):
+        suffix += 1
+      aside = aside if not suffix else f"{aside}.{suffix}"
+      os.makedirs(os.path.dirname(aside), exist_ok=True)
+      os.rename(self.step_dir(step), aside)  # One rename: the files stay as they were found.
+      moved.append((step, problem, aside))
+    self.reload()
+    return moved
+
+  def reload(self) -> None:
+    """Re-reads which steps exist (after another process changed the directory)."""
+    self._manager.reload()
 
   def is_due(self, step: int) -> bool:
     return step % self.save_every == 0
@@ -123,12 +260,13 @@ class Checkpointer:
     expected = _shapes(params_like)
     if stored != expected:
       differing = sorted(set(stored.items()) ^ set(expected.items()))[:2]
-      raise TextgenError(f"{self.directory}/{step}: checkpoint parameters do not match the model "
+      raise TextgenError(f"{self.step_dir(step)}: checkpoint parameters do not match the model "
                          f"the config describes (first differences: {differing})")
 
   def restore(self, state: TrainState, step: int | None = None) -> TrainState:
     """Restores into the structure of `state` (a freshly initialised state)."""
     step = self.latest_step() if step is None else step
+    self.verify(step)
     self._check_params_match(state.params, step)
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(
@@ -136,7 +274,7 @@ class Checkpointer:
           optimizer=ocp.args.StandardRestore(
               _abstract({"opt_state": state.opt_state, "step": state.step}))))
     except (ValueError, KeyError, TypeError) as e:
-      raise TextgenError(f"{self.directory}/{step}: checkpoint does not match the model/optimizer "
+      raise TextgenError(f"{self.step_dir(step)}: checkpoint does not match the model/optimizer "
                          f"in the config ({str(e).splitlines()[0][:200]})") from None
     return state.replace(params=restored.params, opt_state=restored.optimizer["opt_state"],
                          step=restored.optimizer["step"])
@@ -146,12 +284,13 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     if step is None:
       raise TextgenError(f"{self.directory}: no checkpoint found")
+    self.verify(step, items=("params",))
     self._check_params_match(params_like, step)
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           params=ocp.args.StandardRestore(_abstract(params_like))))
     except (ValueError, KeyError, TypeError) as e:
-      raise TextgenError(f"{self.directory}/{step}: checkpoint parameters do not match the model "
+      raise TextgenError(f"{self.step_dir(step)}: checkpoint parameters do not match the model "
                          f"in config.json ({str(e).splitlines()[0][:200]})") from None
     return restored.params
 

@@ -204,6 +204,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainS
   checkpointer = Checkpointer(checkpoint_dir(workdir), train_cfg.checkpoint_every,
                               train_cfg.keep_checkpoints, for_training=True)
   checkpointer.check_space(state, train_cfg.keep_checkpoints)
+  _set_aside_corrupt(checkpointer)
   if checkpointer.latest_step() is not None:
     state = checkpointer.restore(state)
     _log(f"Resuming from the checkpoint at step {step_of(state)} in {workdir}")
@@ -371,6 +372,23 @@ def _stop_agreed(stop: dict[str, int], at_log_step: bool) -> bool:
     stop.setdefault("signal", int(signals.max()))
     return True
   return False
+
+
+def _set_aside_corrupt(checkpointer: Checkpointer) -> None:
+  """Moves damaged checkpoints out of the way (process 0, which alone writes the workdir) and
+  says what that costs; every process then resumes from the newest intact one."""
+  moved = checkpointer.set_aside_corrupt() if parallel.is_primary() else []
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("corrupt checkpoints set aside")
+    checkpointer.reload()
+  for step, problem, aside in moved:
+    _log(f"{checkpointer.step_dir(step)}: corrupt checkpoint ({problem}); moved to {aside}")
+  if moved:
+    intact = checkpointer.latest_step()
+    lost = moved[0][0] - (intact or 0)
+    _log(f"The newest intact checkpoint is at step {intact}: {lost} steps are lost"
+         if intact is not None else
+         f"No intact checkpoint is left: training starts again from step 0 ({lost} steps lost)")
 
 
 def _log(message: str) -> None:

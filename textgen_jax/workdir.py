@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import socket
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -21,7 +22,7 @@ import ml_collections
 import numpy as np
 
 from textgen_jax import population as population_lib
-from textgen_jax.checkpointing import Checkpointer
+from textgen_jax.checkpointing import Checkpointer, CorruptCheckpoint
 from textgen_jax.data.tokenizers import Tokenizer, tokenizer_from_config
 from textgen_jax.data.vocab import Vocabulary, load_vocabulary
 from textgen_jax.errors import TextgenError
@@ -244,20 +245,38 @@ def load(workdir: str, family: str, vocabulary_files: Sequence[str], train_scrip
 
 def _restore_params(workdir: str, params_shape: Any, step: int | None,
                     average_last: int = 0) -> tuple[int, Any]:
+  """The parameters at `step` (default: the newest intact checkpoint), or the mean of the last
+  `average_last` intact checkpoints up to it. A damaged checkpoint is skipped with a warning and
+  left where it is (the training run that owns the workdir moves it aside); one named by `step`
+  is an error."""
+  if average_last < 0:
+    raise TextgenError(f"--average_last must be >= 0, got {average_last}")
   checkpointer = Checkpointer(checkpoint_dir(workdir))
   try:
     available = checkpointer.all_steps()
-    step = available[-1] if step is None else step
-    if step not in available:
+    if step is not None and step not in available:
       raise TextgenError(f"{workdir}: no checkpoint at step {step}; it has steps {available}")
-    if average_last < 0:
-      raise TextgenError(f"--average_last must be >= 0, got {average_last}")
-    steps = [s for s in available if s <= step][-max(average_last, 1):]
+    if step is not None:
+      checkpointer.verify(step, items=("params",))
+    steps = []
+    for candidate in reversed([s for s in available if step is None or s <= step]):
+      try:
+        checkpointer.verify(candidate, items=("params",))
+      except CorruptCheckpoint as e:
+        print(f"warning: {e}; skipped", file=sys.stderr)
+        continue
+      steps.append(candidate)
+      if len(steps) == max(average_last, 1):
+        break
+    if not steps:
+      raise TextgenError(f"{checkpoint_dir(workdir)}: no intact checkpoint (steps {available} "
+                         "are all damaged, see the warnings above)")
     if len(steps) < average_last:
-      raise TextgenError(f"--average_last={average_last}: {workdir} keeps {len(steps)} "
-                         f"checkpoints up to step {step} ({steps}); train.keep_checkpoints "
-                         "sets how many are kept")
-    return step, average_params([checkpointer.restore_params(params_shape, s) for s in steps])
+      raise TextgenError(f"--average_last={average_last}: {workdir} keeps {len(steps)} intact "
+                         f"checkpoints up to step {steps[0]} ({steps[::-1]}); "
+                         "train.keep_checkpoints sets how many are kept")
+    return steps[0], average_params([checkpointer.restore_params(params_shape, s)
+                                     for s in reversed(steps)])
   finally:
     checkpointer.close()
 
