@@ -40,11 +40,10 @@ from textgen_jax.training import TrainState, step_of
 _DELETED_SUBDIR = "deleted"
 _CORRUPT_SUBDIR = "corrupt"
 CHECKSUMS_FILE = "checksums.json"
-TRAINING_ITEMS = ("params", "optimizer")
 # Written by orbax's commit after the checksums (the commit time, the commit marker). orbax
 # restores without reading either (a damaged one still restores the same values; see
 # tests/test_checkpoint_faults.py), so they are left out.
-_WRITTEN_AFTER_CHECKSUMS = ("_CHECKPOINT_METADATA", "commit_success.txt")
+UNCHECKED_FILES = ("_CHECKPOINT_METADATA", "commit_success.txt")
 
 
 def _sha256(path: str) -> str:
@@ -55,7 +54,7 @@ def _sha256(path: str) -> str:
   return digest.hexdigest()
 
 
-def _files(directory: str) -> list[str]:
+def list_files(directory: str) -> list[str]:
   """Every file under `directory`, as sorted paths relative to it with "/" separators."""
   found = []
   for root, _, names in os.walk(directory):
@@ -69,8 +68,8 @@ def write_checksums(step_dir: str) -> None:
   """Records the size and SHA-256 of each file of a checkpoint in its checksums.json."""
   files = {name: [os.path.getsize(os.path.join(step_dir, name)),
                   _sha256(os.path.join(step_dir, name))]
-           for name in _files(step_dir)
-           if name not in _WRITTEN_AFTER_CHECKSUMS and name != CHECKSUMS_FILE}
+           for name in list_files(step_dir)
+           if name not in UNCHECKED_FILES and name != CHECKSUMS_FILE}
   entries = ",\n".join(f"  {json.dumps(name)}: {json.dumps(entry)}"
                        for name, entry in files.items())
   with open(os.path.join(step_dir, CHECKSUMS_FILE), "w", encoding="utf-8") as f:
@@ -79,30 +78,33 @@ def write_checksums(step_dir: str) -> None:
     os.fsync(f.fileno())
 
 
-def verify(step_dir: str, items: tuple[str, ...] = TRAINING_ITEMS) -> str | None:
-  """What is wrong with the files of `items` in a checkpoint, or None when they are as written.
+def verify(step_dir: str) -> str | None:
+  """What is wrong with a checkpoint's files, or None when they are as written.
 
   Every file on disk must be listed and every listed file must be there with its size and
-  SHA-256, so damage to checksums.json itself (a changed name, size or digest) is found too. A
-  checkpoint without checksums.json (written before they existed) is not verifiable: None.
+  SHA-256, so damage to checksums.json itself (a changed name, size or digest) is found too. All
+  items are checked, also for readers that restore only the parameters: orbax reads every
+  item's metadata to restore any. A checkpoint without checksums.json (written before they
+  existed) is not verifiable: None.
   """
   checksums_path = os.path.join(step_dir, CHECKSUMS_FILE)
   if not os.path.exists(checksums_path):
     return None
   try:
     with open(checksums_path, encoding="utf-8") as f:
-      written = {name: (int(size), str(digest))
-                 for name, (size, digest) in json.load(f)["files"].items()}
+      checksums = json.load(f)
+    if checksums["format"] != 1:
+      raise ValueError(f"format {checksums['format']}")
+    written = {name: (int(size), str(digest))
+               for name, (size, digest) in checksums["files"].items()}
   except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
     return f"{CHECKSUMS_FILE} is unreadable ({type(e).__name__})"
-  in_items = lambda name: name.split("/")[0] in items
-  on_disk = [name for name in _files(step_dir) if in_items(name)]
+  on_disk = [name for name in list_files(step_dir)
+             if name not in UNCHECKED_FILES and name != CHECKSUMS_FILE]
   unlisted = sorted(set(on_disk) - set(written))
   if unlisted:
     return f"{unlisted[0]} is not in {CHECKSUMS_FILE}"
   for name, (size, digest) in sorted(written.items()):
-    if not in_items(name):
-      continue
     path = os.path.join(step_dir, name)
     if not os.path.exists(path):
       return f"{name} is missing"
@@ -174,10 +176,10 @@ class Checkpointer:
   def step_dir(self, step: int) -> str:
     return os.path.join(self.directory, str(step))
 
-  def verify(self, step: int, items: tuple[str, ...] = TRAINING_ITEMS) -> None:
-    """Raises CorruptCheckpoint, naming the step's directory and the damage, unless the files
-    of `items` are as written."""
-    problem = verify(self.step_dir(step), items)
+  def verify(self, step: int) -> None:
+    """Raises CorruptCheckpoint, naming the step's directory and the damage, unless its files
+    are as written."""
+    problem = verify(self.step_dir(step))
     if problem is not None:
       raise CorruptCheckpoint(f"{self.step_dir(step)}: corrupt checkpoint ({problem})")
 
@@ -284,7 +286,7 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     if step is None:
       raise TextgenError(f"{self.directory}: no checkpoint found")
-    self.verify(step, items=("params",))
+    self.verify(step)
     self._check_params_match(params_like, step)
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(

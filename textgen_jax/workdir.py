@@ -257,11 +257,11 @@ def _restore_params(workdir: str, params_shape: Any, step: int | None,
     if step is not None and step not in available:
       raise TextgenError(f"{workdir}: no checkpoint at step {step}; it has steps {available}")
     if step is not None:
-      checkpointer.verify(step, items=("params",))
+      checkpointer.verify(step)
     steps = []
     for candidate in reversed([s for s in available if step is None or s <= step]):
       try:
-        checkpointer.verify(candidate, items=("params",))
+        checkpointer.verify(candidate)
       except CorruptCheckpoint as e:
         print(f"warning: {e}; skipped", file=sys.stderr)
         continue

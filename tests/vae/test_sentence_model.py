@@ -6,6 +6,8 @@ import os
 import jax
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tests.helpers import (SENTENCES, assert_one_line_error, assert_trees_equal, make_pairs,
                            read_metrics, run_script, tiny_config, tiny_vae_config, write_text,
                            write_tsv)
@@ -120,6 +122,22 @@ def test_an_empty_input_is_a_clear_error(trained_vae):
   model, _ = trained_vae
   with pytest.raises(TextgenError, match="input 2 is empty"):
     model.reconstruct(["the cat", "   "])
+
+
+@settings(max_examples=25, deadline=None)
+@given(texts=st.lists(st.text(max_size=60), min_size=1, max_size=6))
+def test_any_lines_reconstruct_to_one_line_each_or_name_the_empty_one(trained_vae, texts):
+  """generate_vae.py --mode=reconstruct's contract: one output line per input line, or a
+  one-line error naming the input that has no tokens."""
+  model, _ = trained_vae
+  empty = [i + 1 for i, text in enumerate(texts) if not model.tokenizer.tokenize(text)]
+  if empty:
+    with pytest.raises(TextgenError, match=f"^input {empty[0]} is empty$"):
+      model.reconstruct(texts)
+  else:
+    outputs = model.reconstruct(texts)
+    assert len(outputs) == len(texts)
+    assert all(isinstance(o, str) and "\n" not in o and "\r" not in o for o in outputs)
 
 
 def test_language_model_trains_from_the_same_script_with_one_switch(corpus, tmp_path):
