@@ -4,6 +4,8 @@ it, older workdirs (no `family`), and the run keys a seed gives (textgen_jax.tra
 import functools
 import json
 import os
+import re
+import shutil
 
 import jax
 import numpy as np
@@ -18,11 +20,12 @@ from textgen_jax.data.vocab import Vocabulary
 from textgen_jax.errors import TextgenError
 
 
-def saved_translator(directory):
+def saved_translator(directory, hidden_size=16, num_pairs=20):
   """An untrained seq2seq model saved as an inference directory (no training run)."""
-  config = tiny_config("unused.tsv")
+  config = tiny_config("unused.tsv", model__hidden_size=hidden_size)
   tokenizer = make_tokenizer("word", lowercase=True)
-  vocabularies = [Vocabulary.build([tokenizer.tokenize(pair[side]) for pair in make_pairs(20)])
+  vocabularies = [Vocabulary.build([tokenizer.tokenize(pair[side])
+                                    for pair in make_pairs(num_pairs)])
                   for side in (0, 1)]
   model = seq2seq.model.build_model(config.model, *vocabularies)
   params = jax.jit(functools.partial(seq2seq.model.init_params, model))(jax.random.key(3))
@@ -154,3 +157,40 @@ def test_a_hand_edited_model_section_is_a_one_line_error_naming_config_json(tmp_
   with pytest.raises(TextgenError, match=f"{path}: its model section does not describe a seq2seq "
                      "model .*unexpected keyword argument 'hiden_size'"):
     seq2seq.Translator.load(workdir)
+
+
+# Files of another run copied into a workdir.
+
+
+def test_a_vocabulary_file_from_another_run_is_a_one_line_error_naming_it(tmp_path):
+  saved_translator(tmp_path / "run")
+  saved_translator(tmp_path / "other", num_pairs=3)  # Fewer words: other embedding shapes.
+  path = str(tmp_path / "run" / "target_vocab.json")
+  shutil.copyfile(tmp_path / "other" / "target_vocab.json", path)
+  with pytest.raises(TextgenError, match=f"^{re.escape(path)}: not the vocabulary this run was "
+                     "trained with .*was it copied from another run"):
+    seq2seq.Translator.load(str(tmp_path / "run"))
+  # A workdir from before the checksums were recorded: the shapes tell, naming every candidate.
+  os.remove(tmp_path / "run" / workdir_lib.VOCABULARY_CHECKSUMS)
+  with pytest.raises(TextgenError, match=r"checkpoint parameters do not match the model .*"
+                     f"described by .*config.json, .*source_vocab.json, {re.escape(path)}"):
+    seq2seq.Translator.load(str(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("other", ["size", "family"])
+def test_a_checkpoint_of_another_model_is_a_one_line_error_naming_it(tmp_path, other):
+  saved_translator(tmp_path / "run")
+  if other == "size":
+    saved_translator(tmp_path / "other", hidden_size=32)
+  else:
+    config = tiny_vae_config("unused.txt")
+    tokenizer = make_tokenizer("word", lowercase=True)
+    vocab = Vocabulary.build([tokenizer.tokenize(s) for s in SENTENCES])
+    model = vae.model.build_model(config.model, vocab)
+    params = jax.jit(functools.partial(vae.model.init_params, model))(jax.random.key(0))
+    vae.SentenceModel(config, model, params, tokenizer, vocab).save(str(tmp_path / "other"))
+  foreign = str(tmp_path / "run" / "checkpoints" / "7")
+  shutil.copytree(tmp_path / "other" / "checkpoints" / "0", foreign)
+  with pytest.raises(TextgenError, match=f"^{re.escape(foreign)}: checkpoint parameters do not "
+                     "match the model .*was one of them edited or copied from another run"):
+    seq2seq.Translator.load(str(tmp_path / "run"))

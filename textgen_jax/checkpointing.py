@@ -46,7 +46,7 @@ CHECKSUMS_FILE = "checksums.json"
 UNCHECKED_FILES = ("_CHECKPOINT_METADATA", "commit_success.txt")
 
 
-def _sha256(path: str) -> str:
+def file_sha256(path: str) -> str:
   digest = hashlib.sha256()
   with open(path, "rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
@@ -67,7 +67,7 @@ def list_files(directory: str) -> list[str]:
 def write_checksums(step_dir: str) -> None:
   """Records the size and SHA-256 of each file of a checkpoint in its checksums.json."""
   files = {name: [os.path.getsize(os.path.join(step_dir, name)),
-                  _sha256(os.path.join(step_dir, name))]
+                  file_sha256(os.path.join(step_dir, name))]
            for name in list_files(step_dir)
            if name not in UNCHECKED_FILES and name != CHECKSUMS_FILE}
   entries = ",\n".join(f"  {json.dumps(name)}: {json.dumps(entry)}"
@@ -111,7 +111,7 @@ def verify(step_dir: str) -> str | None:
     try:
       if os.path.getsize(path) != size:
         return f"{name} has {os.path.getsize(path)} bytes, {size} were written"
-      if _sha256(path) != digest:
+      if file_sha256(path) != digest:
         return f"{name} differs from what was written (SHA-256)"
     except OSError as e:
       return f"{name} cannot be read ({e.strerror})"
@@ -147,6 +147,10 @@ def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
 
 class CorruptCheckpoint(TextgenError):
   """A checkpoint whose files are not as written (verify's finding is in the message)."""
+
+
+class ParamsMismatch(TextgenError):
+  """A checkpoint whose parameters do not fit the model they are restored into."""
 
 
 class Checkpointer:
@@ -262,7 +266,7 @@ class Checkpointer:
     expected = _shapes(params_like)
     if stored != expected:
       differing = sorted(set(stored.items()) ^ set(expected.items()))[:2]
-      raise TextgenError(f"{self.step_dir(step)}: checkpoint parameters do not match the model "
+      raise ParamsMismatch(f"{self.step_dir(step)}: checkpoint parameters do not match the model "
                          f"the config describes (first differences: {differing})")
 
   def restore(self, state: TrainState, step: int | None = None) -> TrainState:
@@ -292,7 +296,7 @@ class Checkpointer:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           params=ocp.args.StandardRestore(_abstract(params_like))))
     except (ValueError, KeyError, TypeError) as e:
-      raise TextgenError(f"{self.step_dir(step)}: checkpoint parameters do not match the model "
+      raise ParamsMismatch(f"{self.step_dir(step)}: checkpoint parameters do not match the model "
                          f"in config.json ({str(e).splitlines()[0][:200]})") from None
     return restored.params
 

@@ -22,12 +22,15 @@ import ml_collections
 import numpy as np
 
 from textgen_jax import population as population_lib
-from textgen_jax.checkpointing import Checkpointer, CorruptCheckpoint
+from textgen_jax.checkpointing import Checkpointer, CorruptCheckpoint, ParamsMismatch, file_sha256
 from textgen_jax.data.tokenizers import Tokenizer, tokenizer_from_config
 from textgen_jax.data.vocab import Vocabulary, load_vocabulary
 from textgen_jax.errors import TextgenError
 
 CONFIG_FILE = "config.json"
+# The SHA-256 of each vocabulary file as training wrote it (`sha256sum -c` reads it): a
+# vocabulary file copied from another run gives the checkpoint's embedding rows other words.
+VOCABULARY_CHECKSUMS = "vocabularies.sha256"
 # Config sections whose change makes an existing checkpoint meaningless.
 MUST_MATCH_ON_RESUME = ("data", "model", "seed", "population")
 # Fields of other sections that must match too: vae.aggressive gives the encoder and the decoder
@@ -145,13 +148,38 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
 
 def write_assets(directory: str, config: ml_collections.ConfigDict, tokenizer: Tokenizer,
                  vocabularies: Mapping[str, Vocabulary]) -> None:
-  """Writes each vocabulary (file name -> vocabulary) and config.json, each atomically."""
+  """Writes each vocabulary (file name -> vocabulary), their checksums and config.json, each
+  atomically."""
   for filename, vocab in vocabularies.items():
     vocab.save(os.path.join(directory, filename), tokenizer.to_config())
-  tmp_path = os.path.join(directory, CONFIG_FILE + ".tmp")
-  with open(tmp_path, "w", encoding="utf-8") as f:
-    f.write(config.to_json(indent=2))
-  os.replace(tmp_path, os.path.join(directory, CONFIG_FILE))
+  _write_atomically(os.path.join(directory, VOCABULARY_CHECKSUMS), "".join(
+      f"{file_sha256(os.path.join(directory, filename))}  {filename}\n"
+      for filename in vocabularies))
+  _write_atomically(os.path.join(directory, CONFIG_FILE), config.to_json(indent=2))
+
+
+def _write_atomically(path: str, text: str) -> None:
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    f.write(text)
+  os.replace(path + ".tmp", path)
+
+
+def check_vocabulary_files(workdir: str, vocabulary_files: Sequence[str]) -> None:
+  """Raises a one-line error naming a vocabulary file that is not the one training wrote
+  (workdirs written before the checksums were recorded are not checked)."""
+  checksums_path = os.path.join(workdir, VOCABULARY_CHECKSUMS)
+  if not os.path.exists(checksums_path):
+    return
+  with open(checksums_path, encoding="utf-8") as f:
+    lines = [line.split("  ", 1) for line in f.read().splitlines() if line]
+  if any(len(parts) != 2 for parts in lines):
+    raise TextgenError(f"{checksums_path}: not a list of '<SHA-256>  <file name>' lines")
+  written = {filename: digest for digest, filename in lines}
+  for filename in vocabulary_files:
+    path = os.path.join(workdir, filename)
+    if filename in written and file_sha256(path) != written[filename]:
+      raise TextgenError(f"{path}: not the vocabulary this run was trained with (its SHA-256 "
+                         f"differs from {checksums_path}); was it copied from another run?")
 
 
 def check_resumable(workdir: str, config: ml_collections.ConfigDict,
@@ -223,6 +251,7 @@ def load(workdir: str, family: str, vocabulary_files: Sequence[str], train_scrip
   for filename in vocabulary_files:
     vocab, tokenizer_cfg = load_vocabulary(os.path.join(workdir, filename))
     vocabularies.append(vocab)
+  check_vocabulary_files(workdir, vocabulary_files)
   try:
     model = build_model(config.model, *vocabularies)
   except (TypeError, ValueError) as e:  # A field the model does not know (config.json edited).
@@ -235,7 +264,13 @@ def load(workdir: str, family: str, vocabulary_files: Sequence[str], train_scrip
   params_shape = jax.eval_shape(init if members is None else jax.vmap(init),
                                 jax.random.key(0) if members is None
                                 else jax.random.split(jax.random.key(0), members.size))
-  step, params = _restore_params(workdir, params_shape, step, average_last)
+  try:
+    step, params = _restore_params(workdir, params_shape, step, average_last)
+  except ParamsMismatch as e:
+    described_by = ", ".join(os.path.join(workdir, name)
+                             for name in (CONFIG_FILE, *vocabulary_files))
+    raise TextgenError(f"{e}; the model is described by {described_by}: was one of them edited "
+                       "or copied from another run?") from None
   if members is not None:
     member = population_lib.read_summary(workdir)["best"] if member is None else member
     config = population_lib.member_config(config, member, members)
