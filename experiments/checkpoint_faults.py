@@ -21,6 +21,7 @@ A trial passing all of these is "recovered"; "steps_lost" is 300 minus the step 
 from. One JSON line per trial, then one per (target, kind, fault) and a total.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -94,7 +95,8 @@ def train_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
   """Trains `config` in `workdir` (keeping every checkpoint) and reads back each one."""
   config = ml_collections.ConfigDict(config.to_dict())
   config.train.keep_checkpoints = config.train.num_steps // config.train.checkpoint_every
-  params = seq2seq.train_and_evaluate(config, workdir).params
+  with contextlib.redirect_stdout(sys.stderr):  # stdout is for the JSON lines.
+    params = seq2seq.train_and_evaluate(config, workdir).params
   template = training.create_train_state(
       None, params, training.make_optimizer(config.opt, config.train.num_steps))
   checkpointer = Checkpointer(checkpoint_dir(workdir))
@@ -169,7 +171,8 @@ def trial(run: Run, directory: str, target: str, kind: str, fault: str,
                 steps_lost=run.steps[-1] - (resumed or 0))
 
   if resume:  # Training to the end from the damaged copy ends where the undamaged run ended.
-    final = seq2seq.train_and_evaluate(run.config, workdir)
+    with contextlib.redirect_stdout(sys.stderr):
+      final = seq2seq.train_and_evaluate(run.config, workdir)
     if not _equal(final.params, run.saved[run.steps[-1]].params):
       problems.append("training on did not end at the undamaged run's parameters")
     if _train_records(workdir) != run.train_records:
@@ -195,18 +198,25 @@ def campaign(run: Run, directory: str, trials: int, resume_trials: int, seed: in
 
 
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-  """One line per (target, kind, fault) and a total: trials, recovered, damage in checked files,
-  damage detected (a checkpoint moved aside), mean and max steps lost."""
+  """One line per (target, kind, fault) and a total. Of the damaged checkpoints: how many
+  training set aside; how many had their damage only in UNCHECKED_FILES (restored as saved);
+  how many it never had to read (older than an intact one). Steps lost: mean and max."""
   groups: dict[tuple, list] = {}
   for r in records:
     groups.setdefault((r["target"], r["kind"], r["fault"]), []).append(r)
   groups[("all", "all", "all")] = records
+
+  def count(rs, which):
+    return sum(which(r, int(step)) for r in rs for step in r["damaged"])
+
   return [{"target": t, "kind": k, "fault": f, "trials": len(rs),
            "recovered": sum(r["recovered"] for r in rs),
-           # Damage verify checks for (the rest, in UNCHECKED_FILES, changes nothing restored).
-           "damage_checked": sum(bool(r["checked_damage"]) for r in rs),
-           "detected": sum(bool(r["moved_aside"]) for r in rs),
            "resumed_to_end": sum(r["resumed_to_end"] for r in rs),
+           "damaged_checkpoints": count(rs, lambda r, step: True),
+           "set_aside": count(rs, lambda r, step: step in r["moved_aside"]),
+           "unchecked_only": count(rs, lambda r, step: step not in r["checked_damage"]),
+           "not_reached": count(rs, lambda r, step: step in r["checked_damage"] and
+                                step not in r["moved_aside"]),
            "mean_steps_lost": float(np.mean([r["steps_lost"] for r in rs])),
            "max_steps_lost": max(r["steps_lost"] for r in rs)}
           for (t, k, f), rs in groups.items()]

@@ -105,6 +105,33 @@ def test_two_hosts_stop_together_resume_and_train_like_one_device(tmp_path):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
 
 
+def test_two_hosts_set_a_damaged_checkpoint_aside_once_and_resume_from_the_intact_one(tmp_path):
+  """Process 0 alone moves the damaged newest checkpoint; both resume from the one before and
+  end with the parameters of one device trained without interruption."""
+  train_path = write_tsv(tmp_path / "pairs.tsv", make_pairs(80))
+  config = tiny_config(train_path, data__batch_size=16, train__num_steps=4,
+                       train__checkpoint_every=2, train__keep_checkpoints=3)
+  workdir = str(tmp_path / "two")
+  for process in _two_hosts(workdir, config, _free_port()):
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, out[-3000:] + err[-3000:]
+  data_dir = os.path.join(workdir, "checkpoints", "4", "params", "ocdbt.process_0", "d")
+  os.truncate(os.path.join(data_dir, sorted(os.listdir(data_dir))[0]), 10)
+
+  config.train.num_steps = 6
+  outputs = [process.communicate(timeout=300)
+             for process in _two_hosts(workdir, config, _free_port())]
+  reports = [out.count("corrupt checkpoint (params/ocdbt.process_0/d/") for out, _ in outputs]
+  assert reports == [1, 0], outputs
+  assert "The newest intact checkpoint is at step 2: 2 steps are lost" in outputs[0][0]
+  assert Checkpointer(os.path.join(workdir, "checkpoints")).all_steps() == [2, 4, 6]
+  assert os.listdir(os.path.join(workdir, "checkpoints", "corrupt")) == ["4"]
+  reference = seq2seq.train_and_evaluate(config, str(tmp_path / "one"))
+  loaded = seq2seq.Translator.load(workdir)
+  for x, y in zip(*(map(np.asarray, jax.tree.leaves(m.params)) for m in (loaded, reference))):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
+
+
 def test_distributed_without_a_cluster_is_a_one_line_error(tmp_path):
   config = tiny_config(write_tsv(tmp_path / "pairs.tsv", make_pairs(20)))
   result = subprocess.run(
