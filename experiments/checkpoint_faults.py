@@ -2,12 +2,13 @@ r"""Damages checkpoints the ways disks and copies do, then checks that training 
 the damage and carry on from the newest intact checkpoint: the figures of README's reliability
 section.
 
-  python -m experiments.checkpoint_faults --trials=192 --resume_trials=8
+  python -m experiments.checkpoint_faults --trials=240 --resume_trials=24
 
 One tiny run (experiments/configs/seq2seq_tiny.py: 300 steps, checkpoints at 100, 200 and 300)
 is trained once. Each trial copies it and damages one file of one kind (`file_kind`: data,
 manifest, metadata, marker) in the newest checkpoint or in every checkpoint, by truncation (to
-a random length) or by flipping one bit (at a random position). Then, on the damaged copy:
+a random length), by flipping one bit (at a random position) or by deleting it (a partial
+copy). Then, on the damaged copy:
 - inference (Translator.load, which skips damaged checkpoints and moves nothing) must load the
   parameters of the newest intact checkpoint exactly as they were saved, or fail in one line
   when every checkpoint is damaged;
@@ -43,7 +44,7 @@ from textgen_jax.errors import TextgenError
 from textgen_jax.workdir import checkpoint_dir
 
 KINDS = ("data", "manifest", "metadata", "marker")
-FAULTS = ("truncate", "flip")
+FAULTS = ("truncate", "flip", "delete")
 TARGETS = ("newest", "every")
 
 
@@ -62,8 +63,12 @@ def file_kind(name: str) -> str:
 
 
 def damage(path: str, fault: str, rng: np.random.Generator) -> dict[str, int]:
-  """Truncates `path` to a random shorter length, or flips one random bit of it."""
+  """Truncates `path` to a random shorter length, flips one random bit of it, or deletes it (a
+  partial copy)."""
   size = os.path.getsize(path)
+  if fault == "delete":
+    os.remove(path)
+    return {"bytes": size}
   if fault == "truncate":
     kept = int(rng.integers(0, size))
     os.truncate(path, kept)
@@ -134,6 +139,10 @@ def trial(run: Run, directory: str, target: str, kind: str, fault: str,
     damaged[step] = {"file": name, **damage(os.path.join(step_dir, name), fault, rng)}
     if name not in UNCHECKED_FILES:
       checked_damage.add(step)
+  for step in hit:  # Without checksums.json, and no older checkpoint with it: pre-checksums.
+    if not any(os.path.exists(os.path.join(checkpoints, str(s), CHECKSUMS_FILE))
+               for s in run.steps if s <= step):
+      checked_damage.discard(step)
   record = {"target": target, "kind": kind, "fault": fault, "damaged": damaged}
   problems = []
 
@@ -199,8 +208,9 @@ def campaign(run: Run, directory: str, trials: int, resume_trials: int, seed: in
 
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
   """One line per (target, kind, fault) and a total. Of the damaged checkpoints: how many
-  training set aside; how many had their damage only in UNCHECKED_FILES (restored as saved);
-  how many it never had to read (older than an intact one). Steps lost: mean and max."""
+  training set aside; how many verify does not check (damage in UNCHECKED_FILES, or
+  checksums.json deleted with none older: restored as saved); how many it never had to read
+  (older than an intact one). Steps lost: mean and max."""
   groups: dict[tuple, list] = {}
   for r in records:
     groups.setdefault((r["target"], r["kind"], r["fault"]), []).append(r)
@@ -214,7 +224,7 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
            "resumed_to_end": sum(r["resumed_to_end"] for r in rs),
            "damaged_checkpoints": count(rs, lambda r, step: True),
            "set_aside": count(rs, lambda r, step: step in r["moved_aside"]),
-           "unchecked_only": count(rs, lambda r, step: step not in r["checked_damage"]),
+           "not_checked": count(rs, lambda r, step: step not in r["checked_damage"]),
            "not_reached": count(rs, lambda r, step: step in r["checked_damage"] and
                                 step not in r["moved_aside"]),
            "mean_steps_lost": float(np.mean([r["steps_lost"] for r in rs])),
@@ -239,7 +249,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":  # The flags are defined here: tests import this module.
-  flags.DEFINE_integer("trials", 192, "How many damaged copies to try.")
-  flags.DEFINE_integer("resume_trials", 8, "How many of them also train on to the end.")
+  flags.DEFINE_integer("trials", 240, "How many damaged copies to try.")
+  flags.DEFINE_integer("resume_trials", 24, "How many of them also train on to the end.")
   flags.DEFINE_integer("seed", 0, "Chooses the files, positions and bits.")
   cli.run(main)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from experiments import checkpoint_faults as faults
-from tests.helpers import assert_one_line_error, make_pairs, run_script, tiny_config, write_tsv
+from tests.helpers import (assert_one_line_error, assert_trees_equal, make_pairs, run_script,
+                           tiny_config, write_tsv)
 from textgen_jax import metrics, seq2seq
 from textgen_jax.checkpointing import CHECKSUMS_FILE, Checkpointer
 from textgen_jax.workdir import checkpoint_dir
@@ -117,3 +118,19 @@ def test_readers_fail_in_one_line_when_no_checkpoint_is_intact(run, tmp_path):
   assert_one_line_error(result, f"{checkpoint_dir(workdir)}: no intact checkpoint",
                         only_output=False)
   assert result.stderr.count("warning: ") == len(run.steps)
+
+
+def test_a_checkpoint_without_checksums_is_damage_unless_none_older_has_them(run, tmp_path):
+  """A partial copy can lack checksums.json: newer than a checkpoint with checksums, that is
+  damage; with none older (a workdir written before checksums existed) it restores unverified."""
+  workdir = str(tmp_path / "copy")
+  shutil.copytree(run.workdir, workdir)
+  os.remove(os.path.join(checkpoint_dir(workdir), "6", CHECKSUMS_FILE))
+  checkpointer = Checkpointer(checkpoint_dir(workdir))
+  assert checkpointer.problem(6) == "checksums.json is missing"
+  assert checkpointer.problem(4) is None
+  for step in (2, 4):
+    os.remove(os.path.join(checkpoint_dir(workdir), str(step), CHECKSUMS_FILE))
+  assert [checkpointer.problem(step) for step in run.steps] == [None, None, None]
+  checkpointer.close()
+  assert_trees_equal(seq2seq.Translator.load(workdir).params, run.saved[6].params)

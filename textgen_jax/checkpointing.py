@@ -15,7 +15,7 @@ directory just before orbax's rename commits it: a checkpoint is never seen with
 checksums. `verify` compares them before every restore. Of a damaged checkpoint, training moves
 it aside into `<workdir>/checkpoints/corrupt/` (never deleted) and resumes from the newest
 intact one; readers skip it with a warning and touch nothing. Checkpoints written before
-checksums existed restore unverified.
+checksums existed (older than any with checksums) restore unverified.
 
 The data position and RNG stream are pure functions of the step (see data/batching.py and
 training.train_step), so the step is all a resumed run needs to continue exactly.
@@ -180,10 +180,21 @@ class Checkpointer:
   def step_dir(self, step: int) -> str:
     return os.path.join(self.directory, str(step))
 
+  def problem(self, step: int) -> str | None:
+    """What is wrong with the checkpoint at `step` (see `verify`), or None. Once a run writes
+    checksums it writes them with every checkpoint, so one without them, newer than one with
+    them, lost its checksums.json (a partial copy): that is damage, not an older checkpoint."""
+    problem = verify(self.step_dir(step))
+    if problem is None and not os.path.exists(os.path.join(self.step_dir(step), CHECKSUMS_FILE)):
+      if any(os.path.exists(os.path.join(self.step_dir(s), CHECKSUMS_FILE))
+             for s in self.all_steps() if s < step):
+        problem = f"{CHECKSUMS_FILE} is missing"
+    return problem
+
   def verify(self, step: int) -> None:
     """Raises CorruptCheckpoint, naming the step's directory and the damage, unless its files
     are as written."""
-    problem = verify(self.step_dir(step))
+    problem = self.problem(step)
     if problem is not None:
       raise CorruptCheckpoint(f"{self.step_dir(step)}: corrupt checkpoint ({problem})")
 
@@ -193,7 +204,7 @@ class Checkpointer:
     process that writes the workdir may call it: readers skip damaged checkpoints instead."""
     moved = []
     for step in reversed(self.all_steps()):
-      problem = verify(self.step_dir(step))
+      problem = self.problem(step)
       if problem is None:
         break
       aside = os.path.join(self.directory, _CORRUPT_SUBDIR, str(step))
