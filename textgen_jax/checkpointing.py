@@ -170,6 +170,7 @@ class Checkpointer:
                                            temporary_path_class=_ChecksummedRename)
     handlers = {name: ocp.StandardCheckpointHandler() for name in ("params", "optimizer")}
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+    self._intact: set[int] = set()  # Steps verified by this Checkpointer.
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -184,12 +185,24 @@ class Checkpointer:
     """What is wrong with the checkpoint at `step` (see `verify`), or None. Once a run writes
     checksums it writes them with every checkpoint, so one without them, newer than one with
     them, lost its checksums.json (a partial copy): that is damage, not an older checkpoint."""
+    if step in self._intact:
+      return None
     problem = verify(self.step_dir(step))
-    if problem is None and not os.path.exists(os.path.join(self.step_dir(step), CHECKSUMS_FILE)):
-      if any(os.path.exists(os.path.join(self.step_dir(s), CHECKSUMS_FILE))
-             for s in self.all_steps() if s < step):
+    if problem is None and not self._has_checksums(step):
+      if any(self._has_checksums(s) for s in self.all_steps() if s < step):
         problem = f"{CHECKSUMS_FILE} is missing"
+    if problem is None:
+      self._intact.add(step)  # Once per Checkpointer: restoring it does not hash it again.
     return problem
+
+  def _unverified_note(self, step: int) -> str:
+    """For a read error: a checkpoint without checksums may be damaged rather than another
+    model's."""
+    return "" if self._has_checksums(step) else (
+        f"; it has no {CHECKSUMS_FILE}, so it may also be damaged")
+
+  def _has_checksums(self, step: int) -> bool:
+    return os.path.exists(os.path.join(self.step_dir(step), CHECKSUMS_FILE))
 
   def verify(self, step: int) -> None:
     """Raises CorruptCheckpoint, naming the step's directory and the damage, unless its files
@@ -221,6 +234,7 @@ class Checkpointer:
   def reload(self) -> None:
     """Re-reads which steps exist (after another process changed the directory)."""
     self._manager.reload()
+    self._intact.clear()
 
   def is_due(self, step: int) -> bool:
     return step % self.save_every == 0
@@ -277,8 +291,8 @@ class Checkpointer:
     expected = _shapes(params_like)
     if stored != expected:
       differing = sorted(set(stored.items()) ^ set(expected.items()))[:2]
-      raise ParamsMismatch(f"{self.step_dir(step)}: checkpoint parameters do not match the model "
-                         f"the config describes (first differences: {differing})")
+      raise ParamsMismatch(f"{self.step_dir(step)}: checkpoint parameters do not match the "
+                           f"model the config describes (first differences: {differing})")
 
   def restore(self, state: TrainState, step: int | None = None) -> TrainState:
     """Restores into the structure of `state` (a freshly initialised state)."""
@@ -292,7 +306,8 @@ class Checkpointer:
               _abstract({"opt_state": state.opt_state, "step": state.step}))))
     except (ValueError, KeyError, TypeError) as e:
       raise TextgenError(f"{self.step_dir(step)}: checkpoint does not match the model/optimizer "
-                         f"in the config ({str(e).splitlines()[0][:200]})") from None
+                         f"in the config ({str(e).splitlines()[0][:200]}"
+                         f"{self._unverified_note(step)})") from None
     return state.replace(params=restored.params, opt_state=restored.optimizer["opt_state"],
                          step=restored.optimizer["step"])
 
@@ -307,8 +322,9 @@ class Checkpointer:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           params=ocp.args.StandardRestore(_abstract(params_like))))
     except (ValueError, KeyError, TypeError) as e:
-      raise ParamsMismatch(f"{self.step_dir(step)}: checkpoint parameters do not match the model "
-                         f"in config.json ({str(e).splitlines()[0][:200]})") from None
+      raise ParamsMismatch(f"{self.step_dir(step)}: checkpoint parameters do not match the "
+                           f"model in config.json ({str(e).splitlines()[0][:200]}"
+                           f"{self._unverified_note(step)})") from None
     return restored.params
 
   def save_params(self, params: Any, step: int) -> None:

@@ -291,13 +291,13 @@ def _restore_params(workdir: str, params_shape: Any, step: int | None,
     available = checkpointer.all_steps()
     if step is not None and step not in available:
       raise TextgenError(f"{workdir}: no checkpoint at step {step}; it has steps {available}")
-    if step is not None:
-      checkpointer.verify(step)
     steps = []
     for candidate in reversed([s for s in available if step is None or s <= step]):
       try:
         checkpointer.verify(candidate)
       except CorruptCheckpoint as e:
+        if candidate == step:  # Named by --step: no other checkpoint stands in for it.
+          raise
         print(f"warning: {e}; skipped", file=sys.stderr)
         continue
       steps.append(candidate)
