@@ -144,19 +144,35 @@ def test_the_training_lock_names_its_holder_and_is_taken_over_once_it_died(tmp_p
   assert "took over" not in capsys.readouterr().out
 
 
-def test_a_hand_edited_model_section_is_a_one_line_error_naming_config_json(tmp_path):
-  workdir = str(tmp_path / "run")
-  seq2seq.train_and_evaluate(tiny_config(write_tsv(tmp_path / "pairs.tsv", make_pairs(20)),
-                                         train__num_steps=2), workdir)
-  path = os.path.join(workdir, "config.json")
+@pytest.mark.parametrize("edit,message", [
+    (lambda c: c["model"].update(hiden_size=c["model"].pop("hidden_size")),
+     "model.hiden_size is not a field of a seq2seq config; did you mean model.hidden_size?"),
+    (lambda c: c["model"].pop("hidden_size"), "model.hidden_size is missing"),
+    (lambda c: c["model"].update(hidden_size="big"), "model.hidden_size is 'big', not an integer"),
+    (lambda c: c["model"].update(dropout_rate=True), "model.dropout_rate is True, not a number"),
+    (lambda c: c.pop("data"), "no data section"),
+    (lambda c: c.update(model=3), "model is 3, not a section"),
+    (lambda c: c.update(population={**c["population"], "num_members": "x"}),
+     "population.num_members is 'x', not an integer"),
+])
+def test_a_hand_edited_config_json_is_a_one_line_error_naming_it(tmp_path, edit, message):
+  saved_translator(tmp_path / "run")
+  path = str(tmp_path / "run" / "config.json")
   with open(path, encoding="utf-8") as f:
     saved = json.load(f)
-  saved["model"]["hiden_size"] = saved["model"].pop("hidden_size")
+  edit(saved)
   with open(path, "w", encoding="utf-8") as f:
     json.dump(saved, f)
-  with pytest.raises(TextgenError, match=f"{path}: its model section does not describe a seq2seq "
-                     "model .*unexpected keyword argument 'hiden_size'"):
-    seq2seq.Translator.load(workdir)
+  with pytest.raises(TextgenError, match=f"^{re.escape(path)}: {re.escape(message)}$"):
+    seq2seq.Translator.load(str(tmp_path / "run"))
+
+
+def test_a_config_json_without_sections_is_a_one_line_error(tmp_path):
+  saved_translator(tmp_path / "run")
+  path = tmp_path / "run" / "config.json"
+  path.write_text("[1, 2]", encoding="utf-8")
+  with pytest.raises(TextgenError, match="config.json: not a JSON object of config sections"):
+    seq2seq.Translator.load(str(tmp_path / "run"))
 
 
 # Files of another run copied into a workdir.

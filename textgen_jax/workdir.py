@@ -7,6 +7,7 @@ and resuming checks that the current settings still describe the checkpoints.
 """
 
 import dataclasses
+import difflib
 import fcntl
 import functools
 import json
@@ -127,6 +128,53 @@ def read_model_config(workdir: str) -> ml_collections.ConfigDict:
   return config
 
 
+def check_saved_config(workdir: str, saved: ml_collections.ConfigDict,
+                       template: ml_collections.ConfigDict) -> None:
+  """A one-line error naming config.json when a section loading reads (model, data, population)
+  is missing, has a field the family's config (`template`) does not know, lacks one it has, or
+  holds a value of another type. Fields added since the workdir was written (ADDED_LATER) may be
+  missing, and so may the population section (written before populations existed)."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  for section in ("model", "data", "population"):
+    if section == "population" and section not in saved:
+      continue
+    fields = saved.get(section)
+    if not isinstance(fields, ml_collections.ConfigDict):
+      raise TextgenError(f"{path}: no {section} section" if fields is None else
+                         f"{path}: {section} is {fields!r}, not a section")
+    expected = template[section]
+    for field in fields:
+      if field not in expected:
+        close = difflib.get_close_matches(field, list(expected), n=1)
+        raise TextgenError(f"{path}: {section}.{field} is not a field of a {template.family} "
+                           "config" + (f"; did you mean {section}.{close[0]}?" if close else ""))
+    for field, default in expected.items():
+      if field not in fields:
+        if (section, field) in ADDED_LATER:
+          continue
+        raise TextgenError(f"{path}: {section}.{field} is missing")
+      if not _same_type(fields[field], default):
+        raise TextgenError(f"{path}: {section}.{field} is {fields[field]!r}, not "
+                           f"{_KIND_NAMES.get(type(default), type(default).__name__)}")
+
+
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+               list: "a list", tuple: "a list"}
+
+
+def _same_type(value: Any, default: Any) -> bool:
+  """Whether a JSON value fits a config field with this default (an int fits a float field)."""
+  if default is None:
+    return True
+  if isinstance(default, bool) or isinstance(value, bool):
+    return isinstance(value, bool) and isinstance(default, bool)
+  if isinstance(default, float):
+    return isinstance(value, (int, float))
+  if isinstance(default, (list, tuple)):
+    return isinstance(value, (list, tuple))
+  return isinstance(value, type(default))
+
+
 def family_of(config: ml_collections.ConfigDict) -> str:
   """The model family a saved config describes. Workdirs written before configs named their
   family tell it by the model section: only the VAE/LM's has a `kind`."""
@@ -139,7 +187,10 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, CONFIG_FILE)
   try:
     with open(path, encoding="utf-8") as f:
-      return ml_collections.ConfigDict(json.load(f))
+      saved = json.load(f)
+    if not isinstance(saved, dict):
+      raise TextgenError(f"{path}: not a JSON object of config sections")
+    return ml_collections.ConfigDict(saved)
   except FileNotFoundError:
     raise TextgenError(f"{path}: not found; is {workdir} a textgen-jax workdir?") from None
   except json.JSONDecodeError as e:
@@ -227,7 +278,8 @@ class Loaded:
   step: int
 
 
-def load(workdir: str, family: str, vocabulary_files: Sequence[str], train_script: str,
+def load(workdir: str, template: ml_collections.ConfigDict, vocabulary_files: Sequence[str],
+         train_script: str,
          build_model: Callable[..., nn.Module], init_params: Callable[[nn.Module, jax.Array], Any],
          step: int | None = None, member: int | None = None, average_last: int = 0) -> Loaded:
   """The model in a workdir (or a `save`d directory) at its latest checkpoint, or at `step`;
@@ -235,7 +287,8 @@ def load(workdir: str, family: str, vocabulary_files: Sequence[str], train_scrip
   to `step`), the checkpoint averaging of the NMT literature (Vaswani et al. 2017; Junczys-Dowmunt
   et al. 2016): a small, free gain at the end of training.
 
-  build_model(model_config, *vocabularies) and init_params(model, rng) are the family's. Of a
+  template is the family's default config (which names the family); build_model(model_config,
+  *vocabularies) and init_params(model, rng) are the family's. Of a
   population's workdir, `member` (default: the best in members.json) as an ordinary run: its
   config is population.member_config's, so `save` exports it as an ordinary workdir.
   """
@@ -243,10 +296,11 @@ def load(workdir: str, family: str, vocabulary_files: Sequence[str], train_scrip
     raise TextgenError(f"{workdir}: no checkpoint found; train one with "
                        f"{train_script} --workdir={workdir}")
   config = read_model_config(workdir)
-  found = family_of(config)
+  family, found = template.family, family_of(config)
   if found != family:
     raise TextgenError(f"{workdir} holds a {found} model, not a {family} model; train one with "
                        f"{train_script} --workdir=<new directory>")
+  check_saved_config(workdir, config, template)
   vocabularies, tokenizer_cfg = [], None
   for filename in vocabulary_files:
     vocab, tokenizer_cfg = load_vocabulary(os.path.join(workdir, filename))

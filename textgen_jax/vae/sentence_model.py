@@ -29,7 +29,7 @@ from textgen_jax.data.vocab import UNK, Vocabulary
 from textgen_jax.decoding import DecodeSettings
 from textgen_jax.errors import TextgenError
 from textgen_jax.vae import metrics, objective
-from textgen_jax.vae.config import FAMILY
+from textgen_jax.vae.config import get_config
 from textgen_jax.vae.model import SentenceVAE, build_model, init_params
 
 VOCABULARY_FILES = {"vocab.json": "sentence"}
@@ -237,7 +237,7 @@ class SentenceModel:
            member: int | None = None, average_last: int = 0) -> "SentenceModel":
     """The VAE or LM in a workdir, at its latest checkpoint (or at `step`); of a population, its
     `member` (default: the best); average_last=K averages the last K kept checkpoints."""
-    loaded = workdir_lib.load(workdir, FAMILY, list(VOCABULARY_FILES), TRAIN_SCRIPT, build_model,
-                              init_params, step, member, average_last)
+    loaded = workdir_lib.load(workdir, get_config(), list(VOCABULARY_FILES), TRAIN_SCRIPT,
+                              build_model, init_params, step, member, average_last)
     return cls(loaded.config, loaded.model, loaded.params, loaded.tokenizer,
                *loaded.vocabularies, loaded.step)
