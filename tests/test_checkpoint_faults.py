@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from experiments import checkpoint_faults as faults
-from tests.helpers import (assert_one_line_error, assert_trees_equal, make_pairs, run_script,
-                           tiny_config, write_tsv)
+from tests.helpers import assert_trees_equal, make_pairs, run_script, tiny_config, write_tsv
 from textgen_jax import metrics, seq2seq
 from textgen_jax.checkpointing import CHECKSUMS_FILE, Checkpointer
+from textgen_jax.errors import TextgenError
 from textgen_jax.workdir import checkpoint_dir
 
 # Trains a run to damage (seconds), then restores and trains on.
@@ -107,17 +107,15 @@ def test_readers_skip_a_damaged_checkpoint_with_a_warning_and_move_nothing(run, 
           in result.stderr) and "were written); skipped" in result.stderr
   assert "Traceback" not in result.stderr
   assert os.path.isdir(os.path.join(checkpoint_dir(workdir), "6"))  # Readers move nothing.
+  with pytest.raises(TextgenError, match=f"^{checkpoint_dir(workdir)}/6: corrupt checkpoint"):
+    seq2seq.Translator.load(workdir, step=6)  # Named: nothing stands in for it.
 
-  named = run_script("translate.py", f"--workdir={workdir}", "--step=6", "one two")
-  assert_one_line_error(named, f"{checkpoint_dir(workdir)}/6: corrupt checkpoint")
 
-
-def test_readers_fail_in_one_line_when_no_checkpoint_is_intact(run, tmp_path):
+def test_readers_fail_in_one_line_when_no_checkpoint_is_intact(run, tmp_path, capsys):
   workdir = _damaged_copy(run, tmp_path, run.steps)
-  result = run_script("translate.py", f"--workdir={workdir}", "one two")
-  assert_one_line_error(result, f"{checkpoint_dir(workdir)}: no intact checkpoint",
-                        only_output=False)
-  assert result.stderr.count("warning: ") == len(run.steps)
+  with pytest.raises(TextgenError, match=f"^{checkpoint_dir(workdir)}: no intact checkpoint"):
+    seq2seq.Translator.load(workdir)
+  assert capsys.readouterr().err.count("warning: ") == len(run.steps)
 
 
 def test_a_checkpoint_without_checksums_is_damage_unless_none_older_has_them(run, tmp_path):

@@ -112,15 +112,15 @@ def test_two_hosts_set_a_damaged_checkpoint_aside_once_and_resume_from_the_intac
   config = tiny_config(train_path, data__batch_size=16, train__num_steps=4,
                        train__checkpoint_every=2, train__keep_checkpoints=3)
   workdir = str(tmp_path / "two")
-  for process in _two_hosts(workdir, config, _free_port()):
-    out, err = process.communicate(timeout=300)
-    assert process.returncode == 0, out[-3000:] + err[-3000:]
+  seq2seq.train_and_evaluate(config, workdir)  # Checkpoints at 2 and 4, from one device.
   data_dir = os.path.join(workdir, "checkpoints", "4", "params", "ocdbt.process_0", "d")
   os.truncate(os.path.join(data_dir, sorted(os.listdir(data_dir))[0]), 10)
 
   config.train.num_steps = 6
-  outputs = [process.communicate(timeout=300)
-             for process in _two_hosts(workdir, config, _free_port())]
+  processes = _two_hosts(workdir, config, _free_port())
+  outputs = [process.communicate(timeout=300) for process in processes]
+  for process, (out, err) in zip(processes, outputs):
+    assert process.returncode == 0, out[-3000:] + err[-3000:]
   reports = [out.count("corrupt checkpoint (params/ocdbt.process_0/d/") for out, _ in outputs]
   assert reports == [1, 0], outputs
   assert "The newest intact checkpoint is at step 2: 2 steps are lost" in outputs[0][0]

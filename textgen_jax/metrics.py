@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from textgen_jax.files import write_atomically
+
 
 def summarize(sums: dict[str, float]) -> dict[str, float]:
   """Accumulated sums to loss (nats/token), token accuracy, exact match and perplexity.
@@ -52,10 +54,7 @@ class MetricWriter:
     records = self.read()
     kept = [r for r in records if r["step"] <= step]
     if len(kept) != len(records):
-      tmp_path = self.path + ".tmp"
-      with open(tmp_path, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r) + "\n" for r in kept)
-      os.replace(tmp_path, self.path)
+      write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
   def read(self) -> list[dict[str, Any]]:
     if not os.path.exists(self.path):

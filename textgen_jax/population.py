@@ -35,6 +35,7 @@ import numpy as np
 import optax
 
 from textgen_jax.errors import TextgenError
+from textgen_jax.files import write_atomically
 
 # Fields every family's members may vary; a family adds the scalars its loss reads.
 ENGINE_FIELDS = frozenset({"opt.learning_rate"})
@@ -248,10 +249,7 @@ def write_summary(workdir: str, table: dict[str, Any]) -> None:
     mark = "*" if row["member"] == table["best"] else " "
     print(f" {mark} member {row['member']}: seed {row['seed']}"
           f"{', ' + varied if varied else ''}: {result}")
-  path = os.path.join(workdir, SUMMARY_FILE)
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    json.dump(table, f, indent=2)
-  os.replace(path + ".tmp", path)
+  write_atomically(os.path.join(workdir, SUMMARY_FILE), json.dumps(table, indent=2))
 
 
 def read_summary(workdir: str) -> dict[str, Any]:

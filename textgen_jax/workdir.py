@@ -27,6 +27,7 @@ from textgen_jax.checkpointing import Checkpointer, CorruptCheckpoint, ParamsMis
 from textgen_jax.data.tokenizers import Tokenizer, tokenizer_from_config
 from textgen_jax.data.vocab import Vocabulary, load_vocabulary
 from textgen_jax.errors import TextgenError
+from textgen_jax.files import write_atomically
 
 CONFIG_FILE = "config.json"
 # The SHA-256 of each vocabulary file as training wrote it (`sha256sum -c` reads it): a
@@ -203,16 +204,10 @@ def write_assets(directory: str, config: ml_collections.ConfigDict, tokenizer: T
   atomically."""
   for filename, vocab in vocabularies.items():
     vocab.save(os.path.join(directory, filename), tokenizer.to_config())
-  _write_atomically(os.path.join(directory, VOCABULARY_CHECKSUMS), "".join(
+  write_atomically(os.path.join(directory, VOCABULARY_CHECKSUMS), "".join(
       f"{file_sha256(os.path.join(directory, filename))}  {filename}\n"
       for filename in vocabularies))
-  _write_atomically(os.path.join(directory, CONFIG_FILE), config.to_json(indent=2))
-
-
-def _write_atomically(path: str, text: str) -> None:
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(path + ".tmp", path)
+  write_atomically(os.path.join(directory, CONFIG_FILE), config.to_json(indent=2))
 
 
 def check_vocabulary_files(workdir: str, vocabulary_files: Sequence[str]) -> None:
@@ -361,8 +356,10 @@ def _restore_params(workdir: str, params_shape: Any, step: int | None,
       raise TextgenError(f"{checkpoint_dir(workdir)}: no intact checkpoint (steps {available} "
                          "are all damaged, see the warnings above)")
     if len(steps) < average_last:
-      raise TextgenError(f"--average_last={average_last}: {workdir} keeps {len(steps)} intact "
-                         f"checkpoints up to step {steps[0]} ({steps[::-1]}); "
+      damaged = len([s for s in available if s <= steps[0]]) - len(steps)
+      raise TextgenError(f"--average_last={average_last}: {workdir} keeps {len(steps)} "
+                         f"checkpoints up to step {steps[0]} ({steps[::-1]}"
+                         f"{f', and {damaged} damaged' if damaged else ''}); "
                          "train.keep_checkpoints sets how many are kept")
     return steps[0], average_params([checkpointer.restore_params(params_shape, s)
                                      for s in reversed(steps)])

@@ -2,10 +2,10 @@
 
 import collections
 import json
-import os
 from typing import Any, Iterable, Sequence
 
 from textgen_jax.errors import TextgenError
+from textgen_jax.files import write_atomically
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
@@ -70,10 +70,8 @@ class Vocabulary:
 
   def save(self, path: str, tokenizer_config: dict[str, Any]) -> None:
     """Writes the vocabulary and the tokenizer that made it, atomically."""
-    tmp_path = path + ".tmp"
-    with open(tmp_path, "w", encoding="utf-8") as f:
-      json.dump({"tokenizer": tokenizer_config, "tokens": self.tokens}, f, ensure_ascii=False)
-    os.replace(tmp_path, path)
+    write_atomically(path, json.dumps({"tokenizer": tokenizer_config, "tokens": self.tokens},
+                                      ensure_ascii=False))
 
 
 def load_vocabulary(path: str) -> tuple[Vocabulary, dict[str, Any]]:
