@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import (SENTENCES, assert_trees_equal, make_pairs, read_metrics, tiny_config,
-                           tiny_vae_config, write_tsv)
+                           tiny_vae_config)
 from textgen_jax import seq2seq, train_loop, vae
 from textgen_jax import workdir as workdir_lib
 from textgen_jax.data.tokenizers import make_tokenizer
