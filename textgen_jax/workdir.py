@@ -346,7 +346,8 @@ def _restore_params(workdir: str, params_shape: Any, step: int | None,
         checkpointer.verify(candidate)
       except CorruptCheckpoint as e:
         if candidate == step:  # Named by --step: no other checkpoint stands in for it.
-          raise
+          raise CorruptCheckpoint(f"{e}; choose another --step (the workdir has steps "
+                                  f"{available})") from None
         print(f"warning: {e}; skipped", file=sys.stderr)
         continue
       steps.append(candidate)
