@@ -13,6 +13,7 @@ from tests.helpers import assert_trees_equal, make_pairs, run_script, tiny_confi
 from textgen_jax import metrics, seq2seq
 from textgen_jax.checkpointing import CHECKSUMS_FILE, Checkpointer
 from textgen_jax.errors import TextgenError
+from textgen_jax import workdir as workdir_lib
 from textgen_jax.workdir import checkpoint_dir
 
 # Trains a run to damage (seconds), then restores and trains on.
@@ -110,6 +111,16 @@ def test_readers_skip_a_damaged_checkpoint_with_a_warning_and_move_nothing(run, 
   with pytest.raises(TextgenError, match=f"^{checkpoint_dir(workdir)}/6: corrupt checkpoint .*; "
                      r"choose another --step \(the workdir has steps \[2, 4, 6\]\)$"):
     seq2seq.Translator.load(workdir, step=6)  # Named: nothing stands in for it.
+
+
+def test_averaging_counts_only_intact_checkpoints_and_says_how_many_were_damaged(run, tmp_path):
+  workdir = _damaged_copy(run, tmp_path, [6])
+  with pytest.raises(TextgenError, match=r"--average_last=3: .* keeps 2 checkpoints up to step 4 "
+                     r"\(\[2, 4\], and 1 damaged\)"):
+    seq2seq.Translator.load(workdir, average_last=3)
+  averaged = seq2seq.Translator.load(workdir, average_last=2).params
+  assert_trees_equal(averaged, workdir_lib.average_params(
+      [run.saved[2].params, run.saved[4].params]))
 
 
 def test_readers_fail_in_one_line_when_no_checkpoint_is_intact(run, tmp_path, capsys):

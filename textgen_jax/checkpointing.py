@@ -220,11 +220,11 @@ class Checkpointer:
       problem = self.problem(step)
       if problem is None:
         break
-      aside = os.path.join(self.directory, _CORRUPT_SUBDIR, str(step))
-      suffix = 0
-      while os.path.exists(aside if not suffix else f"{aside}.{suffix}"):
+      first_choice = os.path.join(self.directory, _CORRUPT_SUBDIR, str(step))
+      aside, suffix = first_choice, 0
+      while os.path.exists(aside):  # Never over an earlier one: <step>.1, <step>.2, ...
         suffix += 1
-      aside = aside if not suffix else f"{aside}.{suffix}"
+        aside = f"{first_choice}.{suffix}"
       os.makedirs(os.path.dirname(aside), exist_ok=True)
       os.rename(self.step_dir(step), aside)  # One rename: the files stay as they were found.
       moved.append((step, problem, aside))

@@ -274,8 +274,8 @@ class Loaded:
 
 
 def load(workdir: str, template: ml_collections.ConfigDict, vocabulary_files: Sequence[str],
-         train_script: str,
-         build_model: Callable[..., nn.Module], init_params: Callable[[nn.Module, jax.Array], Any],
+         train_script: str, build_model: Callable[..., nn.Module],
+         init_params: Callable[[nn.Module, jax.Array], Any],
          step: int | None = None, member: int | None = None, average_last: int = 0) -> Loaded:
   """The model in a workdir (or a `save`d directory) at its latest checkpoint, or at `step`;
   with average_last = K > 1, the mean of the parameters of the last K kept checkpoints (those up
@@ -303,7 +303,7 @@ def load(workdir: str, template: ml_collections.ConfigDict, vocabulary_files: Se
   check_vocabulary_files(workdir, vocabulary_files)
   try:
     model = build_model(config.model, *vocabularies)
-  except (TypeError, ValueError) as e:  # A field the model does not know (config.json edited).
+  except (TypeError, ValueError) as e:  # A value the model rejects (config.json edited).
     raise TextgenError(f"{os.path.join(workdir, CONFIG_FILE)}: its model section does not "
                        f"describe a {family} model ({e})") from None
   members = population_lib.parse(config, per_member=None)
@@ -340,8 +340,9 @@ def _restore_params(workdir: str, params_shape: Any, step: int | None,
     available = checkpointer.all_steps()
     if step is not None and step not in available:
       raise TextgenError(f"{workdir}: no checkpoint at step {step}; it has steps {available}")
+    candidates = [s for s in available if step is None or s <= step]
     steps = []
-    for candidate in reversed([s for s in available if step is None or s <= step]):
+    for candidate in reversed(candidates):
       try:
         checkpointer.verify(candidate)
       except CorruptCheckpoint as e:
@@ -357,7 +358,7 @@ def _restore_params(workdir: str, params_shape: Any, step: int | None,
       raise TextgenError(f"{checkpoint_dir(workdir)}: no intact checkpoint (steps {available} "
                          "are all damaged, see the warnings above)")
     if len(steps) < average_last:
-      damaged = len([s for s in available if s <= steps[0]]) - len(steps)
+      damaged = len(candidates) - len(steps)  # The loop read them all: fewer than asked.
       raise TextgenError(f"--average_last={average_last}: {workdir} keeps {len(steps)} "
                          f"checkpoints up to step {steps[0]} ({steps[::-1]}"
                          f"{f', and {damaged} damaged' if damaged else ''}); "
