@@ -10,7 +10,8 @@ import jax
 import pytest
 
 from tests.helpers import H, assert_trees_equal, copy_tree, trees_differ
-from textgen_jax import seq2seq, training
+from textgen_jax import checkpointing, seq2seq, training
+from textgen_jax import workdir as workdir_lib
 from textgen_jax.checkpointing import Checkpointer
 from textgen_jax.errors import TextgenError
 from textgen_jax.seq2seq.model import Seq2Seq
@@ -102,3 +103,38 @@ def test_restoring_into_another_model_raises(setup, tmp_path):
 def test_restore_params_without_checkpoint_raises(setup, tmp_path):
   with pytest.raises(TextgenError, match="no checkpoint"):
     Checkpointer(str(tmp_path / "empty")).restore_params(jax.eval_shape(lambda: setup.params))
+
+
+def test_glob_characters_in_the_path_never_commit_an_incomplete_checkpoint(setup, tmp_path):
+  # orbax merges an OCDBT checkpoint's parts with a glob of its path: under "[x]" the glob
+  # finds nothing, the merge is skipped and the checkpoint lacks every array. Such a save
+  # fails instead of committing a checkpoint that would not restore.
+  state = setup.train(setup.fresh_state(), 1)
+  directory = tmp_path / "run[x]" / "checkpoints"
+  checkpointer = Checkpointer(str(directory))
+  with pytest.raises(TextgenError, match="would not restore: .* does not store"):
+    checkpointer.save(state, force=True)
+    checkpointer.close()
+  assert not any(name.isdigit() for name in os.listdir(directory))
+
+
+@pytest.mark.parametrize("name", ["run[x]", "a*b", "what?"])
+def test_workdir_path_with_glob_characters_is_refused_before_training(tmp_path, name):
+  with pytest.raises(TextgenError, match=r"^--workdir=.*: its path contains .* choose a path"):
+    workdir_lib.make_workdir(str(tmp_path / name / "run"))
+  assert not os.path.exists(tmp_path / name)  # Refused before anything was made.
+
+
+def test_verify_finds_a_checkpoint_that_lacks_an_array(setup, tmp_path):
+  # Its files are all as written (checksums recomputed after the damage), but the merged OCDBT
+  # manifest that a restore reads is gone: checksums alone would pass it.
+  checkpointer = Checkpointer(str(tmp_path / "checkpoints"))
+  checkpointer.save(setup.train(setup.fresh_state(), 1), force=True)
+  checkpointer.close()
+  step_dir = os.path.join(tmp_path, "checkpoints", "1")
+  assert checkpointing.verify(step_dir) is None
+  os.remove(os.path.join(step_dir, "params", "manifest.ocdbt"))
+  checkpointing.write_checksums(step_dir)
+  assert checkpointing.verify(step_dir) == (
+      "params/ does not store params.decoder.forward_0.input_projection.bias, which its "
+      "_METADATA names")

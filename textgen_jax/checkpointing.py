@@ -32,6 +32,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+import tensorstore as ts
 
 from textgen_jax.errors import TextgenError
 from textgen_jax.training import TrainState, step_of
@@ -78,18 +79,70 @@ def write_checksums(step_dir: str) -> None:
     os.fsync(f.fileno())
 
 
+# Characters that make a path a glob pattern. orbax finds the per-process parts of an OCDBT
+# checkpoint with a glob of the checkpoint's path (ocdbt_utils.merge_ocdbt_per_process_files):
+# with one of these in it the glob matches nothing, the merge is skipped with a warning, and the
+# checkpoint lacks every array (or, with * and ?, could merge another directory's files).
+GLOB_CHARACTERS = "*?["
+
+
+def check_writable_path(directory: str, label: str) -> None:
+  """Raises a one-line error starting with `label` (the flag or path the user gave) when orbax
+  cannot write checkpoints under `directory`: its absolute path, parents included, holds a glob
+  character. Reading such a path works: a workdir trained elsewhere and moved there loads."""
+  path = os.path.abspath(directory)
+  found = sorted({c for c in path if c in GLOB_CHARACTERS})
+  if found:
+    raise TextgenError(f"{label}: its path contains {' and '.join(found)}, which "
+                       "orbax's checkpoint writer reads as a file pattern (its checkpoints would "
+                       "lack their arrays); choose a path without * ? [")
+
+
+def missing_array(step_dir: str) -> str | None:
+  """Which array a checkpoint's items name in their _METADATA but do not store, or None.
+
+  Checksums prove the files are as orbax wrote them; this proves orbax wrote everything a
+  restore opens (each array's zarr metadata, in the item's OCDBT database or directory). It
+  reads the metadata and the database's key list, not the arrays: milliseconds.
+  """
+  for item in sorted(os.listdir(step_dir)):
+    item_dir = os.path.join(step_dir, item)
+    metadata_path = os.path.join(item_dir, "_METADATA")
+    if not os.path.isfile(metadata_path):
+      continue
+    try:
+      with open(metadata_path, encoding="utf-8") as f:
+        metadata = json.load(f)
+      names = [".".join(str(key["key"]) for key in entry["key_metadata"])
+               for entry in metadata["tree_metadata"].values()
+               if not entry["value_metadata"].get("skip_deserialize", False)]
+      zarr_file = "zarr.json" if metadata.get("use_zarr3") else ".zarray"
+      if metadata.get("use_ocdbt", True):
+        store = ts.KvStore.open({"driver": "ocdbt",
+                                 "base": {"driver": "file", "path": item_dir + "/"}}).result()
+        stored = {key.decode("utf-8", "replace") for key in store.list().result()}
+      else:
+        stored = set(list_files(item_dir))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+      return f"{item}/ cannot be listed ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+    for name in names:
+      if f"{name}/{zarr_file}" not in stored:
+        return f"{item}/ does not store {name}, which its _METADATA names"
+  return None
+
+
 def verify(step_dir: str) -> str | None:
-  """What is wrong with a checkpoint's files, or None when they are as written.
+  """What is wrong with a checkpoint's files, or None when they are as written and complete.
 
   Every file on disk must be listed and every listed file must be there with its size and
   SHA-256, so damage to checksums.json itself (a changed name, size or digest) is found too. All
   items are checked, also for readers that restore only the parameters: orbax reads every
   item's metadata to restore any. A checkpoint without checksums.json (written before they
-  existed) is not verifiable: None.
+  existed) is checked for completeness alone (`missing_array`).
   """
   checksums_path = os.path.join(step_dir, CHECKSUMS_FILE)
   if not os.path.exists(checksums_path):
-    return None
+    return missing_array(step_dir)
   try:
     with open(checksums_path, encoding="utf-8") as f:
       checksums = json.load(f)
@@ -115,17 +168,25 @@ def verify(step_dir: str) -> str | None:
         return f"{name} differs from what was written (SHA-256)"
     except OSError as e:
       return f"{name} cannot be read ({e.strerror})"
-  return None
+  return missing_array(step_dir)
 
 
 class _ChecksummedRename(ocp.path.atomicity.AtomicRenameTemporaryPath):
   """orbax's atomic rename, with checksums.json written into a step's temporary directory just
-  before the rename. orbax finalises the items (params/, optimizer/) first, then the step."""
+  before the rename. orbax finalises the items (params/, optimizer/) first, then the step.
+  A step that would not restore (`missing_array`) is never committed: its save fails."""
 
   async def finalize(self, *args, **kwargs):
     if self.get_final().name.isdigit():  # The step's directory, not one of its items.
-      await asyncio.to_thread(write_checksums, str(self.get()))
+      await asyncio.to_thread(_check_and_checksum, str(self.get()), self.get_final().name)
     await super().finalize(*args, **kwargs)
+
+
+def _check_and_checksum(step_dir: str, step: str) -> None:
+  missing = missing_array(step_dir)
+  if missing is not None:
+    raise ValueError(f"the checkpoint of step {step} would not restore: {missing}")
+  write_checksums(step_dir)
 
 
 def _abstract(tree: Any) -> Any:

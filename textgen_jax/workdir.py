@@ -23,7 +23,8 @@ import ml_collections
 import numpy as np
 
 from textgen_jax import population as population_lib
-from textgen_jax.checkpointing import Checkpointer, CorruptCheckpoint, ParamsMismatch, file_sha256
+from textgen_jax.checkpointing import (Checkpointer, CorruptCheckpoint, ParamsMismatch,
+                                       check_writable_path, file_sha256)
 from textgen_jax.data.tokenizers import Tokenizer, tokenizer_from_config
 from textgen_jax.data.vocab import Vocabulary, load_vocabulary
 from textgen_jax.errors import TextgenError
@@ -65,7 +66,9 @@ def has_checkpoints(workdir: str) -> bool:
 
 
 def make_workdir(workdir: str) -> None:
-  """Creates the workdir and checks that it takes files, before anything is trained."""
+  """Creates the workdir and checks that it takes files and checkpoints, before anything is
+  trained."""
+  check_writable_path(workdir, f"--workdir={workdir}")
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
@@ -387,6 +390,7 @@ def save(directory: str, config: ml_collections.ConfigDict, tokenizer: Tokenizer
   if os.path.exists(checkpoint_dir(directory)):
     raise TextgenError(f"{directory} already holds a saved model or a training run; "
                        "save to a new directory")
+  check_writable_path(directory, directory)
   os.makedirs(directory, exist_ok=True)
   write_assets(directory, config, tokenizer, vocabularies)
   checkpointer = Checkpointer(checkpoint_dir(directory))
