@@ -4,8 +4,14 @@ A family's schema (`textgen_jax.seq2seq.config.get_config`, `textgen_jax.vae.con
 is these sections with the family's defaults, plus its own `model` section (and the VAE's `vae`
 section). Configs in experiments/configs/ start from a schema and override fields; on the command
 line every field is a flag, `--config.<section>.<field>=value`.
+
+Every numeric field has its valid range declared once, in a `*_RANGES` table beside the section
+that defines it ("section.field" -> interval, e.g. "[0, 1)" or ">= 1"); `check_ranges` holds
+each field of a config to its range, so no value is accepted because nobody thought to check it.
 """
 
+import math
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import ml_collections
@@ -45,6 +51,13 @@ def data_section(**defaults: Any) -> ml_collections.ConfigDict:
   return data
 
 
+DATA_RANGES = {
+    "data.valid_fraction": "(0, 1)", "data.max_examples": ">= 0", "data.max_len": ">= 1",
+    "data.min_count": ">= 1", "data.max_size": ">= 0", "data.vocab_size_multiple": ">= 1",
+    "data.num_buckets": ">= 1", "data.batch_size": ">= 1", "data.seed": ">= -1",
+    "data.shuffle_seed": ">= -1"}
+
+
 def parallel_section() -> ml_collections.ConfigDict:
   """Devices and hosts (see textgen_jax/parallel.py)."""
   parallel = ml_collections.ConfigDict()
@@ -57,6 +70,11 @@ def parallel_section() -> ml_collections.ConfigDict:
   parallel.num_processes = 0
   parallel.process_id = -1
   return parallel
+
+
+PARALLEL_RANGES = {"parallel.num_devices": ">= 0", "parallel.model_shards": ">= 1",
+                   "parallel.member_shards": ">= 1", "parallel.num_processes": ">= 0",
+                   "parallel.process_id": ">= -1"}
 
 
 def population_section() -> ml_collections.ConfigDict:
@@ -74,6 +92,9 @@ def population_section() -> ml_collections.ConfigDict:
   # one member at a time without vmap when 1 (on a CPU the fastest for large models). 0: all.
   population.vmap_size = 0
   return population
+
+
+POPULATION_RANGES = {"population.num_members": ">= 0", "population.vmap_size": ">= 0"}
 
 
 def data_seed(config: ml_collections.ConfigDict) -> int:
@@ -103,6 +124,11 @@ def opt_section(**defaults: Any) -> ml_collections.ConfigDict:
   return opt
 
 
+OPT_RANGES = {"opt.learning_rate": "> 0", "opt.b1": "[0, 1)", "opt.b2": "[0, 1)",
+              "opt.weight_decay": ">= 0", "opt.warmup_steps": ">= 0",
+              "opt.grad_clip_norm": ">= 0", "opt.skip_non_finite": ">= 0"}
+
+
 def train_section(**defaults: Any) -> ml_collections.ConfigDict:
   """The loop's schedule of steps, logs, evaluations and checkpoints (textgen_jax/train_loop.py)."""
   train = ml_collections.ConfigDict()
@@ -117,6 +143,11 @@ def train_section(**defaults: Any) -> ml_collections.ConfigDict:
   return train
 
 
+TRAIN_RANGES = {"train.num_steps": ">= 1", "train.log_every": ">= 1", "train.eval_every": ">= 1",
+                "train.checkpoint_every": ">= 1", "train.keep_checkpoints": ">= 1",
+                "train.num_examples_to_print": ">= 0", "train.max_eval_batches": ">= 0"}
+
+
 def model_dtype_and_backend(model: ml_collections.ConfigDict) -> None:
   """Adds the model fields both families have: speed and precision, not architecture."""
   model.dtype = "float32"  # Matmul dtype, "float32" or "bfloat16"; cell state is float32.
@@ -124,18 +155,62 @@ def model_dtype_and_backend(model: ml_collections.ConfigDict) -> None:
   model.lstm_backend = "auto"  # "scan", "cudnn" (GPU, float32) or "auto": cudnn on GPUs.
 
 
-# Fields every family's config has and needs positive.
-_POSITIVE = ["data.max_len", "data.batch_size", "data.num_buckets", "data.min_count",
-             "model.embed_dim", "model.hidden_size", "model.encoder_layers",
-             "model.decoder_layers", "opt.learning_rate", "train.num_steps", "train.log_every",
-             "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints"]
+MODEL_RANGES = {"model.scan_unroll": ">= 1"}
+# The shared sections' ranges (and the run's seed); a family adds its own fields'.
+RANGES = {"seed": ">= 0", **DATA_RANGES, **PARALLEL_RANGES, **POPULATION_RANGES, **OPT_RANGES,
+          **TRAIN_RANGES, **MODEL_RANGES}
 
 
-def validate_shared(config: ml_collections.ConfigDict, family: str) -> None:
-  """Raises naming the flag when a shared field is out of range; the family checks the rest."""
+def in_range(value: float, interval: str) -> bool:
+  """Whether a finite `value` lies in `interval`: ">= a", "> a", or "[a, b]" with either end
+  open, "(a, b)"."""
+  if not math.isfinite(value):
+    return False
+  if interval.startswith(">="):
+    return value >= float(interval[2:])
+  if interval.startswith(">"):
+    return value > float(interval[1:])
+  low, high = (float(end) for end in interval[1:-1].split(","))
+  return ((low <= value if interval[0] == "[" else low < value) and
+          (value <= high if interval[-1] == "]" else value < high))
+
+
+def numeric_fields(config: ml_collections.ConfigDict, prefix: str = "") -> Iterator[
+    tuple[str, float]]:
+  """("section.field", value) of every int or float field (not bool), sections included."""
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from numeric_fields(value, f"{prefix}{key}.")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+      yield f"{prefix}{key}", value
+
+
+def check_ranges(config: ml_collections.ConfigDict, ranges: Mapping[str, str]) -> None:
+  """Raises naming the flag when a numeric field is outside its declared range, or has none
+  (a new field must declare its range)."""
+  for name, value in numeric_fields(config):
+    if name not in ranges:  # A field added without its range: the tests walk every field.
+      raise TextgenError(f"--config.{name}: no valid range is declared for this field")
+    if not in_range(value, ranges[name]):
+      raise TextgenError(f"--config.{name} must be {describe(ranges[name])}, got {value}")
+
+
+def describe(interval: str) -> str:
+  """An interval in words: "at least 1", "above 0", "in [0, 1)"."""
+  if interval.startswith(">="):
+    return f"at least {interval[2:].strip()}"
+  if interval.startswith(">"):
+    return f"above {interval[1:].strip()}"
+  return f"in {interval}"
+
+
+def validate_shared(config: ml_collections.ConfigDict, family: str,
+                    ranges: Mapping[str, str]) -> None:
+  """Raises naming the flag when a field is out of its range (`ranges`: the family's table of
+  every numeric field) or a shared choice is unknown; the family checks its own choices."""
   if config.get("family", family) != family:
     raise TextgenError(f"--config.family={config.family!r}: this script trains {family} models")
-  check_positive(config, _POSITIVE)
+  check_ranges(config, ranges)
   if config.data.valid_split not in ("random", "grouped"):
     raise TextgenError(f"--config.data.valid_split={config.data.valid_split!r}: choose random or "
                        "grouped")
@@ -165,20 +240,3 @@ def members(config: ml_collections.ConfigDict,
     raise TextgenError("--config.model.lstm_backend=cudnn: a population's members are vmapped "
                        "and cuDNN's LSTM in JAX cannot be; use scan or auto")
   return [population_lib.member_config(config, k, population) for k in range(population.size)]
-
-
-def check_positive(config: ml_collections.ConfigDict, fields: list[str]) -> None:
-  """Raises naming the flag when a numeric field is not positive."""
-  for name in fields:
-    value = config
-    for part in name.split("."):
-      value = value[part]
-    if not value > 0:
-      raise TextgenError(f"--config.{name} must be positive, got {value}")
-
-
-def check_rate(config: ml_collections.ConfigDict, name: str) -> None:
-  """Raises naming the flag when a dropout rate is outside [0, 1)."""
-  section, field = name.split(".")
-  if not 0.0 <= config[section][field] < 1.0:
-    raise TextgenError(f"--config.{name} must be in [0, 1), got {config[section][field]}")

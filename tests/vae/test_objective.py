@@ -9,7 +9,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from textgen_jax import training
+from textgen_jax import training, vae
+from textgen_jax.vae import config as vae_config
 from textgen_jax.vae import objective as vae_objective
 from textgen_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from textgen_jax.errors import TextgenError
@@ -151,10 +152,10 @@ def test_kl_objective_ignores_filler_rows():
     ("word_dropout", 1.5, "word_dropout"), ("cycle_ratio", 0.0, "cycle_ratio"),
     ("pretrain_steps", -2, "pretrain_steps")])
 def test_bad_objective_settings_name_the_flag(field, value, flag):
-  section = ml_collections.ConfigDict(dataclass_dict())
-  section[field] = value
+  config = vae.get_config()
+  config.vae[field] = value
   with pytest.raises(TextgenError, match=f"--config.vae.{flag}"):
-    vae_objective.check_objective(section)
+    vae_config.validate(config)
 
 
 def dataclass_dict():

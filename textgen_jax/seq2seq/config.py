@@ -59,6 +59,12 @@ def get_config() -> ml_collections.ConfigDict:
   return config
 
 
+RANGES = {**shared.RANGES, "model.embed_dim": ">= 1", "model.hidden_size": ">= 1",
+          "model.encoder_layers": ">= 1", "model.decoder_layers": ">= 1",
+          "model.dropout_rate": "[0, 1)", "train.label_smoothing": "[0, 1)",
+          "train.max_greedy_eval_pairs": ">= 0"}
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises naming the flag when a field is out of range (of every member of a population)."""
   for member in shared.members(config, PER_MEMBER_FIELDS):
@@ -66,11 +72,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def _validate_run(config: ml_collections.ConfigDict) -> None:
-  shared.validate_shared(config, FAMILY)
+  shared.validate_shared(config, FAMILY, RANGES)
   if config.model.input_encoding not in INPUT_ENCODINGS:
     raise TextgenError(f"--config.model.input_encoding={config.model.input_encoding!r}: "
                        "choose embedding or one_hot")
-  shared.check_rate(config, "model.dropout_rate")
   if config.model.attention not in ATTENTION_KINDS:
     raise TextgenError(f"--config.model.attention={config.model.attention!r}: choose one of "
                        f"{', '.join(ATTENTION_KINDS)}")

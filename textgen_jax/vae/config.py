@@ -67,6 +67,13 @@ def get_config() -> ml_collections.ConfigDict:
   return config
 
 
+RANGES = {**shared.RANGES, **objective.RANGES, "model.embed_dim": ">= 1",
+          "model.hidden_size": ">= 1", "model.latent_size": ">= 1", "model.encoder_layers": ">= 1",
+          "model.decoder_layers": ">= 1", "model.embedding_dropout": "[0, 1)",
+          "model.output_dropout": "[0, 1)", "train.eval_num_samples": ">= 0",
+          "train.eval_max_sentences": ">= 0"}
+
+
 def ptb_config(kind: str = "vae") -> ml_collections.ConfigDict:
   """Mikolov's Penn Treebank (10k words, <unk>, N) as in the text-VAE literature."""
   config = get_config()
@@ -109,13 +116,7 @@ def _check_aggressive(config: ml_collections.ConfigDict, num_members: int) -> No
 
 
 def _validate_run(config: ml_collections.ConfigDict) -> objective.VAEObjective:
-  shared.validate_shared(config, FAMILY)
-  shared.check_positive(config, ["model.latent_size"])
+  shared.validate_shared(config, FAMILY, RANGES)
   if config.model.kind not in KINDS:
     raise TextgenError(f"--config.model.kind={config.model.kind!r}: choose vae or lm")
-  shared.check_rate(config, "model.embedding_dropout")
-  shared.check_rate(config, "model.output_dropout")
-  if config.train.eval_num_samples < 0:
-    raise TextgenError("--config.train.eval_num_samples must not be negative, got "
-                       f"{config.train.eval_num_samples}")
   return objective.check_objective(config.vae)

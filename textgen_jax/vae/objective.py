@@ -55,6 +55,13 @@ class VAEObjective:
   aggressive_check_every: int = 15
 
 
+# The valid range of each numeric field above (see textgen_jax/config.py).
+RANGES = {"vae.beta_max": ">= 0", "vae.anneal_steps": ">= 1", "vae.cycle_steps": ">= 1",
+          "vae.cycle_ratio": "(0, 1]", "vae.free_bits": ">= 0", "vae.word_dropout": "[0, 1]",
+          "vae.pretrain_steps": ">= 0", "vae.aggressive_max_steps": ">= 1",
+          "vae.aggressive_check_every": ">= 1"}
+
+
 def check_objective(vae_cfg: ml_collections.ConfigDict) -> VAEObjective:
   """The objective the config describes, or an error naming the bad flag."""
   try:
@@ -67,17 +74,7 @@ def check_objective(vae_cfg: ml_collections.ConfigDict) -> VAEObjective:
   if objective.free_bits_mode not in FREE_BITS_MODES:
     raise TextgenError(f"--config.vae.free_bits_mode={objective.free_bits_mode!r}: choose one of "
                        f"{', '.join(FREE_BITS_MODES)}")
-  for name in ("anneal_steps", "cycle_steps", "aggressive_max_steps", "aggressive_check_every"):
-    if getattr(objective, name) < 1:
-      raise TextgenError(f"--config.vae.{name} must be at least 1, got {getattr(objective, name)}")
-  for name in ("beta_max", "free_bits", "pretrain_steps"):
-    if getattr(objective, name) < 0:
-      raise TextgenError(f"--config.vae.{name} must not be negative, got {getattr(objective, name)}")
-  if not 0.0 <= objective.word_dropout <= 1.0:
-    raise TextgenError(f"--config.vae.word_dropout must be in [0, 1], got {objective.word_dropout}")
-  if not 0.0 < objective.cycle_ratio <= 1.0:
-    raise TextgenError(f"--config.vae.cycle_ratio must be in (0, 1], got {objective.cycle_ratio}")
-  return objective
+  return objective  # Its numeric fields are checked against RANGES with the rest of the config.
 
 
 def gaussian_kl(mean_BxZ: jax.Array, logvar_BxZ: jax.Array) -> jax.Array:
