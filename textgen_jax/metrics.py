@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from textgen_jax.errors import TextgenError
 from textgen_jax.files import write_atomically
 
 
@@ -48,19 +49,41 @@ class MetricWriter:
       f.write(json.dumps(record) + "\n")
 
   def truncate_after(self, step: int) -> None:
-    """Drops records past `step`: a resumed run rewrites them, so the log has no duplicates."""
+    """Drops records past `step`: a resumed run rewrites them, so the log has no duplicates.
+    A torn last line (a crash or a full disk while appending) goes too, with a note."""
     if not self.enabled:
       return
-    records = self.read()
+    records, torn = self._read()
     kept = [r for r in records if r["step"] <= step]
-    if len(kept) != len(records):
+    if torn:
+      print(f"note: {self.path}: dropped its last line, cut short by an interrupted write")
+    if len(kept) != len(records) or torn:
       write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
   def read(self) -> list[dict[str, Any]]:
+    """The records; a torn last line (see truncate_after) is left out."""
+    return self._read()[0]
+
+  def _read(self) -> tuple[list[dict[str, Any]], bool]:
+    """(records, whether the last line was torn). A bad line elsewhere is a one-line error
+    naming it: records are appended whole, so only the last can be cut short."""
     if not os.path.exists(self.path):
-      return []
-    with open(self.path, encoding="utf-8") as f:
-      return [json.loads(line) for line in f if line.strip()]
+      return [], False
+    with open(self.path, encoding="utf-8", errors="replace") as f:
+      lines = [(number, line) for number, line in enumerate(f, start=1) if line.strip()]
+    records = []
+    for index, (number, line) in enumerate(lines):
+      try:
+        record = json.loads(line)
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+          raise ValueError("not a record with a step")
+      except ValueError as e:
+        if index == len(lines) - 1:
+          return records, True
+        raise TextgenError(f"{self.path}:{number}: not a metrics record ({e}); the file was "
+                           "edited or damaged: repair or remove that line") from None
+      records.append(record)
+    return records, False
 
 
 def _to_python(value: Any) -> Any:
