@@ -144,3 +144,27 @@ def test_a_checkpoint_without_checksums_is_damage_unless_none_older_has_them(run
   assert [checkpointer.problem(step) for step in run.steps] == [None, None, None]
   checkpointer.close()
   assert_trees_equal(seq2seq.Translator.load(workdir).params, run.saved[6].params)
+
+
+@pytest.mark.parametrize("vanishing", ["newest", "every_listed"])
+def test_a_reader_survives_steps_removed_while_it_reads(run, tmp_path, monkeypatch, vanishing):
+  """A training rotating its checkpoints removes steps a reader (translate.py polling the
+  workdir) has just listed: the reader lists again and loads a step that is still there."""
+  workdir = str(tmp_path / "w")
+  shutil.copytree(run.workdir, workdir)
+  restore_params, removed = Checkpointer.restore_params, []
+
+  def rotate_away_then_restore(self, params_like, step):
+    if not removed and vanishing == "newest":
+      removed.append(step)  # The step being read goes, as orbax's rotation renames it away.
+      os.rename(self.step_dir(step), os.path.join(self.directory, f"gone.{step}"))
+    elif len(removed) < 2 and vanishing == "every_listed":
+      removed.append(step)  # Twice: the first retry's step vanishes as well.
+      os.rename(self.step_dir(step), os.path.join(self.directory, f"gone.{step}"))
+    return restore_params(self, params_like, step)
+
+  monkeypatch.setattr(Checkpointer, "restore_params", rotate_away_then_restore)
+  translator = seq2seq.Translator.load(workdir)
+  remaining = [s for s in run.steps if s not in removed]
+  assert len(removed) == (1 if vanishing == "newest" else 2)
+  assert_trees_equal(translator.params, run.saved[remaining[-1]].params)

@@ -249,6 +249,9 @@ class Checkpointer:
     if step in self._intact:
       return None
     problem = verify(self.step_dir(step))
+    if problem is not None and not os.path.isdir(self.step_dir(step)):
+      # Removed while it was read (a training rotating its checkpoints): gone, not damaged.
+      raise FileNotFoundError(f"{self.step_dir(step)}: removed while it was read")
     if problem is None and not self._has_checksums(step):
       if any(self._has_checksums(s) for s in self.all_steps() if s < step):
         problem = f"{CHECKSUMS_FILE} is missing"

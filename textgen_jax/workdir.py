@@ -335,41 +335,61 @@ def _restore_params(workdir: str, params_shape: Any, step: int | None,
   """The parameters at `step` (default: the newest intact checkpoint), or the mean of the last
   `average_last` intact checkpoints up to it. A damaged checkpoint is skipped with a warning and
   left where it is (the training run that owns the workdir moves it aside); one named by `step`
-  is an error."""
+  is an error. A training may remove old checkpoints while this reads: a step that vanishes
+  mid-read sends it back to list the steps again."""
   if average_last < 0:
     raise TextgenError(f"--average_last must be >= 0, got {average_last}")
   checkpointer = Checkpointer(checkpoint_dir(workdir))
   try:
-    available = checkpointer.all_steps()
-    if step is not None and step not in available:
-      raise TextgenError(f"{workdir}: no checkpoint at step {step}; it has steps {available}")
-    candidates = [s for s in available if step is None or s <= step]
-    steps = []
-    for candidate in reversed(candidates):
+    for attempt in range(_READ_ATTEMPTS):
+      listed = checkpointer.all_steps()
       try:
-        checkpointer.verify(candidate)
-      except CorruptCheckpoint as e:
-        if candidate == step:  # Named by --step: no other checkpoint stands in for it.
-          raise CorruptCheckpoint(f"{e}; choose another --step (the workdir has steps "
-                                  f"{available})") from None
-        print(f"warning: {e}; skipped", file=sys.stderr)
-        continue
-      steps.append(candidate)
-      if len(steps) == max(average_last, 1):
-        break
-    if not steps:
-      raise TextgenError(f"{checkpoint_dir(workdir)}: no intact checkpoint (steps {available} "
-                         "are all damaged, see the warnings above)")
-    if len(steps) < average_last:
-      damaged = len(candidates) - len(steps)  # The loop read them all: fewer than asked.
-      raise TextgenError(f"--average_last={average_last}: {workdir} keeps {len(steps)} "
-                         f"checkpoints up to step {steps[0]} ({steps[::-1]}"
-                         f"{f', and {damaged} damaged' if damaged else ''}); "
-                         "train.keep_checkpoints sets how many are kept")
-    return steps[0], average_params([checkpointer.restore_params(params_shape, s)
-                                     for s in reversed(steps)])
+        return _restore_listed(checkpointer, workdir, listed, params_shape, step, average_last)
+      except (OSError, TextgenError):
+        vanished = [s for s in listed if not os.path.isdir(checkpointer.step_dir(s))]
+        if not vanished or attempt == _READ_ATTEMPTS - 1:
+          raise
+        checkpointer.reload()
+    raise AssertionError("unreachable")
   finally:
     checkpointer.close()
+
+
+# Reads of a workdir whose steps vanish under them (a training rotating its checkpoints) before
+# giving up: each retry follows a removal, so more than a few means something else is wrong.
+_READ_ATTEMPTS = 5
+
+
+def _restore_listed(checkpointer: Checkpointer, workdir: str, available: list[int],
+                    params_shape: Any, step: int | None, average_last: int) -> tuple[int, Any]:
+  """_restore_params over the steps `available` as listed once."""
+  if step is not None and step not in available:
+    raise TextgenError(f"{workdir}: no checkpoint at step {step}; it has steps {available}")
+  candidates = [s for s in available if step is None or s <= step]
+  steps = []
+  for candidate in reversed(candidates):
+    try:
+      checkpointer.verify(candidate)
+    except CorruptCheckpoint as e:
+      if candidate == step:  # Named by --step: no other checkpoint stands in for it.
+        raise CorruptCheckpoint(f"{e}; choose another --step (the workdir has steps "
+                                f"{available})") from None
+      print(f"warning: {e}; skipped", file=sys.stderr)
+      continue
+    steps.append(candidate)
+    if len(steps) == max(average_last, 1):
+      break
+  if not steps:
+    raise TextgenError(f"{checkpoint_dir(workdir)}: no intact checkpoint (steps {available} "
+                       "are all damaged, see the warnings above)")
+  if len(steps) < average_last:
+    damaged = len(candidates) - len(steps)  # The loop read them all: fewer than asked.
+    raise TextgenError(f"--average_last={average_last}: {workdir} keeps {len(steps)} "
+                       f"checkpoints up to step {steps[0]} ({steps[::-1]}"
+                       f"{f', and {damaged} damaged' if damaged else ''}); "
+                       "train.keep_checkpoints sets how many are kept")
+  return steps[0], average_params([checkpointer.restore_params(params_shape, s)
+                                   for s in reversed(steps)])
 
 
 def average_params(params_list: Sequence[Any]) -> Any:
