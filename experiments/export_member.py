@@ -7,9 +7,12 @@ The export holds the member's config (its seed and varied values, no population)
 vocabularies and its parameters at the latest checkpoint (or --step).
 """
 
+from textgen_jax import cli  # First: Ctrl-C during the imports below is one line too.
+cli.exit_on_ctrl_c()
+
 from absl import flags
 
-from textgen_jax import cli, seq2seq, vae
+from textgen_jax import seq2seq, vae
 from textgen_jax import workdir as workdir_lib
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A population's training workdir.", required=True)

@@ -5,11 +5,15 @@ r"""Trains an LSTM encoder-decoder on sentence pairs; resumes from the workdir's
       --config.data.train_path=pairs.tsv --config.train.num_steps=3000 --workdir=runs/mine
 """
 
+from textgen_jax import cli  # First: Ctrl-C during the imports below is one line too.
+cli.exit_on_ctrl_c("training had not started or had ended: its checkpoints are as "
+                  "they were; run the same command to resume")
+
 import os
 
 from absl import flags
 
-from textgen_jax import cli, seq2seq
+from textgen_jax import seq2seq
 
 _CONFIG = cli.define_config_file(
     os.path.join(os.path.dirname(__file__), "configs", "seq2seq_default.py"),

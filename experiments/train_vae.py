@@ -5,11 +5,15 @@ workdir's last checkpoint.
   python experiments/train_vae.py --config=experiments/configs/ptb_lm.py --workdir=runs/ptb_lm
 """
 
+from textgen_jax import cli  # First: Ctrl-C during the imports below is one line too.
+cli.exit_on_ctrl_c("training had not started or had ended: its checkpoints are as "
+                  "they were; run the same command to resume")
+
 import os
 
 from absl import flags
 
-from textgen_jax import cli, vae
+from textgen_jax import vae
 
 _CONFIG = cli.define_config_file(
     os.path.join(os.path.dirname(__file__), "configs", "ptb_vae.py"),

@@ -152,3 +152,24 @@ def test_a_second_training_on_a_running_workdir_stops_at_once_naming_the_first(t
   with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
     steps = [json.loads(line)["step"] for line in f if "train_loss" in line]
   assert steps == sorted(set(steps))  # One writer: no record twice.
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.0, 2.0, 3.5])
+def test_ctrl_c_at_any_moment_of_start_up_is_exit_130_and_one_line(tmp_path, delay):
+  """Ctrl-C during imports, data reading, restore or compilation: before, Python's
+  KeyboardInterrupt gave long tracebacks, was swallowed by XLA's callbacks (the run trained on
+  to exit 0) or crashed the process. Now: exit 130, one line; once steps run, a checkpoint."""
+  train_path = write_tsv(tmp_path / "pairs.tsv", make_pairs(60))
+  workdir = str(tmp_path / "w")
+  process = _train_cli(train_path, workdir)
+  time.sleep(delay)
+  process.send_signal(signal.SIGINT)
+  _, err = process.communicate(timeout=120)
+  assert process.returncode == 130, err
+  assert "Traceback" not in err and "Exception ignored" not in err
+  last = err.strip().splitlines()[-1]
+  if last.startswith("stopped by SIGINT at step "):  # Training had begun: it saved first.
+    assert _committed_steps(workdir)[-1] == int(last.split("at step ")[1].split()[0])
+  else:
+    assert last.startswith("error: interrupted (Ctrl-C); training had not started"), err
+    assert len(err.strip().splitlines()) == 1, err

@@ -1,16 +1,25 @@
-"""Experiment scripts' shared parts: main with one-line errors for bad input, decoding flags."""
+"""Experiment scripts' shared parts: main with one-line errors for bad input and Ctrl-C,
+decoding flags.
+
+Light to import (absl, no JAX), so a script can take over Ctrl-C before its heavy imports:
+
+    from textgen_jax import cli  # First: Ctrl-C during the imports below is one line too.
+    cli.exit_on_ctrl_c()
+"""
 
 import json
 import os
 import re
+import signal
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from absl import app, flags, logging
 
-from textgen_jax import decoding
-from textgen_jax.decoding import DecodeSettings
 from textgen_jax.errors import TextgenError, TrainingStopped
+
+if TYPE_CHECKING:
+  from textgen_jax.decoding import DecodeSettings
 
 
 # glibc's tunable that backs malloc's large blocks with transparent huge pages (glibc >= 2.35).
@@ -39,6 +48,31 @@ def run(main: Callable[[list[str]], None], huge_pages: bool = False) -> None:
       sys.exit(e.exit_code)
 
   app.run(quiet_main, flags_parser=_parse_flags)
+
+
+def exit_on_ctrl_c(note: str = "") -> None:
+  """From now on Ctrl-C (SIGINT) ends the process at once: one line on stderr, exit 130.
+
+  Python's default raises KeyboardInterrupt wherever the main thread is: inside JAX's imports,
+  XLA's compiler callbacks or garbage-collection hooks it printed 15-167-line tracebacks, was
+  swallowed ("Exception ignored in _xla_gc_callback") or crashed the process. The training loop
+  replaces this handler while it steps (a step and a checkpoint complete, then it stops and
+  saves); outside it nothing is half-written by an exit (files are written whole, checkpoints
+  committed by a rename), so exiting at once loses nothing. `note` ends the line.
+  """
+  message = f"error: interrupted (Ctrl-C){'; ' + note if note else ''}\n".encode()
+
+  def exit_now(signum, frame):
+    del signum, frame
+    for stream in (sys.stdout, sys.stderr):
+      try:
+        stream.flush()
+      except (OSError, ValueError):
+        pass
+    os.write(2, message)
+    os._exit(128 + signal.SIGINT)  # The shell's code for a process ended by SIGINT.
+
+  signal.signal(signal.SIGINT, exit_now)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -103,13 +137,15 @@ def print_record(record: dict[str, Any], output: str | None = None) -> None:
       f.write(line + "\n")
 
 
-def define_decode_flags(default_strategy: str | None = "greedy") -> Callable[[], DecodeSettings]:
+def define_decode_flags(default_strategy: str | None = "greedy"
+                        ) -> Callable[[], "DecodeSettings"]:
   """Defines --strategy, --temperature, --top_k, --top_p, --beam_size, --length_alpha and
   --length_norm.
 
   Returns a function that reads them into a checked DecodeSettings once flags are parsed;
   with default_strategy=None the script picks the default, passed to that function.
   """
+  from textgen_jax import decoding  # pylint: disable=import-outside-toplevel  # Keeps cli light.
   strategy = flags.DEFINE_enum("strategy", default_strategy, list(decoding.STRATEGIES),
                                "Decoding strategy.")
   temperature = flags.DEFINE_float("temperature", 1.0, "sample: softmax temperature (> 0).")
@@ -122,8 +158,8 @@ def define_decode_flags(default_strategy: str | None = "greedy") -> Callable[[],
                                   "beam: divide log p by GNMT's ((5 + length) / 6) ** alpha, or "
                                   "by the length (average).")
 
-  def settings(default: str = "greedy") -> DecodeSettings:
-    result = DecodeSettings(strategy.value or default, temperature.value, top_k.value,
+  def settings(default: str = "greedy") -> "DecodeSettings":
+    result = decoding.DecodeSettings(strategy.value or default, temperature.value, top_k.value,
                             top_p.value, beam_size.value, length_alpha.value, length_norm.value)
     try:
       result.check(max_len=1)

@@ -229,14 +229,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainS
   eval_step = lambda params, batch: (
       compiled_eval(params, layout.shard_batch(batch)) if members.population is None
       else compiled_eval(params, layout.shard_batch(batch), step_inputs))
-  try:
-    with _stop_requests() as stop:
+  with _stop_requests() as stop:  # Until the last checkpoint is on disk.
+    try:
       state = _train_steps(state, task, train_step, eval_step, checkpointer, writer, train_cfg,
                            stop, members, skip_allowed=bool(config.opt.skip_non_finite))
-    checkpointer.save(state, force=True)
-  finally:
-    checkpointer.close()  # Waits for pending asynchronous writes, even when a step raised.
-  if "signal" in stop and step_of(state) < train_cfg.num_steps:
+      checkpointer.save(state, force=True)
+    finally:
+      checkpointer.close()  # Waits for pending asynchronous writes, even when a step raised.
+  if "signal" in stop:
     name = signal.Signals(stop["signal"]).name
     raise TrainingStopped(f"stopped by {name} at step {step_of(state)} of "
                           f"{train_cfg.num_steps}; the checkpoint is saved in "
