@@ -14,13 +14,17 @@ number, rank 1 for the best, and the score beam search ranks by (log p over the 
 normalisation of --length_norm/--length_alpha).
 """
 
+from textgen_jax import cli  # First: Ctrl-C during the imports below is one line too.
+cli.exit_on_ctrl_c()
+
 import os
 import sys
 
 import jax
 from absl import flags
 
-from textgen_jax import cli, seq2seq
+from textgen_jax import seq2seq
+from textgen_jax.data import readers
 from textgen_jax.errors import TextgenError
 from textgen_jax.seq2seq import plots
 
@@ -39,7 +43,8 @@ _decode_settings = cli.define_decode_flags()
 
 
 def main(argv):
-  texts = argv[1:] if len(argv) > 1 else sys.stdin.read().splitlines()
+  # Bytes, so that a line that is not UTF-8 still gives its output line (with a warning).
+  texts = argv[1:] if len(argv) > 1 else readers.read_input_lines(sys.stdin.buffer.read())
   settings = _decode_settings()
   if _ATTENTION_PNG.value and settings.strategy == "sample":
     raise TextgenError("--attention_png draws the maps of greedy or beam outputs")

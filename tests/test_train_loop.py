@@ -12,9 +12,9 @@ import orbax.checkpoint as ocp
 import pytest
 
 from tests.helpers import assert_trees_equal, make_pairs, opt_config, tiny_config, write_tsv
-from textgen_jax import metrics, seq2seq, train_loop, training
+from textgen_jax import metrics, recipe, seq2seq, train_loop, training
 from textgen_jax.checkpointing import Checkpointer
-from textgen_jax.data import batching
+from textgen_jax.data import batching, readers
 from textgen_jax.data.tokenizers import make_tokenizer
 from textgen_jax.data.vocab import Vocabulary
 from textgen_jax.errors import TextgenError
@@ -205,3 +205,17 @@ def test_bfloat16_mixed_precision_keeps_parameters_and_optimizer_state_in_float3
     assert dtypes <= {"float32", "int32"} and "float32" in dtypes, (item, dtypes)
   assert losses["bfloat16"] != losses["float32"]
   np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=2e-2)
+
+
+def test_a_batch_larger_than_the_training_data_is_capped_at_it(tmp_path, capsys):
+  # 512 rows over 32 examples padded every batch with 480 empty rows that cost as much as real
+  # ones; the batch now holds the whole set, and says so.
+  config = tiny_config(write_tsv(tmp_path / "pairs.tsv", make_pairs(40)), data__batch_size=512)
+  data = recipe.read_data(config, readers.read_pairs, seq2seq.translator.VOCABULARY_FILES)
+  num_train = len(data.train_batches.sources)
+  assert data.train_batches.batch_size == num_train < 512
+  assert (f"data.batch_size=512 is more than the {num_train} training examples: batches hold "
+          f"{num_train} rows") in capsys.readouterr().out
+  config.data.batch_size = 8  # Below the data: as asked.
+  assert recipe.read_data(config, readers.read_pairs,
+                          seq2seq.translator.VOCABULARY_FILES).train_batches.batch_size == 8

@@ -18,6 +18,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import ml_collections
 import numpy as np
 
@@ -95,13 +96,27 @@ def read_data(config: ml_collections.ConfigDict, reader: readers.Reader,
                       data_cfg, "train")
   valid_ids = _encode(splits.valid, splits.valid_locations, tokenizer, vocabularies, columns,
                       data_cfg, "valid")
-  train_batches = batching.BucketedBatches(train_ids[0], train_ids[-1], data_cfg.batch_size,
+  batch_size = capped_batch_size(data_cfg.batch_size, len(splits.train),
+                                 config.parallel.num_devices or jax.device_count())
+  train_batches = batching.BucketedBatches(train_ids[0], train_ids[-1], batch_size,
                                            lengths, seed, shared_config.shuffle_seed(config))
   valid_batches = batching.BucketedBatches(valid_ids[0], valid_ids[-1], data_cfg.batch_size,
                                            lengths, shuffle=False).epoch(0)
   if config.train.max_eval_batches:
     valid_batches = valid_batches[:config.train.max_eval_batches]
   return TextData(tokenizer, vocabularies, train_batches, valid_batches, list(splits.valid))
+
+
+def capped_batch_size(batch_size: int, num_examples: int, num_devices: int) -> int:
+  """data.batch_size, or fewer rows (said) when the training data has fewer examples: a batch
+  larger than the data is padded with empty rows that cost as much as real ones (5x slower
+  steps were seen). Rounded up to a multiple of the devices, which split every batch."""
+  capped = -(-num_examples // num_devices) * num_devices
+  if capped >= batch_size:
+    return batch_size
+  print(f"data.batch_size={batch_size} is more than the {num_examples} training examples: "
+        f"batches hold {capped} rows (the whole set) instead")
+  return capped
 
 
 def model_section(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -137,6 +152,7 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, data: TextD
       workdir_lib.check_resumable(workdir, config, data.vocabularies)
     if parallel.is_primary():
       workdir_lib.write_assets(workdir, config, data.tokenizer, data.vocabularies)
+      workdir_lib.write_data_checksums(workdir, config.data)
   except BaseException:
     workdir_lib.unlock(workdir)
     raise

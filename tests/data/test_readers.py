@@ -1,6 +1,12 @@
 """Tests for textgen_jax.data.readers: TSV pairs and one-sentence-per-line files."""
 
+import gzip
+import os
+import tempfile
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.helpers import ATTRIBUTION, BUNDLED_CORPUS, write_text
 from textgen_jax.data import readers
@@ -100,8 +106,9 @@ def test_missing_file_and_directory_raise(tmp_path):
 def test_non_utf8_file_raises(tmp_path):
   path = tmp_path / "f.tsv"
   path.write_bytes("Go.\tVa !\n".encode("utf-8") + "Été\tSummer\n".encode("latin-1"))
-  with pytest.raises(TextgenError, match="UTF-8"):
+  with pytest.raises(TextgenError, match="UTF-8") as info:
     readers.read_pairs(str(path))
+  assert str(info.value).startswith(f"{path}:2: not UTF-8 text")
 
 
 def test_read_lines(tmp_path, capsys):
@@ -161,7 +168,6 @@ def test_the_seq2seq_default_holds_out_by_source(tmp_path):
 
 
 def test_parallel_files_read_as_pairs_gzipped_or_not(tmp_path):
-  import gzip  # pylint: disable=import-outside-toplevel
   write_text(tmp_path / "train.de", "ein hund .\nzwei katzen .\n\nein baum .\n")
   with gzip.open(tmp_path / "train.en.gz", "wt", encoding="utf-8") as f:
     f.write("a dog .\ntwo cats .\n\na tree .\n")
@@ -186,3 +192,112 @@ def test_parallel_files_must_align(tmp_path):
   write_text(tmp_path / "bad.gz", "not gzip")
   with pytest.raises(TextgenError, match="bad.gz: not a readable gzip file"):
     readers.read_pairs(f"{source},{tmp_path / 'bad.gz'}")
+
+
+# ---- Lines are what "\n" ends; BOM, NUL, corrupt gzip and piped bytes (issue 22) -------------
+
+# Characters str.splitlines() also breaks lines at, and a carriage return inside a line.
+LINE_BREAKS_THAT_ARE_NOT_NEWLINES = "\u2028\u2029\x85\x0b\x0c\x1c\x1d\x1e\r"
+# Chunks of either, so that most examples hold several of those characters (drawn as single
+# characters among all of Unicode they would be rare).
+_INSIDE_A_LINE = st.lists(
+    st.one_of(st.sampled_from(LINE_BREAKS_THAT_ARE_NOT_NEWLINES),
+              st.text(st.characters(exclude_characters="\n\r\x00\ufeff"), max_size=3)),
+    max_size=6).map("".join)
+
+
+@settings(max_examples=60, deadline=None)
+@given(middles=st.lists(_INSIDE_A_LINE, min_size=1, max_size=6),
+       newline=st.sampled_from(["\n", "\r\n"]))
+def test_any_characters_inside_lines_keep_one_line_per_line_and_parallel_files_aligned(
+    middles, newline):
+  # Words around each middle: a "\r" that ends a line is no text (the "\r\n" rule).
+  sources = [f"s{i} {middle} s" for i, middle in enumerate(middles)]
+  targets = [f"t{i} {middle} t" for i, middle in enumerate(middles)]
+  assert readers.split_lines(newline.join(sources) + newline) == sources
+  assert readers.split_lines(newline.join(sources)) == sources  # No final newline.
+  assert readers.read_input_lines(newline.join(sources).encode("utf-8")) == sources
+  with tempfile.TemporaryDirectory() as directory:
+    source_path = write_text(os.path.join(directory, "train.src"), newline.join(sources))
+    target_path = os.path.join(directory, "train.tgt.gz")
+    with gzip.open(target_path, "wb") as f:
+      f.write((newline.join(targets) + newline).encode("utf-8"))
+    pairs, report = readers.read_pairs(f"{source_path},{target_path}", verbose=False)
+    assert pairs == list(zip(sources, targets))
+    assert report.line_numbers == list(range(1, len(sources) + 1))
+    assert readers.read_lines(source_path, verbose=False)[0] == sources
+
+
+def test_a_tsv_line_with_a_line_separator_is_one_line(tmp_path):
+  path = write_text(tmp_path / "f.tsv", "Go.\u2028now\tVa\x85 !\nHi.\x0c\tSalut !\nno tab\n")
+  with pytest.raises(TextgenError, match=r"f\.tsv:3: no tab"):
+    readers.read_pairs(path)
+  pairs, _ = readers.read_pairs(path, skip_malformed=True, verbose=False)
+  assert pairs == [("Go.\u2028now", "Va\x85 !"), ("Hi.\x0c", "Salut !")]
+
+
+def test_a_bom_at_the_start_of_a_file_is_dropped(tmp_path):
+  bom = "\ufeff"
+  tsv = write_text(tmp_path / "f.tsv", f"{bom}Go.\tVa !\nHi.\tSalut !\n")
+  assert readers.read_pairs(tsv, verbose=False)[0][0] == ("Go.", "Va !")
+  assert readers.read_lines(write_text(tmp_path / "f.txt", f"{bom}the cat\n"),
+                            verbose=False)[0] == ["the cat"]
+  source = write_text(tmp_path / "a.de", f"{bom}ein hund .\n")
+  with gzip.open(tmp_path / "a.en.gz", "wb") as f:
+    f.write(f"{bom}a dog .\n".encode("utf-8"))
+  pairs, _ = readers.read_pairs(f"{source},{tmp_path / 'a.en.gz'}", verbose=False)
+  assert pairs == [("ein hund .", "a dog .")]
+  # Only at the start: elsewhere it is a character of the text (a zero-width no-break space).
+  assert readers.read_input_lines(f"{bom}café\nred{bom}\n".encode("utf-8")) == ["café",
+                                                                                 f"red{bom}"]
+
+
+def _parallel_with_nul_in_target(tmp_path) -> str:
+  source = write_text(tmp_path / "a.de", "eins\nzwei\ndrei\n")
+  return source + "," + write_text(tmp_path / "b.en", "one\ntw\x00o\nthree\n")
+
+
+@pytest.mark.parametrize("reader, make_path, bad_file", [
+    (readers.read_pairs, lambda d: write_text(d / "f.tsv", "Go.\tVa !\nHi.\tSa\x00lut\nA.\tB.\n"),
+     "f.tsv"),
+    (readers.read_pairs, _parallel_with_nul_in_target, "b.en"),
+    (readers.read_lines, lambda d: write_text(d / "f.txt", "one\nt\x00wo\nthree\n"), "f.txt"),
+], ids=["tsv", "parallel", "lines"])
+def test_a_nul_byte_is_a_malformed_line(tmp_path, capsys, reader, make_path, bad_file):
+  path = make_path(tmp_path)
+  with pytest.raises(TextgenError, match=rf"{bad_file}:2: contains a NUL byte \(set data\."):
+    reader(path)
+  examples, report = reader(path, skip_malformed=True, verbose=False)
+  assert len(examples) == 2 and not any("\x00" in str(example) for example in examples)
+  assert [n for n, _ in report.skipped] == [2] and "NUL" in report.skipped[0][1]
+  assert "skipped 1 malformed lines" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("damage", ["overwritten", "cut_short"])
+def test_a_corrupt_gzip_file_is_a_one_line_error_naming_it(tmp_path, damage):
+  text = "".join(f"sentence {i} with words {i * 7919 % 1000}\n" for i in range(2000))
+  data = gzip.compress(text.encode("utf-8"))
+  # Zeros in the middle of the deflate stream make zlib fail; a cut one ends too early.
+  data = data[:200] + bytes(100) + data[300:] if damage == "overwritten" else data[:len(data) // 2]
+  path = tmp_path / "corpus.txt.gz"
+  path.write_bytes(data)
+  for reader in (readers.read_pairs, readers.read_lines):
+    with pytest.raises(TextgenError, match="not a readable gzip file") as info:
+      reader(str(path))
+    assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
+
+
+def test_input_lines_with_a_nul_byte_are_an_error_naming_the_line():
+  with pytest.raises(TextgenError, match=r"^<stdin>:3: contains a NUL byte$"):
+    readers.read_input_lines(b"one\n\ntw\x00o\n")
+
+
+def test_input_lines_not_utf8_read_as_replacement_with_one_warning(capsys):
+  lines = [b"one", b"two", b"caf\xe9", b"four", b"", b"\xef\xbb\xbfsix", b"se\xffv\xc3n", b"8"]
+  texts = readers.read_input_lines(b"\n".join(lines) + b"\n")
+  assert texts == ["one", "two", "caf\ufffd", "four", "", "\ufeffsix", "se\ufffdv\ufffdn", "8"]
+  err = capsys.readouterr().err
+  assert err == ("warning: <stdin> lines 3, 7: not UTF-8; undecodable bytes read as U+FFFD\n")
+  assert readers.read_input_lines(b"caf\xc3\xa9\r\n") == ["café"]
+  assert capsys.readouterr().err == ""
+  assert readers.read_input_lines(b"") == [] and readers.read_input_lines(b"\n\n") == ["", ""]

@@ -8,6 +8,8 @@ import functools
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import jax
 import pytest
@@ -15,8 +17,8 @@ import sacrebleu
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import (assert_one_line_error, assert_trees_equal, make_pairs, run_script,
-                           tiny_config, write_text, write_tsv)
+from tests.helpers import (REPO_ROOT, assert_one_line_error, assert_trees_equal, make_pairs,
+                           run_script, tiny_config, write_text, write_tsv)
 from textgen_jax import device_memory, metrics, seq2seq
 from textgen_jax import workdir as workdir_lib
 from textgen_jax.data.tokenizers import make_tokenizer
@@ -341,6 +343,32 @@ def test_cli_translates_one_line_per_input(trained):
   result = run_translate_cli(f"--workdir={workdir}", stdin="\n".join(texts) + "\n")
   assert result.returncode == 0, result.stderr
   assert result.stdout.split("\n")[:-1] == translator.translate(texts)
+
+
+def test_cli_gives_one_line_per_input_line_whatever_bytes_it_holds(trained):
+  """Issue 22: U+2028, U+0085, form feeds and \\x1c stay inside their line, bytes that are not
+  UTF-8 read as U+FFFD with a warning, and a NUL byte is a one-line error. (That the BOM is
+  dropped is tested in tests/data/test_readers.py: this tiny model may translate it the same.)"""
+  _, workdir, translator = trained
+  lines = ["\ufeffGo eat.", "café red\u2028cat", "cat dog\x0csun", "red\x85blue", "moon\x1ctree"]
+  stdin = "\n".join(lines).encode("utf-8") + b"\nGo \xffeat.\nHelp stop.\r\n"
+  result = _run_translate_bytes(f"--workdir={workdir}", stdin=stdin)
+  assert result.returncode == 0, result.stderr
+  expected = translator.translate(["Go eat."] + lines[1:] + ["Go \ufffdeat.", "Help stop."])
+  assert result.stdout.split("\n") == expected + [""]
+  assert ("warning: <stdin> line 6: not UTF-8; undecodable bytes read as U+FFFD"
+          in result.stderr.splitlines())
+  assert_one_line_error(_run_translate_bytes(f"--workdir={workdir}", stdin=b"Go.\nG\x00o.\n"),
+                        "<stdin>:2: contains a NUL byte")
+
+
+def _run_translate_bytes(*args: str, stdin: bytes) -> subprocess.CompletedProcess:
+  """run_script with bytes on stdin (text mode cannot send bytes that are not UTF-8)."""
+  result = subprocess.run([sys.executable, os.path.join("experiments", "translate.py"), *args],
+                          input=stdin, capture_output=True, cwd=REPO_ROOT, timeout=120,
+                          check=False)
+  return subprocess.CompletedProcess(result.args, result.returncode,
+                                     result.stdout.decode("utf-8"), result.stderr.decode("utf-8"))
 
 
 def test_too_long_sentence_error_names_file_and_line(tmp_path):

@@ -105,6 +105,13 @@ def test_evaluate_reports_the_literature_numbers(trained_vae):
   assert results["seconds"] > 0
 
 
+def test_evaluate_one_sentence_has_no_active_units_and_no_warnings(trained_vae):
+  # Active units are a variance across sentences: of one, numpy warned and it read 0.
+  model, _ = trained_vae
+  results = model.evaluate(SENTENCES[:1], num_samples=4)  # pytest turns warnings into errors.
+  assert results["active_units"] is None and np.isfinite(results["nll_per_sentence"])
+
+
 def test_evaluate_rejects_a_non_positive_k(trained_vae):
   model, _ = trained_vae
   with pytest.raises(TextgenError, match="K must be positive"):
@@ -248,6 +255,18 @@ def test_generate_cli_modes(trained_vae):
   lines = homotopy.stdout.splitlines()
   assert lines[0] == f"0.00\t{SENTENCES[0]}" and lines[-1] == f"1.00\t{SENTENCES[1]}"
   assert len(lines) == 3
+
+
+def test_generate_cli_reconstructs_one_line_per_stdin_line(trained_vae):
+  """Issue 22: a blank line gives an empty line (the model has nothing to encode) and U+2028
+  stays inside its line, so output line i answers input line i."""
+  model, workdir = trained_vae
+  lines = [SENTENCES[0], "", SENTENCES[4], "   ", "the cat\u2028sat on the mat"]
+  result = run_script("generate_vae.py", f"--workdir={workdir}", "--mode=reconstruct",
+                      stdin="\ufeff" + "\n".join(lines) + "\n", timeout=120)
+  assert result.returncode == 0, result.stderr
+  sentences = model.reconstruct([lines[0], lines[2], lines[4]])
+  assert result.stdout.split("\n") == [sentences[0], "", sentences[1], "", sentences[2], ""]
 
 
 def test_generate_cli_refuses_a_seq2seq_workdir(tmp_path):

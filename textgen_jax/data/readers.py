@@ -3,11 +3,17 @@ train/validation split of a config's data section.
 
 A malformed line is an error naming the file and line, or, with `skip_malformed=True`, skipped
 and counted in a printed summary. Nothing is dropped silently.
+
+Lines are what a newline ends (a carriage return before it dropped), in files and on stdin
+alike: U+2028, U+0085, form feeds and the like stay inside their line, as `wc -l` and the other
+side of a parallel corpus count them.
 """
 
 import dataclasses
 import gzip
 import os
+import sys
+import zlib
 from typing import Any, Callable
 
 import ml_collections
@@ -36,22 +42,83 @@ class ReadReport:
     return text
 
 
+_BOM = "\ufeff"  # A UTF-8 byte order mark, which Windows editors put at the start of a file.
+# NUL is no text: a tokenizer would make it a word. It means a binary or UTF-16 file, or a
+# corrupt one.
+_NUL, _NUL_PROBLEM = "\x00", "contains a NUL byte"
+
+
+def split_lines(text: str) -> list[str]:
+  r"""The lines `\n` ends (a last line without one included), each without one trailing `\r`.
+
+  Not str.splitlines: it also splits on U+2028, U+2029, U+0085, \x0b, \x0c and \x1c-\x1e,
+  which misaligns parallel files and turns one input line into several output lines.
+  """
+  lines = text.split("\n")
+  if lines[-1] == "":
+    lines.pop()
+  return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def _read_bytes(path: str) -> bytes:
+  if not path.endswith(".gz"):
+    with open(path, "rb") as f:
+      return f.read()
+  try:
+    with gzip.open(path, "rb") as f:
+      return f.read()
+  # A corrupt body raises zlib.error or a CRC BadGzipFile, a truncated one EOFError.
+  except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+    raise TextgenError(f"{path}: not a readable gzip file ({e})") from None
+
+
 def _read_text_lines(path: str) -> list[str]:
   if not os.path.exists(path):
     raise TextgenError(f"{path}: file not found")
   if os.path.isdir(path):
     raise TextgenError(f"{path}: is a directory, expected a text file")
+  data = _read_bytes(path)
   try:
-    with (gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else
-          open(path, encoding="utf-8")) as f:
-      lines = f.read().splitlines()
+    lines = split_lines(data.decode("utf-8").removeprefix(_BOM))
   except UnicodeDecodeError as e:
-    raise TextgenError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-  except (gzip.BadGzipFile, EOFError) as e:
-    raise TextgenError(f"{path}: not a readable gzip file ({e})") from None
+    line_number = data.count(b"\n", 0, e.start) + 1
+    raise TextgenError(f"{path}:{line_number}: not UTF-8 text ({e.reason} at byte "
+                       f"{e.start})") from None
   if not any(line.strip() for line in lines):
     raise TextgenError(f"{path}: file is empty")
   return lines
+
+
+def read_input_lines(data: bytes, name: str = "<stdin>") -> list[str]:
+  """The lines of piped input (a script's stdin bytes), one per input line whatever it holds.
+
+  A BOM at the start is dropped; a NUL byte is an error naming its line; bytes that are not
+  UTF-8 read as U+FFFD, with one warning on stderr naming the lines, so that a line still gives
+  its output line.
+  """
+  # surrogateescape keeps each undecodable byte (as a lone surrogate, which strict UTF-8 never
+  # decodes to) so the lines holding them can be found and decoded again with "replace".
+  text = data.decode("utf-8", "surrogateescape").removeprefix(_BOM)
+  lines, undecodable = [], []
+  for line_number, line in enumerate(split_lines(text), start=1):
+    if _NUL in line:
+      raise TextgenError(f"{name}:{line_number}: {_NUL_PROBLEM}")
+    if not line.isascii() and any("\udc80" <= c <= "\udcff" for c in line):
+      undecodable.append(line_number)
+      line = line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    lines.append(line)
+  if undecodable:
+    print(f"warning: {name} {_line_list(undecodable)}: not UTF-8; undecodable bytes read as "
+          "U+FFFD", file=sys.stderr)
+  return lines
+
+
+def _line_list(line_numbers: list[int], shown: int = 10) -> str:
+  """Says `line 3` or `lines 3, 7`: at most `shown` numbers, then how many there are."""
+  text = ", ".join(str(n) for n in line_numbers[:shown])
+  if len(line_numbers) > shown:
+    text += f", ... ({len(line_numbers)} lines)"
+  return ("line " if len(line_numbers) == 1 else "lines ") + text
 
 
 def _finish(report: ReadReport, skip_malformed: bool, verbose: bool) -> None:
@@ -86,7 +153,9 @@ def read_pairs(path: str, skip_malformed: bool = False,
       report.num_blank += 1
       continue
     columns = line.split("\t")
-    if len(columns) < 2:
+    if _NUL in line:
+      problem = _NUL_PROBLEM
+    elif len(columns) < 2:
       problem = "no tab between source and target"
     elif not columns[0].strip():
       problem = "empty source"
@@ -97,7 +166,8 @@ def read_pairs(path: str, skip_malformed: bool = False,
       report.line_numbers.append(line_number)
       continue
     if not skip_malformed:
-      raise TextgenError(f"{path}:{line_number}: {problem}; expected 'source<TAB>target' "
+      expected = "" if problem == _NUL_PROBLEM else "; expected 'source<TAB>target'"
+      raise TextgenError(f"{path}:{line_number}: {problem}{expected} "
                          "(set data.skip_malformed=True to skip such lines)")
     report.skipped.append((line_number, problem))
   report.num_kept = len(pairs)
@@ -115,6 +185,13 @@ def _read_parallel(path: str, source_path: str, target_path: str, skip_malformed
   report = ReadReport(path)
   pairs = []
   for line_number, (source, target) in enumerate(zip(sources, targets), start=1):
+    nul_path = source_path if _NUL in source else target_path if _NUL in target else None
+    if nul_path:
+      if not skip_malformed:
+        raise TextgenError(f"{nul_path}:{line_number}: {_NUL_PROBLEM} "
+                           "(set data.skip_malformed=True to skip such lines)")
+      report.skipped.append((line_number, f"{_NUL_PROBLEM} in {nul_path}"))
+      continue
     if not source.strip() and not target.strip():
       report.num_blank += 1
       continue
@@ -138,14 +215,15 @@ def read_lines(path: str, skip_malformed: bool = False,
   report = ReadReport(path)
   sentences = []
   for line_number, line in enumerate(_read_text_lines(path), start=1):
-    if line.strip():
+    if line.strip() and _NUL not in line:
       sentences.append(line)
       report.line_numbers.append(line_number)
       continue
+    problem = _NUL_PROBLEM if _NUL in line else "empty line"
     if not skip_malformed:
-      raise TextgenError(f"{path}:{line_number}: empty line "
+      raise TextgenError(f"{path}:{line_number}: {problem} "
                          "(set data.skip_malformed=True to skip such lines)")
-    report.skipped.append((line_number, "empty line"))
+    report.skipped.append((line_number, problem))
   report.num_kept = len(sentences)
   _finish(report, skip_malformed, verbose)
   return sentences, report

@@ -99,8 +99,11 @@ def mutual_information(mean_NxZ: jax.Array, logvar_NxZ: jax.Array, rng: jax.Arra
   return negative_entropy - jnp.mean(log_aggregate_N)
 
 
-def active_units(mean_NxZ: np.ndarray,
-                 threshold: float = ACTIVE_UNIT_THRESHOLD) -> tuple[int, np.ndarray]:
-  """(number of dimensions with Var_x(E_q[z_d]) > threshold, the per-dimension variances)."""
+def active_units(mean_NxZ: np.ndarray, threshold: float = ACTIVE_UNIT_THRESHOLD
+                 ) -> tuple[int | None, np.ndarray | None]:
+  """(number of dimensions with Var_x(E_q[z_d]) > threshold, the per-dimension variances);
+  (None, None) for fewer than 2 sentences, whose variance across sentences is undefined."""
+  if len(mean_NxZ) < 2:
+    return None, None
   variance_Z = np.var(np.asarray(mean_NxZ, np.float64), axis=0, ddof=1)
   return int(np.sum(variance_Z > threshold)), variance_Z

@@ -39,7 +39,7 @@ def periodic_evaluation(sentence_model: SentenceModel, sentences: Sequence[str],
       metrics = {"iw_nll_per_sentence": results["nll_per_sentence"],
                  "iw_perplexity": results["perplexity"]}
       metrics.update({k: results[k] for k in ("mutual_information", "active_units")
-                      if k in results})
+                      if results.get(k) is not None})
     num = train_cfg.num_examples_to_print
     if num:
       nucleus = DecodeSettings("sample", top_p=0.9)
