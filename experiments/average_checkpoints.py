@@ -7,9 +7,12 @@ translate.py and evaluate_translation.py take --average_last=K to do the same on
 train.keep_checkpoints (default 3) sets how many checkpoints a run keeps.
 """
 
+from textgen_jax import cli  # First: Ctrl-C during the imports below is one line too.
+cli.exit_on_ctrl_c()
+
 from absl import flags
 
-from textgen_jax import cli, seq2seq, vae
+from textgen_jax import seq2seq, vae
 from textgen_jax import workdir as workdir_lib
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.", required=True)
@@ -23,6 +26,7 @@ INFERENCE = {"seq2seq": seq2seq.Translator, "vae": vae.SentenceModel}
 
 def main(argv):
   del argv
+  cli.check_output_directory("--out", _OUT.value)  # Before loading and averaging.
   family = workdir_lib.family_of(workdir_lib.read_config(_WORKDIR.value))
   model = INFERENCE[family].load(_WORKDIR.value, _STEP.value, _MEMBER.value, _LAST.value)
   model.save(_OUT.value)

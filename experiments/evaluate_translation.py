@@ -14,12 +14,16 @@ Prints BLEU, chrF, exact match and the signature on stderr and one JSON line on 
 (--output appends it to a file). --average_last=K scores the mean of the last K checkpoints.
 """
 
+from textgen_jax import cli  # First: Ctrl-C during the imports below is one line too.
+cli.exit_on_ctrl_c()
+
 import sys
 import time
 
 from absl import flags
 
-from textgen_jax import cli, recipe, seq2seq
+from textgen_jax import recipe, seq2seq
+from textgen_jax import workdir as workdir_lib
 from textgen_jax.data import readers
 from textgen_jax.errors import TextgenError
 
@@ -49,6 +53,7 @@ def test_set(translator: seq2seq.Translator) -> tuple[str, list[str], list[list[
   spec = _TEST.value
   if spec is None:  # The held-out split exactly as training drew it.
     config = translator.config
+    check_held_out_source(config.data)
     if config.data.valid_path:
       spec = config.data.valid_path
     else:
@@ -69,6 +74,22 @@ def test_set(translator: seq2seq.Translator) -> tuple[str, list[str], list[list[
   return spec, sources, [[pairs[i][1] for pairs in per_reference] for i in range(len(sources))]
 
 
+def check_held_out_source(data_cfg) -> None:
+  """The held-out data is re-read from the file the run named (data.valid_path, or the split of
+  data.train_path): it must still be the file the run trained on, or sentences trained on are
+  scored as held out."""
+  field = "valid_path" if data_cfg.valid_path else "train_path"
+  changed = workdir_lib.changed_data_files(_WORKDIR.value, data_cfg, [field])
+  if changed is None:
+    print(f"warning: {_WORKDIR.value} does not record its data files' checksums (written "
+          f"before they were recorded); the held-out set is drawn from {data_cfg[field]} "
+          "unchecked", file=sys.stderr)
+  elif changed:
+    raise TextgenError(f"{data_cfg[field]} is not the file this run trained on (its SHA-256 "
+                       f"differs from {_WORKDIR.value}/{workdir_lib.DATA_CHECKSUMS}): the "
+                       "held-out set drawn from it would not be the one held out; pass --test")
+
+
 def moses_detokenizer(language: str | None):
   """str -> str joining a tokenised output as Moses would write it (None: outputs as they are)."""
   if language is None:
@@ -83,6 +104,7 @@ def moses_detokenizer(language: str | None):
 
 def main(argv):
   del argv
+  cli.check_output_file("--output", _OUTPUT.value)  # Now, not after an hour of decoding.
   settings = _decode_settings()
   translator = seq2seq.Translator.load(_WORKDIR.value, _STEP.value, _MEMBER.value,
                                        _AVERAGE_LAST.value)

@@ -8,12 +8,15 @@ exact for an LM), perplexity (words plus EOS), and for a VAE reconstruction, kl,
 mutual_information, active_units; with the wall time in seconds. --output appends it to a file.
 """
 
+from textgen_jax import cli  # First: Ctrl-C during the imports below is one line too.
+cli.exit_on_ctrl_c()
+
 import sys
 
 import jax
 from absl import flags
 
-from textgen_jax import cli, vae
+from textgen_jax import vae
 from textgen_jax.data import readers
 from textgen_jax.errors import TextgenError
 
@@ -32,6 +35,7 @@ _OUTPUT = flags.DEFINE_string("output", None, "Also append the JSON line to this
 
 def main(argv):
   del argv
+  cli.check_output_file("--output", _OUTPUT.value)  # Now, not after an hour of evaluation.
   if _NUM_SAMPLES.value < 1:
     raise TextgenError(f"--num_samples (K) must be positive, got {_NUM_SAMPLES.value}")
   if _CHUNK_SIZE.value < 1 or _BATCH_SIZE.value < 1:
@@ -50,6 +54,9 @@ def main(argv):
   cli.print_record(record, _OUTPUT.value)
   print(f"{len(sentences)} sentences: NLL {results['nll_per_sentence']:.2f} nats per sentence, "
         f"perplexity {results['perplexity']:.2f}, in {results['seconds']:.0f} s", file=sys.stderr)
+  if "active_units" in results and results["active_units"] is None:
+    print("note: active_units is null: it is a variance across sentences, which needs at least "
+          "2 sentences", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,10 @@ import os
 import re
 
 import numpy as np
-from absl import app, flags
+from absl import flags
+
+from textgen_jax import cli
+from textgen_jax.errors import TextgenError
 
 _OUT_DIR = flags.DEFINE_string("out_dir", "data/dates", "Where train.tsv and valid.tsv go.")
 _NUM_TRAIN = flags.DEFINE_integer("num_train", 20000, "Training pairs.")
@@ -41,18 +44,23 @@ def date_pairs(dates: list[datetime.date], rng: np.random.Generator) -> list[tup
 
 def main(argv):
   del argv
+  cli.check_output_directory("--out_dir", _OUT_DIR.value)
   rng = np.random.default_rng(_SEED.value)
   first, last = datetime.date(1900, 1, 1), datetime.date(2099, 12, 31)
   offsets = rng.choice((last - first).days + 1, _NUM_TRAIN.value + _NUM_VALID.value, replace=False)
   dates = [first + datetime.timedelta(days=int(d)) for d in offsets]
-  os.makedirs(_OUT_DIR.value, exist_ok=True)
   splits = {"train.tsv": dates[:_NUM_TRAIN.value], "valid.tsv": dates[_NUM_TRAIN.value:]}
   for filename, split_dates in splits.items():
     path = os.path.join(_OUT_DIR.value, filename)
-    with open(path, "w", encoding="utf-8") as f:
-      f.writelines(f"{s}\t{t}\n" for s, t in date_pairs(split_dates, rng))
+    try:  # Checked above; what remains is a full disk or a train.tsv that is a directory.
+      os.makedirs(_OUT_DIR.value, exist_ok=True)
+      with open(path, "w", encoding="utf-8") as f:
+        f.writelines(f"{s}\t{t}\n" for s, t in date_pairs(split_dates, rng))
+    except OSError as e:
+      raise TextgenError(f"--out_dir={_OUT_DIR.value}: cannot write {path} ({e.strerror})"
+                         ) from None
     print(f"wrote {len(split_dates)} pairs to {path}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

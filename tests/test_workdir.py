@@ -6,13 +6,14 @@ import json
 import os
 import re
 import shutil
+import socket
 
 import jax
 import numpy as np
 import pytest
 
 from tests.helpers import (SENTENCES, assert_trees_equal, make_pairs, read_metrics, tiny_config,
-                           tiny_vae_config)
+                           tiny_vae_config, write_tsv)
 from textgen_jax import seq2seq, train_loop, vae
 from textgen_jax import workdir as workdir_lib
 from textgen_jax.data.tokenizers import make_tokenizer
@@ -144,6 +145,43 @@ def test_the_training_lock_names_its_holder_and_is_taken_over_once_it_died(tmp_p
   assert "took over" not in capsys.readouterr().out
 
 
+SECRET = "api_key = s3cr3t\n"
+
+
+def test_a_symlinked_training_lock_is_refused_leaving_its_target_unread(tmp_path, capsys):
+  # On a shared workdir train.lock may be another user's symlink to a file of ours: it was
+  # read (its start printed in the takeover note) and truncated to 0 bytes.
+  target = tmp_path / "private.txt"
+  target.write_text(SECRET, encoding="utf-8")
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  lock_path = workdir / workdir_lib.LOCK_FILE
+  lock_path.symlink_to(target)
+  with pytest.raises(TextgenError, match=f"^{re.escape(str(lock_path))} is a symbolic link, "
+                     "not the workdir's lock file; remove it"):
+    workdir_lib.lock_for_training(str(workdir))
+  assert target.read_text(encoding="utf-8") == SECRET
+  assert "s3cr3t" not in "".join(capsys.readouterr())
+  lock_path.unlink()  # As the message says: then it is made anew.
+  workdir_lib.lock_for_training(str(workdir))
+  workdir_lib.unlock(str(workdir))
+
+
+def test_a_training_lock_holding_something_else_is_taken_over_without_showing_it(tmp_path,
+                                                                                 capsys):
+  lock_path = tmp_path / workdir_lib.LOCK_FILE
+  lock_path.write_text(SECRET, encoding="utf-8")
+  workdir_lib.lock_for_training(str(tmp_path))
+  try:
+    out = capsys.readouterr().out
+    assert "took over" in out and "something other than a training's host and PID" in out
+    assert "s3cr3t" not in out
+    assert lock_path.read_text(encoding="utf-8") == (f"host {socket.gethostname()} "
+                                                     f"pid {os.getpid()}\n")
+  finally:
+    workdir_lib.unlock(str(tmp_path))
+
+
 @pytest.mark.parametrize("edit,message", [
     (lambda c: c["model"].update(hiden_size=c["model"].pop("hidden_size")),
      "model.hiden_size is not a field of a seq2seq config; did you mean model.hidden_size?"),
@@ -173,6 +211,29 @@ def test_a_config_json_without_sections_is_a_one_line_error(tmp_path):
   path.write_text("[1, 2]", encoding="utf-8")
   with pytest.raises(TextgenError, match="config.json: not a JSON object of config sections"):
     seq2seq.Translator.load(str(tmp_path / "run"))
+
+
+def test_a_config_json_that_is_not_utf8_or_not_a_file_is_a_one_line_error(tmp_path):
+  path = tmp_path / workdir_lib.CONFIG_FILE
+  path.write_bytes('{"model": {"name": "café"}}'.encode("latin-1"))
+  with pytest.raises(TextgenError, match=f"^{re.escape(str(path))}: not UTF-8 text"):
+    workdir_lib.read_config(str(tmp_path))
+  path.unlink()
+  path.mkdir()
+  with pytest.raises(TextgenError, match=f"^{re.escape(str(path))}: cannot read it "
+                     r"\(Is a directory\)$"):
+    workdir_lib.read_config(str(tmp_path))
+  path.rmdir()
+  path.write_text('{"model.size": 3}', encoding="utf-8")  # ConfigDict refuses dotted names.
+  with pytest.raises(TextgenError, match=f"^{re.escape(str(path))}: not a config"):
+    workdir_lib.read_config(str(tmp_path))
+
+
+def test_a_vocabulary_checksum_file_that_is_not_utf8_is_a_one_line_error(tmp_path):
+  path = tmp_path / workdir_lib.VOCABULARY_CHECKSUMS
+  path.write_bytes(b"\xff\xfe" + "0123  vocab.json\n".encode("utf-16-le"))
+  with pytest.raises(TextgenError, match=f"^{re.escape(str(path))}: not UTF-8 text"):
+    workdir_lib.check_vocabulary_files(str(tmp_path), ["vocab.json"])
 
 
 # Files of another run copied into a workdir.
@@ -210,3 +271,20 @@ def test_a_checkpoint_of_another_model_is_a_one_line_error_naming_it(tmp_path, o
   with pytest.raises(TextgenError, match=f"^{re.escape(foreign)}: checkpoint parameters do not "
                      "match the model .*was one of them edited or copied from another run"):
     seq2seq.Translator.load(str(tmp_path / "run"))
+
+
+@pytest.mark.slow  # Four short trainings: 13 s.
+def test_resume_compares_data_files_by_content_not_by_path_text(tmp_path, monkeypatch):
+  pairs_path = write_tsv(tmp_path / "pairs.tsv", make_pairs(40))
+  workdir = str(tmp_path / "w")
+  seq2seq.train_and_evaluate(tiny_config(pairs_path, train__num_steps=2,
+                                         train__checkpoint_every=2), workdir)
+  monkeypatch.chdir(tmp_path)  # The same file named by a relative path resumes.
+  seq2seq.train_and_evaluate(tiny_config("pairs.tsv", train__num_steps=3), workdir)
+  assert workdir_lib.read_config(workdir).data.train_path == "pairs.tsv"
+  copy = write_tsv(tmp_path / "copy.tsv", make_pairs(40))  # Equal bytes, another name.
+  seq2seq.train_and_evaluate(tiny_config(copy, train__num_steps=4), workdir)
+  changed = write_tsv(tmp_path / "changed.tsv", make_pairs(40)[::-1])
+  with pytest.raises(TextgenError, match=r"^--config.data.train_path=.*changed.tsv: not the "
+                     r"data this run trained on \(.*copy.tsv; SHA-256 in .*data_files.json\)"):
+    seq2seq.train_and_evaluate(tiny_config(changed, train__num_steps=5), workdir)

@@ -133,8 +133,12 @@ def print_record(record: dict[str, Any], output: str | None = None) -> None:
   line = json.dumps(record)
   print(line)
   if output:
-    with open(output, "a", encoding="utf-8") as f:
-      f.write(line + "\n")
+    try:
+      with open(output, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+    except OSError as e:  # Checked before the work (check_output_file), but it may have changed.
+      raise TextgenError(f"{output}: cannot append the result to it ({e.strerror}); it is the "
+                         "JSON line printed above") from None
 
 
 def define_decode_flags(default_strategy: str | None = "greedy"
@@ -203,3 +207,38 @@ def _glibc_version() -> tuple[int, ...]:
     return tuple(int(part) for part in version.split(".")[:2]) if name == "glibc" else (0,)
   except (ValueError, OSError, AttributeError):
     return (0,)
+
+
+def check_output_file(flag: str, path: str | None) -> None:
+  """A one-line error naming `flag` (e.g. "--output") when the file `path` cannot be written:
+  checked before the work whose result goes there (an evaluation can take an hour), not after
+  it. Creates and truncates nothing (results are appended to it); None or "" passes."""
+  if not path:
+    return
+  directory = os.path.dirname(os.path.abspath(path))
+  if os.path.isdir(path):
+    raise TextgenError(f"{flag}={path}: a directory, not a file")
+  if not os.path.isdir(directory):
+    raise TextgenError(f"{flag}={path}: " + (f"{directory} is not a directory"
+                                            if os.path.lexists(directory) else
+                                            f"no directory {directory}; create it first"))
+  writable = os.access(path, os.W_OK) if os.path.exists(path) else os.access(
+      directory, os.W_OK | os.X_OK)
+  if not writable:
+    raise TextgenError(f"{flag}={path}: cannot write it (permission denied)")
+
+
+def check_output_directory(flag: str, path: str) -> None:
+  """A one-line error naming `flag` (e.g. "--out") when `path` cannot be, or be made, a directory
+  to write files in: it is a file, a parent is a file, or where it is (or would be made) is not
+  writable. Checked before the work; creates nothing."""
+  path_abs = os.path.abspath(path)
+  existing = path_abs  # The directory itself, or its nearest ancestor that exists.
+  while not os.path.lexists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise TextgenError(f"{flag}={path}: " + ("exists and is not a directory"
+                                            if existing == path_abs else
+                                            f"{existing} is not a directory"))
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise TextgenError(f"{flag}={path}: cannot write in {existing} (permission denied)")

@@ -12,7 +12,9 @@ import fcntl
 import functools
 import json
 import os
+import re
 import socket
+import stat
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -25,15 +27,21 @@ import numpy as np
 from textgen_jax import population as population_lib
 from textgen_jax.checkpointing import (Checkpointer, CorruptCheckpoint, ParamsMismatch,
                                        check_writable_path, file_sha256)
+from textgen_jax.data.readers import parallel_paths
 from textgen_jax.data.tokenizers import Tokenizer, tokenizer_from_config
 from textgen_jax.data.vocab import Vocabulary, load_vocabulary
 from textgen_jax.errors import TextgenError
-from textgen_jax.files import write_atomically
+from textgen_jax.files import read_text, write_atomically
 
 CONFIG_FILE = "config.json"
 # The SHA-256 of each vocabulary file as training wrote it (`sha256sum -c` reads it): a
 # vocabulary file copied from another run gives the checkpoint's embedding rows other words.
 VOCABULARY_CHECKSUMS = "vocabularies.sha256"
+# The SHA-256 of each data file the run was trained on (data.train_path, data.valid_path), so
+# that a resume with the same file under another path goes on, one with a changed file is
+# refused, and the held-out split re-derived from train_path is known to be the one held out.
+DATA_CHECKSUMS = "data_files.json"
+DATA_FIELDS = ("train_path", "valid_path")
 # Config sections whose change makes an existing checkpoint meaningless.
 MUST_MATCH_ON_RESUME = ("data", "model", "seed", "population")
 # Fields of other sections that must match too: vae.aggressive gives the encoder and the decoder
@@ -75,14 +83,17 @@ def make_workdir(workdir: str) -> None:
     raise TextgenError(f"--workdir={workdir}: cannot create it ({e.strerror})") from None
   probe = os.path.join(workdir, f".write_test.{os.getpid()}")
   try:
-    with open(probe, "wb") as f:
-      f.write(b"0")
+    # Created exclusively, never through a symlink planted under that name.
+    os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
     os.remove(probe)
   except OSError as e:
     raise TextgenError(f"--workdir={workdir}: cannot write there ({e.strerror})") from None
 
 
 LOCK_FILE = "train.lock"
+# What lock_for_training writes in it. Only a file holding this is shown in messages: on a shared
+# workdir train.lock may be anything, and its contents are not ours to print.
+_HOLDER_RECORD = re.compile(r"host [A-Za-z0-9._-]{1,255} pid [0-9]{1,10}")
 _HELD_LOCKS: dict[str, int] = {}  # Workdir (real path) -> the open lock file this process holds.
 
 
@@ -97,10 +108,20 @@ def lock_for_training(workdir: str) -> None:
     return
   path = os.path.join(workdir, LOCK_FILE)
   try:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    # Not through a symlink: one planted there would have us print and truncate its target
+    # (O_NONBLOCK: nor wait on a FIFO planted there; it is refused below).
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
   except OSError as e:
+    if os.path.islink(path):
+      raise TextgenError(f"{path} is a symbolic link, not the workdir's lock file; remove it "
+                         "(the lock file is made anew) and run again") from None
     raise TextgenError(f"{path}: cannot open the workdir's lock ({e.strerror})") from None
-  previous = os.read(fd, 200).decode("utf-8", "replace").strip()
+  if not stat.S_ISREG(os.fstat(fd).st_mode):  # A FIFO or device: not ours to read or truncate.
+    os.close(fd)
+    raise TextgenError(f"{path} is not a regular file, not the workdir's lock file; remove it "
+                       "(the lock file is made anew) and run again")
+  content = os.read(fd, 200).decode("utf-8", "replace").strip()
+  previous = content if _HOLDER_RECORD.fullmatch(content) else ""
   try:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except OSError:
@@ -110,6 +131,9 @@ def lock_for_training(workdir: str) -> None:
                        ) from None
   if previous:
     print(f"note: took over {path}, left by {previous}, which is no longer running")
+  elif content:
+    print(f"note: took over {path}, which held something other than a training's host and PID "
+          "(not shown); it now names this one")
   os.ftruncate(fd, 0)
   os.pwrite(fd, f"host {socket.gethostname()} pid {os.getpid()}\n".encode(), 0)
   _HELD_LOCKS[key] = fd
@@ -190,15 +214,17 @@ def family_of(config: ml_collections.ConfigDict) -> str:
 def read_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, CONFIG_FILE)
   try:
-    with open(path, encoding="utf-8") as f:
-      saved = json.load(f)
-    if not isinstance(saved, dict):
-      raise TextgenError(f"{path}: not a JSON object of config sections")
-    return ml_collections.ConfigDict(saved)
+    saved = json.loads(read_text(path))  # Not UTF-8, a directory: one line naming it.
   except FileNotFoundError:
     raise TextgenError(f"{path}: not found; is {workdir} a textgen-jax workdir?") from None
   except json.JSONDecodeError as e:
     raise TextgenError(f"{path}: not valid JSON ({e})") from None
+  if not isinstance(saved, dict):
+    raise TextgenError(f"{path}: not a JSON object of config sections")
+  try:
+    return ml_collections.ConfigDict(saved)
+  except ValueError as e:  # A field name ConfigDict refuses, such as one with a dot.
+    raise TextgenError(f"{path}: not a config ({e})") from None
 
 
 def write_assets(directory: str, config: ml_collections.ConfigDict, tokenizer: Tokenizer,
@@ -213,14 +239,58 @@ def write_assets(directory: str, config: ml_collections.ConfigDict, tokenizer: T
   write_atomically(os.path.join(directory, CONFIG_FILE), config.to_json(indent=2))
 
 
+def data_checksums(data_cfg: ml_collections.ConfigDict) -> dict[str, list[str]]:
+  """The SHA-256 of each file of data.train_path and data.valid_path (two for parallel files;
+  none for an empty field): field -> digests."""
+  return {field: [file_sha256(path) for path in (parallel_paths(data_cfg[field]) or
+                                                 [data_cfg[field]])]
+          for field in DATA_FIELDS if data_cfg.get(field)}
+
+
+def write_data_checksums(workdir: str, data_cfg: ml_collections.ConfigDict) -> None:
+  write_atomically(os.path.join(workdir, DATA_CHECKSUMS), json.dumps(
+      {field: {"path": data_cfg[field], "sha256": digests}
+       for field, digests in data_checksums(data_cfg).items()}, indent=2) + "\n")
+
+
+def read_data_checksums(workdir: str) -> dict[str, Any] | None:
+  """What write_data_checksums recorded, or None for a workdir written before it existed."""
+  path = os.path.join(workdir, DATA_CHECKSUMS)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path, encoding="utf-8") as f:
+      recorded = json.load(f)
+    if not all(isinstance(recorded[field]["sha256"], list) for field in recorded):
+      raise ValueError("no sha256 lists")
+    return recorded
+  except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+    raise TextgenError(f"{path}: unreadable ({type(e).__name__}); it records the data files "
+                       "the run trained on") from None
+
+
+def changed_data_files(workdir: str, data_cfg: ml_collections.ConfigDict,
+                       fields: Sequence[str] = DATA_FIELDS) -> list[str] | None:
+  """The fields among `fields` whose files now differ in content from those the run recorded
+  (a file named by another path but equal in content is the same file); None for a workdir
+  with no record (written before the record existed, or a saved model)."""
+  recorded = read_data_checksums(workdir)
+  if recorded is None:
+    return None
+  current = data_checksums(data_cfg)
+  return [field for field in fields
+          if recorded.get(field, {}).get("sha256") != current.get(field)]
+
+
 def check_vocabulary_files(workdir: str, vocabulary_files: Sequence[str]) -> None:
   """Raises a one-line error naming a vocabulary file that is not the one training wrote
   (workdirs written before the checksums were recorded are not checked)."""
   checksums_path = os.path.join(workdir, VOCABULARY_CHECKSUMS)
-  if not os.path.exists(checksums_path):
+  try:
+    text = read_text(checksums_path)  # Not UTF-8, a directory: one line naming it.
+  except FileNotFoundError:
     return
-  with open(checksums_path, encoding="utf-8") as f:
-    lines = [line.split("  ", 1) for line in f.read().splitlines() if line]
+  lines = [line.split("  ", 1) for line in text.splitlines() if line]
   if any(len(parts) != 2 for parts in lines):
     raise TextgenError(f"{checksums_path}: not a list of '<SHA-256>  <file name>' lines")
   written = {filename: digest for digest, filename in lines}
@@ -237,6 +307,15 @@ def check_resumable(workdir: str, config: ml_collections.ConfigDict,
   saved = read_config(workdir).to_dict()
   saved.setdefault("population", _SINGLE_RUN)  # Written before populations existed.
   current = json.loads(config.to_json())
+  changed = changed_data_files(workdir, config.data)
+  if changed:  # Data files are compared by content; by path text only without a record.
+    field = changed[0]
+    recorded = read_data_checksums(workdir).get(field, {}).get("path", "no file")
+    raise TextgenError(f"--config.data.{field}={config.data[field]}: not the data this run "
+                       f"trained on ({recorded}; SHA-256 in "
+                       f"{os.path.join(workdir, DATA_CHECKSUMS)}); use a new --workdir")
+  if changed is not None and isinstance(saved.get("data"), dict):
+    saved["data"].update({field: config.data[field] for field in DATA_FIELDS})
   for (section, field), value in ADDED_LATER.items():
     # Only the family's own fields: the VAE's model section has no attention.
     if isinstance(saved.get(section), dict) and field in current.get(section, {}):
