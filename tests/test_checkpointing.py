@@ -112,17 +112,25 @@ def test_glob_characters_in_the_path_never_commit_an_incomplete_checkpoint(setup
   state = setup.train(setup.fresh_state(), 1)
   directory = tmp_path / "run[x]" / "checkpoints"
   checkpointer = Checkpointer(str(directory))
-  with pytest.raises(TextgenError, match="would not restore: .* does not store"):
+  with pytest.raises(TextgenError, match="would not restore: .* does not store .* train in "
+                     "another --workdir"):
     checkpointer.save(state, force=True)
     checkpointer.close()
   assert not any(name.isdigit() for name in os.listdir(directory))
 
 
-@pytest.mark.parametrize("name", ["run[x]", "a*b", "what?"])
+@pytest.mark.parametrize("name", ["run[x]", "a*b", "what?", "back\\slash"])
 def test_workdir_path_with_glob_characters_is_refused_before_training(tmp_path, name):
   with pytest.raises(TextgenError, match=r"^--workdir=.*: its path contains .* choose a path"):
     workdir_lib.make_workdir(str(tmp_path / name / "run"))
   assert not os.path.exists(tmp_path / name)  # Refused before anything was made.
+
+
+def test_a_backslash_in_a_checkpoint_path_is_refused_when_reading_too(tmp_path):
+  # TensorStore reads it as a directory separator: such a checkpoint opens another path.
+  with pytest.raises(TextgenError, match=r"back\\slash/checkpoints: its path contains \\, which "
+                     "TensorStore reads as a directory separator; move or rename it"):
+    Checkpointer(str(tmp_path / "back\\slash" / "checkpoints"))
 
 
 def test_verify_finds_a_checkpoint_that_lacks_an_array(setup, tmp_path):

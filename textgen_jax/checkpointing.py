@@ -84,18 +84,34 @@ def write_checksums(step_dir: str) -> None:
 # with one of these in it the glob matches nothing, the merge is skipped with a warning, and the
 # checkpoint lacks every array (or, with * and ?, could merge another directory's files).
 GLOB_CHARACTERS = "*?["
+# TensorStore reads a backslash in a local path as a directory separator (it opens /a/b for
+# /a\b), so no checkpoint under such a path can be written or read.
+SEPARATOR_CHARACTERS = "\\"
+
+
+def _path_problem(directory: str, characters: str) -> str | None:
+  """What makes orbax fail under `directory`'s absolute path (parents included), or None."""
+  found = sorted({c for c in os.path.abspath(directory) if c in characters})
+  if not found:
+    return None
+  reasons = []
+  if set(found) & set(GLOB_CHARACTERS):
+    reasons.append(f"{' and '.join(c for c in found if c in GLOB_CHARACTERS)}, which orbax's "
+                   "checkpoint writer reads as a file pattern (its checkpoints would lack their "
+                   "arrays)")
+  if set(found) & set(SEPARATOR_CHARACTERS):
+    reasons.append("\\, which TensorStore reads as a directory separator")
+  return f"its path contains {'; and '.join(reasons)}"
 
 
 def check_writable_path(directory: str, label: str) -> None:
   """Raises a one-line error starting with `label` (the flag or path the user gave) when orbax
   cannot write checkpoints under `directory`: its absolute path, parents included, holds a glob
-  character. Reading such a path works: a workdir trained elsewhere and moved there loads."""
-  path = os.path.abspath(directory)
-  found = sorted({c for c in path if c in GLOB_CHARACTERS})
-  if found:
-    raise TextgenError(f"{label}: its path contains {' and '.join(found)}, which "
-                       "orbax's checkpoint writer reads as a file pattern (its checkpoints would "
-                       "lack their arrays); choose a path without * ? [")
+  character or a backslash. Reading a path with a glob character works: a workdir trained
+  elsewhere and moved there loads."""
+  problem = _path_problem(directory, GLOB_CHARACTERS + SEPARATOR_CHARACTERS)
+  if problem:
+    raise TextgenError(f"{label}: {problem}; choose a path without * ? [ \\")
 
 
 def missing_array(step_dir: str) -> str | None:
@@ -224,6 +240,9 @@ class Checkpointer:
   def __init__(self, directory: str, save_every: int = 1000, keep: int = 3,
                for_training: bool = False):
     self.directory = os.path.abspath(directory)
+    problem = _path_problem(directory, SEPARATOR_CHARACTERS)
+    if problem:
+      raise TextgenError(f"{self.directory}: {problem}; move or rename it")
     self.save_every = max(save_every, 1)
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            cleanup_tmp_directories=for_training,
