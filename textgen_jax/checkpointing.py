@@ -344,10 +344,13 @@ class Checkpointer:
       reason = str(e).splitlines()[0]
       if "No space left on device" in reason:
         reason = "No space left on device"
+      advice = ("orbax wrote it incompletely under this path: train in another --workdir"
+                if "would not restore" in reason else
+                "free space or lower --config.train.keep_checkpoints, then run the same command "
+                "to resume")
       raise TextgenError(f"{self.directory}: writing a checkpoint failed ({reason[:300]}). The "
                          f"checkpoints before it are intact (latest: step {self.latest_step()}); "
-                         "free space or lower --config.train.keep_checkpoints, then run the "
-                         "same command to resume") from None
+                         f"{advice}") from None
 
   def check_space(self, state: TrainState, keep: int) -> None:
     """Before training: room for the checkpoints to come (each new one is written before the
