@@ -418,20 +418,21 @@ def _restore_params(workdir: str, params_shape: Any, step: int | None,
   mid-read sends it back to list the steps again."""
   if average_last < 0:
     raise TextgenError(f"--average_last must be >= 0, got {average_last}")
-  checkpointer = Checkpointer(checkpoint_dir(workdir))
-  try:
-    for attempt in range(_READ_ATTEMPTS):
-      listed = checkpointer.all_steps()
-      try:
-        return _restore_listed(checkpointer, workdir, listed, params_shape, step, average_last)
-      except (OSError, TextgenError):
-        vanished = [s for s in listed if not os.path.isdir(checkpointer.step_dir(s))]
-        if not vanished or attempt == _READ_ATTEMPTS - 1:
-          raise
-        checkpointer.reload()
-    raise AssertionError("unreachable")
-  finally:
-    checkpointer.close()
+  for _ in range(_READ_ATTEMPTS):
+    try:
+      checkpointer = Checkpointer(checkpoint_dir(workdir))
+    except FileNotFoundError:  # A step removed while orbax listed the steps: list again.
+      continue
+    listed = checkpointer.all_steps()
+    try:
+      return _restore_listed(checkpointer, workdir, listed, params_shape, step, average_last)
+    except (OSError, TextgenError):
+      if all(os.path.isdir(checkpointer.step_dir(s)) for s in listed):
+        raise  # Nothing vanished: the error is the reader's to see.
+    finally:
+      checkpointer.close()
+  raise TextgenError(f"{checkpoint_dir(workdir)}: checkpoints were removed while they were read, "
+                     f"{_READ_ATTEMPTS} times in a row (a training rotating them?); try again")
 
 
 # Reads of a workdir whose steps vanish under them (a training rotating its checkpoints) before
