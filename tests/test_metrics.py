@@ -56,6 +56,7 @@ def test_a_bad_line_before_the_last_is_a_one_line_error_naming_it(tmp_path):
     writer.read()
 
 
+@pytest.mark.slow  # Two short trainings.
 def test_training_resumes_past_a_torn_last_line(tmp_path):
   train_path = write_tsv(tmp_path / "train.tsv", make_pairs(40))
   workdir = str(tmp_path / "w")
