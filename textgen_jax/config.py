@@ -117,7 +117,13 @@ def opt_section(**defaults: Any) -> ml_collections.ConfigDict:
   opt.b2 = 0.999
   opt.weight_decay = 0.0  # AdamW only.
   opt.warmup_steps = 100  # Linear warmup from 0.
-  opt.schedule = "cosine"  # After warmup: "constant", "cosine" (to 10%) or "rsqrt".
+  # After warmup: "constant", "cosine" (to 10%), "rsqrt", or "plateau": constant, multiplied by
+  # plateau_factor after plateau_patience held-out evaluations (train.held_out_metric) without
+  # improvement, at most plateau_max_decays times (textgen_jax/plateau.py).
+  opt.schedule = "cosine"
+  opt.plateau_patience = 2
+  opt.plateau_max_decays = 5
+  opt.plateau_factor = 0.5
   opt.grad_clip_norm = 1.0  # Global-norm clipping; 0 turns it off.
   opt.skip_non_finite = 0  # Skip up to N non-finite steps in a row (0: stop at one).
   opt.update(defaults)
@@ -126,7 +132,9 @@ def opt_section(**defaults: Any) -> ml_collections.ConfigDict:
 
 OPT_RANGES = {"opt.learning_rate": "> 0", "opt.b1": "[0, 1)", "opt.b2": "[0, 1)",
               "opt.weight_decay": ">= 0", "opt.warmup_steps": ">= 0",
-              "opt.grad_clip_norm": ">= 0", "opt.skip_non_finite": ">= 0"}
+              "opt.grad_clip_norm": ">= 0", "opt.skip_non_finite": ">= 0",
+              "opt.plateau_patience": ">= 1", "opt.plateau_max_decays": ">= 0",
+              "opt.plateau_factor": "(0, 1)"}
 
 
 def train_section(**defaults: Any) -> ml_collections.ConfigDict:
@@ -139,13 +147,20 @@ def train_section(**defaults: Any) -> ml_collections.ConfigDict:
   train.keep_checkpoints = 3  # Newest checkpoints kept.
   train.num_examples_to_print = 8  # Held-out examples printed at each evaluation.
   train.max_eval_batches = 0  # Cap on validation batches per pass (0: all).
+  # The held-out metric (a key of metrics.jsonl's evaluation records computed from the held-out
+  # loss sums) that the plateau schedule and early stopping follow.
+  train.held_out_metric = "valid_loss"
+  # Stop after this many evaluations without improvement of held_out_metric; inference then
+  # loads the best checkpoint (<workdir>/best/). 0: train to num_steps.
+  train.early_stopping_patience = 0
   train.update(defaults)
   return train
 
 
 TRAIN_RANGES = {"train.num_steps": ">= 1", "train.log_every": ">= 1", "train.eval_every": ">= 1",
                 "train.checkpoint_every": ">= 1", "train.keep_checkpoints": ">= 1",
-                "train.num_examples_to_print": ">= 0", "train.max_eval_batches": ">= 0"}
+                "train.num_examples_to_print": ">= 0", "train.max_eval_batches": ">= 0",
+                "train.early_stopping_patience": ">= 0"}
 
 
 def model_dtype_and_backend(model: ml_collections.ConfigDict) -> None:
@@ -230,6 +245,10 @@ def members(config: ml_collections.ConfigDict,
       raise TextgenError("--config.parallel.member_shards > 1 needs a population "
                          "(--config.population.num_members > 1)")
     return [config]
+  if config.train.early_stopping_patience:
+    raise TextgenError("--config.train.early_stopping_patience: a population trains its members "
+                       "for the same steps; use the plateau schedule, or early stopping in "
+                       "separate runs")
   if population.vmap_size and config.parallel.member_shards > 1:
     raise TextgenError("--config.population.vmap_size loops over the members on each device; "
                        "with --config.parallel.member_shards > 1 leave it 0")

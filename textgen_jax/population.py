@@ -34,6 +34,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from textgen_jax import plateau
 from textgen_jax.errors import TextgenError
 from textgen_jax.files import write_atomically
 
@@ -193,12 +194,13 @@ def set_learning_rates(opt_state: Any, population: Population, base_rate: float)
 
 
 def fresh_optimizer_state(tx: optax.GradientTransformation, params: Any, old_state: Any) -> Any:
-  """tx.init(params), keeping a member's learning-rate ratio (for a reset during training)."""
+  """tx.init(params), keeping a member's learning-rate ratio and the held-out plateau state
+  (for a reset during training: the run's schedule goes on)."""
   fresh = tx.init(params)
-  ratio = optax.tree_utils.tree_get(old_state, "learning_rate_ratio")
-  if ratio is None:
-    return fresh
-  return optax.tree_utils.tree_set(fresh, learning_rate_ratio=ratio)
+  kept = {name: optax.tree_utils.tree_get(old_state, name)
+          for name in ("learning_rate_ratio", *plateau.PlateauState._fields)}
+  kept = {name: value for name, value in kept.items() if value is not None}
+  return optax.tree_utils.tree_set(fresh, **kept) if kept else fresh
 
 
 def member(tree: Any, index: int) -> Any:
@@ -209,7 +211,6 @@ def member(tree: Any, index: int) -> Any:
 # ---- The end of a run: the members' table ------------------------------------------------
 
 # Held-out metrics where more is better; the rest (losses, NLL, perplexity) rank lowest first.
-_HIGHER_IS_BETTER = ("accuracy", "exact_match", "mutual_information", "active_units", "bleu")
 SUMMARY_FILE = "members.json"
 
 
@@ -230,7 +231,7 @@ def summary(records: list[dict[str, Any]], population: Population, dropped: Mapp
   if not ranked:
     raise TextgenError(f"--config.population.select_metric={select_metric!r}: no member has "
                        "it (held-out metrics are named valid_<name>, e.g. valid_loss)")
-  higher = any(word in select_metric for word in _HIGHER_IS_BETTER)
+  higher = plateau.higher_is_better(select_metric)
   best = (max if higher else min)(ranked, key=lambda row: row[select_metric])["member"]
   return {"select_metric": select_metric, "best": best, "members": rows}
 

@@ -23,7 +23,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from textgen_jax import metrics as metrics_lib
-from textgen_jax import parallel
+from textgen_jax import parallel, plateau
 from textgen_jax.checkpointing import Checkpointer
 from textgen_jax.data.batching import Batch, BucketedBatches
 from textgen_jax.errors import TextgenError, TrainingStopped
@@ -31,7 +31,7 @@ from textgen_jax import population as population_lib
 from textgen_jax.training import (LossFn, MemberHooks, StateHook, TrainState, create_train_state,
                                   jit_eval_step, jit_population_steps, jit_train_step,
                                   make_optimizer, step_of)
-from textgen_jax.workdir import checkpoint_dir
+from textgen_jax.workdir import best_dir, checkpoint_dir
 
 
 @dataclasses.dataclass
@@ -229,13 +229,20 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainS
   eval_step = lambda params, batch: (
       compiled_eval(params, layout.shard_batch(batch)) if members.population is None
       else compiled_eval(params, layout.shard_batch(batch), step_inputs))
+  best = (Checkpointer(best_dir(workdir), keep=1)
+          if config.train.early_stopping_patience > 0 else None)
+  follow = (HeldOutFollower(config, writer, members, best) if plateau.tracked(config)
+            else None)
   with _stop_requests() as stop:  # Until the last checkpoint is on disk.
     try:
       state = _train_steps(state, task, train_step, eval_step, checkpointer, writer, train_cfg,
-                           stop, members, skip_allowed=bool(config.opt.skip_non_finite))
+                           stop, members, skip_allowed=bool(config.opt.skip_non_finite),
+                           follow=follow)
       checkpointer.save(state, force=True)
     finally:
       checkpointer.close()  # Waits for pending asynchronous writes, even when a step raised.
+      if best is not None:
+        best.close()
   if "signal" in stop:
     name = signal.Signals(stop["signal"]).name
     raise TrainingStopped(f"stopped by {name} at step {step_of(state)} of "
@@ -276,7 +283,8 @@ def _initial_state(config: ml_collections.ConfigDict, task: Task, layout: parall
   (member RunKeys, member hyperparameters), each stacked."""
   population = members.population
   optimizer = make_optimizer(config.opt, config.train.num_steps,
-                             per_member_rate=population is not None, sides=task.optimizer_sides)
+                             per_member_rate=population is not None, sides=task.optimizer_sides,
+                             follow_held_out=plateau.tracked(config))
   if population is None:
     inputs = lambda: run_keys(config.seed).dropout
     make_state = lambda: create_train_state(None, task.init_params(run_keys(config.seed).params),
@@ -313,9 +321,12 @@ def _drop_non_finite(members: Members, state: TrainState) -> None:
 def _train_steps(state: TrainState, task: Task, train_step: Callable, eval_step: Callable,
                  checkpointer: Checkpointer, writer: metrics_lib.MetricWriter,
                  train_cfg: ml_collections.ConfigDict, stop: dict[str, int], members: Members,
-                 skip_allowed: bool) -> TrainState:
+                 skip_allowed: bool, follow: "HeldOutFollower | None" = None) -> TrainState:
   """Steps from state.step to num_steps, logging, evaluating and checkpointing when due;
-  returns early, after the current step, once `stop` holds a signal."""
+  returns early, after the current step, once `stop` holds a signal or early stopping ends the
+  run (`follow`: the held-out metric's plateau state, updated after each evaluation)."""
+  if follow is not None and plateau.should_stop(plateau.read(state.opt_state), follow.config):
+    return state  # Stopped early before this resume: the run is over.
   start_step, accumulated, accumulated_steps = step_of(state), None, 0
   progress = tqdm(range(start_step, train_cfg.num_steps), initial=start_step,
                   total=train_cfg.num_steps, desc="train", dynamic_ncols=True,
@@ -332,7 +343,12 @@ def _train_steps(state: TrainState, task: Task, train_step: Callable, eval_step:
                            skip_allowed)
       accumulated, accumulated_steps = None, 0
     if done % train_cfg.eval_every == 0 or is_last:
-      _evaluate_and_report(eval_step, state.params, task, writer, done, progress, members)
+      held_out = _evaluate_and_report(eval_step, state.params, task, writer, done, progress,
+                                      members, train_cfg.held_out_metric)
+      if follow is not None:
+        state = follow(state, held_out, done)
+        if plateau.should_stop(plateau.read(state.opt_state), follow.config):
+          break
     if checkpointer.is_due(done) and accumulated is not None:
       members.check(accumulated, done, skip_allowed)  # Syncs at saves only.
     checkpointer.save(state)  # When due; train() saves the final state.
@@ -356,6 +372,45 @@ def _write_train_records(writer: metrics_lib.MetricWriter, members: Members, acc
     losses.append(record["train_loss"])
     accuracies.append(record["train_token_accuracy"])
   progress.set_postfix(loss=f"{np.mean(losses):.3f}", acc=f"{np.mean(accuracies):.3f}")
+
+
+@dataclasses.dataclass
+class HeldOutFollower:
+  """After each evaluation: the plateau state updated from the held-out metric (the rate's
+  decays, early stopping's count), what changed said in a line and a record, and on improvement
+  the parameters saved to <workdir>/best/ (with early stopping, what inference loads)."""
+
+  config: ml_collections.ConfigDict
+  writer: metrics_lib.MetricWriter
+  members: Members
+  best: Checkpointer | None  # <workdir>/best/ with early stopping; None without.
+
+  def __call__(self, state: TrainState, held_out: np.ndarray, step: int) -> TrainState:
+    metric = self.config.train.held_out_metric
+    before = plateau.read(state.opt_state)
+    # A dropped member's NaN never improves: its counts grow, which changes nothing it does.
+    after = plateau.update(before, held_out.reshape(before.plateau_best.shape), step,
+                           self.config, plateau.higher_is_better(metric))
+    for index in range(held_out.size):
+      if index in self.members.dropped:
+        continue
+      old, new = (jax.tree.map(lambda x: x.reshape(-1)[index], s) for s in (before, after))
+      self.writer.write(step, {**self.members.label(index),
+                               "learning_rate_scale": float(new.plateau_scale),
+                               "best_step": int(new.plateau_best_step)})
+      who = "" if self.members.population is None else f"member {index}: "
+      if new.plateau_decays > old.plateau_decays:
+        _log(f"{who}{metric} has not improved for {self.config.opt.plateau_patience} "
+             f"evaluations (best at step {int(new.plateau_best_step)}): learning rate x"
+             f"{float(new.plateau_scale):g} (decay {int(new.plateau_decays)} of "
+             f"{self.config.opt.plateau_max_decays})")
+    if self.best is not None and np.any(after.plateau_best_step == step):
+      self.best.save_params(state.params, step)
+    if plateau.should_stop(after, self.config):
+      _log(f"early stopping at step {step}: {metric} has not improved for "
+           f"{self.config.train.early_stopping_patience} evaluations; the best, at step "
+           f"{int(np.max(after.plateau_best_step))}, is in {self.best.directory}")
+    return state.replace(opt_state=plateau.write(state.opt_state, after))
 
 
 def _stop_agreed(stop: dict[str, int], at_log_step: bool) -> bool:
@@ -398,13 +453,16 @@ def _log(message: str) -> None:
 
 def _evaluate_and_report(eval_step: Callable, params: Any, task: Task,
                          writer: metrics_lib.MetricWriter, step: int, progress: tqdm,
-                         members: Members) -> None:
-  """Held-out metrics and generation for each (live) member, written and printed."""
+                         members: Members, held_out_metric: str) -> np.ndarray:
+  """Held-out metrics and generation for each (live) member, written and printed; returns
+  `held_out_metric` of each member (NaN for a dropped one), the same on every process: it comes
+  from the held-out loss sums, which every process has."""
   totals = evaluation_sums(eval_step, params, task.valid_batches)
+  held_out = _held_out_values(totals, members, held_out_metric)
   # Generation (decoding, sampling) runs on one device of process 0, from a whole copy.
   params_copy = parallel.local_copy(params)
   if not parallel.is_primary():
-    return
+    return held_out
   lines = []
   for index, (sums, member_params) in enumerate(zip(members.split(totals),
                                                     members.split(params_copy))):
@@ -419,6 +477,19 @@ def _evaluate_and_report(eval_step: Callable, params: Any, task: Task,
                  ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
     lines += example_lines
   progress.write("\n".join(lines))
+  return held_out
+
+
+def _held_out_values(totals: Any, members: Members, metric: str) -> np.ndarray:
+  """`metric` ("valid_<summary key>") of each member's held-out sums; NaN for a dropped one."""
+  values = []
+  for index, sums in enumerate(members.split(totals)):
+    summary = {f"valid_{k}": v for k, v in metrics_lib.summarize(sums).items()}
+    if metric not in summary:
+      raise TextgenError(f"--config.train.held_out_metric={metric!r}: the held-out evaluation "
+                         f"gives {', '.join(sorted(summary))}")
+    values.append(np.nan if index in members.dropped else summary[metric])
+  return np.asarray(values, np.float64)
 
 
 def _finish(workdir: str, writer: metrics_lib.MetricWriter, members: Members,

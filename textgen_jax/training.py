@@ -16,7 +16,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from textgen_jax import population
+from textgen_jax import plateau, population
 from textgen_jax.errors import TextgenError
 
 LossFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
@@ -28,9 +28,10 @@ StateHook = Callable[[TrainState], TrainState]
 
 def make_learning_rate_schedule(opt: ml_collections.ConfigDict,
                                 num_steps: int) -> optax.Schedule:
-  """Linear warmup, then constant, cosine or inverse-square-root decay."""
+  """Linear warmup, then constant, cosine or inverse-square-root decay; "plateau" is constant
+  here, the decays being the plateau transform's (textgen_jax/plateau.py)."""
   warmup = optax.linear_schedule(0.0, opt.learning_rate, max(opt.warmup_steps, 1))
-  if opt.schedule == "constant":
+  if opt.schedule in ("constant", "plateau"):
     decay = optax.constant_schedule(opt.learning_rate)
   elif opt.schedule == "cosine":
     decay = optax.cosine_decay_schedule(opt.learning_rate,
@@ -39,13 +40,15 @@ def make_learning_rate_schedule(opt: ml_collections.ConfigDict,
     warmup_steps = max(opt.warmup_steps, 1)
     decay = lambda step: opt.learning_rate * jnp.sqrt(warmup_steps / (step + warmup_steps))
   else:
-    raise TextgenError(f"--config.opt.schedule={opt.schedule!r}: choose constant, cosine or rsqrt")
+    raise TextgenError(f"--config.opt.schedule={opt.schedule!r}: choose constant, cosine, rsqrt "
+                       "or plateau")
   return optax.join_schedules([warmup, decay], [opt.warmup_steps])
 
 
 def make_optimizer(opt: ml_collections.ConfigDict, num_steps: int,
                    per_member_rate: bool = False,
-                   sides: Callable[[Any], Any] | None = None) -> optax.GradientTransformation:
+                   sides: Callable[[Any], Any] | None = None,
+                   follow_held_out: bool = False) -> optax.GradientTransformation:
   """Gradient clipping by global norm, then Adam, AdamW or SGD on the schedule.
 
   per_member_rate: updates are then scaled by a ratio held in the optimizer state, which a
@@ -53,6 +56,8 @@ def make_optimizer(opt: ml_collections.ConfigDict, num_steps: int,
   sides: params -> a label per leaf, ENCODER_SIDE or DECODER_SIDE: each side then has an
   optimizer state of its own (its own moments and step count, as two optimizers would), so a
   step may update one side alone (train_step's after_update=keep_side); clipping stays global.
+  follow_held_out: the plateau transform last (plateau.tracked): its state follows the held-out
+  metric and scales the updates (the plateau schedule's decays).
   """
   learning_rate = make_learning_rate_schedule(opt, num_steps)
   if opt.name == "adam":
@@ -67,6 +72,8 @@ def make_optimizer(opt: ml_collections.ConfigDict, num_steps: int,
     optimizer = optax.chain(optimizer, population.learning_rate_ratio())
   if sides is not None:
     optimizer = optax.multi_transform({ENCODER_SIDE: optimizer, DECODER_SIDE: optimizer}, sides)
+  if follow_held_out:  # After the sides: one state for the run, not one per side.
+    optimizer = optax.chain(optimizer, plateau.scale_by_plateau())
   if opt.grad_clip_norm:
     optimizer = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), optimizer)
   if opt.skip_non_finite:

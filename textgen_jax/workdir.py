@@ -68,6 +68,11 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(workdir, "checkpoints")
 
 
+def best_dir(workdir: str) -> str:
+  """The parameters of the best held-out evaluation, with early stopping (train_loop)."""
+  return os.path.join(workdir, "best")
+
+
 def has_checkpoints(workdir: str) -> bool:
   directory = checkpoint_dir(workdir)
   return os.path.isdir(directory) and bool(os.listdir(directory))
@@ -395,8 +400,16 @@ def load(workdir: str, template: ml_collections.ConfigDict, vocabulary_files: Se
   params_shape = jax.eval_shape(init if members is None else jax.vmap(init),
                                 jax.random.key(0) if members is None
                                 else jax.random.split(jax.random.key(0), members.size))
+  # An early-stopped run's model is its best evaluation's, not its last step's.
+  best = best_dir(workdir)
+  use_best = (step is None and average_last <= 1 and os.path.isdir(best)
+              and any(name.isdigit() for name in os.listdir(best)))
+  directory = best if use_best else checkpoint_dir(workdir)
   try:
-    step, params = _restore_params(workdir, params_shape, step, average_last)
+    step, params = _restore_params(workdir, params_shape, step, average_last, directory)
+    if use_best:
+      print(f"note: loading {workdir}'s best held-out checkpoint (step {step}, in {best}); "
+            "--step=N loads another", file=sys.stderr)
   except ParamsMismatch as e:
     described_by = ", ".join(os.path.join(workdir, name)
                              for name in (CONFIG_FILE, *vocabulary_files))
@@ -410,17 +423,19 @@ def load(workdir: str, template: ml_collections.ConfigDict, vocabulary_files: Se
 
 
 def _restore_params(workdir: str, params_shape: Any, step: int | None,
-                    average_last: int = 0) -> tuple[int, Any]:
+                    average_last: int = 0, directory: str | None = None) -> tuple[int, Any]:
   """The parameters at `step` (default: the newest intact checkpoint), or the mean of the last
   `average_last` intact checkpoints up to it. A damaged checkpoint is skipped with a warning and
   left where it is (the training run that owns the workdir moves it aside); one named by `step`
   is an error. A training may remove old checkpoints while this reads: a step that vanishes
-  mid-read sends it back to list the steps again."""
+  mid-read sends it back to list the steps again. `directory`: the checkpoints' (default
+  <workdir>/checkpoints; <workdir>/best for an early-stopped run's best)."""
   if average_last < 0:
     raise TextgenError(f"--average_last must be >= 0, got {average_last}")
+  directory = directory or checkpoint_dir(workdir)
   for _ in range(_READ_ATTEMPTS):
     try:
-      checkpointer = Checkpointer(checkpoint_dir(workdir))
+      checkpointer = Checkpointer(directory)
     except FileNotFoundError:  # A step removed while orbax listed the steps: list again.
       continue
     listed = checkpointer.all_steps()
@@ -431,7 +446,7 @@ def _restore_params(workdir: str, params_shape: Any, step: int | None,
         raise  # Nothing vanished: the error is the reader's to see.
     finally:
       checkpointer.close()
-  raise TextgenError(f"{checkpoint_dir(workdir)}: checkpoints were removed while they were read, "
+  raise TextgenError(f"{directory}: checkpoints were removed while they were read, "
                      f"{_READ_ATTEMPTS} times in a row (a training rotating them?); try again")
 
 
@@ -460,7 +475,7 @@ def _restore_listed(checkpointer: Checkpointer, workdir: str, available: list[in
     if len(steps) == max(average_last, 1):
       break
   if not steps:
-    raise TextgenError(f"{checkpoint_dir(workdir)}: no intact checkpoint (steps {available} "
+    raise TextgenError(f"{checkpointer.directory}: no intact checkpoint (steps {available} "
                        "are all damaged, see the warnings above)")
   if len(steps) < average_last:
     damaged = len(candidates) - len(steps)  # The loop read them all: fewer than asked.

@@ -60,7 +60,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.opt = shared.opt_section(learning_rate=1e-3, warmup_steps=0, schedule="constant",
                                   grad_clip_norm=5.0)
   config.train = shared.train_section(num_steps=20000, log_every=200, eval_every=2000,
-                                      checkpoint_every=1000, num_examples_to_print=4)
+                                      checkpoint_every=1000, num_examples_to_print=4,
+                                      held_out_metric="valid_neg_elbo")
   # Importance-weighted NLL, mutual information and active units at each evaluation.
   config.train.eval_num_samples = 10  # K for the periodic importance-weighted NLL (0: skip it).
   config.train.eval_max_sentences = 1000  # Held-out sentences used for them (0: all).
