@@ -1,0 +1,43 @@
+r"""Penn Treebank at the literature's budget: the LM (`:lm`) or the VAE (`:vae`) trained to
+convergence as the text-VAE literature decides it.
+
+  python experiments/train_vae.py --config=experiments/configs/ptb_full.py:lm --workdir=runs/ptb_full_lm
+  python experiments/train_vae.py --config=experiments/configs/ptb_full.py:vae --workdir=runs/ptb_full_vae
+
+The literature's setup (bohanli/vae-pretraining-encoder config_ptb.py; He et al. 2019):
+embedding 256, hidden 256, latent 32, dropout 0.5 on decoder input and output, batch 32, Adam
+1e-3, up to 100 epochs; the rate halved after 2 epochs without held-out improvement, at most 5
+times (jxhe/vae-lagging-encoder; texar halves on plateau too), and the run stopped after 10
+epochs without improvement (5 plateaus' worth), inference loading the best epoch. The held-out
+metric is the negative ELBO per sentence (the LM's exact NLL; a VAE's bound). One evaluation per
+epoch (42,068 training sentences / 32). The VAE's recipe is ptb_vae.py's (beta from 0 to 1 over
+2,000 steps, free bits 0.25 nats per dimension).
+
+Hours per epoch on 2 CPU cores: runs in the background across sessions (it resumes exactly);
+see experiments/results/ptb.md for progress.
+"""
+
+from textgen_jax import vae
+
+STEPS_PER_EPOCH = 1315
+
+
+def get_config(kind: str = "vae"):
+  config = vae.ptb_config(kind=kind)
+  config.model.embedding_dropout = 0.5
+  config.model.output_dropout = 0.5
+  config.opt.schedule = "plateau"
+  config.opt.plateau_patience = 2
+  config.opt.plateau_max_decays = 5
+  config.train.num_steps = 100 * STEPS_PER_EPOCH
+  config.train.eval_every = STEPS_PER_EPOCH
+  config.train.checkpoint_every = 500  # An interruption costs at most this many steps.
+  config.train.log_every = 500
+  config.train.early_stopping_patience = 10
+  config.train.held_out_metric = "valid_neg_elbo"
+  if kind == "vae":
+    config.vae.kl_schedule = "linear"
+    config.vae.anneal_steps = 2000
+    config.vae.free_bits = 0.25
+    config.vae.free_bits_mode = "per_dimension"
+  return config
