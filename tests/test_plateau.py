@@ -102,6 +102,7 @@ def test_early_stopping_stops_at_patience_resumes_as_stopped_and_loads_the_best(
   assert seq2seq.Translator.load(workdir, step=3).params is not None  # --step reads checkpoints/.
 
 
+@pytest.mark.slow  # Trains to the first evaluation.
 def test_bad_held_out_settings_are_one_line_errors(tmp_path):
   pairs = write_tsv(tmp_path / "pairs.tsv", make_pairs(40))
   with pytest.raises(TextgenError, match="held_out_metric='valid_bleu': the held-out evaluation "

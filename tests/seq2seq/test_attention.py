@@ -35,7 +35,13 @@ VARIANTS = {
 }
 
 
-@pytest.fixture(scope="module", params=list(VARIANTS), ids=list(VARIANTS))
+# The two-layer variants are the costliest to compile: CI runs them, the fast subset does not.
+_SLOW_VARIANTS = ("additive-feeding-2layer", "dot-bi-2layer")
+
+
+@pytest.fixture(scope="module", ids=list(VARIANTS), params=[
+    pytest.param(name, marks=pytest.mark.slow) if name in _SLOW_VARIANTS else name
+    for name in VARIANTS])
 def model_and_params(request):
   model = make_model(**VARIANTS[request.param])
   return model, random_params(model, seed=1)
