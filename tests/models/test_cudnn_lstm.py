@@ -24,12 +24,32 @@ T, B, E, H = 6, 4, 5, 3
 LENGTHS = jnp.array([6, 2, 4, 0])
 
 
+def refusing_length_zero(x, h_0, c_0, weights, seq_lengths, *args, **kwargs):
+  """jax's reference kernel, refusing a sequence of length 0 as cuDNN does (jax issue #17966:
+  cuDNN's LSTM fails when any sequence in the batch has length 0; our batches pad with such
+  filler rows): every output is NaN then, so a caller that passes one fails its comparison."""
+  y, h, c = cudnn_lstm.reference_lstm(x, h_0, c_0, weights, seq_lengths, *args, **kwargs)
+  refused = jnp.any(seq_lengths < 1)
+  return tuple(jnp.where(refused, jnp.nan, a) for a in (y, h, c))
+
+
+def test_the_strict_reference_refuses_length_zero():
+  weights = cudnn_lstm.pack_weights([(jnp.ones((E, 4 * H)), jnp.zeros(4 * H),
+                                      jnp.ones((H, 4 * H)))])
+  zeros = jnp.zeros((1, 2, H))
+  y, _, _ = refusing_length_zero(jnp.ones((2, T, E)), zeros, zeros, weights,
+                                 jnp.array([3, 0], jnp.int32), input_size=E, hidden_size=H,
+                                 num_layers=1, dropout=0.0, bidirectional=False)
+  assert np.all(np.isnan(y))
+
+
 @pytest.fixture(params=["reference", "cudnn"])
 def cudnn_kernel(request, monkeypatch):
-  """jax's reference kernel everywhere; cuDNN's own where there is a GPU (experiments/
-  gpu_check.sh runs these tests there)."""
+  """jax's reference kernel, strict about length 0 as cuDNN is, everywhere; cuDNN's own where
+  there is a GPU (experiments/gpu_check.sh runs these tests there). LENGTHS holds a 0: the
+  filler rows our batches pad with."""
   if request.param == "reference":
-    monkeypatch.setattr(cudnn_lstm, "lstm_kernel", cudnn_lstm.reference_lstm)
+    monkeypatch.setattr(cudnn_lstm, "lstm_kernel", refusing_length_zero)
   elif not cudnn_lstm.cudnn_available():
     pytest.skip("cuDNN's kernel needs a GPU")
   return request.param
