@@ -79,6 +79,8 @@ def ptb_config(kind: str = "vae") -> ml_collections.ConfigDict:
   """Mikolov's Penn Treebank (10k words, <unk>, N) as in the text-VAE literature."""
   config = get_config()
   config.model.kind = kind
+  if kind == "lm":  # No ELBO: the held-out NLL per token ranks as the NLL per sentence does.
+    config.train.held_out_metric = "valid_loss"
   config.data.train_path = os.path.normpath(os.path.join(PTB_DIR, "ptb.train.txt"))
   config.data.valid_path = os.path.normpath(os.path.join(PTB_DIR, "ptb.valid.txt"))
   # Lighter than He et al.'s 0.5: a run that fits in these machines' hours lasts a few epochs.
@@ -120,4 +122,8 @@ def _validate_run(config: ml_collections.ConfigDict) -> objective.VAEObjective:
   shared.validate_shared(config, FAMILY, RANGES)
   if config.model.kind not in KINDS:
     raise TextgenError(f"--config.model.kind={config.model.kind!r}: choose vae or lm")
+  if config.model.kind == "lm" and any(
+      word in config.train.held_out_metric for word in ("elbo", "kl", "reconstruction")):
+    raise TextgenError(f"--config.train.held_out_metric={config.train.held_out_metric}: an LM "
+                       "has no latent, so no ELBO or KL; use valid_loss")
   return objective.check_objective(config.vae)
