@@ -1,6 +1,5 @@
 r"""Damages checkpoints the ways disks and copies do, then checks that training and inference find
-the damage and carry on from the newest intact checkpoint: the figures of README's reliability
-section.
+the damage and carry on from the newest intact checkpoint: the figures of docs/reliability.md.
 
   python -m experiments.checkpoint_faults --trials=240 --resume_trials=24
 

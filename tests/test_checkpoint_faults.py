@@ -1,6 +1,6 @@
 """Damaged checkpoints: each kind of file truncated or flipped, in the newest or every checkpoint,
 found by the checksums and survived by inference and training (experiments/checkpoint_faults.py
-runs the same trials by the hundred for README's figures)."""
+runs the same trials by the hundred for docs/reliability.md's figures)."""
 
 import os
 import shutil

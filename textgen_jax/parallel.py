@@ -9,7 +9,7 @@ own data order, its stacked batches) is split along the member axis over "member
 shardings; XLA inserts the gradient all-reduce. With one device all of this is a no-op.
 
 Multi-host: `initialize` calls `jax.distributed.initialize()` (it finds the cluster on TPU pods,
-SLURM and Open MPI; see the README). Every process computes the same batch plan (a pure function
+SLURM and Open MPI; see docs/devices.md). Every process computes the same batch plan (a pure function
 of seed and step) and pads only the rows its own devices hold (`local_slice`); arrays are then
 assembled with `jax.make_array_from_process_local_data`. Only process 0 writes files.
 """

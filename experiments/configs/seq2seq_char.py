@@ -5,7 +5,7 @@ r"""Character-level seq2seq, for string transduction tasks (spelling, dates, tra
       --config.data.train_path=data/dates/train.tsv --config.data.valid_path=data/dates/valid.tsv \
       --config.train.num_steps=2000 --workdir=runs/dates
 
-Measured on that date-normalisation task (2-core CPU; README.md): 6 min 06 s for 2,000 steps;
+Measured on that date-normalisation task (2-core CPU; docs/translation.md): 6 min 06 s for 2,000 steps;
 greedy exact match 1.000 on the 1,000 held-out dates at steps 1,000 and 2,000.
 """
 
