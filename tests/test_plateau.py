@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tests.helpers import assert_trees_equal, make_pairs, read_metrics, tiny_config, write_tsv
-from textgen_jax import plateau, seq2seq
+from textgen_jax import plateau, seq2seq, vae
+from textgen_jax.vae import config as vae_config
 from textgen_jax.errors import TextgenError
 
 
@@ -112,3 +113,13 @@ def test_bad_held_out_settings_are_one_line_errors(tmp_path):
                                str(tmp_path / "w"))
   with pytest.raises(TextgenError, match="plateau_factor must be in"):
     seq2seq.config.validate(_config(opt__plateau_factor=1.0))
+
+
+def test_an_lm_follows_its_loss_and_is_told_so_when_asked_to_follow_an_elbo():
+  config = vae.get_config()
+  config.model.kind = "lm"
+  vae_config.validate(config)  # Not following the metric: the VAE's default is no matter.
+  config.opt.schedule = "plateau"
+  with pytest.raises(TextgenError, match="an LM has no latent, so no ELBO or KL; use valid_loss"):
+    vae_config.validate(config)
+  assert vae.ptb_config(kind="lm").train.held_out_metric == "valid_loss"

@@ -6,7 +6,7 @@ import os
 import ml_collections
 
 from textgen_jax import config as shared
-from textgen_jax import population
+from textgen_jax import plateau, population
 from textgen_jax.errors import TextgenError
 from textgen_jax.vae import objective
 from textgen_jax.vae.model import KINDS
@@ -122,7 +122,7 @@ def _validate_run(config: ml_collections.ConfigDict) -> objective.VAEObjective:
   shared.validate_shared(config, FAMILY, RANGES)
   if config.model.kind not in KINDS:
     raise TextgenError(f"--config.model.kind={config.model.kind!r}: choose vae or lm")
-  if config.model.kind == "lm" and any(
+  if config.model.kind == "lm" and plateau.tracked(config) and any(
       word in config.train.held_out_metric for word in ("elbo", "kl", "reconstruction")):
     raise TextgenError(f"--config.train.held_out_metric={config.train.held_out_metric}: an LM "
                        "has no latent, so no ELBO or KL; use valid_loss")
