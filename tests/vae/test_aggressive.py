@@ -164,6 +164,7 @@ def test_aggressive_settings_that_cannot_work_are_one_line_errors(tmp_path, over
     vae.train_and_evaluate(aggressive_config(tmp_path, **overrides), str(tmp_path / "w"))
 
 
+@pytest.mark.slow  # A training, then a refused one.
 def test_switching_aggressive_training_on_a_workdir_is_refused(tmp_path):
   """Its optimizer state has another structure, so the old checkpoint cannot be resumed."""
   config = aggressive_config(tmp_path, train__num_steps=1, vae__aggressive=False)
