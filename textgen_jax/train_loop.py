@@ -344,7 +344,8 @@ def _train_steps(state: TrainState, task: Task, train_step: Callable, eval_step:
       accumulated, accumulated_steps = None, 0
     if done % train_cfg.eval_every == 0 or is_last:
       held_out = _evaluate_and_report(eval_step, state.params, task, writer, done, progress,
-                                      members, train_cfg.held_out_metric)
+                                      members,
+                                      None if follow is None else train_cfg.held_out_metric)
       if follow is not None:
         state = follow(state, held_out, done)
         if plateau.should_stop(plateau.read(state.opt_state), follow.config):
@@ -453,12 +454,13 @@ def _log(message: str) -> None:
 
 def _evaluate_and_report(eval_step: Callable, params: Any, task: Task,
                          writer: metrics_lib.MetricWriter, step: int, progress: tqdm,
-                         members: Members, held_out_metric: str) -> np.ndarray:
+                         members: Members, held_out_metric: str | None) -> np.ndarray | None:
   """Held-out metrics and generation for each (live) member, written and printed; returns
-  `held_out_metric` of each member (NaN for a dropped one), the same on every process: it comes
-  from the held-out loss sums, which every process has."""
+  `held_out_metric` of each member (NaN for a dropped one; None when no metric is followed), the
+  same on every process: it comes from the held-out loss sums, which every process has."""
   totals = evaluation_sums(eval_step, params, task.valid_batches)
-  held_out = _held_out_values(totals, members, held_out_metric)
+  held_out = (None if held_out_metric is None else
+              _held_out_values(totals, members, held_out_metric))
   # Generation (decoding, sampling) runs on one device of process 0, from a whole copy.
   params_copy = parallel.local_copy(params)
   if not parallel.is_primary():
