@@ -33,13 +33,15 @@ py=${PYTHON:-python3}
 : > "$out/summary.txt"
 
 # part NAME SECONDS COMMAND...: runs it under a limit, its output in $out/NAME.log, and records
-# its exit code (124: the limit was reached; a training then resumes on the next GPU day).
+# its exit code (124: the limit was reached; a training then resumes on the next GPU day) and
+# its wall seconds.
 part() {
-  local name=$1 limit=$2
+  local name=$1 limit=$2 start=$SECONDS code
   shift 2
   echo "== $name (limit ${limit}s)"
   timeout "$limit" "$@" > "$out/$name.log" 2>&1
-  echo "$name $?" | tee -a "$out/summary.txt"
+  code=$?
+  echo "$name $code $((SECONDS - start))" | tee -a "$out/summary.txt"
 }
 
 if [ "$toy" = 1 ]; then
@@ -56,11 +58,13 @@ for split, n in (("train", 96), ("valid", 24), ("test", 24)):
     f.writelines(" ".join(rng.choice(words) for _ in range(rng.randint(3, 9))) + "\n"
                  for _ in range(n))
 EOF
-  tests=(tests/models/test_cudnn_lstm.py -k "packed or strict")
+  tests=(tests/models/test_cudnn_lstm.py -k "packed or strict" -n 0)
   bench=(--rounds=1 --min_seconds=0 --min_calls=1)
-  train_sizes=(--embed_dim=16 --hidden_size=16 --vocab_size=50 --length=8 --batch_sizes=4)
-  decode_sizes=(--batch_sizes=1,4 --embed_dim=16 --hidden_size=16 --vocab_size=50 --max_len=8)
-  members=1,2
+  train_sizes=(--shapes=seq2seq --embed_dim=16 --hidden_size=16 --vocab_size=50 --length=8
+               --batch_sizes=4)
+  decode_sizes=(--shapes=seq2seq --batch_sizes=1,4 --embed_dim=16 --hidden_size=16
+                --vocab_size=50 --max_len=8)
+  members=2
   study=(--config.train.num_steps=4 --config.train.eval_every=2 --config.train.checkpoint_every=2
          --config.train.log_every=2 --config.model.embed_dim=16 --config.model.hidden_size=16
          --config.model.latent_size=4 --config.data.batch_size=8 --config.train.eval_num_samples=2
@@ -128,7 +132,7 @@ done
   echo "## Penn Treebank test (one JSON line per run: lm, population's best member, aggressive)"
   cat "$out/ptb_test.jsonl"
   echo
-  echo "## Parts (exit code; 124: stopped at its time limit)"
+  echo "## Parts (exit code, 124: stopped at its time limit; wall seconds)"
   cat "$out/summary.txt"
 } >> "$out/tables.md"
 cat "$out/tables.md"

@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import REPO_ROOT
 
-pytestmark = pytest.mark.slow  # Ten script runs: about two minutes.
+pytestmark = pytest.mark.slow  # Ten script runs: 90 s alone on 2 cores.
 
 
 def test_gpu_day_runs_every_part_at_toy_size(tmp_path):
@@ -20,7 +20,7 @@ def test_gpu_day_runs_every_part_at_toy_size(tmp_path):
                                "PYTHON": sys.executable},
                           capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
   assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-  parts = dict(line.split() for line in (out / "summary.txt").read_text().splitlines())
+  parts = dict(line.split()[:2] for line in (out / "summary.txt").read_text().splitlines())
   assert list(parts) == ["tests", "bench_train", "bench_decode", "bench_population", "train_lm",
                          "train_population", "train_aggressive", "test_lm", "test_population",
                          "test_aggressive"]
