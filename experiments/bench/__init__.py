@@ -14,6 +14,8 @@
   programs.py         the train steps train.py times
   flax_reference.py   the plainest Flax linen version of both training workloads
   torch_reference.py  the PyTorch decoder and training step (the `bench` extra)
+  population.py       populations: N members in one vmapped step against N runs one by one
+  projection_ab.py    the vocabulary projection's gradient: autodiff against the custom VJP
   report.py           Markdown tables (and the plot) from the JSON lines
 
 Each benchmark reads its flags once, in main, into a frozen `Settings` that its functions take.

@@ -4,6 +4,8 @@
   model.py       the linen module `Seq2Seq` (encode, teacher-forced logits, one decoding step)
   loss.py        masked token cross-entropy with label smoothing
   translator.py  `Translator`: text in, text out, batched and compiled; load and save
+  metrics.py     corpus BLEU and chrF (sacreBLEU) and exact match, every reference of a source
+  plots.py       attention heatmaps (source tokens against output tokens)
   train.py       the recipe: `train_and_evaluate(config, workdir)` and `fit(tsv, workdir)`
 """
 

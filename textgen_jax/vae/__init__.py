@@ -4,6 +4,7 @@
   model.py           the linen module `SentenceVAE`: posterior, decoder start, teacher-forced
                      logits, one decoding step
   objective.py       reconstruction + beta * KL and the remedies for posterior collapse
+  aggressive.py      He et al. 2019's aggressive encoder training, around the compiled step
   metrics.py         importance-weighted NLL, mutual information, active units
   sentence_model.py  `SentenceModel`: sample, reconstruct, interpolate, evaluate; load and save
   train.py           the recipe: `train_and_evaluate(config, workdir)`
