@@ -24,6 +24,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from textgen_jax import config as config_lib
 from textgen_jax import population as population_lib
 from textgen_jax.checkpointing import (Checkpointer, CorruptCheckpoint, ParamsMismatch,
                                        check_writable_path, file_sha256)
@@ -55,13 +56,12 @@ ADDED_LATER = {("data", "vocab_size_multiple"): 1, ("model", "lstm_backend"): "a
                ("vae", "aggressive"): False, ("vae", "aggressive_max_steps"): 100, ("vae", "aggressive_check_every"): 15,
                ("model", "attention"): "none", ("model", "input_feeding"): False,
                ("data", "valid_split"): "random"}
-# A population section that describes one ordinary run (see config.population_section).
-_SINGLE_RUN = {"num_members": 0, "seeds": "", "vary": "", "select_metric": "valid_loss",
-               "data_order": "shared", "vmap_size": 0}
 # Fields of those sections that change speed only, never the checkpoint's meaning: a run may
 # resume with other values (trained on a GPU with cuDNN, resumed on a CPU with the scan).
-SPEED_ONLY = {("model", "lstm_backend"), ("model", "scan_unroll"),
-              ("population", "select_metric"), ("population", "vmap_size")}
+SPEED_ONLY = {("model", "lstm_backend"), ("model", "scan_unroll"), ("population", "vmap_size")}
+# Fields that may change on resume: the speed-only ones, and how the members are ranked at the
+# end (which reads the records, not the checkpoints).
+FREE_ON_RESUME = SPEED_ONLY | {("population", "select_metric")}
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -310,7 +310,8 @@ def check_resumable(workdir: str, config: ml_collections.ConfigDict,
                     vocabularies: Mapping[str, Vocabulary]) -> None:
   """A workdir with checkpoints must have been made by the same data and model settings."""
   saved = read_config(workdir).to_dict()
-  saved.setdefault("population", _SINGLE_RUN)  # Written before populations existed.
+  # Written before populations existed: one ordinary run's section, the defaults.
+  saved.setdefault("population", config_lib.population_section().to_dict())
   current = json.loads(config.to_json())
   changed = changed_data_files(workdir, config.data)
   if changed:  # Data files are compared by content; by path text only without a record.
@@ -325,7 +326,7 @@ def check_resumable(workdir: str, config: ml_collections.ConfigDict,
     # Only the family's own fields: the VAE's model section has no attention.
     if isinstance(saved.get(section), dict) and field in current.get(section, {}):
       saved[section].setdefault(field, value)
-  for section, field in SPEED_ONLY:
+  for section, field in FREE_ON_RESUME:
     for settings in (saved, current):
       if isinstance(settings.get(section), dict):
         settings[section].pop(field, None)
