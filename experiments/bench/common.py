@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from types import ModuleType
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import jax
@@ -261,3 +262,16 @@ def import_torch_reference(skipping: str) -> ModuleType | None:
     progress(f"note: torch is not installed (pip install -e '.[bench]'); skipping {skipping}")
     return None
   return torch_reference
+
+
+def open_training_bench(output: str | None, dtypes: Sequence[str], min_seconds: float,
+                        with_torch: bool) -> tuple[JsonLines, dict[str, float], ModuleType | None]:
+  """The opening the training benchmarks share (bench.train, bench.population): the output, the
+  peak matmul rate of each dtype (measured, emitted as the roofline record first) and the
+  PyTorch reference when asked for and installed."""
+  torch_reference = import_torch_reference("the PyTorch reference") if with_torch else None
+  out = JsonLines(output)
+  progress("measuring peak matmul rate")
+  peak = {dtype: measure_matmul_flops(dtype, min_seconds=min_seconds) for dtype in dtypes}
+  out.emit(roofline_record(jax.devices()[0], peak, host_fields=True))
+  return out, peak, torch_reference

@@ -232,12 +232,9 @@ def run_workload(name: str, settings: Settings, peak: float, torch_reference: An
 def main(argv):
   del argv
   settings = settings_from_flags()
-  torch_reference = (common.import_torch_reference("the PyTorch reference") if settings.torch
-                     else None)
-  out = common.JsonLines(settings.output)
-  common.progress("measuring peak matmul rate")
-  peak = common.measure_matmul_flops("float32", min_seconds=settings.min_seconds)
-  out.emit(common.roofline_record(jax.devices()[0], {"float32": peak}, host_fields=True))
+  out, peaks, torch_reference = common.open_training_bench(
+      settings.output, ["float32"], settings.min_seconds, settings.torch)
+  peak = peaks["float32"]
   for name in settings.shapes:
     run_workload(name, settings, peak, torch_reference, out)
 

@@ -207,13 +207,8 @@ def run_workload(name: str, settings: Settings, peak: dict[str, float], torch_re
 def main(argv):
   del argv
   settings = settings_from_flags()
-  torch_reference = (common.import_torch_reference("the PyTorch reference") if settings.torch
-                     else None)
-  out = common.JsonLines(settings.output)
-  common.progress("measuring peak matmul rate")
-  peak = {dtype: common.measure_matmul_flops(dtype, min_seconds=settings.min_seconds)
-          for dtype in settings.dtypes}
-  out.emit(common.roofline_record(jax.devices()[0], peak, host_fields=True))
+  out, peak, torch_reference = common.open_training_bench(
+      settings.output, settings.dtypes, settings.min_seconds, settings.torch)
   for name in settings.shapes:
     run_workload(name, settings, peak, torch_reference, out)
 
