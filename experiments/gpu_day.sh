@@ -65,7 +65,7 @@ EOF
   decode_sizes=(--shapes=seq2seq --batch_sizes=1,4 --embed_dim=16 --hidden_size=16
                 --vocab_size=50 --max_len=8)
   members=2
-  study=(--config.train.num_steps=4 --config.train.eval_every=2 --config.train.checkpoint_every=2
+  study=(--config.train.num_steps=4 --config.train.eval_every=4 --config.train.checkpoint_every=2
          --config.train.log_every=2 --config.model.embed_dim=16 --config.model.hidden_size=16
          --config.model.latent_size=4 --config.data.batch_size=8 --config.train.eval_num_samples=2
          --config.train.eval_max_sentences=8 --config.train.num_examples_to_print=0)
