@@ -21,13 +21,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-runs/gpu_check}
 mkdir -p "$out"
-export PYTHONUNBUFFERED=1 TEXTGEN_JAX_HUGE_PAGES=0
-if compgen -G ".whl/*.whl" > /dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+source experiments/gpu_env.sh
 
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
