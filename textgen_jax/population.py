@@ -210,7 +210,6 @@ def member(tree: Any, index: int) -> Any:
 
 # ---- The end of a run: the members' table ------------------------------------------------
 
-# Held-out metrics where more is better; the rest (losses, NLL, perplexity) rank lowest first.
 SUMMARY_FILE = "members.json"
 
 

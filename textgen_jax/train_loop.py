@@ -347,8 +347,8 @@ def _train_steps(state: TrainState, task: Task, train_step: Callable, eval_step:
                                       members,
                                       None if follow is None else train_cfg.held_out_metric)
       if follow is not None:
-        state = follow(state, held_out, done)
-        if plateau.should_stop(plateau.read(state.opt_state), follow.config):
+        state, stopped_early = follow(state, held_out, done)
+        if stopped_early:
           break
     if checkpointer.is_due(done) and accumulated is not None:
       members.check(accumulated, done, skip_allowed)  # Syncs at saves only.
@@ -386,7 +386,9 @@ class HeldOutFollower:
   members: Members
   best: Checkpointer | None  # <workdir>/best/ with early stopping; None without.
 
-  def __call__(self, state: TrainState, held_out: np.ndarray, step: int) -> TrainState:
+  def __call__(self, state: TrainState, held_out: np.ndarray,
+               step: int) -> tuple[TrainState, bool]:
+    """(the state with its plateau state updated, whether early stopping ends the run)."""
     metric = self.config.train.held_out_metric
     before = plateau.read(state.opt_state)
     # A dropped member's NaN never improves: its counts grow, which changes nothing it does.
@@ -407,11 +409,12 @@ class HeldOutFollower:
              f"{self.config.opt.plateau_max_decays})")
     if self.best is not None and np.any(after.plateau_best_step == step):
       self.best.save_params(state.params, step)
-    if plateau.should_stop(after, self.config):
+    stopped_early = plateau.should_stop(after, self.config)
+    if stopped_early:
       _log(f"early stopping at step {step}: {metric} has not improved for "
            f"{self.config.train.early_stopping_patience} evaluations; the best, at step "
            f"{int(np.max(after.plateau_best_step))}, is in {self.best.directory}")
-    return state.replace(opt_state=plateau.write(state.opt_state, after))
+    return state.replace(opt_state=plateau.write(state.opt_state, after)), stopped_early
 
 
 def _stop_agreed(stop: dict[str, int], at_log_step: bool) -> bool:

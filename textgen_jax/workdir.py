@@ -261,15 +261,14 @@ def write_data_checksums(workdir: str, data_cfg: ml_collections.ConfigDict) -> N
 def read_data_checksums(workdir: str) -> dict[str, Any] | None:
   """What write_data_checksums recorded, or None for a workdir written before it existed."""
   path = os.path.join(workdir, DATA_CHECKSUMS)
-  if not os.path.exists(path):
-    return None
   try:
-    with open(path, encoding="utf-8") as f:
-      recorded = json.load(f)
+    recorded = json.loads(read_text(path))  # Not UTF-8, a directory: one line naming it.
     if not all(isinstance(recorded[field]["sha256"], list) for field in recorded):
       raise ValueError("no sha256 lists")
     return recorded
-  except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+  except FileNotFoundError:
+    return None
+  except (ValueError, KeyError, TypeError) as e:
     raise TextgenError(f"{path}: unreadable ({type(e).__name__}); it records the data files "
                        "the run trained on") from None
 
