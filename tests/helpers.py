@@ -8,6 +8,7 @@ input; `read_metrics` reads a workdir's metrics.jsonl.
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import dataclasses
@@ -21,7 +22,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from textgen_jax import seq2seq, training, vae
+from textgen_jax import checkpointing, seq2seq, training, vae
 from textgen_jax.data import batching
 from textgen_jax.seq2seq.model import Seq2Seq, Seq2SeqConfig
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -203,6 +204,15 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
   """The records of a workdir's metrics.jsonl, in order."""
   with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
     return [json.loads(line) for line in f]
+
+
+def strip_run_state(workdir: str) -> None:
+  """Makes a workdir's checkpoints look written before they held the run state (the loop's and
+  the recipe's host-side state): its item removed, the checksums written again."""
+  directory = os.path.join(workdir, "checkpoints")
+  for name in filter(str.isdigit, os.listdir(directory)):
+    os.remove(os.path.join(directory, name, checkpointing.RUN_STATE))
+    checkpointing.write_checksums(os.path.join(directory, name))
 
 
 # ---- A tiny seq2seq train step, for the training and checkpointing tests ----

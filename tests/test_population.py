@@ -94,9 +94,12 @@ def test_a_resumed_population_is_bit_exact_and_exports_an_ordinary_workdir(tmp_p
   resumed = str(tmp_path / "resumed")
   config.train.num_steps = 2
   seq2seq.train_and_evaluate(config, resumed)
+  os.remove(os.path.join(resumed, "metrics.jsonl"))  # A log only.
   config.train.num_steps = 5
   seq2seq.train_and_evaluate(config, resumed)
-  assert train_losses(read_metrics(resumed)) == train_losses(read_metrics(straight))
+  after_resume = lambda records: train_losses([r for r in records if r["step"] > 2])
+  assert after_resume(read_metrics(resumed)) == after_resume(read_metrics(straight))
+  assert population.read_summary(resumed) == population.read_summary(straight)
   for k in (0, 1):
     member = seq2seq.Translator.load(straight, member=k)
     assert_trees_equal(seq2seq.Translator.load(resumed, member=k).params, member.params)
@@ -107,6 +110,22 @@ def test_a_resumed_population_is_bit_exact_and_exports_an_ordinary_workdir(tmp_p
   best = population.read_summary(straight)["best"]
   assert_trees_equal(seq2seq.Translator.load(straight).params,
                      seq2seq.Translator.load(straight, member=best).params)
+
+
+def test_the_members_ranking_is_in_the_checkpoint_and_the_logs_are_only_for_reading(tmp_path):
+  """Without metrics.jsonl and members.json, loading takes the best member from the last
+  checkpoint's run state, and rerunning the finished command writes the same table again."""
+  config = seq2seq_population(tmp_path)
+  config.population.select_metric = "valid_token_accuracy"  # Higher is better.
+  workdir = str(tmp_path / "population")
+  seq2seq.train_and_evaluate(config, workdir)
+  table = population.read_summary(workdir)
+  for log in ("metrics.jsonl", population.SUMMARY_FILE):
+    os.remove(os.path.join(workdir, log))
+  assert_trees_equal(seq2seq.Translator.load(workdir).params,
+                     seq2seq.Translator.load(workdir, member=table["best"]).params)
+  seq2seq.train_and_evaluate(config, workdir)  # Finished: it ranks the members again.
+  assert population.read_summary(workdir) == table
 
 
 def test_members_looped_in_groups_train_as_members_vmapped_together(tmp_path):

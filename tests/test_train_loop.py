@@ -2,6 +2,7 @@
 mixed precision."""
 
 import functools
+import json
 import math
 import os
 
@@ -12,7 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from tests.helpers import assert_trees_equal, make_pairs, opt_config, tiny_config, write_tsv
-from textgen_jax import metrics, recipe, seq2seq, train_loop, training
+from textgen_jax import metrics, population, recipe, seq2seq, train_loop, training
 from textgen_jax.checkpointing import Checkpointer
 from textgen_jax.data import batching, readers
 from textgen_jax.data.tokenizers import make_tokenizer
@@ -219,3 +220,20 @@ def test_a_batch_larger_than_the_training_data_is_capped_at_it(tmp_path, capsys)
   config.data.batch_size = 8  # Below the data: as asked.
   assert recipe.read_data(config, readers.read_pairs,
                           seq2seq.translator.VOCABULARY_FILES).train_batches.batch_size == 8
+
+
+def test_the_members_run_state_round_trips_through_json_and_old_logs_give_the_held_out_rows():
+  members = train_loop.Members(population.Population(seeds=(0, 5, 7), values={}))
+  members.dropped = {2: 40}
+  members.held_out = {0: {"step": 50, "valid_loss": 2.5}, 1: {"step": 50, "valid_loss": 2.0}}
+  assert members.rank("valid_loss")["best"] == 1 and members.best == 1
+  saved = json.loads(json.dumps(members.run_state()))  # As a checkpoint's run_state.json.
+  restored = train_loop.Members(members.population)
+  restored.restore(saved, records=[{"step": 1, "member": 0, "valid_loss": 9.0}])  # Log unread.
+  assert (restored.dropped, restored.held_out, restored.best) == (
+      members.dropped, members.held_out, 1)
+  old = train_loop.Members(members.population)  # A checkpoint from before the run state.
+  old.restore(None, [{"step": 50, "member": 0, "valid_loss": 2.5, "valid_bleu": 3.0},
+                     {"step": 50, "member": 0, "learning_rate_scale": 0.5},
+                     {"step": 50, "member": 1, "train_loss": 1.0}])
+  assert old.held_out == {0: {"step": 50, "valid_loss": 2.5, "valid_bleu": 3.0}}

@@ -1,7 +1,9 @@
 """Atomic, resumable checkpoints of the train state with orbax's CheckpointManager.
 
-Each checkpoint directory `<workdir>/checkpoints/<step>/` holds two items: `params` and
-`optimizer` (the optimizer state and step). Inference loads `params` alone. orbax writes each
+Each checkpoint directory `<workdir>/checkpoints/<step>/` holds two items, `params` and
+`optimizer` (the optimizer state and step), and `run_state.json`: what the loop and a recipe
+keep on the host, such as a population's held-out results or the VAE's aggressive phase
+(checkpoints written before it existed lack it). Inference loads `params` alone. orbax writes each
 checkpoint to a temporary directory and renames it when complete, so a run killed mid-write
 leaves the previous checkpoints intact; resuming picks the latest complete one (and removes the
 partial write). Old checkpoints are not deleted in place, where a kill could leave half a
@@ -27,7 +29,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -35,9 +37,13 @@ import orbax.checkpoint as ocp
 import tensorstore as ts
 
 from textgen_jax.errors import TextgenError
+from textgen_jax.files import read_text
 from textgen_jax.training import TrainState, step_of
 
 
+RUN_STATE = "run_state.json"  # The loop's and the recipe's host-side state, in each checkpoint.
+# Step directory -> the run state its commit writes (Checkpointer.save, _ChecksummedRename).
+_PENDING_RUN_STATES: dict[str, str] = {}
 _DELETED_SUBDIR = "deleted"
 _CORRUPT_SUBDIR = "corrupt"
 CHECKSUMS_FILE = "checksums.json"
@@ -193,15 +199,26 @@ class _ChecksummedRename(ocp.path.atomicity.AtomicRenameTemporaryPath):
   A step that would not restore (`missing_array`) is never committed: its save fails."""
 
   async def finalize(self, *args, **kwargs):
-    if self.get_final().name.isdigit():  # The step's directory, not one of its items.
-      await asyncio.to_thread(_check_and_checksum, str(self.get()), self.get_final().name)
+    final = self.get_final()
+    if final.name.isdigit():  # The step's directory, not one of its items.
+      run_state = _PENDING_RUN_STATES.pop(_step_key(str(final)), None)
+      await asyncio.to_thread(_check_and_checksum, str(self.get()), final.name, run_state)
     await super().finalize(*args, **kwargs)
 
 
-def _check_and_checksum(step_dir: str, step: str) -> None:
+def _step_key(step_dir: str) -> str:
+  return os.path.realpath(step_dir)
+
+
+def _check_and_checksum(step_dir: str, step: str, run_state: str | None) -> None:
   missing = missing_array(step_dir)
   if missing is not None:
     raise ValueError(f"the checkpoint of step {step} would not restore: {missing}")
+  if run_state is not None:
+    with open(os.path.join(step_dir, RUN_STATE), "w", encoding="utf-8") as f:
+      f.write(run_state)
+      f.flush()
+      os.fsync(f.fileno())
   write_checksums(step_dir)
 
 
@@ -322,12 +339,16 @@ class Checkpointer:
   def is_due(self, step: int) -> bool:
     return step % self.save_every == 0
 
-  def save(self, state: TrainState, force: bool = False) -> bool:
-    """Saves `state` if its step is due (or force); returns whether it saved."""
+  def save(self, state: TrainState, force: bool = False,
+           run_state: Callable[[], dict[str, Any]] = dict) -> bool:
+    """Saves `state` and the JSON object `run_state()` if the step is due (or force); returns
+    whether it saved."""
     step = step_of(state)
     if (not self.is_due(step) and not force) or step in self._manager.all_steps():
       return False
     self._empty_deleted()
+    # Written by the commit (_ChecksummedRename), with the checksums that cover it.
+    _PENDING_RUN_STATES[_step_key(self.step_dir(step))] = json.dumps(run_state(), indent=1)
     with self._write_errors_reported():  # This save's, or the previous asynchronous one's.
       return self._manager.save(step, args=ocp.args.Composite(
           params=ocp.args.StandardSave(state.params),
@@ -412,6 +433,20 @@ class Checkpointer:
                            f"model in config.json ({str(e).splitlines()[0][:200]}"
                            f"{self._unverified_note(step)})") from None
     return restored.params
+
+  def restore_run_state(self, step: int) -> dict[str, Any] | None:
+    """The run state saved with the (verified) checkpoint at `step`; None for a checkpoint
+    written before checkpoints held it, or a params-only one."""
+    path = os.path.join(self.step_dir(step), RUN_STATE)
+    try:
+      saved = json.loads(read_text(path))
+    except FileNotFoundError:
+      return None
+    except ValueError as e:
+      raise TextgenError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(saved, dict):
+      raise TextgenError(f"{path}: not a JSON object")
+    return saved
 
   def save_params(self, params: Any, step: int) -> None:
     """Writes a params-only checkpoint (an inference export)."""

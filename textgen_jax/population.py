@@ -213,18 +213,18 @@ def member(tree: Any, index: int) -> Any:
 SUMMARY_FILE = "members.json"
 
 
-def summary(records: list[dict[str, Any]], population: Population, dropped: Mapping[int, int],
-            select_metric: str) -> dict[str, Any]:
-  """Each member's seed, values and last held-out metrics, and the best by `select_metric`."""
+def summary(held_out: Mapping[int, Mapping[str, Any]], population: Population,
+            dropped: Mapping[int, int], select_metric: str) -> dict[str, Any]:
+  """Each member's seed, values and last held-out metrics (`held_out`: member -> its last
+  evaluation, "step" and "valid_*" values), and the best by `select_metric`."""
   rows = []
   for index, seed in enumerate(population.seeds):
-    valid = [r for r in records if r.get("member") == index and select_metric in r]
     row = {"member": index, "seed": seed,
            **{name: values[index] for name, values in population.values.items()}}
     if index in dropped:
       row["dropped_at_step"] = dropped[index]
-    elif valid:
-      row.update({k: v for k, v in valid[-1].items() if k.startswith("valid_") or k == "step"})
+    elif index in held_out:
+      row.update(held_out[index])
     rows.append(row)
   ranked = [row for row in rows if select_metric in row]
   if not ranked:
@@ -233,6 +233,17 @@ def summary(records: list[dict[str, Any]], population: Population, dropped: Mapp
   higher = plateau.higher_is_better(select_metric)
   best = (max if higher else min)(ranked, key=lambda row: row[select_metric])["member"]
   return {"select_metric": select_metric, "best": best, "members": rows}
+
+
+def held_out_from_records(records: Sequence[Mapping[str, Any]]) -> dict[int, dict[str, Any]]:
+  """Each member's last evaluation ("step" and "valid_*" values) as metrics.jsonl logged it:
+  for a workdir whose checkpoints predate the run state."""
+  held_out = {}
+  for record in records:
+    if "member" in record and any(k.startswith("valid_") for k in record):
+      held_out[record["member"]] = {k: v for k, v in record.items()
+                                    if k.startswith("valid_") or k == "step"}
+  return held_out
 
 
 def write_summary(workdir: str, table: dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 
 from textgen_jax import config as shared_config
-from textgen_jax import parallel, population, train_loop
+from textgen_jax import parallel, population, train_loop, training
 from textgen_jax import workdir as workdir_lib
 from textgen_jax.data import batching, readers
 from textgen_jax.data.tokenizers import Tokenizer, make_tokenizer
@@ -160,7 +160,8 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, data: TextD
 
 def train(config: ml_collections.ConfigDict, workdir: str, task: train_loop.Task) -> Any:
   """Trains (or resumes) to the end; the final parameters, whole on this process's device. Of a
-  population, those of its best member (members.json; export any other with export_member)."""
+  population, those of its best member (workdir.best_member; export any other with
+  export_member)."""
   try:
     state = train_loop.train(config, workdir, task)
   finally:
@@ -168,5 +169,5 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: train_loop.Task
   params = parallel.local_copy(state.params)
   if population.parse(config, task.per_member_fields) is None:
     return params
-  return population.member(params, population.read_summary(workdir)["best"])
+  return population.member(params, workdir_lib.best_member(workdir, training.step_of(state), config))
 

@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -57,10 +57,8 @@ class Task:
   # (training.make_optimizer), for recipes that update one side alone.
   optimizer_sides: Callable[[Any], Any] | None = None
   # A host-side procedure around the compiled step, for recipes that are not one update per
-  # step (the VAE's aggressive encoder training): (step, device_batch, writer) -> step, where a
-  # step is (state, step index) -> (state, metric sums) and device_batch(index) is the batch
-  # of step `index`, on the devices.
-  wrap_train_step: Callable[..., Callable] | None = None
+  # step (the VAE's aggressive encoder training); see StepProcedure.
+  procedure: "StepProcedure | None" = None
   per_member_fields: frozenset[str] = population_lib.ENGINE_FIELDS
   member_choices: Mapping[str, Sequence[str]] = dataclasses.field(default_factory=dict)
   member_hooks: MemberHooks | None = None
@@ -69,6 +67,28 @@ class Task:
     if self.member_hooks is None:
       return self.loss_fn, self.before_update
     return self.member_hooks(hyperparameters, keys)
+
+
+StepFn = Callable[[TrainState, int], tuple[TrainState, Any]]  # (state, step index) -> (state, sums)
+
+
+class StepProcedure(Protocol):
+  """What a recipe wraps around the compiled step. Its host-side state (a phase, a last
+  measurement) is saved in every checkpoint's run state under `name`, so resuming restores it
+  from the checkpoint, never from the log."""
+
+  name: str
+
+  def wrap(self, step: StepFn, device_batch: Callable[[int], Any],
+           writer: metrics_lib.MetricWriter) -> StepFn:
+    """The loop's step; device_batch(index) is the batch of step `index`, on the devices."""
+
+  def run_state(self) -> dict[str, Any]:
+    """Its state as a JSON object."""
+
+  def restore(self, saved: Mapping[str, Any] | None, records: Sequence[dict[str, Any]]) -> None:
+    """Its state from `saved` (what run_state returned), or, for a checkpoint written before
+    checkpoints held it (saved None), from the log's records up to the restored step."""
 
 
 class RunKeys(NamedTuple):
@@ -103,6 +123,9 @@ class Members:
 
   population: population_lib.Population | None = None
   dropped: dict[int, int] = dataclasses.field(default_factory=dict)  # member -> step
+  # member -> its last evaluation ("step", "valid_*" values), which rank the members at the end.
+  held_out: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)
+  best: int | None = None  # The best member, once the run has ranked them at its end.
 
   def split(self, tree: Any) -> list[Any]:
     """The tree of each member: [tree] for one run."""
@@ -114,6 +137,31 @@ class Members:
   def own_data_order(self) -> bool:
     """Whether each member reads batches in its own seed's order (population.data_order)."""
     return self.population is not None and self.population.data_order == "member"
+
+  def run_state(self) -> dict[str, Any]:
+    """What ranks the members, as JSON (member indices as strings); {} for one run."""
+    if self.population is None:
+      return {}
+    return {"dropped": {str(k): v for k, v in self.dropped.items()},
+            "held_out": {str(k): v for k, v in self.held_out.items()}, "best": self.best}
+
+  def restore(self, saved: Mapping[str, Any] | None, records: Sequence[dict[str, Any]]) -> None:
+    """From a checkpoint's run state, or from the log's records (saved None: a checkpoint
+    written before checkpoints held it)."""
+    if self.population is None:
+      return
+    if saved is None:
+      self.held_out = population_lib.held_out_from_records(records)
+      return
+    self.dropped.update({int(k): v for k, v in saved.get("dropped", {}).items()})
+    self.held_out = {int(k): v for k, v in saved.get("held_out", {}).items()}
+    self.best = saved.get("best")
+
+  def rank(self, select_metric: str) -> dict[str, Any]:
+    """The members' table (population.summary), its best kept as `best`."""
+    table = population_lib.summary(self.held_out, self.population, self.dropped, select_metric)
+    self.best = table["best"]
+    return table
 
   def label(self, index: int) -> dict[str, int]:
     return {} if self.population is None else {"member": index}
@@ -205,20 +253,25 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainS
                               train_cfg.keep_checkpoints, for_training=True)
   checkpointer.check_space(state, train_cfg.keep_checkpoints)
   _set_aside_corrupt(checkpointer)
-  if checkpointer.latest_step() is not None:
+  resumed = checkpointer.latest_step() is not None
+  if resumed:
     state = checkpointer.restore(state)
     _log(f"Resuming from the checkpoint at step {step_of(state)} in {workdir}")
-    _drop_non_finite(members, state)
   writer = metrics_lib.MetricWriter(workdir, enabled=parallel.is_primary())
   writer.truncate_after(step_of(state))
+  procedure = task.procedure
+  if resumed:
+    _restore_run_state(checkpointer.restore_run_state(step_of(state)), members, procedure,
+                       writer)
+    _drop_non_finite(members, state)
 
   compiled_step, compiled_eval = _compile(task, members, state_sharding, layout)
   row_slice = layout.local_slice(batch_size)  # Of every global batch, this host pads its own.
   device_batch = lambda step: layout.global_batch(task.train_batches.batch_at(step, row_slice),
                                                   batch_size)
   train_step = lambda state, step: compiled_step(state, device_batch(step), step_inputs)
-  if task.wrap_train_step is not None:
-    train_step = task.wrap_train_step(train_step, device_batch, writer)
+  if procedure is not None:
+    train_step = procedure.wrap(train_step, device_batch, writer)
   if members.own_data_order:
     member_batches = [dataclasses.replace(task.train_batches, shuffle_seed=seed)
                       for seed in members.population.seeds]  # One shape per step for all.
@@ -233,12 +286,18 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainS
           if config.train.early_stopping_patience > 0 else None)
   follow = (HeldOutFollower(config, writer, members, best) if plateau.tracked(config)
             else None)
+  run_state = lambda: {"members": members.run_state(),
+                       **({} if procedure is None else {procedure.name: procedure.run_state()})}
   with _stop_requests() as stop:  # Until the last checkpoint is on disk.
     try:
-      state = _train_steps(state, task, train_step, eval_step, checkpointer, writer, train_cfg,
-                           stop, members, skip_allowed=bool(config.opt.skip_non_finite),
+      state = _train_steps(state, task, train_step, eval_step, checkpointer, run_state, writer,
+                           train_cfg, stop, members, skip_allowed=bool(config.opt.skip_non_finite),
                            follow=follow)
-      checkpointer.save(state, force=True)
+      ended = "signal" not in stop
+      if ended and members.population is not None:
+        with contextlib.suppress(TextgenError):  # No member has the metric: _finish says so.
+          members.rank(config.population.select_metric)  # Saved with the last checkpoint.
+      checkpointer.save(state, force=True, run_state=run_state)
     finally:
       checkpointer.close()  # Waits for pending asynchronous writes, even when a step raised.
       if best is not None:
@@ -309,17 +368,30 @@ def _initial_state(config: ml_collections.ConfigDict, task: Task, layout: parall
   return state, state_sharding, jax.jit(inputs, out_shardings=layout.replicated)()
 
 
+def _restore_run_state(saved: dict[str, Any] | None, members: Members,
+                       procedure: StepProcedure | None,
+                       writer: metrics_lib.MetricWriter) -> None:
+  """The host-side state from the restored checkpoint's run state; from the log (read only
+  then) for a checkpoint written before checkpoints held it (saved None)."""
+  records = writer.read() if saved is None else []
+  members.restore(None if saved is None else saved.get("members", {}), records)
+  if procedure is not None:
+    procedure.restore(None if saved is None else saved[procedure.name], records)
+
+
 def _drop_non_finite(members: Members, state: TrainState) -> None:
   """After a resume: members whose parameters went non-finite before it stay dropped."""
   if members.population is None:
     return
   norms = np.asarray(jax.vmap(optax.tree.norm)(state.params))
   for index in np.flatnonzero(~np.isfinite(norms)):
-    members.drop(int(index), step_of(state))
+    if int(index) not in members.dropped:  # Else the run state's record of when it dropped.
+      members.drop(int(index), step_of(state))
 
 
 def _train_steps(state: TrainState, task: Task, train_step: Callable, eval_step: Callable,
-                 checkpointer: Checkpointer, writer: metrics_lib.MetricWriter,
+                 checkpointer: Checkpointer, run_state: Callable[[], dict[str, Any]],
+                 writer: metrics_lib.MetricWriter,
                  train_cfg: ml_collections.ConfigDict, stop: dict[str, int], members: Members,
                  skip_allowed: bool, follow: "HeldOutFollower | None" = None) -> TrainState:
   """Steps from state.step to num_steps, logging, evaluating and checkpointing when due;
@@ -352,7 +424,8 @@ def _train_steps(state: TrainState, task: Task, train_step: Callable, eval_step:
           break
     if checkpointer.is_due(done) and accumulated is not None:
       members.check(accumulated, done, skip_allowed)  # Syncs at saves only.
-    checkpointer.save(state)  # When due; train() saves the final state.
+    if not is_last:  # train() saves the last state, with the members' ranking.
+      checkpointer.save(state, run_state=run_state)  # When due.
     if _stop_agreed(stop, done % train_cfg.log_every == 0 or is_last):
       break
   progress.close()
@@ -476,13 +549,22 @@ def _evaluate_and_report(eval_step: Callable, params: Any, task: Task,
     summary = metrics_lib.summarize(sums)
     generation_metrics, example_lines = task.evaluate_generation(member_params)
     summary.update(generation_metrics)
-    writer.write(step, {**members.label(index), **{f"valid_{k}": v for k, v in summary.items()}})
+    valid = {f"valid_{k}": v for k, v in summary.items()}
+    writer.write(step, {**members.label(index), **valid})
+    if members.population is not None:
+      members.held_out[index] = {"step": step, **jax.tree.map(_json_number, valid)}
+      members.best = None  # Ranked again at the end.
     who = "" if members.population is None else f" member {index}"
     lines.append(f"step {step}{who}, held-out: " +
                  ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
     lines += example_lines
   progress.write("\n".join(lines))
   return held_out
+
+
+def _json_number(value: Any) -> Any:
+  """A NumPy or JAX scalar as the Python number JSON takes."""
+  return value.item() if hasattr(value, "item") else value
 
 
 def _held_out_values(totals: Any, members: Members, metric: str) -> np.ndarray:
@@ -499,13 +581,14 @@ def _held_out_values(totals: Any, members: Members, metric: str) -> np.ndarray:
 
 def _finish(workdir: str, writer: metrics_lib.MetricWriter, members: Members,
             config: ml_collections.ConfigDict) -> None:
-  """The loss curves; for a population, the members' table (printed and members.json)."""
-  records = writer.read() if parallel.is_primary() else []
-  if not records:
+  """For a population, the members' table (printed and members.json); the loss curves (of
+  the best member), from the log."""
+  if not parallel.is_primary():
     return
+  records = writer.read()
   if members.population is not None:
-    table = population_lib.summary(records, members.population, members.dropped,
-                                   config.population.select_metric)
+    table = members.rank(config.population.select_metric)  # Raises if no member has it.
     population_lib.write_summary(workdir, table)
     records = [r for r in records if r.get("member") == table["best"]]
-  metrics_lib.plot_loss_curves(records, os.path.join(workdir, "loss_curve.png"))
+  if records:
+    metrics_lib.plot_loss_curves(records, os.path.join(workdir, "loss_curve.png"))

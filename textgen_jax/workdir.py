@@ -371,7 +371,7 @@ def load(workdir: str, template: ml_collections.ConfigDict, vocabulary_files: Se
 
   template is the family's default config (which names the family); build_model(model_config,
   *vocabularies) and init_params(model, rng) are the family's. Of a
-  population's workdir, `member` (default: the best in members.json) as an ordinary run: its
+  population's workdir, `member` (default: the best, see best_member) as an ordinary run: its
   config is population.member_config's, so `save` exports it as an ordinary workdir.
   """
   if not has_checkpoints(workdir):
@@ -416,10 +416,29 @@ def load(workdir: str, template: ml_collections.ConfigDict, vocabulary_files: Se
     raise TextgenError(f"{e}; the model is described by {described_by}: was one of them edited "
                        "or copied from another run?") from None
   if members is not None:
-    member = population_lib.read_summary(workdir)["best"] if member is None else member
+    member = best_member(workdir, step, config) if member is None else member
     config = population_lib.member_config(config, member, members)
     params = population_lib.member(params, member)
   return Loaded(config, model, params, tokenizer_from_config(tokenizer_cfg), vocabularies, step)
+
+
+def best_member(workdir: str, step: int, config: ml_collections.ConfigDict) -> int:
+  """The best member of a population's workdir at the checkpoint of `step`: as the run ranked
+  them at its end (saved with its last checkpoint), else by their held-out results at that step
+  (an unfinished run; config.population.select_metric), else as members.json says (checkpoints
+  older than the run state)."""
+  checkpointer = Checkpointer(checkpoint_dir(workdir))
+  try:
+    saved = (checkpointer.restore_run_state(step) or {}).get("members")
+  finally:
+    checkpointer.close()
+  if saved is None:
+    return population_lib.read_summary(workdir)["best"]
+  if saved.get("best") is not None:
+    return saved["best"]
+  return population_lib.summary(
+      {int(k): v for k, v in saved["held_out"].items()}, population_lib.parse(config, None),
+      {int(k): v for k, v in saved["dropped"].items()}, config.population.select_metric)["best"]
 
 
 def _restore_params(workdir: str, params_shape: Any, step: int | None,

@@ -1,14 +1,16 @@
 """Tests for textgen_jax.vae.aggressive: He et al. 2019's aggressive encoder training."""
 
 import functools
+import os
+import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.helpers import (SENTENCES, assert_trees_equal, read_metrics, tiny_vae_config,
-                           write_text)
+from tests.helpers import (SENTENCES, assert_trees_equal, read_metrics, strip_run_state,
+                           tiny_vae_config, write_text)
 from textgen_jax import training, vae
 from textgen_jax.errors import TextgenError
 from textgen_jax.metrics import MetricWriter
@@ -116,11 +118,18 @@ def test_the_phase_stops_for_good_when_the_held_out_mi_falls_and_resumes_so(tmp_
   assert checks == [(4, 1.0, True), (8, 2.0, True), (12, 1.5, False)]
   assert all(n > 0 for n in encoder_steps[:12]) and encoder_steps[12:] == [0.0] * 4
   assert ordinary_calls == [12, 13, 14, 15]
+  assert procedure.run_state() == {"active": False, "last_mi": 1.5}
   resumed = toy_procedure()
-  resumed.resume([r for r in writer.read() if r["step"] <= 8])
+  resumed.restore({"active": True, "last_mi": 2.0}, records=[])  # A checkpoint's run state.
   assert resumed.active and resumed.last_mi == 2.0
-  resumed.resume(writer.read())
-  assert not resumed.active
+  resumed.restore(procedure.run_state(), records=[])
+  assert not resumed.active and resumed.last_mi == 1.5
+  # A checkpoint written before the run state: the log's last check before it.
+  old = toy_procedure()
+  old.restore(None, [r for r in writer.read() if r["step"] <= 8])
+  assert old.active and old.last_mi == 2.0
+  old.restore(None, writer.read())
+  assert not old.active
 
 
 def aggressive_config(tmp_path, **overrides):
@@ -146,12 +155,17 @@ def test_an_aggressive_run_checks_mi_each_epoch_and_resumes_bit_exactly(tmp_path
   resumed = str(tmp_path / "resumed")
   config.train.num_steps = 3
   vae.train_and_evaluate(config, resumed)
+  old = str(tmp_path / "old")  # Checkpoints written before they held the run state.
+  shutil.copytree(resumed, old)
+  strip_run_state(old)
+  os.remove(os.path.join(resumed, "metrics.jsonl"))  # A log only: the phase is in the checkpoint.
   config.train.num_steps = 8
   again = vae.train_and_evaluate(config, resumed)
-  # The same train records and epoch checks (the short run adds a held-out record at step 3).
-  without_evaluations = lambda rs: [r for r in rs if "valid_loss" not in r]
-  assert without_evaluations(read_metrics(resumed)) == without_evaluations(records)
+  # The same train records and epoch checks after the resumed step.
+  after_resume = lambda rs: [r for r in rs if "valid_loss" not in r and r["step"] > 3]
+  assert after_resume(read_metrics(resumed)) == after_resume(records)
   assert_trees_equal(again.params, model.params)
+  assert_trees_equal(vae.train_and_evaluate(config, old).params, model.params)  # From the log.
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -18,13 +18,15 @@ Encoder updates do not advance the train step, so schedules (KL annealing) count
 All of it is a pure function of the seed and the step (random batches from
 (data seed, step), the encoder updates' dropout keys from RunKeys.aggressive, the decoder
 update's from RunKeys.dropout as an ordinary step's), so a resumed run is the uninterrupted
-one; the state of the phase (on or off, the last MI) is read back from metrics.jsonl, where each
-epoch's check is a record {"aggressive_mi", "aggressive"} written before the checkpoint.
+one; the state of the phase (on or off, the last MI) is saved in every checkpoint's run state
+(train_loop.StepProcedure) and restored from it. Each epoch's check is also logged as a record
+{"aggressive_mi", "aggressive"}, which only checkpoints written before the run state are resumed
+from.
 """
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -50,7 +52,9 @@ def side_labels(decoder_modules: tuple[str, ...]) -> Callable[[Any], Any]:
 
 @dataclasses.dataclass
 class AggressiveTraining:
-  """The procedure around the loop's compiled step (Task.wrap_train_step)."""
+  """The procedure around the loop's compiled step (a train_loop.StepProcedure)."""
+
+  name = "aggressive"  # Of its entry in a checkpoint's run state.
 
   loss_fn: LossFn
   before_update: StateHook | None
@@ -80,8 +84,16 @@ class AggressiveTraining:
     new, sums = new_and_sums
     return new.replace(step=old.step), sums
 
-  def resume(self, records: list[dict[str, Any]]) -> None:
-    """The phase as the last epoch check before the restored step left it."""
+  def run_state(self) -> dict[str, Any]:
+    return {"active": self.active, "last_mi": self.last_mi}
+
+  def restore(self, saved: Mapping[str, Any] | None,
+              records: Sequence[Mapping[str, Any]]) -> None:
+    """The phase as the checkpoint's run state holds it, or (saved None: a checkpoint written
+    before the run state) as the last epoch check in the log before the restored step left it."""
+    if saved is not None:
+      self.active, self.last_mi = bool(saved["active"]), float(saved["last_mi"])
+      return
     checks = [r for r in records if "aggressive_mi" in r]
     if checks:
       self.active, self.last_mi = bool(checks[-1]["aggressive"]), checks[-1]["aggressive_mi"]
@@ -90,7 +102,6 @@ class AggressiveTraining:
            writer: MetricWriter) -> StepFn:
     """The loop's step: aggressive while the phase lasts, then `ordinary_step`. Every step's
     sums carry encoder_steps (0 once the phase is over)."""
-    self.resume(writer.read())
 
     def step(state: TrainState, index: int) -> tuple[TrainState, dict[str, jax.Array]]:
       if not self.active:

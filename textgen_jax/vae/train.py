@@ -107,6 +107,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Sente
       vocabulary_matrices=model.VOCABULARY_MATRICES, per_member_fields=schema.PER_MEMBER_FIELDS,
       member_choices=schema.MEMBER_CHOICES, member_hooks=member_hooks,
       optimizer_sides=None if aggressive is None else aggressive.sides,
-      wrap_train_step=None if aggressive is None else aggressive.wrap)
+      procedure=aggressive)
   sentence_model.params = recipe.train(config, workdir, task)
   return sentence_model
