@@ -8,7 +8,6 @@ input; `read_metrics` reads a workdir's metrics.jsonl.
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import dataclasses

@@ -13,7 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from tests.helpers import assert_trees_equal, make_pairs, opt_config, tiny_config, write_tsv
-from textgen_jax import metrics, population, recipe, seq2seq, train_loop, training
+from textgen_jax import metrics, population, recipe, run_spec, seq2seq, train_loop, training
 from textgen_jax.checkpointing import Checkpointer
 from textgen_jax.data import batching, readers
 from textgen_jax.data.tokenizers import make_tokenizer
@@ -29,6 +29,11 @@ pytestmark = pytest.mark.slow
 OVERFIT_PAIRS = [("Go.", "Va !"), ("Hi.", "Salut !"), ("Run!", "Cours !"), ("Who?", "Qui ?"),
                  ("Wow!", "Ça alors !"), ("Help!", "À l'aide !")]
 
+
+
+def spec_of(config):
+  """The run spec of a config whose members may vary the engine's fields only."""
+  return run_spec.build(config, "seq2seq", population.ENGINE_FIELDS)
 
 def test_tiny_model_overfits_a_handful_of_pairs():
   config = seq2seq.get_config()
@@ -128,7 +133,7 @@ def test_non_finite_loss_between_logs_never_reaches_a_checkpoint(tmp_path):
       train_batches=batching.BucketedBatches(one_example, one_example, 1, [2]),
       valid_batches=[])
   with pytest.raises(TextgenError, match="non-finite loss or gradient by step 2"):
-    train_loop.train(config, str(tmp_path), task)
+    train_loop.train(spec_of(config), str(tmp_path), task)
   checkpointer = Checkpointer(train_loop.checkpoint_dir(str(tmp_path)))
   assert checkpointer.latest_step() == 1
   assert float(checkpointer.restore_params({"w": jnp.float32(0.0)})["w"]) == 0.0
@@ -161,10 +166,10 @@ def test_a_non_finite_step_stops_the_run_or_is_skipped_and_counted(tmp_path, ski
   task = _scalar_task(_loss_that_is_nan_at_step(3))
   if not skip_non_finite:
     with pytest.raises(TextgenError, match="non-finite loss or gradient by step 3"):
-      train_loop.train(config, str(tmp_path), task)
+      train_loop.train(spec_of(config), str(tmp_path), task)
     assert Checkpointer(train_loop.checkpoint_dir(str(tmp_path))).latest_step() == 2
     return
-  state = train_loop.train(config, str(tmp_path), task)
+  state = train_loop.train(spec_of(config), str(tmp_path), task)
   records = [r for r in metrics.MetricWriter(str(tmp_path)).read() if "train_loss" in r]
   assert [r["non_finite_steps"] for r in records] == [0, 0, 1, 0, 0, 0]
   norms = [r["param_norm"] for r in records]
@@ -184,7 +189,7 @@ def test_more_non_finite_steps_in_a_row_than_allowed_stop_the_run(tmp_path):
       "nll_sum": jnp.log(params["w"]), "correct_tokens": 0.0, "tokens": 1.0,
       "exact_sequences": 0.0, "sequences": 1.0}))
   with pytest.raises(TextgenError, match="by step 5"):  # Steps 2-4 skipped, step 5 applied.
-    train_loop.train(config, str(tmp_path), task)
+    train_loop.train(spec_of(config), str(tmp_path), task)
   assert Checkpointer(train_loop.checkpoint_dir(str(tmp_path))).latest_step() == 4
 
 

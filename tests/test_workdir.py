@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers import (SENTENCES, assert_trees_equal, make_pairs, read_metrics, tiny_config,
                            tiny_vae_config, write_tsv)
-from textgen_jax import seq2seq, train_loop, vae
+from textgen_jax import run_spec, seq2seq, vae
 from textgen_jax import workdir as workdir_lib
 from textgen_jax.data.tokenizers import make_tokenizer
 from textgen_jax.data.vocab import Vocabulary
@@ -96,7 +96,7 @@ def test_a_vae_workdir_from_before_family_was_recorded_loads_and_resumes(tmp_pat
 
 def test_run_keys_are_one_per_purpose_and_keep_the_old_parameter_and_dropout_keys():
   for seed in (0, 1, 17):
-    keys = train_loop.run_keys(seed)
+    keys = run_spec.run_keys(seed)
     data = [tuple(np.asarray(jax.random.key_data(key)).tolist()) for key in keys]
     assert len(set(data)) == len(keys) == 5
     old_params, old_dropout = jax.random.split(jax.random.key(seed))

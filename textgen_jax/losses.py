@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from textgen_jax.data.vocab import PAD_ID
+from textgen_jax.models.static import is_static_zero
 
 MetricSums = dict[str, jax.Array]
 
@@ -16,7 +17,7 @@ MetricSums = dict[str, jax.Array]
 def token_cross_entropy(logits_BxTxV: jax.Array, targets_BxT: jax.Array,
                         label_smoothing: float = 0.0) -> jax.Array:
   """Per-token cross-entropy nats_BxT (unmasked), with optional label smoothing."""
-  if isinstance(label_smoothing, (int, float)) and label_smoothing == 0.0:
+  if is_static_zero(label_smoothing):
     return optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, targets_BxT)
   num_classes = logits_BxTxV.shape[-1]
   labels_BxTxV = optax.smooth_labels(jax.nn.one_hot(targets_BxT, num_classes), label_smoothing)

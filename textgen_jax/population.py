@@ -26,7 +26,7 @@ import dataclasses
 import json
 import os
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -42,13 +42,6 @@ from textgen_jax.files import write_atomically
 ENGINE_FIELDS = frozenset({"opt.learning_rate"})
 DATA_ORDERS = ("shared", "member")
 _FLAG = "--config.population"
-
-
-def is_static_zero(value: Any) -> bool:
-  """Whether a setting is a Python zero (a switched-off feature whose code can be skipped). A
-  population member's traced value never is: its code path is the general one, which at zero
-  computes the same."""
-  return isinstance(value, (int, float)) and value == 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,21 +160,7 @@ def member_config(config: ml_collections.ConfigDict, index: int,
   return member
 
 
-# ---- The learning rate per member --------------------------------------------------------
-
-
-class LearningRateRatio(NamedTuple):
-  """The optimizer state of `learning_rate_ratio`: this member's rate over the shared one."""
-
-  learning_rate_ratio: jax.Array
-
-
-def learning_rate_ratio() -> optax.GradientTransformation:
-  """Scales updates by the ratio in its state (1 at init; a population sets it per member)."""
-  return optax.GradientTransformation(
-      lambda params: LearningRateRatio(jnp.ones([], jnp.float32)),
-      lambda updates, state, params=None: (
-          jax.tree.map(lambda u: u * state.learning_rate_ratio.astype(u.dtype), updates), state))
+# ---- The learning rate per member (training.learning_rate_ratio scales the updates) -------
 
 
 def set_learning_rates(opt_state: Any, population: Population, base_rate: float) -> Any:
@@ -191,16 +170,6 @@ def set_learning_rates(opt_state: Any, population: Population, base_rate: float)
     return opt_state
   ratio = jnp.asarray(np.asarray(rates, np.float64) / base_rate, jnp.float32)
   return optax.tree_utils.tree_set(opt_state, learning_rate_ratio=ratio)
-
-
-def fresh_optimizer_state(tx: optax.GradientTransformation, params: Any, old_state: Any) -> Any:
-  """tx.init(params), keeping a member's learning-rate ratio and the held-out plateau state
-  (for a reset during training: the run's schedule goes on)."""
-  fresh = tx.init(params)
-  kept = {name: optax.tree_utils.tree_get(old_state, name)
-          for name in ("learning_rate_ratio", *plateau.PlateauState._fields)}
-  kept = {name: value for name, value in kept.items() if value is not None}
-  return optax.tree_utils.tree_set(fresh, **kept) if kept else fresh
 
 
 def member(tree: Any, index: int) -> Any:

@@ -4,11 +4,12 @@ A family's `train_and_evaluate` reads top to bottom as
 
     parallel.initialize(config.parallel)         # before any JAX work: may join other hosts
     validate(config)                             # the family's checks (shared ones included)
+    spec = run_spec.build(config, FAMILY, PER_MEMBER_FIELDS)  # parsed once, passed down
     data = recipe.read_data(config, reader, vocabulary_files)
     recipe.prepare_workdir(workdir, config, data)
-    model, inference = ...                       # the family's model and inference class
+    model, inference = ...                       # built from spec.model_config
     task = train_loop.Task(...)                  # its loss, evaluation and hooks
-    inference.params = recipe.train(config, workdir, task)
+    inference.params = recipe.train(spec, workdir, task)
 
 An example is a tuple of texts, one per column (seq2seq: source and target; the VAE: one
 sentence); each column has a vocabulary. The model reads the first column and predicts the last.
@@ -28,6 +29,7 @@ from textgen_jax import workdir as workdir_lib
 from textgen_jax.data import batching, readers
 from textgen_jax.data.tokenizers import Tokenizer, make_tokenizer
 from textgen_jax.data.vocab import Vocabulary
+from textgen_jax.run_spec import RunSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,15 +121,6 @@ def capped_batch_size(batch_size: int, num_examples: int, num_devices: int) -> i
   return capped
 
 
-def model_section(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """config.model for building the model; a population's runs the scan (auto would pick cuDNN
-  on a GPU, whose LSTM cannot be vmapped over members). Speed only: checkpoints are the same."""
-  model_cfg = ml_collections.ConfigDict(config.model.to_dict())
-  if population.parse(config, per_member=None) is not None:
-    model_cfg.lstm_backend = "scan"
-  return model_cfg
-
-
 def section_values(hyperparameters: dict[str, Any], section: str) -> dict[str, Any]:
   """A population member's values of one config section's fields: field -> (traced) value."""
   return {name.split(".", 1)[1]: value for name, value in hyperparameters.items()
@@ -158,16 +151,17 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, data: TextD
     raise
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, task: train_loop.Task) -> Any:
+def train(spec: RunSpec, workdir: str, task: train_loop.Task) -> Any:
   """Trains (or resumes) to the end; the final parameters, whole on this process's device. Of a
   population, those of its best member (workdir.best_member; export any other with
   export_member)."""
   try:
-    state = train_loop.train(config, workdir, task)
+    state = train_loop.train(spec, workdir, task)
   finally:
     workdir_lib.unlock(workdir)
   params = parallel.local_copy(state.params)
-  if population.parse(config, task.per_member_fields) is None:
+  if spec.population is None:
     return params
-  return population.member(params, workdir_lib.best_member(workdir, training.step_of(state), config))
+  best = workdir_lib.best_member(workdir, training.step_of(state), spec.config, spec.population)
+  return population.member(params, best)
 

@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +27,7 @@ from textgen_jax import parallel, plateau
 from textgen_jax.checkpointing import Checkpointer
 from textgen_jax.data.batching import Batch, BucketedBatches
 from textgen_jax.errors import TextgenError, TrainingStopped
+from textgen_jax.run_spec import RunSpec, run_keys
 from textgen_jax import population as population_lib
 from textgen_jax.training import (LossFn, MemberHooks, StateHook, TrainState, create_train_state,
                                   jit_eval_step, jit_population_steps, jit_train_step,
@@ -59,7 +60,6 @@ class Task:
   # A host-side procedure around the compiled step, for recipes that are not one update per
   # step (the VAE's aggressive encoder training); see StepProcedure.
   procedure: "StepProcedure | None" = None
-  per_member_fields: frozenset[str] = population_lib.ENGINE_FIELDS
   member_choices: Mapping[str, Sequence[str]] = dataclasses.field(default_factory=dict)
   member_hooks: MemberHooks | None = None
 
@@ -89,23 +89,6 @@ class StepProcedure(Protocol):
   def restore(self, saved: Mapping[str, Any] | None, records: Sequence[dict[str, Any]]) -> None:
     """Its state from `saved` (what run_state returned), or, for a checkpoint written before
     checkpoints held it (saved None), from the log's records up to the restored step."""
-
-
-class RunKeys(NamedTuple):
-  """The PRNG keys of a run, one per purpose, all from config.seed."""
-
-  params: jax.Array  # Parameter initialisation.
-  dropout: jax.Array  # Dropout and every other noise of the train step (folded with the step).
-  evaluation: jax.Array  # Held-out sampling and importance samples at evaluations.
-  reset: jax.Array  # Fresh parameters for a reset during the run (the VAE's decoder).
-  aggressive: jax.Array  # Dropout of the VAE's extra encoder updates (vae/aggressive.py).
-
-
-def run_keys(seed: int) -> RunKeys:
-  """Key i is fold_in(key(seed), i). For i = 0 and 1 those are jax.random.split(key(seed))'s two
-  keys, the parameter and dropout keys runs have always used, so older runs resume exactly."""
-  root = jax.random.key(seed)
-  return RunKeys(*(jax.random.fold_in(root, i) for i in range(len(RunKeys._fields))))
 
 
 def evaluation_sums(eval_step: Callable, params: Any, batches: Sequence[Batch]) -> Any:
@@ -235,7 +218,7 @@ def _stop_requests() -> Iterator[dict[str, int]]:
       signal.signal(s, old)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainState:
+def train(spec: RunSpec, workdir: str, task: Task) -> TrainState:
   """Trains to config.train.num_steps, resuming from the latest checkpoint in workdir.
 
   With a population (config.population) the state is stacked on a member axis and every member
@@ -243,12 +226,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainS
   step and raises TrainingStopped (the scripts then exit with 128 + the signal's number); the
   same command resumes.
   """
-  train_cfg = config.train
-  members = Members(population_lib.parse(config, task.per_member_fields))
+  config, train_cfg = spec.config, spec.config.train
+  members = Members(spec.population)
   layout = _layout(config, task, members)
   batch_size = task.train_batches.batch_size
   layout.check_batch_size(batch_size)
-  state, state_sharding, step_inputs = _initial_state(config, task, layout, members)
+  state, state_sharding, step_inputs = _initial_state(spec, task, layout, members)
   checkpointer = Checkpointer(checkpoint_dir(workdir), train_cfg.checkpoint_every,
                               train_cfg.keep_checkpoints, for_training=True)
   checkpointer.check_space(state, train_cfg.keep_checkpoints)
@@ -334,20 +317,19 @@ def _compile(task: Task, members: Members, state_sharding: Any,
                                    batch_sharding=layout.batch)
 
 
-def _initial_state(config: ml_collections.ConfigDict, task: Task, layout: parallel.Layout,
+def _initial_state(spec: RunSpec, task: Task, layout: parallel.Layout,
                    members: Members) -> tuple[TrainState, Any, Any]:
   """(fresh train state, its shardings, the step's last input), all from the seeds. The state
   is made in place on the mesh (every host computes the same), so a vocabulary matrix too big
   for one device is never whole. The last input is one run's dropout key, or a population's
   (member RunKeys, member hyperparameters), each stacked."""
-  population = members.population
+  config, population = spec.config, members.population
   optimizer = make_optimizer(config.opt, config.train.num_steps,
                              per_member_rate=population is not None, sides=task.optimizer_sides,
                              follow_held_out=plateau.tracked(config))
   if population is None:
-    inputs = lambda: run_keys(config.seed).dropout
-    make_state = lambda: create_train_state(None, task.init_params(run_keys(config.seed).params),
-                                            optimizer)
+    inputs = lambda: spec.keys.dropout
+    make_state = lambda: create_train_state(None, task.init_params(spec.keys.params), optimizer)
   else:
     member_keys = lambda: jax.vmap(run_keys)(jnp.asarray(population.seeds, jnp.int32))
     inputs = lambda: (member_keys(), population.hyperparameters(task.member_choices))

@@ -7,7 +7,7 @@ evaluating); these steps differentiate it, clip, update, and return on-device me
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +16,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from textgen_jax import plateau, population
+from textgen_jax import plateau
 from textgen_jax.errors import TextgenError
 
 LossFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
@@ -45,6 +45,30 @@ def make_learning_rate_schedule(opt: ml_collections.ConfigDict,
   return optax.join_schedules([warmup, decay], [opt.warmup_steps])
 
 
+class LearningRateRatio(NamedTuple):
+  """The optimizer state of `learning_rate_ratio`: this member's rate over the shared one."""
+
+  learning_rate_ratio: jax.Array
+
+
+def learning_rate_ratio() -> optax.GradientTransformation:
+  """Scales updates by the ratio in its state (1 at init; a population sets it per member)."""
+  return optax.GradientTransformation(
+      lambda params: LearningRateRatio(jnp.ones([], jnp.float32)),
+      lambda updates, state, params=None: (
+          jax.tree.map(lambda u: u * state.learning_rate_ratio.astype(u.dtype), updates), state))
+
+
+def fresh_optimizer_state(tx: optax.GradientTransformation, params: Any, old_state: Any) -> Any:
+  """tx.init(params), keeping a member's learning-rate ratio and the held-out plateau state
+  (for a reset during training: the run's schedule goes on)."""
+  fresh = tx.init(params)
+  kept = {name: optax.tree_utils.tree_get(old_state, name)
+          for name in ("learning_rate_ratio", *plateau.PlateauState._fields)}
+  kept = {name: value for name, value in kept.items() if value is not None}
+  return optax.tree_utils.tree_set(fresh, **kept) if kept else fresh
+
+
 def make_optimizer(opt: ml_collections.ConfigDict, num_steps: int,
                    per_member_rate: bool = False,
                    sides: Callable[[Any], Any] | None = None,
@@ -69,7 +93,7 @@ def make_optimizer(opt: ml_collections.ConfigDict, num_steps: int,
   else:
     raise TextgenError(f"--config.opt.name={opt.name!r}: choose adam, adamw or sgd")
   if per_member_rate:
-    optimizer = optax.chain(optimizer, population.learning_rate_ratio())
+    optimizer = optax.chain(optimizer, learning_rate_ratio())
   if sides is not None:
     optimizer = optax.multi_transform({ENCODER_SIDE: optimizer, DECODER_SIDE: optimizer}, sides)
   if follow_held_out:  # After the sides: one state for the run, not one per side.

@@ -416,13 +416,14 @@ def load(workdir: str, template: ml_collections.ConfigDict, vocabulary_files: Se
     raise TextgenError(f"{e}; the model is described by {described_by}: was one of them edited "
                        "or copied from another run?") from None
   if members is not None:
-    member = best_member(workdir, step, config) if member is None else member
+    member = best_member(workdir, step, config, members) if member is None else member
     config = population_lib.member_config(config, member, members)
     params = population_lib.member(params, member)
   return Loaded(config, model, params, tokenizer_from_config(tokenizer_cfg), vocabularies, step)
 
 
-def best_member(workdir: str, step: int, config: ml_collections.ConfigDict) -> int:
+def best_member(workdir: str, step: int, config: ml_collections.ConfigDict,
+                population: population_lib.Population) -> int:
   """The best member of a population's workdir at the checkpoint of `step`: as the run ranked
   them at its end (saved with its last checkpoint), else by their held-out results at that step
   (an unfinished run; config.population.select_metric), else as members.json says (checkpoints
@@ -437,7 +438,7 @@ def best_member(workdir: str, step: int, config: ml_collections.ConfigDict) -> i
   if saved.get("best") is not None:
     return saved["best"]
   return population_lib.summary(
-      {int(k): v for k, v in saved["held_out"].items()}, population_lib.parse(config, None),
+      {int(k): v for k, v in saved["held_out"].items()}, population,
       {int(k): v for k, v in saved["dropped"].items()}, config.population.select_metric)["best"]
 
 

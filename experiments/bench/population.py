@@ -33,7 +33,7 @@ from absl import flags
 
 from experiments.bench import common, programs as programs_lib
 from experiments.bench.shapes import WORKLOADS, forward_macs_per_token
-from textgen_jax import cli, parallel, train_loop, training
+from textgen_jax import cli, parallel, run_spec, training
 from textgen_jax.config import parallel_section
 from textgen_jax.errors import TextgenError
 
@@ -106,7 +106,7 @@ def vmapped_program(shape: dict[str, int], num_members: int,
   model, loss_fn = scan_model_and_loss(shape)
   state = _states(model, batch, num_members)
   # Member k's keys are run_keys(k) and no hyperparameter varies: the seed sweep's program.
-  members = (jax.vmap(train_loop.run_keys)(jnp.arange(num_members)), {})
+  members = (jax.vmap(run_spec.run_keys)(jnp.arange(num_members)), {})
   step = jax.jit(functools.partial(training.population_train_step,
                                    make_hooks=lambda hyper, keys: (loss_fn, None),
                                    vmap_size=vmap_size),
@@ -137,7 +137,7 @@ def vmapped_over_devices_program(shape: dict[str, int],
   state_sharding = jax.tree.map(lambda _: layout.members, state)
   state = jax.device_put(state, state_sharding)
   batch = jax.device_put(batch, layout.batch)
-  members = jax.device_put((jax.vmap(train_loop.run_keys)(jnp.arange(num_members)), {}),
+  members = jax.device_put((jax.vmap(run_spec.run_keys)(jnp.arange(num_members)), {}),
                            layout.replicated)
   step, _ = training.jit_population_steps(lambda hyper, keys: (loss_fn, None),
                                           state_sharding=state_sharding,

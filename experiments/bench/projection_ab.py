@@ -19,7 +19,7 @@ import optax
 
 from experiments.bench import common, population, programs as programs_lib
 from experiments.bench.shapes import WORKLOADS
-from textgen_jax import cli, train_loop, training
+from textgen_jax import cli, run_spec, training
 from textgen_jax.models import lstm
 from textgen_jax.seq2seq import model as seq2seq_model
 from textgen_jax.vae import model as vae_model
@@ -37,7 +37,7 @@ def program(name: str, num_members: int, projection) -> tuple:
     model, loss_fn = programs_lib.model_and_loss(name, shape, "float32", 1, "scan")
     if num_members:
       state = population._states(model, batch, num_members)
-      inputs = (jax.vmap(train_loop.run_keys)(jnp.arange(num_members)), {})
+      inputs = (jax.vmap(run_spec.run_keys)(jnp.arange(num_members)), {})
       step = jax.jit(functools.partial(training.population_train_step,
                                        make_hooks=lambda hyper, keys: (loss_fn, None)),
                      donate_argnums=0)

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from textgen_jax.population import is_static_zero
+from textgen_jax.models.static import is_static_zero
 
 
 class Dropout(nn.Module):

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from textgen_jax.data import batching
 from textgen_jax.data.vocab import PAD_ID
 from textgen_jax.losses import sequence_metric_sums, token_cross_entropy
+from textgen_jax.models.static import is_static_zero
 from textgen_jax.seq2seq.model import Seq2Seq
 
 
@@ -23,7 +24,7 @@ def loss(params: Any, batch: batching.Batch, rng: jax.Array, deterministic: bool
                              deterministic=deterministic, rngs={"dropout": rng})
   nll_BxT = token_cross_entropy(logits_BxTxV, batch["targets"])
   sums = sequence_metric_sums(logits_BxTxV, batch["targets"], nll_BxT)
-  if not isinstance(label_smoothing, (int, float)) or label_smoothing:  # Traced per member.
+  if not is_static_zero(label_smoothing):  # A population member's traced value included.
     objective_BxT = token_cross_entropy(logits_BxTxV, batch["targets"], label_smoothing)
     objective_sum = jnp.sum(objective_BxT * (batch["targets"] != PAD_ID))
   else:

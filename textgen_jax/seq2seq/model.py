@@ -27,7 +27,7 @@ from textgen_jax.models.dropout import Dropout
 from textgen_jax.models.lstm import (Carry, StackedLSTM, dot_general_float32, reverse_padded,
                                      uses_input_table, vocabulary_dot_general)
 from textgen_jax.models.tokens import TokenInputs, shift_right
-from textgen_jax.population import is_static_zero
+from textgen_jax.models.static import is_static_zero
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,7 @@ from typing import Any
 
 import ml_collections
 
-from textgen_jax import parallel, recipe, train_loop
+from textgen_jax import parallel, recipe, run_spec, train_loop
 from textgen_jax.data import readers
 from textgen_jax.errors import TextgenError
 from textgen_jax.seq2seq import config as schema
@@ -19,9 +19,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Trans
   """Trains (or resumes) a translator in workdir; prints held-out metrics and examples."""
   parallel.initialize(config.parallel)  # Before any JAX work: may join other hosts.
   schema.validate(config)
+  spec = run_spec.build(config, schema.FAMILY, schema.PER_MEMBER_FIELDS)
   data = recipe.read_data(config, readers.read_pairs, VOCABULARY_FILES)
   recipe.prepare_workdir(workdir, config, data)
-  model = build_model(recipe.model_section(config), *data.vocabularies.values())
+  model = build_model(spec.model_config, *data.vocabularies.values())
   translator = Translator(config, model, None, data.tokenizer, *data.vocabularies.values())
 
   def evaluate_generation(params):
@@ -41,8 +42,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Trans
       init_params=functools.partial(init_params, model), loss_fn=loss_fn,
       train_batches=data.train_batches, valid_batches=data.valid_batches,
       evaluate_generation=evaluate_generation, vocabulary_matrices=model.VOCABULARY_MATRICES,
-      per_member_fields=schema.PER_MEMBER_FIELDS, member_hooks=member_hooks)
-  translator.params = recipe.train(config, workdir, task)
+      member_hooks=member_hooks)
+  translator.params = recipe.train(spec, workdir, task)
   return translator
 
 

@@ -21,10 +21,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from textgen_jax import population
+from textgen_jax import training
 from textgen_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from textgen_jax.errors import TextgenError
 from textgen_jax.losses import sequence_metric_sums, token_cross_entropy
+from textgen_jax.models.static import is_static_zero
 from textgen_jax.models.tokens import shift_right
 from textgen_jax.training import TrainState
 from textgen_jax.vae.model import SentenceVAE
@@ -127,7 +128,7 @@ def kl_objective(kl_BxZ: jax.Array, sentence_mask_B: jax.Array,
   """
   num_sentences = jnp.maximum(sentence_mask_B.sum(), 1.0)
   mean_kl_Z = jnp.sum(kl_BxZ * sentence_mask_B[:, None], 0) / num_sentences
-  if population.is_static_zero(objective.free_bits):
+  if is_static_zero(objective.free_bits):
     return mean_kl_Z.sum()
   return _choose(objective.free_bits_mode, FREE_BITS_MODES, lambda mode: (
       jnp.maximum(mean_kl_Z, objective.free_bits).sum() if mode == "per_dimension"
@@ -136,7 +137,7 @@ def kl_objective(kl_BxZ: jax.Array, sentence_mask_B: jax.Array,
 
 def word_dropout(rng: jax.Array, decoder_inputs_BxT: jax.Array, rate: float) -> jax.Array:
   """Replaces each word (never BOS, EOS or PAD) by UNK with probability `rate`."""
-  if population.is_static_zero(rate):
+  if is_static_zero(rate):
     return decoder_inputs_BxT
   is_word_BxT = ~jnp.isin(decoder_inputs_BxT, jnp.array([PAD_ID, BOS_ID, EOS_ID]))
   drop_BxT = jax.random.bernoulli(rng, rate, decoder_inputs_BxT.shape) & is_word_BxT
@@ -193,7 +194,7 @@ def reset_decoder(state: TrainState, fresh_params: Any,
   (a population member keeps its learning rate)."""
   params = {"params": {name: fresh_params["params"][name] if name in decoder_modules else value
                        for name, value in state.params["params"].items()}}
-  return state.replace(params=params, opt_state=population.fresh_optimizer_state(
+  return state.replace(params=params, opt_state=training.fresh_optimizer_state(
       state.tx, params, state.opt_state))
 
 
@@ -201,7 +202,7 @@ def pretraining_reset(objective: VAEObjective, model: SentenceVAE,
                       init_params: Callable[[jax.Array], Any],
                       rng: jax.Array) -> Callable[[TrainState], TrainState] | None:
   """A compiled-step hook that resets the decoder when state.step == pretrain_steps (or None)."""
-  if population.is_static_zero(objective.pretrain_steps):
+  if is_static_zero(objective.pretrain_steps):
     return None
 
   def before_update(state: TrainState) -> TrainState:

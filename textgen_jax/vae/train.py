@@ -12,7 +12,7 @@ import jax
 import ml_collections
 
 from textgen_jax import config as shared_config
-from textgen_jax import parallel, recipe, train_loop
+from textgen_jax import parallel, recipe, run_spec, train_loop
 from textgen_jax.data import readers
 from textgen_jax.decoding import DecodeSettings
 from textgen_jax.vae import config as schema
@@ -71,11 +71,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Sente
   """Trains (or resumes) a sentence VAE or LM in workdir; prints held-out metrics and samples."""
   parallel.initialize(config.parallel)  # Before any JAX work: may join other hosts.
   objective = schema.validate(config)
+  spec = run_spec.build(config, schema.FAMILY, schema.PER_MEMBER_FIELDS)
   data = recipe.read_data(config, readers.read_lines, VOCABULARY_FILES)
   recipe.prepare_workdir(workdir, config, data)
-  model = build_model(recipe.model_section(config), *data.vocabularies.values())
+  model = build_model(spec.model_config, *data.vocabularies.values())
   sentence_model = SentenceModel(config, model, None, data.tokenizer, *data.vocabularies.values())
-  keys = train_loop.run_keys(config.seed)
+  keys = spec.keys
   model_init = functools.partial(init_params, model)
 
   def member_hooks(hyperparameters, member_keys):
@@ -104,9 +105,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Sente
       train_batches=data.train_batches, valid_batches=data.valid_batches,
       evaluate_generation=periodic_evaluation(sentence_model, data.valid_examples, config.train,
                                               keys.evaluation),
-      vocabulary_matrices=model.VOCABULARY_MATRICES, per_member_fields=schema.PER_MEMBER_FIELDS,
+      vocabulary_matrices=model.VOCABULARY_MATRICES,
       member_choices=schema.MEMBER_CHOICES, member_hooks=member_hooks,
       optimizer_sides=None if aggressive is None else aggressive.sides,
       procedure=aggressive)
-  sentence_model.params = recipe.train(config, workdir, task)
+  sentence_model.params = recipe.train(spec, workdir, task)
   return sentence_model
