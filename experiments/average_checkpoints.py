@@ -8,6 +8,7 @@ train.keep_checkpoints (default 3) sets how many checkpoints a run keeps.
 """
 
 from textgen_jax import cli  # First: Ctrl-C during the imports below is one line too.
+
 cli.exit_on_ctrl_c()
 
 from absl import flags
@@ -30,8 +31,9 @@ def main(argv):
   family = workdir_lib.family_of(workdir_lib.read_config(_WORKDIR.value))
   model = INFERENCE[family].load(_WORKDIR.value, _STEP.value, _MEMBER.value, _LAST.value)
   model.save(_OUT.value)
-  print(f"Wrote the average of the last {_LAST.value} checkpoints of {_WORKDIR.value} to "
-        f"{_OUT.value}.")
+  print(
+    f"Wrote the average of the last {_LAST.value} checkpoints of {_WORKDIR.value} to {_OUT.value}."
+  )
 
 
 if __name__ == "__main__":

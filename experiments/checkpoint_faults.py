@@ -102,10 +102,12 @@ def train_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
   with contextlib.redirect_stdout(sys.stderr):  # stdout is for the JSON lines.
     params = seq2seq.train_and_evaluate(config, workdir).params
   template = training.create_train_state(
-      None, params, training.make_optimizer(config.opt, config.train.num_steps))
+    None, params, training.make_optimizer(config.opt, config.train.num_steps)
+  )
   checkpointer = Checkpointer(checkpoint_dir(workdir))
-  saved = {step: jax.device_get(checkpointer.restore(template, step))
-           for step in checkpointer.all_steps()}
+  saved = {
+    step: jax.device_get(checkpointer.restore(template, step)) for step in checkpointer.all_steps()
+  }
   checkpointer.close()
   return Run(workdir, config, saved, _train_records(workdir))
 
@@ -117,12 +119,20 @@ def _train_records(workdir: str) -> list[dict[str, Any]]:
 def _equal(a: Any, b: Any) -> bool:
   leaves_a, leaves_b = jax.tree.leaves(jax.device_get(a)), jax.tree.leaves(jax.device_get(b))
   return len(leaves_a) == len(leaves_b) and all(
-      np.asarray(x).dtype == np.asarray(y).dtype and np.array_equal(x, y)
-      for x, y in zip(leaves_a, leaves_b))
+    np.asarray(x).dtype == np.asarray(y).dtype and np.array_equal(x, y)
+    for x, y in zip(leaves_a, leaves_b)
+  )
 
 
-def trial(run: Run, directory: str, target: str, kind: str, fault: str,
-          rng: np.random.Generator, resume: bool = False) -> dict[str, Any]:
+def trial(
+  run: Run,
+  directory: str,
+  target: str,
+  kind: str,
+  fault: str,
+  rng: np.random.Generator,
+  resume: bool = False,
+) -> dict[str, Any]:
   """Damages a copy of the run in `directory` (one file of `kind` per checkpoint hit) and
   checks inference, training's restore and, with `resume`, training to the end."""
   workdir = os.path.join(directory, "workdir")
@@ -132,15 +142,21 @@ def trial(run: Run, directory: str, target: str, kind: str, fault: str,
   damaged, checked_damage = {}, set()  # checked_damage: steps damaged where verify looks.
   for step in hit:
     step_dir = os.path.join(checkpoints, str(step))
-    names = [n for n in list_files(step_dir)
-             if file_kind(n) == kind and os.path.getsize(os.path.join(step_dir, n)) > 0]
+    names = [
+      n
+      for n in list_files(step_dir)
+      if file_kind(n) == kind and os.path.getsize(os.path.join(step_dir, n)) > 0
+    ]
     name = names[int(rng.integers(len(names)))]
     damaged[step] = {"file": name, **damage(os.path.join(step_dir, name), fault, rng)}
     if name not in UNCHECKED_FILES:
       checked_damage.add(step)
   for step in hit:  # Without checksums.json, and no older checkpoint with it: pre-checksums.
-    if not any(os.path.exists(os.path.join(checkpoints, str(s), CHECKSUMS_FILE))
-               for s in run.steps if s <= step):
+    if not any(
+      os.path.exists(os.path.join(checkpoints, str(s), CHECKSUMS_FILE))
+      for s in run.steps
+      if s <= step
+    ):
       checked_damage.discard(step)
   record = {"target": target, "kind": kind, "fault": fault, "damaged": damaged}
   problems = []
@@ -162,8 +178,7 @@ def trial(run: Run, directory: str, target: str, kind: str, fault: str,
   checkpointer = Checkpointer(checkpoints, for_training=True)
   moved = [step for step, _, _ in checkpointer.set_aside_corrupt()]
   resumed = checkpointer.latest_step()
-  if moved != sorted((s for s in checked_damage if expected is None or s > expected),
-                     reverse=True):
+  if moved != sorted((s for s in checked_damage if expected is None or s > expected), reverse=True):
     problems.append(f"moved aside {moved}")
   if resumed != expected:
     problems.append(f"resumes from {resumed}, expected {expected}")
@@ -175,8 +190,12 @@ def trial(run: Run, directory: str, target: str, kind: str, fault: str,
   still_aside = all(os.path.isdir(os.path.join(checkpoints, "corrupt", str(s))) for s in moved)
   if not still_aside:
     problems.append("a checkpoint set aside is missing from corrupt/")
-  record.update(checked_damage=sorted(checked_damage), moved_aside=moved, resumed_from=resumed,
-                steps_lost=run.steps[-1] - (resumed or 0))
+  record.update(
+    checked_damage=sorted(checked_damage),
+    moved_aside=moved,
+    resumed_from=resumed,
+    steps_lost=run.steps[-1] - (resumed or 0),
+  )
 
   if resume:  # Training to the end from the damaged copy ends where the undamaged run ended.
     with contextlib.redirect_stdout(sys.stderr):
@@ -189,8 +208,14 @@ def trial(run: Run, directory: str, target: str, kind: str, fault: str,
   return record
 
 
-def campaign(run: Run, directory: str, trials: int, resume_trials: int, seed: int,
-             report: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:
+def campaign(
+  run: Run,
+  directory: str,
+  trials: int,
+  resume_trials: int,
+  seed: int,
+  report: Callable[[dict[str, Any]], None],
+) -> list[dict[str, Any]]:
   """`trials` trials cycling through every (target, kind, fault), each with its own random
   file and position; the first `resume_trials` also train on to the end."""
   cells = [(t, k, f) for t in TARGETS for k in KINDS for f in FAULTS]
@@ -198,8 +223,15 @@ def campaign(run: Run, directory: str, trials: int, resume_trials: int, seed: in
   for index in range(trials):
     target, kind, fault = cells[index % len(cells)]
     with tempfile.TemporaryDirectory(dir=directory) as trial_dir:
-      record = trial(run, trial_dir, target, kind, fault, np.random.default_rng([seed, index]),
-                     resume=index < resume_trials)
+      record = trial(
+        run,
+        trial_dir,
+        target,
+        kind,
+        fault,
+        np.random.default_rng([seed, index]),
+        resume=index < resume_trials,
+      )
     records.append({"trial": index, **record})
     report(records[-1])
   return records
@@ -218,29 +250,44 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
   def count(rs, which):
     return sum(which(r, int(step)) for r in rs for step in r["damaged"])
 
-  return [{"target": t, "kind": k, "fault": f, "trials": len(rs),
-           "recovered": sum(r["recovered"] for r in rs),
-           "resumed_to_end": sum(r["resumed_to_end"] for r in rs),
-           "damaged_checkpoints": count(rs, lambda r, step: True),
-           "set_aside": count(rs, lambda r, step: step in r["moved_aside"]),
-           "not_checked": count(rs, lambda r, step: step not in r["checked_damage"]),
-           "not_reached": count(rs, lambda r, step: step in r["checked_damage"] and
-                                step not in r["moved_aside"]),
-           "mean_steps_lost": float(np.mean([r["steps_lost"] for r in rs])),
-           "max_steps_lost": max(r["steps_lost"] for r in rs)}
-          for (t, k, f), rs in groups.items()]
+  return [
+    {
+      "target": t,
+      "kind": k,
+      "fault": f,
+      "trials": len(rs),
+      "recovered": sum(r["recovered"] for r in rs),
+      "resumed_to_end": sum(r["resumed_to_end"] for r in rs),
+      "damaged_checkpoints": count(rs, lambda r, step: True),
+      "set_aside": count(rs, lambda r, step: step in r["moved_aside"]),
+      "not_checked": count(rs, lambda r, step: step not in r["checked_damage"]),
+      "not_reached": count(
+        rs, lambda r, step: step in r["checked_damage"] and step not in r["moved_aside"]
+      ),
+      "mean_steps_lost": float(np.mean([r["steps_lost"] for r in rs])),
+      "max_steps_lost": max(r["steps_lost"] for r in rs),
+    }
+    for (t, k, f), rs in groups.items()
+  ]
 
 
 def main(argv: list[str]) -> None:
   del argv
   from experiments.configs import seq2seq_tiny  # pylint: disable=import-outside-toplevel
+
   with tempfile.TemporaryDirectory() as directory:
     config = seq2seq_tiny.get_config()
     config.train.num_steps = 300
     config.train.num_examples_to_print = 0
     run = train_run(config, os.path.join(directory, "run"))
-    records = campaign(run, directory, flags.FLAGS.trials, flags.FLAGS.resume_trials,
-                       flags.FLAGS.seed, lambda r: print(json.dumps(r), flush=True))
+    records = campaign(
+      run,
+      directory,
+      flags.FLAGS.trials,
+      flags.FLAGS.resume_trials,
+      flags.FLAGS.seed,
+      lambda r: print(json.dumps(r), flush=True),
+    )
   for line in summarize(records):
     print(json.dumps({"summary": True, **line}), flush=True)
   if not all(r["recovered"] for r in records):

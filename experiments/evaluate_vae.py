@@ -9,6 +9,7 @@ mutual_information, active_units; with the wall time in seconds. --output append
 """
 
 from textgen_jax import cli  # First: Ctrl-C during the imports below is one line too.
+
 cli.exit_on_ctrl_c()
 
 import sys
@@ -21,12 +22,14 @@ from textgen_jax.data import readers
 from textgen_jax.errors import TextgenError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A VAE or LM training workdir.", required=True)
-_DATA_PATH = flags.DEFINE_string("data_path", None, "Sentences, one per line (default: the "
-                                 "workdir's data.valid_path).")
+_DATA_PATH = flags.DEFINE_string(
+  "data_path", None, "Sentences, one per line (default: the workdir's data.valid_path)."
+)
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 500, "K, importance samples per sentence.")
 _CHUNK_SIZE = flags.DEFINE_integer("chunk_size", 50, "Samples decoded together per sentence.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Sentences per batch (rows decoded together "
-                                   "are batch_size * chunk_size).")
+_BATCH_SIZE = flags.DEFINE_integer(
+  "batch_size", 16, "Sentences per batch (rows decoded together are batch_size * chunk_size)."
+)
 _MAX_SENTENCES = flags.DEFINE_integer("max_sentences", 0, "Evaluate the first N only (0: all).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for the importance and MI samples.")
 _STEP = flags.DEFINE_integer("step", None, "Evaluate this checkpoint (default: the latest).")
@@ -46,17 +49,29 @@ def main(argv):
     raise TextgenError("--data_path is required: the workdir's config has no data.valid_path")
   sentences, _ = readers.read_lines(path, verbose=False)
   if _MAX_SENTENCES.value:
-    sentences = sentences[:_MAX_SENTENCES.value]
-  results = model.evaluate(sentences, _NUM_SAMPLES.value, _CHUNK_SIZE.value, _BATCH_SIZE.value,
-                           jax.random.key(_SEED.value))
-  record = {"workdir": _WORKDIR.value, "step": model.step, "data_path": path,
-            "kind": model.config.model.kind, **results}
+    sentences = sentences[: _MAX_SENTENCES.value]
+  results = model.evaluate(
+    sentences, _NUM_SAMPLES.value, _CHUNK_SIZE.value, _BATCH_SIZE.value, jax.random.key(_SEED.value)
+  )
+  record = {
+    "workdir": _WORKDIR.value,
+    "step": model.step,
+    "data_path": path,
+    "kind": model.config.model.kind,
+    **results,
+  }
   cli.print_record(record, _OUTPUT.value)
-  print(f"{len(sentences)} sentences: NLL {results['nll_per_sentence']:.2f} nats per sentence, "
-        f"perplexity {results['perplexity']:.2f}, in {results['seconds']:.0f} s", file=sys.stderr)
+  print(
+    f"{len(sentences)} sentences: NLL {results['nll_per_sentence']:.2f} nats per sentence, "
+    f"perplexity {results['perplexity']:.2f}, in {results['seconds']:.0f} s",
+    file=sys.stderr,
+  )
   if "active_units" in results and results["active_units"] is None:
-    print("note: active_units is null: it is a variance across sentences, which needs at least "
-          "2 sentences", file=sys.stderr)
+    print(
+      "note: active_units is null: it is a variance across sentences, which needs at least "
+      "2 sentences",
+      file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

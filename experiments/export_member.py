@@ -8,6 +8,7 @@ vocabularies and its parameters at the latest checkpoint (or --step).
 """
 
 from textgen_jax import cli  # First: Ctrl-C during the imports below is one line too.
+
 cli.exit_on_ctrl_c()
 
 from absl import flags

@@ -13,6 +13,7 @@ honours --temperature, --top_k and --top_p; --strategy=beam honours --beam_size 
 """
 
 from textgen_jax import cli  # First: Ctrl-C during the imports below is one line too.
+
 cli.exit_on_ctrl_c()
 
 import sys
@@ -26,19 +27,24 @@ from textgen_jax.decoding import DecodeSettings
 from textgen_jax.errors import TextgenError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A VAE or LM training workdir.", required=True)
-_MODE = flags.DEFINE_enum("mode", "sample", ["sample", "reconstruct", "interpolate"],
-                          "What to generate.")
+_MODE = flags.DEFINE_enum(
+  "mode", "sample", ["sample", "reconstruct", "interpolate"], "What to generate."
+)
 _NUM = flags.DEFINE_integer("num", 10, "sample: how many sentences.")
-_NUM_POINTS = flags.DEFINE_integer("num_points", 5, "interpolate: points on the line, ends included.")
-_POSTERIOR_SAMPLE = flags.DEFINE_bool("posterior_sample", False,
-                                      "reconstruct: decode z ~ q(z|x) instead of its mean.")
+_NUM_POINTS = flags.DEFINE_integer(
+  "num_points", 5, "interpolate: points on the line, ends included."
+)
+_POSTERIOR_SAMPLE = flags.DEFINE_bool(
+  "posterior_sample", False, "reconstruct: decode z ~ q(z|x) instead of its mean."
+)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for the prior, posterior and word samples.")
 # Decoding defaults to greedy, except in sample mode (--strategy=sample).
 _decode_settings = cli.define_decode_flags(default_strategy=None)
 
 
-def reconstruct_each(model: vae.SentenceModel, texts: list[str], rng: jax.Array | None,
-                     settings: DecodeSettings) -> list[str]:
+def reconstruct_each(
+  model: vae.SentenceModel, texts: list[str], rng: jax.Array | None, settings: DecodeSettings
+) -> list[str]:
   """One output line per input: an empty one for an input without tokens (a blank line), which
   the model cannot encode, so that output line i still answers input line i."""
   encodable = [i for i, text in enumerate(texts) if model.tokenizer.tokenize(text)]

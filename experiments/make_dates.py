@@ -25,8 +25,16 @@ _NUM_TRAIN = flags.DEFINE_integer("num_train", 20000, "Training pairs.")
 _NUM_VALID = flags.DEFINE_integer("num_valid", 1000, "Validation pairs (unseen dates).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
-FORMATS = ("%A, %B %d, %Y", "%B %d, %Y", "%d %B %Y", "%d %b %Y", "%b %d %Y", "%m/%d/%Y",
-           "%d.%m.%Y", "%a %d %b %Y")
+FORMATS = (
+  "%A, %B %d, %Y",
+  "%B %d, %Y",
+  "%d %B %Y",
+  "%d %b %Y",
+  "%b %d %Y",
+  "%m/%d/%Y",
+  "%d.%m.%Y",
+  "%a %d %b %Y",
+)
 
 
 def date_pairs(dates: list[datetime.date], rng: np.random.Generator) -> list[tuple[str, str]]:
@@ -49,7 +57,7 @@ def main(argv):
   first, last = datetime.date(1900, 1, 1), datetime.date(2099, 12, 31)
   offsets = rng.choice((last - first).days + 1, _NUM_TRAIN.value + _NUM_VALID.value, replace=False)
   dates = [first + datetime.timedelta(days=int(d)) for d in offsets]
-  splits = {"train.tsv": dates[:_NUM_TRAIN.value], "valid.tsv": dates[_NUM_TRAIN.value:]}
+  splits = {"train.tsv": dates[: _NUM_TRAIN.value], "valid.tsv": dates[_NUM_TRAIN.value :]}
   for filename, split_dates in splits.items():
     path = os.path.join(_OUT_DIR.value, filename)
     try:  # Checked above; what remains is a full disk or a train.tsv that is a directory.
@@ -57,8 +65,9 @@ def main(argv):
       with open(path, "w", encoding="utf-8") as f:
         f.writelines(f"{s}\t{t}\n" for s, t in date_pairs(split_dates, rng))
     except OSError as e:
-      raise TextgenError(f"--out_dir={_OUT_DIR.value}: cannot write {path} ({e.strerror})"
-                         ) from None
+      raise TextgenError(
+        f"--out_dir={_OUT_DIR.value}: cannot write {path} ({e.strerror})"
+      ) from None
     print(f"wrote {len(split_dates)} pairs to {path}")
 
 

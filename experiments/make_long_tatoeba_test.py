@@ -15,13 +15,17 @@ from textgen_jax.data.tokenizers import WordTokenizer
 from textgen_jax.seq2seq.config import DEFAULT_CORPUS
 
 tok = WordTokenizer(lowercase=True)
-bundled = {tok.normalize(l.split("\t")[0]) for l in open(DEFAULT_CORPUS, encoding="utf-8")}
+bundled = {tok.normalize(line.split("\t")[0]) for line in open(DEFAULT_CORPUS, encoding="utf-8")}
 pairs = {}
 for line in open(sys.argv[1], encoding="utf-8"):
   source, target = line.rstrip("\n").split("\t")[:2]
   key = tok.normalize(source)
-  if (len(source.split()) >= 10 and key not in bundled and len(tok.tokenize(source)) <= 16
-      and len(tok.tokenize(target)) <= 16):
+  if (
+    len(source.split()) >= 10
+    and key not in bundled
+    and len(tok.tokenize(source)) <= 16
+    and len(tok.tokenize(target)) <= 16
+  ):
     pairs.setdefault(source, []).append(target)
 sources = sorted(pairs)
 random.Random(0).shuffle(sources)

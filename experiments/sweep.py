@@ -28,16 +28,20 @@ from textgen_jax import cli, population, seq2seq, vae
 from textgen_jax.errors import TextgenError
 
 _CONFIG = cli.define_config_file(
-    os.path.join(os.path.dirname(__file__), "configs", "seq2seq_default.py"),
-    "Config file; override fields with --config.<section>.<field>=value.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the sweep; one subdirectory per "
-                               "grid point.", required=True)
+  os.path.join(os.path.dirname(__file__), "configs", "seq2seq_default.py"),
+  "Config file; override fields with --config.<section>.<field>=value.",
+)
+_WORKDIR = flags.DEFINE_string(
+  "workdir", None, "Directory of the sweep; one subdirectory per grid point.", required=True
+)
 _GRID = flags.DEFINE_string("grid", "", "Knobs and their values: 'field=v1,v2;field=v1,v2'.")
 _SEEDS = flags.DEFINE_integer("seeds", 4, "Members (seeds) per grid point.")
 _METRIC = flags.DEFINE_string("metric", "valid_loss", "Held-out metric of the table and plot.")
 
-TRAIN = {"seq2seq": (seq2seq.train_and_evaluate, "experiments/train_seq2seq.py"),
-         "vae": (vae.train_and_evaluate, "experiments/train_vae.py")}
+TRAIN = {
+  "seq2seq": (seq2seq.train_and_evaluate, "experiments/train_seq2seq.py"),
+  "vae": (vae.train_and_evaluate, "experiments/train_vae.py"),
+}
 
 
 def parse_grid(grid: str, config) -> dict[str, list]:
@@ -75,8 +79,15 @@ def point_config(base, point: dict[str, object], num_seeds: int):
 
 def command(script: str, point: dict[str, object], num_seeds: int, workdir: str) -> str:
   flags_ = [f"--config.{name}={value}" for name, value in point.items()]
-  return " ".join(["python", script, f"--workdir={workdir}",
-                   f"--config.population.num_members={num_seeds}", *flags_])
+  return " ".join(
+    [
+      "python",
+      script,
+      f"--workdir={workdir}",
+      f"--config.population.num_members={num_seeds}",
+      *flags_,
+    ]
+  )
 
 
 def run_point(config, point, workdir: str, metric: str) -> dict[str, object]:
@@ -91,18 +102,27 @@ def run_point(config, point, workdir: str, metric: str) -> dict[str, object]:
     raise TextgenError(f"--metric={metric}: {workdir} has no member with it")
   base_cmd = command(script, point, config.population.num_members, workdir)
   extra = " ".join(shlex.quote(arg) for arg in sys.argv[1:] if arg.startswith("--config."))
-  return {**point, "point": os.path.basename(workdir), "mean": float(np.mean(values)),
-          "std": float(np.std(values)), "num_seeds": len(values),
-          "command": f"{base_cmd} {extra}".strip()}
+  return {
+    **point,
+    "point": os.path.basename(workdir),
+    "mean": float(np.mean(values)),
+    "std": float(np.std(values)),
+    "num_seeds": len(values),
+    "command": f"{base_cmd} {extra}".strip(),
+  }
 
 
-def write_table(rows: list[dict[str, object]], knobs: dict[str, list], metric: str,
-                workdir: str) -> str:
+def write_table(
+  rows: list[dict[str, object]], knobs: dict[str, list], metric: str, workdir: str
+) -> str:
   header = [*knobs, f"{metric} mean", "std", "seeds"]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for row in rows:
-    cells = [str(row[k]) for k in knobs] + [f"{row['mean']:.4g}", f"{row['std']:.2g}",
-                                            str(row["num_seeds"])]
+    cells = [str(row[k]) for k in knobs] + [
+      f"{row['mean']:.4g}",
+      f"{row['std']:.2g}",
+      str(row["num_seeds"]),
+    ]
     lines.append("| " + " | ".join(cells) + " |")
   lines += ["", "Commands (each point's population):", ""]
   lines += [f"    {row['command']}" for row in rows]
@@ -117,14 +137,21 @@ def write_table(rows: list[dict[str, object]], knobs: dict[str, list], metric: s
 def plot(rows: list[dict[str, object]], knobs: dict[str, list], metric: str, path: str) -> None:
   """One panel per knob: the metric against its values, the others at their first value."""
   import matplotlib  # pylint: disable=import-outside-toplevel
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
   fig, axes = plt.subplots(1, len(knobs), figsize=(4 * len(knobs), 3.2), squeeze=False)
   for ax, name in zip(axes[0], knobs):
     others = {k: values[0] for k, values in knobs.items() if k != name}
     chosen = [r for r in rows if all(r[k] == v for k, v in others.items())]
-    ax.errorbar([r[name] for r in chosen], [r["mean"] for r in chosen],
-                yerr=[r["std"] for r in chosen], marker="o", capsize=3)
+    ax.errorbar(
+      [r[name] for r in chosen],
+      [r["mean"] for r in chosen],
+      yerr=[r["std"] for r in chosen],
+      marker="o",
+      capsize=3,
+    )
     ax.set_xlabel(name)
     ax.set_ylabel(metric)
   fig.tight_layout()

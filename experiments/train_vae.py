@@ -6,8 +6,11 @@ workdir's last checkpoint.
 """
 
 from textgen_jax import cli  # First: Ctrl-C during the imports below is one line too.
-cli.exit_on_ctrl_c("training had not started or had ended: its checkpoints are as "
-                  "they were; run the same command to resume")
+
+cli.exit_on_ctrl_c(
+  "training had not started or had ended: its checkpoints are as "
+  "they were; run the same command to resume"
+)
 
 import os
 
@@ -16,17 +19,21 @@ from absl import flags
 from textgen_jax import vae
 
 _CONFIG = cli.define_config_file(
-    os.path.join(os.path.dirname(__file__), "configs", "ptb_vae.py"),
-    "Config file; override fields with --config.<section>.<field>=value.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, vocabulary, metrics.",
-                               required=True)
+  os.path.join(os.path.dirname(__file__), "configs", "ptb_vae.py"),
+  "Config file; override fields with --config.<section>.<field>=value.",
+)
+_WORKDIR = flags.DEFINE_string(
+  "workdir", None, "Directory for checkpoints, vocabulary, metrics.", required=True
+)
 
 
 def main(argv):
   del argv
   vae.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  print(f"Done. Generate with: python experiments/generate_vae.py --workdir={_WORKDIR.value} "
-        "--mode=sample")
+  print(
+    f"Done. Generate with: python experiments/generate_vae.py --workdir={_WORKDIR.value} "
+    "--mode=sample"
+  )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ normalisation of --length_norm/--length_alpha).
 """
 
 from textgen_jax import cli  # First: Ctrl-C during the imports below is one line too.
+
 cli.exit_on_ctrl_c()
 
 import os
@@ -28,17 +29,26 @@ from textgen_jax.data import readers
 from textgen_jax.errors import TextgenError
 from textgen_jax.seq2seq import plots
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir (or a saved translator).",
-                               required=True)
+_WORKDIR = flags.DEFINE_string(
+  "workdir", None, "A training workdir (or a saved translator).", required=True
+)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Sentences decoded together.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed (with --strategy=sample).")
-_N_BEST = flags.DEFINE_integer("n_best", 0, "With --strategy=beam: print the K best hypotheses "
-                               "per input, tab-separated with their scores (0: the best alone).")
-_ATTENTION_PNG = flags.DEFINE_string("attention_png", None, "Folder for one attention heatmap "
-                                     "PNG per input (models with attention).")
+_N_BEST = flags.DEFINE_integer(
+  "n_best",
+  0,
+  "With --strategy=beam: print the K best hypotheses "
+  "per input, tab-separated with their scores (0: the best alone).",
+)
+_ATTENTION_PNG = flags.DEFINE_string(
+  "attention_png", None, "Folder for one attention heatmap PNG per input (models with attention)."
+)
 _STEP = flags.DEFINE_integer("step", None, "The checkpoint (default: the latest).")
-_AVERAGE_LAST = flags.DEFINE_integer("average_last", 0, "Average the parameters of the last K "
-                                     "kept checkpoints (0 or 1: one checkpoint).")
+_AVERAGE_LAST = flags.DEFINE_integer(
+  "average_last",
+  0,
+  "Average the parameters of the last K kept checkpoints (0 or 1: one checkpoint).",
+)
 _decode_settings = cli.define_decode_flags()
 
 
@@ -50,22 +60,28 @@ def main(argv):
     raise TextgenError("--attention_png draws the maps of greedy or beam outputs")
   if _N_BEST.value and settings.strategy != "beam":
     raise TextgenError("--n_best needs --strategy=beam")
-  translator = seq2seq.Translator.load(_WORKDIR.value, _STEP.value,
-                                       average_last=_AVERAGE_LAST.value)
+  translator = seq2seq.Translator.load(
+    _WORKDIR.value, _STEP.value, average_last=_AVERAGE_LAST.value
+  )
   if _N_BEST.value:
-    for index, n_best in enumerate(translator.n_best(texts, _N_BEST.value, _BATCH_SIZE.value,
-                                                     settings)):
+    for index, n_best in enumerate(
+      translator.n_best(texts, _N_BEST.value, _BATCH_SIZE.value, settings)
+    ):
       for rank, (text, score) in enumerate(n_best, start=1):
         print(f"{index}\t{rank}\t{score:.4f}\t{text}")
   else:
-    for output in translator.translate(texts, _BATCH_SIZE.value, settings,
-                                       jax.random.key(_SEED.value)):
+    for output in translator.translate(
+      texts, _BATCH_SIZE.value, settings, jax.random.key(_SEED.value)
+    ):
       print(output)
   if _ATTENTION_PNG.value:
-    paths = plots.attention_heatmaps(translator.attention(texts, _BATCH_SIZE.value, settings),
-                                     _ATTENTION_PNG.value)
-    print(f"wrote {len(paths)} attention maps to {os.path.abspath(_ATTENTION_PNG.value)}",
-          file=sys.stderr)
+    paths = plots.attention_heatmaps(
+      translator.attention(texts, _BATCH_SIZE.value, settings), _ATTENTION_PNG.value
+    )
+    print(
+      f"wrote {len(paths)} attention maps to {os.path.abspath(_ATTENTION_PNG.value)}",
+      file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

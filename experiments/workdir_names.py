@@ -47,8 +47,14 @@ def tiny_config(train_path: str, num_steps: int) -> ml_collections.ConfigDict:
 
 def trial(root: str, name: str, train_path: str) -> dict:
   workdir = os.path.join(root, name)
-  record = {"name": name, "refused": False, "trained": False, "resumed": False,
-            "translated": False, "problem": None}
+  record = {
+    "name": name,
+    "refused": False,
+    "trained": False,
+    "resumed": False,
+    "translated": False,
+    "problem": None,
+  }
   try:
     seq2seq.train_and_evaluate(tiny_config(train_path, 2), workdir)
     record["trained"] = True
@@ -62,9 +68,11 @@ def trial(root: str, name: str, train_path: str) -> dict:
     record["made_nothing"] = not os.path.exists(workdir)
   except Exception as e:  # pylint: disable=broad-except  # A failure is a finding, recorded.
     record["problem"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
-  record["expected"] = (record["refused"] and record.get("made_nothing", False)
-                        if any(c in GLOB_CHARACTERS + SEPARATOR_CHARACTERS for c in name)
-                        else record["translated"])
+  record["expected"] = (
+    record["refused"] and record.get("made_nothing", False)
+    if any(c in GLOB_CHARACTERS + SEPARATOR_CHARACTERS for c in name)
+    else record["translated"]
+  )
   return record
 
 
@@ -78,11 +86,19 @@ def main() -> None:
         records.append(trial(os.path.join(root, "runs"), name, train_path))
       print(json.dumps(records[-1], ensure_ascii=False), flush=True)
   refused = [r["name"] for r in records if r["refused"]]
-  print(json.dumps({"summary": True, "names": len(records),
-                    "trained_resumed_translated": sum(r["translated"] for r in records),
-                    "refused_in_one_line": refused,
-                    "as_expected": sum(r["expected"] for r in records),
-                    "seconds": round(time.time() - start)}, ensure_ascii=False))
+  print(
+    json.dumps(
+      {
+        "summary": True,
+        "names": len(records),
+        "trained_resumed_translated": sum(r["translated"] for r in records),
+        "refused_in_one_line": refused,
+        "as_expected": sum(r["expected"] for r in records),
+        "seconds": round(time.time() - start),
+      },
+      ensure_ascii=False,
+    )
+  )
   sys.exit(0 if all(r["expected"] for r in records) else 1)
 
 

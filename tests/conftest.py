@@ -10,9 +10,16 @@ import tempfile
 # XLA compile time dominates this suite on CPU and the programs are tiny, so compile them with
 # cheap backend optimisations (about a third less compile time). This must precede `import jax`;
 # subprocesses started by the tests inherit it.
-os.environ["XLA_FLAGS"] = " ".join(filter(None, [  # Before importing jax.
-    os.environ.get("XLA_FLAGS"), "--xla_backend_optimization_level=0",
-    "--xla_llvm_disable_expensive_passes=true"]))
+os.environ["XLA_FLAGS"] = " ".join(
+  filter(
+    None,
+    [  # Before importing jax.
+      os.environ.get("XLA_FLAGS"),
+      "--xla_backend_optimization_level=0",
+      "--xla_llvm_disable_expensive_passes=true",
+    ],
+  )
+)
 
 # Broadcasting that silently adds dimensions hides shape bugs: under test it is an error (here
 # and in the scripts the tests start), so every broadcast in the library is written out.

@@ -24,13 +24,20 @@ import optax
 from textgen_jax import checkpointing, seq2seq, training, vae
 from textgen_jax.data import batching
 from textgen_jax.seq2seq.model import Seq2Seq, Seq2SeqConfig
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLED_CORPUS = os.path.join(REPO_ROOT, "textgen_jax", "data", "corpora", "fra_eng_40k.tsv")
 
 # A toy English->French word lexicon; pairs built from it are trivially learnable.
 _LEXICON = {
-    "go": "va", "run": "cours", "hi": "salut", "stop": "arrête", "wait": "attends",
-    "eat": "mange", "sit": "assis", "help": "aide",
+  "go": "va",
+  "run": "cours",
+  "hi": "salut",
+  "stop": "arrête",
+  "wait": "attends",
+  "eat": "mange",
+  "sit": "assis",
+  "help": "aide",
 }
 ATTRIBUTION = "CC-BY 2.0 (France) Attribution: tatoeba.org #1 (someone) & #2 (someone else)"
 
@@ -42,8 +49,9 @@ def make_pairs(num_pairs: int, seed: int = 0) -> list[tuple[str, str]]:
   pairs = []
   for _ in range(num_pairs):
     first, second = rng.choice(english), rng.choice(english)
-    pairs.append((f"{first.capitalize()} {second}.", f"{_LEXICON[first].capitalize()} "
-                  f"{_LEXICON[second]} !"))
+    pairs.append(
+      (f"{first.capitalize()} {second}.", f"{_LEXICON[first].capitalize()} {_LEXICON[second]} !")
+    )
   return pairs
 
 
@@ -105,7 +113,9 @@ def tiny_config(train_path: Any, **overrides: Any) -> ml_collections.ConfigDict:
   return _override(config, overrides)
 
 
-def _override(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+def _override(
+  config: ml_collections.ConfigDict, overrides: dict[str, Any]
+) -> ml_collections.ConfigDict:
   for name, value in overrides.items():
     section, field = name.split("__") if "__" in name else (None, name)
     target = config if section is None else config[section]
@@ -117,9 +127,14 @@ def _override(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> m
 
 # A toy corpus for the sentence VAE and LM: short, repetitive, trivially memorised.
 SENTENCES = [
-    "the cat sat on the mat", "a dog ran in the park", "the bird sang a song",
-    "my friend likes green tea", "the sun rose over the hills", "we ate bread and cheese",
-    "the train left at noon", "she reads a long book",
+  "the cat sat on the mat",
+  "a dog ran in the park",
+  "the bird sang a song",
+  "my friend likes green tea",
+  "the sun rose over the hills",
+  "we ate bread and cheese",
+  "the train left at noon",
+  "she reads a long book",
 ]
 
 
@@ -166,8 +181,10 @@ def random_like(shapes: Any, seed: int = 0) -> Any:
 
 
 def trees_differ(a: Any, b: Any) -> bool:
-  return any(not np.array_equal(np.asarray(x), np.asarray(y))
-             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  return any(
+    not np.array_equal(np.asarray(x), np.asarray(y))
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+  )
 
 
 def copy_tree(tree: Any) -> Any:
@@ -175,18 +192,25 @@ def copy_tree(tree: Any) -> Any:
   return jax.tree.map(lambda x: x.copy() if hasattr(x, "copy") else x, tree)
 
 
-
-
-def run_script(script: str, *args: str, stdin: str = "", timeout: float = 300,
-               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_script(
+  script: str, *args: str, stdin: str = "", timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
   """Runs experiments/<script> from the repository root, as the README does."""
-  return subprocess.run([sys.executable, os.path.join("experiments", script), *args], input=stdin,
-                        capture_output=True, text=True, cwd=REPO_ROOT, timeout=timeout,
-                        check=False, env=env)
+  return subprocess.run(
+    [sys.executable, os.path.join("experiments", script), *args],
+    input=stdin,
+    capture_output=True,
+    text=True,
+    cwd=REPO_ROOT,
+    timeout=timeout,
+    check=False,
+    env=env,
+  )
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str,
-                          only_output: bool = True) -> None:
+def assert_one_line_error(
+  result: subprocess.CompletedProcess, *fragments: str, only_output: bool = True
+) -> None:
   """Exit code 2, no traceback, exactly one `error:` line holding every fragment; with
   only_output, that line is all the script printed."""
   assert result.returncode == 2, result.stderr
@@ -239,8 +263,9 @@ class Setup:
   eval_step: Callable
 
   def fresh_state(self, params=None):
-    return training.create_train_state(None, copy_tree(self.params if params is None else params),
-                                       self.optimizer)
+    return training.create_train_state(
+      None, copy_tree(self.params if params is None else params), self.optimizer
+    )
 
   def train(self, state, num_steps, rng=jax.random.key(0)):
     for _ in range(num_steps):
@@ -253,13 +278,21 @@ class Setup:
 
 
 def make_setup() -> "Setup":
-  model = Seq2Seq(Seq2SeqConfig(source_vocab_size=V, target_vocab_size=V, embed_dim=E,
-                                hidden_size=H, dropout_rate=0.1))
+  model = Seq2Seq(
+    Seq2SeqConfig(
+      source_vocab_size=V, target_vocab_size=V, embed_dim=E, hidden_size=H, dropout_rate=0.1
+    )
+  )
   params = jax.jit(functools.partial(seq2seq.model.init_params, model))(jax.random.key(0))
   rng = np.random.default_rng(0)
   sources = [rng.integers(4, V, n).astype(np.int32) for n in (7, 3, 5)]
   targets = [rng.integers(4, V, n).astype(np.int32) for n in (6, 2, 4)]
   loss_fn = functools.partial(seq2seq.loss.loss, model=model)
-  return Setup(model, params, training.make_optimizer(opt_config(), 100),
-               batching.pad_batch(sources, targets, B, L), training.jit_train_step(loss_fn),
-               training.jit_eval_step(loss_fn))
+  return Setup(
+    model,
+    params,
+    training.make_optimizer(opt_config(), 100),
+    batching.pad_batch(sources, targets, B, L),
+    training.jit_train_step(loss_fn),
+    training.jit_eval_step(loss_fn),
+  )

@@ -19,8 +19,12 @@ from textgen_jax.workdir import checkpoint_dir
 # Trains a run to damage (seconds), then restores and trains on.
 pytestmark = pytest.mark.slow
 
-CELLS = [(target, kind, fault) for target in faults.TARGETS for kind in faults.KINDS
-         for fault in faults.FAULTS]
+CELLS = [
+  (target, kind, fault)
+  for target in faults.TARGETS
+  for kind in faults.KINDS
+  for fault in faults.FAULTS
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +32,9 @@ def run(tmp_path_factory) -> faults.Run:
   """Six steps with checkpoints at 2, 4 and 6, each read back as saved."""
   directory = tmp_path_factory.mktemp("faults")
   train_path = write_tsv(directory / "pairs.tsv", make_pairs(40))
-  return faults.train_run(tiny_config(train_path, train__checkpoint_every=2),
-                          str(directory / "run"))
+  return faults.train_run(
+    tiny_config(train_path, train__checkpoint_every=2), str(directory / "run")
+  )
 
 
 def _damaged_copy(run: faults.Run, directory, steps, fault="flip", seed=0) -> str:
@@ -50,21 +55,30 @@ def test_damage_of_each_kind_is_found_or_changes_nothing(run, tmp_path, target, 
   left); training's restore moves exactly the damaged newer ones aside and restores the newest
   intact state exactly. Damage to files outside the checksums (UNCHECKED_FILES) must leave the
   checkpoint restoring as saved."""
-  record = faults.trial(run, str(tmp_path), target, kind, fault,
-                        np.random.default_rng([CELLS.index((target, kind, fault)), 15]))
+  record = faults.trial(
+    run,
+    str(tmp_path),
+    target,
+    kind,
+    fault,
+    np.random.default_rng([CELLS.index((target, kind, fault)), 15]),
+  )
   assert record["recovered"], record["problems"]
   assert bool(record["moved_aside"]) == (run.steps[-1] in record["checked_damage"])
 
 
-@pytest.mark.parametrize("target,kind,fault", [("newest", "data", "flip"),
-                                               ("every", "manifest", "truncate")])
-def test_training_on_from_damage_ends_where_the_undamaged_run_ends(run, tmp_path, target, kind,
-                                                                   fault):
+@pytest.mark.parametrize(
+  "target,kind,fault", [("newest", "data", "flip"), ("every", "manifest", "truncate")]
+)
+def test_training_on_from_damage_ends_where_the_undamaged_run_ends(
+  run, tmp_path, target, kind, fault
+):
   """Resumption from the newest intact checkpoint (or from scratch) is exact: the final
   parameters and every train record (metrics.jsonl cut back, then rewritten) are the undamaged
   run's."""
-  record = faults.trial(run, str(tmp_path), target, kind, fault, np.random.default_rng(3),
-                        resume=True)
+  record = faults.trial(
+    run, str(tmp_path), target, kind, fault, np.random.default_rng(3), resume=True
+  )
   assert record["recovered"], record["problems"]
   assert record["steps_lost"] == (2 if target == "newest" else 6)
 
@@ -74,8 +88,7 @@ def test_training_names_each_checkpoint_set_aside_and_the_steps_lost(run, tmp_pa
   seq2seq.train_and_evaluate(run.config, workdir)
   out = capsys.readouterr().out
   for step in (6, 4):
-    assert (f"{checkpoint_dir(workdir)}/{step}: corrupt checkpoint (params/ocdbt.process_0/d/"
-            in out)
+    assert f"{checkpoint_dir(workdir)}/{step}: corrupt checkpoint (params/ocdbt.process_0/d/" in out
     assert f"moved to {checkpoint_dir(workdir)}/corrupt/{step}\n" in out
   assert "The newest intact checkpoint is at step 2: 4 steps are lost" in out
   assert "Resuming from the checkpoint at step 2" in out
@@ -89,8 +102,9 @@ def test_a_checkpoint_damaged_again_in_corrupt_keeps_both(run, tmp_path):
   workdir = _damaged_copy(run, tmp_path, [6])
   checkpointer = Checkpointer(checkpoint_dir(workdir), for_training=True)
   assert [step for step, _, _ in checkpointer.set_aside_corrupt()] == [6]
-  shutil.copytree(os.path.join(run.workdir, "checkpoints", "6"),
-                  os.path.join(checkpoint_dir(workdir), "6"))
+  shutil.copytree(
+    os.path.join(run.workdir, "checkpoints", "6"), os.path.join(checkpoint_dir(workdir), "6")
+  )
   os.truncate(os.path.join(checkpoint_dir(workdir), "6", CHECKSUMS_FILE), 10)
   checkpointer.reload()
   moved = checkpointer.set_aside_corrupt()
@@ -104,23 +118,32 @@ def test_readers_skip_a_damaged_checkpoint_with_a_warning_and_move_nothing(run, 
   result = run_script("translate.py", f"--workdir={workdir}", "one two")
   assert result.returncode == 0, result.stderr
   assert len(result.stdout.splitlines()) == 1
-  assert (f"warning: {checkpoint_dir(workdir)}/6: corrupt checkpoint (params/ocdbt.process_0/d/"
-          in result.stderr) and "were written); skipped" in result.stderr
+  assert (
+    f"warning: {checkpoint_dir(workdir)}/6: corrupt checkpoint (params/ocdbt.process_0/d/"
+    in result.stderr
+  ) and "were written); skipped" in result.stderr
   assert "Traceback" not in result.stderr
   assert os.path.isdir(os.path.join(checkpoint_dir(workdir), "6"))  # Readers move nothing.
-  with pytest.raises(TextgenError, match=f"^{checkpoint_dir(workdir)}/6: corrupt checkpoint .*; "
-                     r"choose another --step \(the workdir has steps \[2, 4, 6\]\)$"):
+  with pytest.raises(
+    TextgenError,
+    match=f"^{checkpoint_dir(workdir)}/6: corrupt checkpoint .*; "
+    r"choose another --step \(the workdir has steps \[2, 4, 6\]\)$",
+  ):
     seq2seq.Translator.load(workdir, step=6)  # Named: nothing stands in for it.
 
 
 def test_averaging_counts_only_intact_checkpoints_and_says_how_many_were_damaged(run, tmp_path):
   workdir = _damaged_copy(run, tmp_path, [6])
-  with pytest.raises(TextgenError, match=r"--average_last=3: .* keeps 2 checkpoints up to step 4 "
-                     r"\(\[2, 4\], and 1 damaged\)"):
+  with pytest.raises(
+    TextgenError,
+    match=r"--average_last=3: .* keeps 2 checkpoints up to step 4 "
+    r"\(\[2, 4\], and 1 damaged\)",
+  ):
     seq2seq.Translator.load(workdir, average_last=3)
   averaged = seq2seq.Translator.load(workdir, average_last=2).params
-  assert_trees_equal(averaged, workdir_lib.average_params(
-      [run.saved[2].params, run.saved[4].params]))
+  assert_trees_equal(
+    averaged, workdir_lib.average_params([run.saved[2].params, run.saved[4].params])
+  )
 
 
 def test_readers_fail_in_one_line_when_no_checkpoint_is_intact(run, tmp_path, capsys):

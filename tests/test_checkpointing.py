@@ -23,8 +23,9 @@ def test_checkpoint_round_trip_and_identical_next_step(setup, tmp_path):
   assert checkpointer.save(state)
   checkpointer.close()
 
-  fresh = setup.fresh_state(jax.jit(functools.partial(seq2seq.model.init_params, setup.model))(
-      jax.random.key(1)))
+  fresh = setup.fresh_state(
+    jax.jit(functools.partial(seq2seq.model.init_params, setup.model))(jax.random.key(1))
+  )
   assert trees_differ(fresh.params, state.params)
   reopened = Checkpointer(str(tmp_path / "checkpoints"))
   assert reopened.latest_step() == 2
@@ -92,8 +93,12 @@ def test_restoring_into_another_model_raises(setup, tmp_path):
   checkpointer.save(setup.train(setup.fresh_state(), 1), force=True)
   checkpointer.close()
   bigger = Seq2Seq(dataclasses.replace(setup.model.config, hidden_size=2 * H))
-  other_state = jax.eval_shape(lambda key: training.create_train_state(
-      None, seq2seq.model.init_params(bigger, key), setup.optimizer), jax.random.key(0))
+  other_state = jax.eval_shape(
+    lambda key: training.create_train_state(
+      None, seq2seq.model.init_params(bigger, key), setup.optimizer
+    ),
+    jax.random.key(0),
+  )
   with pytest.raises(TextgenError, match="do not match"):
     Checkpointer(str(tmp_path / "checkpoints")).restore(other_state)
   with pytest.raises(TextgenError, match="do not match"):
@@ -112,8 +117,9 @@ def test_glob_characters_in_the_path_never_commit_an_incomplete_checkpoint(setup
   state = setup.train(setup.fresh_state(), 1)
   directory = tmp_path / "run[x]" / "checkpoints"
   checkpointer = Checkpointer(str(directory))
-  with pytest.raises(TextgenError, match="would not restore: .* does not store .* train in "
-                     "another --workdir"):
+  with pytest.raises(
+    TextgenError, match="would not restore: .* does not store .* train in another --workdir"
+  ):
     checkpointer.save(state, force=True)
     checkpointer.close()
   assert not any(name.isdigit() for name in os.listdir(directory))
@@ -128,8 +134,11 @@ def test_workdir_path_with_glob_characters_is_refused_before_training(tmp_path, 
 
 def test_a_backslash_in_a_checkpoint_path_is_refused_when_reading_too(tmp_path):
   # TensorStore reads it as a directory separator: such a checkpoint opens another path.
-  with pytest.raises(TextgenError, match=r"back\\slash/checkpoints: its path contains \\, which "
-                     "TensorStore reads as a directory separator; move or rename it"):
+  with pytest.raises(
+    TextgenError,
+    match=r"back\\slash/checkpoints: its path contains \\, which "
+    "TensorStore reads as a directory separator; move or rename it",
+  ):
     Checkpointer(str(tmp_path / "back\\slash" / "checkpoints"))
 
 
@@ -144,5 +153,6 @@ def test_verify_finds_a_checkpoint_that_lacks_an_array(setup, tmp_path):
   os.remove(os.path.join(step_dir, "params", "manifest.ocdbt"))
   checkpointing.write_checksums(step_dir)
   assert checkpointing.verify(step_dir) == (
-      "params/ does not store params.decoder.forward_0.input_projection.bias, which its "
-      "_METADATA names")
+    "params/ does not store params.decoder.forward_0.input_projection.bias, which its "
+    "_METADATA names"
+  )

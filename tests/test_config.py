@@ -58,9 +58,15 @@ def test_a_value_outside_its_range_is_a_one_line_error_naming_the_flag(family, n
   assert message.startswith(f"--config.{name}"), message
 
 
-@pytest.mark.parametrize("interval, inside, out", [
-    (">= 0", [0, 5.5], [-1e-9, math.inf]), ("> 0", [1e-9], [0, -1]),
-    ("[0, 1)", [0, 0.99], [1, -0.1, math.nan]), ("(0, 1]", [1, 0.5], [0, 1.01])])
+@pytest.mark.parametrize(
+  "interval, inside, out",
+  [
+    (">= 0", [0, 5.5], [-1e-9, math.inf]),
+    ("> 0", [1e-9], [0, -1]),
+    ("[0, 1)", [0, 0.99], [1, -0.1, math.nan]),
+    ("(0, 1]", [1, 0.5], [0, 1.01]),
+  ],
+)
 def test_in_range(interval, inside, out):
   assert all(shared.in_range(v, interval) for v in inside)
   assert not any(shared.in_range(v, interval) for v in out)
@@ -68,8 +74,13 @@ def test_in_range(interval, inside, out):
 
 def test_the_reported_values_are_refused():
   # Issue 22's cases: a negative clip norm trained backwards, the rest were silently accepted.
-  for name, value in [("opt.grad_clip_norm", -1.0), ("data.max_examples", -5),
-                      ("train.label_smoothing", 1.0), ("opt.b2", 1.5), ("opt.warmup_steps", -3)]:
+  for name, value in [
+    ("opt.grad_clip_norm", -1.0),
+    ("data.max_examples", -5),
+    ("train.label_smoothing", 1.0),
+    ("opt.b2", 1.5),
+    ("opt.warmup_steps", -3),
+  ]:
     config = seq2seq.get_config()
     section, field = name.split(".")
     config[section][field] = value

@@ -37,12 +37,14 @@ def test_checked_jit_runs_and_compiles_once_per_shape():
 
 
 def test_a_program_larger_than_free_memory_is_a_clear_error_naming_the_flag(monkeypatch):
-  checked = device_memory.CheckedJit(jax.jit(lambda x: jnp.outer(x, x)), "decoding",
-                                     "--batch_size")
+  checked = device_memory.CheckedJit(jax.jit(lambda x: jnp.outer(x, x)), "decoding", "--batch_size")
   needed = 4 * 1000 * 1000  # The [1000, 1000] float32 output alone.
   monkeypatch.setattr(device_memory, "free_bytes", lambda device: needed // 4)
-  with pytest.raises(TextgenError, match=r"a batch of 1000 does not fit.*needs 3.8 MiB and "
-                     r"1.0 MiB is free; about 2\d\d would fit\); use a smaller --batch_size"):
+  with pytest.raises(
+    TextgenError,
+    match=r"a batch of 1000 does not fit.*needs 3.8 MiB and "
+    r"1.0 MiB is free; about 2\d\d would fit\); use a smaller --batch_size",
+  ):
     checked(jnp.ones(1000), num_rows=1000)
   monkeypatch.setattr(device_memory, "free_bytes", lambda device: 100 * needed)
   assert checked(jnp.ones(1000), num_rows=1000).shape == (1000, 1000)

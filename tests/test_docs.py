@@ -13,10 +13,22 @@ from tests.helpers import REPO_ROOT
 from textgen_jax import seq2seq, vae
 
 DOCS = [os.path.join(REPO_ROOT, "README.md")] + sorted(
-    glob.glob(os.path.join(REPO_ROOT, "docs", "*.md")))
+  glob.glob(os.path.join(REPO_ROOT, "docs", "*.md"))
+)
 # Flags of other tools that the pages name (pytest's, pip's, the shell's).
-OTHER_TOOLS = {"durations", "no-index", "no-deps", "target", "only-binary", "python-version",
-               "rootdir", "query-gpu", "format", "headless", "disable-gpu"}
+OTHER_TOOLS = {
+  "durations",
+  "no-index",
+  "no-deps",
+  "target",
+  "only-binary",
+  "python-version",
+  "rootdir",
+  "query-gpu",
+  "format",
+  "headless",
+  "disable-gpu",
+}
 # Quoted in an error message the pages show (the misspelling is the example).
 MISSPELT_ON_PURPOSE = {"model.hiden_size"}
 
@@ -35,8 +47,11 @@ def script_flags(path: str) -> frozenset[str]:
   if "define_config_file" in source:
     names.add("config")
   if "define_decode_flags" in source:
-    names |= set(re.findall(r"DEFINE_\w+\(\s*\"(\w+)\"",
-                            _text(os.path.join(REPO_ROOT, "textgen_jax", "cli.py"))))
+    names |= set(
+      re.findall(
+        r"DEFINE_\w+\(\s*\"(\w+)\"", _text(os.path.join(REPO_ROOT, "textgen_jax", "cli.py"))
+      )
+    )
   common = os.path.join(REPO_ROOT, "experiments", "bench", "common.py")
   if path != common and "from experiments.bench import" in source:
     names |= script_flags(common)
@@ -51,7 +66,7 @@ def commands(text: str) -> list[tuple[str, str]]:
   for line in joined.splitlines():
     for match in re.finditer(r"experiments/(\w+)\.py|-m experiments\.(\w+(?:\.\w+)*)", line):
       module = match.group(1) or match.group(2).replace(".", "/")
-      rest = line[match.end():].split("&&")[0].split("|")[0].split(";")[0]
+      rest = line[match.end() :].split("&&")[0].split("|")[0].split(";")[0]
       found.append((os.path.join(REPO_ROOT, "experiments", module + ".py"), rest))
   return found
 
@@ -80,15 +95,19 @@ def test_every_script_flag_named_exists(path):
   text = _text(path)
   wrong = []
   for script, line in commands(text):
-    if os.path.isdir(script[:-len(".py")]):  # A package named as such (experiments.bench.<x>).
+    if os.path.isdir(script[: -len(".py")]):  # A package named as such (experiments.bench.<x>).
       continue
     assert os.path.exists(script), f"{script} is named but does not exist"
     for flag in re.findall(r"(?<![\w-])--([a-z_][\w-]*)", line):
       if flag not in script_flags(script) and flag not in OTHER_TOOLS:
         wrong.append((os.path.basename(script), flag))
   # A flag named in prose (`--beam_size`) must be some script's.
-  every_flag = set().union(*(script_flags(p) for p in glob.glob(
-      os.path.join(REPO_ROOT, "experiments", "**", "*.py"), recursive=True)))
+  every_flag = set().union(
+    *(
+      script_flags(p)
+      for p in glob.glob(os.path.join(REPO_ROOT, "experiments", "**", "*.py"), recursive=True)
+    )
+  )
   prose = set(re.findall(r"`--([a-z_]\w*)[=`]", text)) - {"config"}
   wrong += [("(prose)", flag) for flag in sorted(prose - every_flag - OTHER_TOOLS)]
   assert not wrong, f"{os.path.relpath(path, REPO_ROOT)}: {wrong}"

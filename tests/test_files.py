@@ -51,11 +51,17 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
 def test_text_that_is_not_utf8_or_not_a_file_is_a_one_line_error_naming_it(tmp_path):
   latin1 = tmp_path / "latin1.json"
   latin1.write_bytes('{"name": "café"}'.encode("latin-1"))
-  with pytest.raises(TextgenError, match=f"^{re.escape(str(latin1))}: not UTF-8 text "
-                     r"\(byte 0xe9 at offset 13\)"):
+  with pytest.raises(
+    TextgenError,
+    match=f"^{re.escape(str(latin1))}: not UTF-8 text "
+    r"\(byte 0xe9 at offset 13\)",
+  ):
     read_text(str(latin1))
-  with pytest.raises(TextgenError, match=f"^{re.escape(str(tmp_path))}: cannot read it "
-                     r"\(Is a directory\)$"):
+  with pytest.raises(
+    TextgenError,
+    match=f"^{re.escape(str(tmp_path))}: cannot read it "
+    r"\(Is a directory\)$",
+  ):
     read_text(str(tmp_path))
   with pytest.raises(FileNotFoundError):  # The caller says what a missing file means.
     read_text(str(tmp_path / "missing"))

@@ -23,13 +23,16 @@ from textgen_jax.seq2seq.loss import loss as seq2seq_loss
 
 # Two real rows of lengths 5 and 3 and an all-PAD filler row; targets end in EOS (id 2).
 TOKENS = np.array([[4, 7, 9, 5, 2, 0], [8, 6, 2, 0, 0, 0], [0, 0, 0, 0, 0, 0]], np.int32)
-BATCH = dict(inputs=jnp.asarray(TOKENS), input_lengths=jnp.array([5, 3, 0], jnp.int32),
-             targets=jnp.asarray(TOKENS))
+BATCH = dict(
+  inputs=jnp.asarray(TOKENS),
+  input_lengths=jnp.array([5, 3, 0], jnp.int32),
+  targets=jnp.asarray(TOKENS),
+)
 
 GOLDEN = {
-    # family: (summed NLL of the first step's batch, sum of |params| and of params**2 after it)
-    "seq2seq": (20.018263, 623.10211, 229.23547),
-    "vae": (19.918434, 703.58539, 246.41728),
+  # family: (summed NLL of the first step's batch, sum of |params| and of params**2 after it)
+  "seq2seq": (20.018263, 623.10211, 229.23547),
+  "vae": (19.918434, 703.58539, 246.41728),
 }
 
 
@@ -38,24 +41,38 @@ def first_step(family):
     model = Seq2Seq(Seq2SeqConfig(11, 11, embed_dim=8, hidden_size=16, dropout_rate=0.1))
     loss_fn = functools.partial(seq2seq_loss, model=model)
   else:
-    model = SentenceVAE(SentenceVAEConfig(11, embed_dim=8, hidden_size=16, latent_size=4,
-                                  embedding_dropout=0.1, output_dropout=0.1))
-    loss_fn = functools.partial(vae_objective.sentence_loss, model=model,
-                                objective=vae_objective.VAEObjective(kl_schedule="constant"))
-  params = model.init(jax.random.key(0), BATCH["inputs"], BATCH["input_lengths"],
-                      BATCH["targets"])
+    model = SentenceVAE(
+      SentenceVAEConfig(
+        11, embed_dim=8, hidden_size=16, latent_size=4, embedding_dropout=0.1, output_dropout=0.1
+      )
+    )
+    loss_fn = functools.partial(
+      vae_objective.sentence_loss,
+      model=model,
+      objective=vae_objective.VAEObjective(kl_schedule="constant"),
+    )
+  params = model.init(jax.random.key(0), BATCH["inputs"], BATCH["input_lengths"], BATCH["targets"])
   opt = seq2seq.get_config().opt
   opt.warmup_steps = 0
   state = training.create_train_state(model.apply, params, training.make_optimizer(opt, 10))
   state, sums = training.jit_train_step(loss_fn)(state, BATCH, jax.random.key(1))
   leaves = jax.tree.leaves(state.params)
-  return (float(sums["nll_sum"]), float(sum(jnp.abs(x).sum() for x in leaves)),
-          float(sum(jnp.square(x).sum() for x in leaves)))
+  return (
+    float(sums["nll_sum"]),
+    float(sum(jnp.abs(x).sum() for x in leaves)),
+    float(sum(jnp.square(x).sum() for x in leaves)),
+  )
 
 
 @pytest.mark.parametrize("family", list(GOLDEN))
 def test_golden_train_step(family):
   measured = first_step(family)
-  np.testing.assert_allclose(measured, GOLDEN[family], rtol=2e-5, err_msg=(
+  np.testing.assert_allclose(
+    measured,
+    GOLDEN[family],
+    rtol=2e-5,
+    err_msg=(
       f"{family}: the first train step changed; measured {measured}. If the change is meant to "
-      "alter training, update GOLDEN (see the module docstring)."))
+      "alter training, update GOLDEN (see the module docstring)."
+    ),
+  )

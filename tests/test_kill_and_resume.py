@@ -23,37 +23,67 @@ NUM_STEPS, CHECKPOINT_EVERY = 3000, 100
 KILL_STEPS, KILL_EVERY = 300, 5
 
 
-def _train_cli(train_path: str, workdir: str, num_steps: int = NUM_STEPS,
-               checkpoint_every: int = CHECKPOINT_EVERY) -> subprocess.Popen:
+def _train_cli(
+  train_path: str,
+  workdir: str,
+  num_steps: int = NUM_STEPS,
+  checkpoint_every: int = CHECKPOINT_EVERY,
+) -> subprocess.Popen:
   overrides = {
-      "data.train_path": train_path, "data.valid_fraction": 0.2, "data.max_len": 6,
-      "data.min_count": 1, "data.num_buckets": 1, "data.batch_size": 8, "model.embed_dim": 8,
-      "model.hidden_size": 16, "model.dropout_rate": 0.1, "opt.learning_rate": 1e-2,
-      "opt.warmup_steps": 2, "opt.schedule": "cosine", "train.num_steps": num_steps,
-      "train.log_every": 50, "train.eval_every": 100000,
-      "train.checkpoint_every": checkpoint_every, "train.keep_checkpoints": 2,
-      "train.num_examples_to_print": 0}
+    "data.train_path": train_path,
+    "data.valid_fraction": 0.2,
+    "data.max_len": 6,
+    "data.min_count": 1,
+    "data.num_buckets": 1,
+    "data.batch_size": 8,
+    "model.embed_dim": 8,
+    "model.hidden_size": 16,
+    "model.dropout_rate": 0.1,
+    "opt.learning_rate": 1e-2,
+    "opt.warmup_steps": 2,
+    "opt.schedule": "cosine",
+    "train.num_steps": num_steps,
+    "train.log_every": 50,
+    "train.eval_every": 100000,
+    "train.checkpoint_every": checkpoint_every,
+    "train.keep_checkpoints": 2,
+    "train.num_examples_to_print": 0,
+  }
   return subprocess.Popen(
-      [sys.executable, os.path.join(REPO_ROOT, "experiments", "train_seq2seq.py"),
-       f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in overrides.items()],
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
-      env={**os.environ, "PYTHONUNBUFFERED": "1"})  # What it printed survives a SIGKILL.
+    [
+      sys.executable,
+      os.path.join(REPO_ROOT, "experiments", "train_seq2seq.py"),
+      f"--workdir={workdir}",
+    ]
+    + [f"--config.{k}={v}" for k, v in overrides.items()],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    cwd=REPO_ROOT,
+    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+  )  # What it printed survives a SIGKILL.
 
 
 def _committed_steps(workdir: str) -> list[int]:
   directory = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(directory):
     return []
-  return sorted(int(name) for name in os.listdir(directory) if name.isdigit()
-                and os.path.exists(os.path.join(directory, name, "_CHECKPOINT_METADATA")))
+  return sorted(
+    int(name)
+    for name in os.listdir(directory)
+    if name.isdigit() and os.path.exists(os.path.join(directory, name, "_CHECKPOINT_METADATA"))
+  )
 
 
 def _wait_for_a_checkpoint(process: subprocess.Popen, workdir: str, after: int = 0) -> None:
   """Until the run has committed a checkpoint past step `after` (or ended, or two minutes
   passed)."""
   deadline = time.time() + 120
-  while (max(_committed_steps(workdir), default=0) <= after and time.time() < deadline
-         and process.poll() is None):
+  while (
+    max(_committed_steps(workdir), default=0) <= after
+    and time.time() < deadline
+    and process.poll() is None
+  ):
     time.sleep(0.02)
 
 
@@ -61,7 +91,8 @@ def _wait_for_a_write_in_progress(process: subprocess.Popen, workdir: str) -> No
   """Until orbax is writing a checkpoint (its temporary directory exists), or the run ended."""
   directory = os.path.join(workdir, "checkpoints")
   while process.poll() is None and not any(
-      "tmp" in name for name in (os.listdir(directory) if os.path.isdir(directory) else [])):
+    "tmp" in name for name in (os.listdir(directory) if os.path.isdir(directory) else [])
+  ):
     time.sleep(0.001)
 
 
@@ -98,8 +129,13 @@ def test_sigkilled_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
   assert resumed_from[-1] <= start < KILL_STEPS
   assert Checkpointer(os.path.join(workdir, "checkpoints")).latest_step() == KILL_STEPS
 
-  config = tiny_config(train_path, train__num_steps=KILL_STEPS, opt__schedule="cosine",
-                       train__log_every=50, train__checkpoint_every=KILL_STEPS)
+  config = tiny_config(
+    train_path,
+    train__num_steps=KILL_STEPS,
+    opt__schedule="cosine",
+    train__log_every=50,
+    train__checkpoint_every=KILL_STEPS,
+  )
   uninterrupted = seq2seq.train_and_evaluate(config, str(tmp_path / "one_go"))
   assert_trees_equal(seq2seq.Translator.load(workdir).params, uninterrupted.params)
 

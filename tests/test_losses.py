@@ -16,14 +16,18 @@ from textgen_jax.seq2seq.model import init_params
 
 V = 7
 # Row 0: all correct. Row 1: one real token wrong. Row 2: EOS wrong. Row 3: filler (all PAD).
-TARGETS = np.array([[4, 5, EOS_ID, PAD_ID, PAD_ID],
-                    [6, 4, 5, EOS_ID, PAD_ID],
-                    [5, EOS_ID, PAD_ID, PAD_ID, PAD_ID],
-                    [PAD_ID] * 5], np.int32)
-PREDICTIONS = np.array([[4, 5, EOS_ID, 6, 6],
-                        [6, 6, 5, EOS_ID, 4],
-                        [5, 4, 5, 5, 5],
-                        [4, 4, 4, 4, 4]], np.int32)
+TARGETS = np.array(
+  [
+    [4, 5, EOS_ID, PAD_ID, PAD_ID],
+    [6, 4, 5, EOS_ID, PAD_ID],
+    [5, EOS_ID, PAD_ID, PAD_ID, PAD_ID],
+    [PAD_ID] * 5,
+  ],
+  np.int32,
+)
+PREDICTIONS = np.array(
+  [[4, 5, EOS_ID, 6, 6], [6, 6, 5, EOS_ID, 4], [5, 4, 5, 5, 5], [4, 4, 4, 4, 4]], np.int32
+)
 MASK = TARGETS != PAD_ID
 
 
@@ -76,12 +80,14 @@ def test_sequence_metric_sums_ignore_pad_positions():
   # Anything at PAD positions, logits or per-token losses, must change nothing.
   other_logits = np.where(MASK[..., None], logits, logits_for(PREDICTIONS[:, ::-1], seed=5))
   other_nll = jnp.where(jnp.asarray(MASK), nll, 1e6)
-  changed = jax.device_get(sequence_metric_sums(jnp.asarray(other_logits), jnp.asarray(TARGETS),
-                                                other_nll))
+  changed = jax.device_get(
+    sequence_metric_sums(jnp.asarray(other_logits), jnp.asarray(TARGETS), other_nll)
+  )
   assert changed == reference
   # ... whereas the same change at real positions does change the sums.
-  real_changed = jax.device_get(sequence_metric_sums(
-      jnp.asarray(other_logits), jnp.asarray(TARGETS), nll + 1.0))
+  real_changed = jax.device_get(
+    sequence_metric_sums(jnp.asarray(other_logits), jnp.asarray(TARGETS), nll + 1.0)
+  )
   assert real_changed["nll_sum"] != reference["nll_sum"]
 
 
@@ -103,32 +109,44 @@ def test_all_pad_batch_has_no_tokens_or_sequences():
 
 
 def test_summarize():
-  summary = metrics.summarize({"nll_sum": 20.0, "correct_tokens": 6.0, "tokens": 10.0,
-                               "exact_sequences": 1.0, "sequences": 4.0})
+  summary = metrics.summarize(
+    {
+      "nll_sum": 20.0,
+      "correct_tokens": 6.0,
+      "tokens": 10.0,
+      "exact_sequences": 1.0,
+      "sequences": 4.0,
+    }
+  )
   assert summary["loss"] == pytest.approx(2.0)
   assert summary["token_accuracy"] == pytest.approx(0.6)
   assert summary["exact_match"] == pytest.approx(0.25)
   assert summary["perplexity"] == pytest.approx(np.exp(2.0))
-  huge = metrics.summarize({"nll_sum": 1e6, "correct_tokens": 0.0, "tokens": 1.0,
-                            "exact_sequences": 0.0, "sequences": 1.0})
+  huge = metrics.summarize(
+    {"nll_sum": 1e6, "correct_tokens": 0.0, "tokens": 1.0, "exact_sequences": 0.0, "sequences": 1.0}
+  )
   assert np.isfinite(huge["perplexity"])
 
 
 @pytest.fixture(scope="module")
 def tiny_model():
-  model = Seq2Seq(Seq2SeqConfig(source_vocab_size=V, target_vocab_size=V, embed_dim=8,
-                                hidden_size=16))
+  model = Seq2Seq(
+    Seq2SeqConfig(source_vocab_size=V, target_vocab_size=V, embed_dim=8, hidden_size=16)
+  )
   shapes = jax.eval_shape(functools.partial(init_params, model), jax.random.key(0))
   rng = np.random.default_rng(0)
-  return model, jax.tree.map(lambda x: jnp.asarray(0.5 * rng.standard_normal(x.shape), x.dtype),
-                             shapes)
+  return model, jax.tree.map(
+    lambda x: jnp.asarray(0.5 * rng.standard_normal(x.shape), x.dtype), shapes
+  )
 
 
 def test_seq2seq_loss_is_mean_nll_per_real_token(tiny_model):
   model, params = tiny_model
-  batch = {"inputs": jnp.array([[4, 5, 6, 0, 0], [5, 0, 0, 0, 0], [0] * 5], jnp.int32),
-           "input_lengths": jnp.array([3, 1, 0], jnp.int32),
-           "targets": jnp.asarray(TARGETS[[0, 1, 3]])}
+  batch = {
+    "inputs": jnp.array([[4, 5, 6, 0, 0], [5, 0, 0, 0, 0], [0] * 5], jnp.int32),
+    "input_lengths": jnp.array([3, 1, 0], jnp.int32),
+    "targets": jnp.asarray(TARGETS[[0, 1, 3]]),
+  }
 
   @jax.jit
   def losses_and_logits(params, batch):
@@ -139,8 +157,9 @@ def test_seq2seq_loss_is_mean_nll_per_real_token(tiny_model):
   (loss, sums), (smoothed, smoothed_sums), logits = losses_and_logits(params, batch)
   assert sums["tokens"] == 7 and sums["sequences"] == 2
   np.testing.assert_allclose(loss, sums["nll_sum"] / sums["tokens"], rtol=1e-6)
-  nll = -np.take_along_axis(log_softmax(np.asarray(logits)), TARGETS[[0, 1, 3]][..., None],
-                            -1)[..., 0]
+  nll = -np.take_along_axis(log_softmax(np.asarray(logits)), TARGETS[[0, 1, 3]][..., None], -1)[
+    ..., 0
+  ]
   np.testing.assert_allclose(loss, np.sum(nll * MASK[[0, 1, 3]]) / 7, rtol=1e-5)
   labels = np.eye(V)[TARGETS[[0, 1, 3]]] * 0.8 + 0.2 / V
   smoothed_nll = -(labels * log_softmax(np.asarray(logits))).sum(-1)

@@ -60,8 +60,9 @@ def test_a_bad_line_before_the_last_is_a_one_line_error_naming_it(tmp_path):
 def test_training_resumes_past_a_torn_last_line(tmp_path):
   train_path = write_tsv(tmp_path / "train.tsv", make_pairs(40))
   workdir = str(tmp_path / "w")
-  seq2seq.train_and_evaluate(tiny_config(train_path, train__num_steps=2,
-                                         train__checkpoint_every=2), workdir)
+  seq2seq.train_and_evaluate(
+    tiny_config(train_path, train__num_steps=2, train__checkpoint_every=2), workdir
+  )
   _write_lines(metrics.MetricWriter(workdir), '{"step": 3, "train_lo')
   seq2seq.train_and_evaluate(tiny_config(train_path, train__num_steps=4), workdir)
   assert [r["step"] for r in read_metrics(workdir) if "train_loss" in r] == [1, 2, 3, 4]

@@ -16,8 +16,9 @@ def test_an_output_file_in_a_missing_directory_or_that_is_a_directory_is_refused
   missing = str(tmp_path / "missing" / "results.jsonl")
   with pytest.raises(TextgenError, match=f"^--output={re.escape(missing)}: no directory "):
     cli.check_output_file("--output", missing)
-  with pytest.raises(TextgenError, match=f"^--output={re.escape(str(tmp_path))}: a directory, "
-                     "not a file$"):
+  with pytest.raises(
+    TextgenError, match=f"^--output={re.escape(str(tmp_path))}: a directory, not a file$"
+  ):
     cli.check_output_file("--output", str(tmp_path))
   (tmp_path / "file").write_text("", encoding="utf-8")
   under_a_file = str(tmp_path / "file" / "results.jsonl")
@@ -51,8 +52,9 @@ def test_an_output_path_without_write_permission_is_refused(tmp_path):
 def test_an_output_directory_that_is_a_file_or_under_one_is_refused(tmp_path):
   file = tmp_path / "file"
   file.write_text("", encoding="utf-8")
-  with pytest.raises(TextgenError, match=f"^--out={re.escape(str(file))}: exists and is not a "
-                     "directory$"):
+  with pytest.raises(
+    TextgenError, match=f"^--out={re.escape(str(file))}: exists and is not a directory$"
+  ):
     cli.check_output_directory("--out", str(file))
   with pytest.raises(TextgenError, match=f": {re.escape(str(file))} is not a directory$"):
     cli.check_output_directory("--out", str(file / "run"))
@@ -62,19 +64,26 @@ def test_an_output_directory_that_is_a_file_or_under_one_is_refused(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script,flag,fragment", [
+@pytest.mark.parametrize(
+  "script,flag,fragment",
+  [
     ("evaluate_translation.py", "--output", "no directory"),
     ("evaluate_vae.py", "--output", "no directory"),
     ("average_checkpoints.py", "--out", "exists and is not a directory"),
     ("make_dates.py", "--out_dir", "exists and is not a directory"),
-])
-def test_scripts_refuse_an_unwritable_output_in_one_line_before_the_work(tmp_path, script, flag,
-                                                                         fragment):
+  ],
+)
+def test_scripts_refuse_an_unwritable_output_in_one_line_before_the_work(
+  tmp_path, script, flag, fragment
+):
   # The workdir does not exist: an error naming the output flag, not the workdir, shows the
   # check ran before anything was loaded or evaluated.
   (tmp_path / "file").write_text("", encoding="utf-8")
   output = str(tmp_path / ("missing/results.jsonl" if flag == "--output" else "file"))
-  others = (["--num_train=5", "--num_valid=2"] if script == "make_dates.py" else
-            [f"--workdir={tmp_path / 'no_workdir'}"])
+  others = (
+    ["--num_train=5", "--num_valid=2"]
+    if script == "make_dates.py"
+    else [f"--workdir={tmp_path / 'no_workdir'}"]
+  )
   result = run_script(script, *others, f"{flag}={output}", timeout=120)
   assert_one_line_error(result, f"{flag}={output}: {fragment}")

@@ -19,9 +19,11 @@ def split_leaves(params, vocabulary_matrices):
   """Paths of the leaves placed on the model axis, with the dimension they split."""
   layout = parallel.make_layout(tiny_config("unused").parallel, vocabulary_matrices)
   shardings = layout.tree_shardings(params)
-  return {jax.tree_util.keystr(path): tuple(sharding.spec)
-          for path, sharding in jax.tree_util.tree_leaves_with_path(shardings)
-          if parallel.MODEL_AXIS in tuple(sharding.spec)}
+  return {
+    jax.tree_util.keystr(path): tuple(sharding.spec)
+    for path, sharding in jax.tree_util.tree_leaves_with_path(shardings)
+    if parallel.MODEL_AXIS in tuple(sharding.spec)
+  }
 
 
 def vocabulary(size):
@@ -31,13 +33,15 @@ def vocabulary(size):
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_seq2seq_vocabulary_matrices_are_the_split_leaves(bidirectional):
   config = tiny_config("unused", model__bidirectional=bidirectional, model__encoder_layers=2)
-  model = seq2seq.model.build_model(config.model, vocabulary(SOURCE_VOCAB), vocabulary(TARGET_VOCAB))
+  model = seq2seq.model.build_model(
+    config.model, vocabulary(SOURCE_VOCAB), vocabulary(TARGET_VOCAB)
+  )
   params = jax.eval_shape(functools.partial(seq2seq.model.init_params, model), jax.random.key(0))
   assert split_leaves(params, model.VOCABULARY_MATRICES) == {
-      "['params']['source_inputs']['embedding']['embedding']": ("model", None),
-      "['params']['target_inputs']['embedding']['embedding']": ("model", None),
-      "['params']['output_layer']['kernel']": (None, "model"),
-      "['params']['output_layer']['bias']": ("model",),
+    "['params']['source_inputs']['embedding']['embedding']": ("model", None),
+    "['params']['target_inputs']['embedding']['embedding']": ("model", None),
+    "['params']['output_layer']['kernel']": (None, "model"),
+    "['params']['output_layer']['bias']": ("model",),
   }
   assert not split_leaves(params, {})  # Only what the model declares is split.
   for path, leaf in jax.tree_util.tree_leaves_with_path(params):  # Each splits its vocabulary.
@@ -52,9 +56,9 @@ def test_vae_vocabulary_matrices_are_the_split_leaves(kind):
   model = vae.model.build_model(config.model, vocabulary(TARGET_VOCAB))
   params = jax.eval_shape(functools.partial(vae.model.init_params, model), jax.random.key(0))
   expected = {
-      "['params']['decoder_embedding']['embedding']": ("model", None),
-      "['params']['decoder_output']['kernel']": (None, "model"),
-      "['params']['decoder_output']['bias']": ("model",),
+    "['params']['decoder_embedding']['embedding']": ("model", None),
+    "['params']['decoder_output']['kernel']": (None, "model"),
+    "['params']['decoder_output']['bias']": ("model",),
   }
   if kind == "vae":
     expected["['params']['encoder_embedding']['embedding']"] = ("model", None)
@@ -66,8 +70,10 @@ def test_optimizer_moments_follow_their_parameters():
 
   state = optax.adam(1e-3).init(params)
   assert set(split_leaves(state, seq2seq.Seq2Seq.VOCABULARY_MATRICES)) == {
-      f"[0].{moment}['params']['output_layer']['{name}']"
-      for moment in ("mu", "nu") for name in ("kernel", "bias")}
+    f"[0].{moment}['params']['output_layer']['{name}']"
+    for moment in ("mu", "nu")
+    for name in ("kernel", "bias")
+  }
 
 
 def test_one_device_layout_holds_every_row():

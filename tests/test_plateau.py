@@ -70,15 +70,22 @@ def test_the_transform_scales_updates_by_its_state():
 def test_plateau_training_decays_and_resumes_exactly(tmp_path):
   # A rate too high to keep improving: the held-out loss plateaus, the rate halves.
   pairs = write_tsv(tmp_path / "pairs.tsv", make_pairs(40))
-  settings = dict(opt__schedule="plateau", opt__plateau_patience=1, opt__learning_rate=0.3,
-                  train__eval_every=1, train__checkpoint_every=3)
+  settings = dict(
+    opt__schedule="plateau",
+    opt__plateau_patience=1,
+    opt__learning_rate=0.3,
+    train__eval_every=1,
+    train__checkpoint_every=3,
+  )
   whole = seq2seq.train_and_evaluate(tiny_config(pairs, **settings), str(tmp_path / "whole"))
-  scales = [r["learning_rate_scale"] for r in read_metrics(str(tmp_path / "whole"))
-            if "learning_rate_scale" in r]
+  scales = [
+    r["learning_rate_scale"]
+    for r in read_metrics(str(tmp_path / "whole"))
+    if "learning_rate_scale" in r
+  ]
   assert len(scales) == 6 and scales[-1] < 1 and scales == sorted(scales, reverse=True)
   resumed_dir = str(tmp_path / "resumed")
-  seq2seq.train_and_evaluate(tiny_config(pairs, **{**settings, "train__num_steps": 3}),
-                             resumed_dir)
+  seq2seq.train_and_evaluate(tiny_config(pairs, **{**settings, "train__num_steps": 3}), resumed_dir)
   resumed = seq2seq.train_and_evaluate(tiny_config(pairs, **settings), resumed_dir)
   assert_trees_equal(resumed.params, whole.params)
   assert read_metrics(resumed_dir) == read_metrics(str(tmp_path / "whole"))
@@ -89,16 +96,20 @@ def test_early_stopping_stops_at_patience_resumes_as_stopped_and_loads_the_best(
   # Held-out exact match stays 0 on this tiny run: the first evaluation is the best, and two
   # more without improvement stop the run at step 3 of 6.
   pairs = write_tsv(tmp_path / "pairs.tsv", make_pairs(40))
-  settings = dict(train__early_stopping_patience=2, train__eval_every=1,
-                  train__held_out_metric="valid_exact_match")
+  settings = dict(
+    train__early_stopping_patience=2,
+    train__eval_every=1,
+    train__held_out_metric="valid_exact_match",
+  )
   workdir = str(tmp_path / "w")
   seq2seq.train_and_evaluate(tiny_config(pairs, **settings), workdir)
   assert max(r["step"] for r in read_metrics(workdir)) == 3
   assert [r["best_step"] for r in read_metrics(workdir) if "best_step" in r] == [1, 1, 1]
   seq2seq.train_and_evaluate(tiny_config(pairs, **settings), workdir)  # Stopped: stays so.
   assert max(r["step"] for r in read_metrics(workdir)) == 3
-  at_step_1 = seq2seq.train_and_evaluate(tiny_config(pairs, train__num_steps=1),
-                                         str(tmp_path / "one"))
+  at_step_1 = seq2seq.train_and_evaluate(
+    tiny_config(pairs, train__num_steps=1), str(tmp_path / "one")
+  )
   assert_trees_equal(seq2seq.Translator.load(workdir).params, at_step_1.params)
   assert seq2seq.Translator.load(workdir, step=3).params is not None  # --step reads checkpoints/.
 
@@ -106,11 +117,15 @@ def test_early_stopping_stops_at_patience_resumes_as_stopped_and_loads_the_best(
 @pytest.mark.slow  # Trains to the first evaluation.
 def test_bad_held_out_settings_are_one_line_errors(tmp_path):
   pairs = write_tsv(tmp_path / "pairs.tsv", make_pairs(40))
-  with pytest.raises(TextgenError, match="held_out_metric='valid_bleu': the held-out evaluation "
-                     "gives valid_exact_match, valid_loss"):
-    seq2seq.train_and_evaluate(tiny_config(pairs, opt__schedule="plateau",
-                                           train__held_out_metric="valid_bleu"),
-                               str(tmp_path / "w"))
+  with pytest.raises(
+    TextgenError,
+    match="held_out_metric='valid_bleu': the held-out evaluation "
+    "gives valid_exact_match, valid_loss",
+  ):
+    seq2seq.train_and_evaluate(
+      tiny_config(pairs, opt__schedule="plateau", train__held_out_metric="valid_bleu"),
+      str(tmp_path / "w"),
+    )
   with pytest.raises(TextgenError, match="plateau_factor must be in"):
     seq2seq.config.validate(_config(opt__plateau_factor=1.0))
 

@@ -12,8 +12,16 @@ import jax
 import numpy as np
 import pytest
 
-from tests.helpers import (SENTENCES, assert_trees_equal, make_pairs, read_metrics, tiny_config,
-                           tiny_vae_config, write_text, write_tsv)
+from tests.helpers import (
+  SENTENCES,
+  assert_trees_equal,
+  make_pairs,
+  read_metrics,
+  tiny_config,
+  tiny_vae_config,
+  write_text,
+  write_tsv,
+)
 from textgen_jax import population, seq2seq, vae
 from textgen_jax.errors import TextgenError
 
@@ -22,8 +30,13 @@ pytestmark = pytest.mark.slow
 
 
 def seq2seq_population(tmp_path, **overrides):
-  config = tiny_config(write_tsv(tmp_path / "pairs.tsv", make_pairs(40)), train__num_steps=5,
-                       train__log_every=1, train__eval_every=5, **overrides)
+  config = tiny_config(
+    write_tsv(tmp_path / "pairs.tsv", make_pairs(40)),
+    train__num_steps=5,
+    train__log_every=1,
+    train__eval_every=5,
+    **overrides,
+  )
   config.population.num_members = 2
   config.population.seeds = "0,5"
   config.population.vary = "opt.learning_rate=1e-2,3e-2; train.label_smoothing=0,0.1"
@@ -35,16 +48,20 @@ def vae_population(tmp_path):
   config = tiny_vae_config(corpus, train__num_steps=6, train__log_every=1, train__eval_every=6)
   config.population.num_members = 2
   config.population.vary = (
-      "vae.kl_schedule=linear,cyclical; vae.beta_max=1,0.5; vae.free_bits=0.1,0.5; "
-      "vae.free_bits_mode=per_dimension,per_batch; vae.word_dropout=0,0.2; "
-      "vae.pretrain_steps=0,3; opt.learning_rate=1e-2,2e-2; model.embedding_dropout=0.2,0; "
-      "model.output_dropout=0,0.3")
+    "vae.kl_schedule=linear,cyclical; vae.beta_max=1,0.5; vae.free_bits=0.1,0.5; "
+    "vae.free_bits_mode=per_dimension,per_batch; vae.word_dropout=0,0.2; "
+    "vae.pretrain_steps=0,3; opt.learning_rate=1e-2,2e-2; model.embedding_dropout=0.2,0; "
+    "model.output_dropout=0,0.3"
+  )
   return config
 
 
 def train_losses(records, member=None):
-  return [r["train_loss"] for r in records
-          if "train_loss" in r and (member is None or r["member"] == member)]
+  return [
+    r["train_loss"]
+    for r in records
+    if "train_loss" in r and (member is None or r["member"] == member)
+  ]
 
 
 def assert_members_equal_single_runs(family, config, tmp_path):
@@ -56,22 +73,28 @@ def assert_members_equal_single_runs(family, config, tmp_path):
   for k in range(members.size):
     single_dir = str(tmp_path / f"member{k}")
     single = family.train_and_evaluate(population.member_config(config, k, members), single_dir)
-    np.testing.assert_allclose(train_losses(records, k), train_losses(read_metrics(single_dir)),
-                               rtol=2e-5)
+    np.testing.assert_allclose(
+      train_losses(records, k), train_losses(read_metrics(single_dir)), rtol=2e-5
+    )
     loaded = inference.load(workdir, member=k)
     assert_close(loaded.params, single.params)
   # The members really differ, by far more than the tolerance.
   assert train_losses(records, 0) != train_losses(records, 1)
   first, second = (inference.load(workdir, member=k).params for k in (0, 1))
-  assert max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(first),
-                                                           jax.tree.leaves(second))) > 1e-2
+  assert (
+    max(
+      float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(second))
+    )
+    > 1e-2
+  )
 
 
 def assert_close(params, expected):
   """Equal to float rounding: Adam's normalisation turns last-bit gradient differences into
   update differences of up to ~1e-4 of the learning rate's scale over a few steps."""
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), params,
-               expected)
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), params, expected
+  )
 
 
 def test_a_seq2seq_population_equals_its_members_trained_alone(tmp_path):
@@ -108,8 +131,9 @@ def test_a_resumed_population_is_bit_exact_and_exports_an_ordinary_workdir(tmp_p
     assert exported.config.seed == (0, 5)[k] and exported.config.population.num_members == 0
     assert_trees_equal(exported.params, member.params)
   best = population.read_summary(straight)["best"]
-  assert_trees_equal(seq2seq.Translator.load(straight).params,
-                     seq2seq.Translator.load(straight, member=best).params)
+  assert_trees_equal(
+    seq2seq.Translator.load(straight).params, seq2seq.Translator.load(straight, member=best).params
+  )
 
 
 def test_the_members_ranking_is_in_the_checkpoint_and_the_logs_are_only_for_reading(tmp_path):
@@ -122,8 +146,10 @@ def test_the_members_ranking_is_in_the_checkpoint_and_the_logs_are_only_for_read
   table = population.read_summary(workdir)
   for log in ("metrics.jsonl", population.SUMMARY_FILE):
     os.remove(os.path.join(workdir, log))
-  assert_trees_equal(seq2seq.Translator.load(workdir).params,
-                     seq2seq.Translator.load(workdir, member=table["best"]).params)
+  assert_trees_equal(
+    seq2seq.Translator.load(workdir).params,
+    seq2seq.Translator.load(workdir, member=table["best"]).params,
+  )
   seq2seq.train_and_evaluate(config, workdir)  # Finished: it ranks the members again.
   assert population.read_summary(workdir) == table
 
@@ -140,11 +166,11 @@ def test_members_looped_in_groups_train_as_members_vmapped_together(tmp_path):
     config.population.vmap_size = vmap_size
     workdir = str(tmp_path / f"vmap_size{vmap_size}")
     seq2seq.train_and_evaluate(config, workdir)
-    results.append((read_metrics(workdir), [seq2seq.Translator.load(workdir, member=k).params
-                                             for k in range(3)]))
+    results.append(
+      (read_metrics(workdir), [seq2seq.Translator.load(workdir, member=k).params for k in range(3)])
+    )
   for (records, params), k in itertools.product(results[1:], range(3)):
-    np.testing.assert_allclose(train_losses(records, k), train_losses(results[0][0], k),
-                               rtol=2e-5)
+    np.testing.assert_allclose(train_losses(records, k), train_losses(results[0][0], k), rtol=2e-5)
     assert_close(params[k], results[0][1][k])
 
 
@@ -157,15 +183,19 @@ def test_one_members_divergence_leaves_the_others_as_they_were(tmp_path, capsys)
   assert "member 1: non-finite loss or gradient" in capsys.readouterr().out
   single_dir = str(tmp_path / "member0")
   single = seq2seq.train_and_evaluate(
-      population.member_config(config, 0, population.parse(config, None)), single_dir)
-  np.testing.assert_allclose(train_losses(read_metrics(workdir), 0),
-                             train_losses(read_metrics(single_dir)), rtol=2e-5)
+    population.member_config(config, 0, population.parse(config, None)), single_dir
+  )
+  np.testing.assert_allclose(
+    train_losses(read_metrics(workdir), 0), train_losses(read_metrics(single_dir)), rtol=2e-5
+  )
   assert_close(seq2seq.Translator.load(workdir, member=0).params, single.params)
   summary = population.read_summary(workdir)
   assert summary["best"] == 0 and "dropped_at_step" in summary["members"][1]
 
 
-@pytest.mark.parametrize("vary, message", [
+@pytest.mark.parametrize(
+  "vary, message",
+  [
     ("model.hidden_size=16,32", "model.hidden_size cannot differ"),
     ("data.batch_size=8,16", "data.batch_size cannot differ"),
     ("opt.learning_rate=1e-2", "has 1 values for 2 members"),
@@ -174,7 +204,8 @@ def test_one_members_divergence_leaves_the_others_as_they_were(tmp_path, capsys)
     ("vae.kl_schedule=linear,cyclical", "no config field vae.kl_schedule"),
     ("train.label_smoothing=0,fast", "is not field=v1,v2"),
     ("model.dropout_rate=0.1,1.5", "model.dropout_rate must be in"),
-])
+  ],
+)
 def test_bad_population_settings_are_one_line_errors_before_training(tmp_path, vary, message):
   config = seq2seq_population(tmp_path)
   config.population.vary = vary
@@ -197,11 +228,14 @@ def test_member_counts_and_seeds_are_checked(tmp_path):
     population.member_config(config, 3, population.parse(config))
 
 
-@pytest.mark.parametrize("vary, message", [
+@pytest.mark.parametrize(
+  "vary, message",
+  [
     ("vae.kl_schedule=linear,steep", "--config.vae.kl_schedule='steep': choose one of"),
     ("vae.kl_schedule=0,1", "vae.kl_schedule takes words, got 0.0, 1.0"),
     ("model.output_dropout=0,1", "model.output_dropout must be in"),
-])
+  ],
+)
 def test_bad_vae_member_settings_are_one_line_errors(tmp_path, vary, message):
   config = vae_population(tmp_path)
   config.population.vary = vary
@@ -210,12 +244,15 @@ def test_bad_vae_member_settings_are_one_line_errors(tmp_path, vary, message):
   assert not os.path.exists(tmp_path / "w")
 
 
-@pytest.mark.parametrize("setting, message", [
+@pytest.mark.parametrize(
+  "setting, message",
+  [
     ({"population__data_order": "mine"}, "data_order='mine': choose shared or member"),
     ({"parallel__member_shards": 3}, "member_shards=3 must divide the population's 2 members"),
     ({"population__vmap_size": -1}, "vmap_size must not be negative"),
     ({"population__vmap_size": 1, "parallel__member_shards": 2}, "leave it 0"),
-])
+  ],
+)
 def test_bad_data_order_and_member_shards_are_one_line_errors(tmp_path, setting, message):
   config = seq2seq_population(tmp_path)
   for name, value in setting.items():

@@ -26,33 +26,44 @@ pytestmark = pytest.mark.slow
 
 # Overfitting.
 
-OVERFIT_PAIRS = [("Go.", "Va !"), ("Hi.", "Salut !"), ("Run!", "Cours !"), ("Who?", "Qui ?"),
-                 ("Wow!", "Ça alors !"), ("Help!", "À l'aide !")]
-
+OVERFIT_PAIRS = [
+  ("Go.", "Va !"),
+  ("Hi.", "Salut !"),
+  ("Run!", "Cours !"),
+  ("Who?", "Qui ?"),
+  ("Wow!", "Ça alors !"),
+  ("Help!", "À l'aide !"),
+]
 
 
 def spec_of(config):
   """The run spec of a config whose members may vary the engine's fields only."""
   return run_spec.build(config, "seq2seq", population.ENGINE_FIELDS)
 
+
 def test_tiny_model_overfits_a_handful_of_pairs():
   config = seq2seq.get_config()
   config.data.max_len, config.data.num_buckets = 6, 1
   config.model.embed_dim, config.model.hidden_size, config.model.dropout_rate = 16, 32, 0.0
   tokenizer = make_tokenizer("word", lowercase=True)
-  source_vocab, target_vocab = (Vocabulary.build([tokenizer.tokenize(p[side])
-                                                  for p in OVERFIT_PAIRS]) for side in (0, 1))
+  source_vocab, target_vocab = (
+    Vocabulary.build([tokenizer.tokenize(p[side]) for p in OVERFIT_PAIRS]) for side in (0, 1)
+  )
   model = seq2seq.model.build_model(config.model, source_vocab, target_vocab)
   length = batching.bucket_lengths(config.data.max_len, config.data.num_buckets)[-1]
   batch = batching.pad_batch(
-      batching.encode_texts([s for s, _ in OVERFIT_PAIRS], tokenizer, source_vocab, 6)[0],
-      batching.encode_texts([t for _, t in OVERFIT_PAIRS], tokenizer, target_vocab, 6)[0],
-      8, length)
+    batching.encode_texts([s for s, _ in OVERFIT_PAIRS], tokenizer, source_vocab, 6)[0],
+    batching.encode_texts([t for _, t in OVERFIT_PAIRS], tokenizer, target_vocab, 6)[0],
+    8,
+    length,
+  )
   loss_fn = functools.partial(seq2seq.loss.loss, model=model)
   train_step, eval_step = training.jit_train_step(loss_fn), training.jit_eval_step(loss_fn)
   state = training.create_train_state(
-      None, jax.jit(functools.partial(seq2seq.model.init_params, model))(jax.random.key(0)),
-      training.make_optimizer(opt_config(learning_rate=3e-2), 400))
+    None,
+    jax.jit(functools.partial(seq2seq.model.init_params, model))(jax.random.key(0)),
+    training.make_optimizer(opt_config(learning_rate=3e-2), 400),
+  )
   num_steps, exact_match = 0, 0.0
   while exact_match < 1.0 and num_steps < 400:
     for _ in range(25):
@@ -61,8 +72,9 @@ def test_tiny_model_overfits_a_handful_of_pairs():
     exact_match = metrics.summarize(jax.device_get(eval_step(state.params, batch)))["exact_match"]
   assert exact_match == 1.0, f"no exact match after {num_steps} steps"
 
-  translator = seq2seq.Translator(config, model, state.params, tokenizer, source_vocab,
-                                      target_vocab)
+  translator = seq2seq.Translator(
+    config, model, state.params, tokenizer, source_vocab, target_vocab
+  )
   outputs = translator.translate([s for s, _ in OVERFIT_PAIRS])
   assert outputs == [tokenizer.normalize(t) for _, t in OVERFIT_PAIRS]
 
@@ -84,13 +96,13 @@ def test_same_config_and_seed_give_bit_identical_metrics(tmp_path):
 def test_resumed_run_matches_an_uninterrupted_run(tmp_path, capsys):
   # 32 training pairs in batches of 8: 6 steps cross an epoch boundary; dropout is on.
   train_path = write_tsv(tmp_path / "pairs.tsv", make_pairs(40))
-  uninterrupted = seq2seq.train_and_evaluate(tiny_config(train_path, train__num_steps=6),
-                                                 str(tmp_path / "one_go"))
+  uninterrupted = seq2seq.train_and_evaluate(
+    tiny_config(train_path, train__num_steps=6), str(tmp_path / "one_go")
+  )
   resumed_dir = str(tmp_path / "resumed")
   seq2seq.train_and_evaluate(tiny_config(train_path, train__num_steps=3), resumed_dir)
   capsys.readouterr()
-  resumed = seq2seq.train_and_evaluate(tiny_config(train_path, train__num_steps=6),
-                                           resumed_dir)
+  resumed = seq2seq.train_and_evaluate(tiny_config(train_path, train__num_steps=6), resumed_dir)
   assert f"Resuming from the checkpoint at step 3 in {resumed_dir}" in capsys.readouterr().out
 
   assert_trees_equal(resumed.params, uninterrupted.params)
@@ -109,8 +121,15 @@ def test_resumed_run_matches_an_uninterrupted_run(tmp_path, capsys):
 
 
 def test_non_finite_loss_stops_the_run():
-  sums = {"nll_sum": float("nan"), "correct_tokens": 0.0, "tokens": 1.0, "exact_sequences": 0.0,
-          "sequences": 1.0, "grad_norm": 1.0, "param_norm": 1.0}
+  sums = {
+    "nll_sum": float("nan"),
+    "correct_tokens": 0.0,
+    "tokens": 1.0,
+    "exact_sequences": 0.0,
+    "sequences": 1.0,
+    "grad_norm": 1.0,
+    "param_norm": 1.0,
+  }
   with pytest.raises(TextgenError, match="non-finite"):
     train_loop._train_record(sums, 1, 7)
   sums["nll_sum"] = 1.0
@@ -121,17 +140,26 @@ def test_non_finite_loss_between_logs_never_reaches_a_checkpoint(tmp_path):
   # loss = log(w) under SGD with rate 1: step 1 sees w=1 (finite) and moves w to 0, so step 2's
   # loss is -inf. Checkpoints are due every step but train metrics are logged only at step 100.
   config = seq2seq.get_config()
-  config.opt.update(name="sgd", learning_rate=1.0, b1=0.0, warmup_steps=0, schedule="constant",
-                    grad_clip_norm=0.0)
+  config.opt.update(
+    name="sgd", learning_rate=1.0, b1=0.0, warmup_steps=0, schedule="constant", grad_clip_norm=0.0
+  )
   config.train.update(num_steps=10, log_every=100, eval_every=100, checkpoint_every=1)
   one_example = [np.array([4], np.int32)]
   task = train_loop.Task(
-      init_params=lambda rng: {"w": jnp.float32(1.0)},
-      loss_fn=lambda params, batch, rng, deterministic, step: (jnp.log(params["w"]), {
-          "nll_sum": jnp.log(params["w"]), "correct_tokens": 0.0, "tokens": 1.0,
-          "exact_sequences": 0.0, "sequences": 1.0}),
-      train_batches=batching.BucketedBatches(one_example, one_example, 1, [2]),
-      valid_batches=[])
+    init_params=lambda rng: {"w": jnp.float32(1.0)},
+    loss_fn=lambda params, batch, rng, deterministic, step: (
+      jnp.log(params["w"]),
+      {
+        "nll_sum": jnp.log(params["w"]),
+        "correct_tokens": 0.0,
+        "tokens": 1.0,
+        "exact_sequences": 0.0,
+        "sequences": 1.0,
+      },
+    ),
+    train_batches=batching.BucketedBatches(one_example, one_example, 1, [2]),
+    valid_batches=[],
+  )
   with pytest.raises(TextgenError, match="non-finite loss or gradient by step 2"):
     train_loop.train(spec_of(config), str(tmp_path), task)
   checkpointer = Checkpointer(train_loop.checkpoint_dir(str(tmp_path)))
@@ -141,27 +169,45 @@ def test_non_finite_loss_between_logs_never_reaches_a_checkpoint(tmp_path):
 
 def _loss_that_is_nan_at_step(nan_step):
   """(w - 3)^2, plus NaN at one train step (the loss function sees the step)."""
+
   def loss_fn(params, batch, rng, deterministic, step):
     loss = (params["w"] - 3.0) ** 2
     if step is not None:
       loss = loss + jnp.where(step == nan_step - 1, jnp.nan, 0.0)  # state.step is 0-based.
-    return loss, {"nll_sum": loss, "correct_tokens": 0.0, "tokens": 1.0,
-                  "exact_sequences": 0.0, "sequences": 1.0}
+    return loss, {
+      "nll_sum": loss,
+      "correct_tokens": 0.0,
+      "tokens": 1.0,
+      "exact_sequences": 0.0,
+      "sequences": 1.0,
+    }
+
   return loss_fn
 
 
 def _scalar_task(loss_fn):
   one_example = [np.array([4], np.int32)]
   batches = batching.BucketedBatches(one_example, one_example, 1, [2])
-  return train_loop.Task(init_params=lambda rng: {"w": jnp.float32(1.0)}, loss_fn=loss_fn,
-                         train_batches=batches, valid_batches=batches.epoch(0))
+  return train_loop.Task(
+    init_params=lambda rng: {"w": jnp.float32(1.0)},
+    loss_fn=loss_fn,
+    train_batches=batches,
+    valid_batches=batches.epoch(0),
+  )
 
 
 @pytest.mark.parametrize("skip_non_finite", [0, 2])
 def test_a_non_finite_step_stops_the_run_or_is_skipped_and_counted(tmp_path, skip_non_finite):
   config = seq2seq.get_config()
-  config.opt.update(name="sgd", learning_rate=0.1, b1=0.0, warmup_steps=0, schedule="constant",
-                    grad_clip_norm=0.0, skip_non_finite=skip_non_finite)
+  config.opt.update(
+    name="sgd",
+    learning_rate=0.1,
+    b1=0.0,
+    warmup_steps=0,
+    schedule="constant",
+    grad_clip_norm=0.0,
+    skip_non_finite=skip_non_finite,
+  )
   config.train.update(num_steps=6, log_every=1, eval_every=100, checkpoint_every=1)
   task = _scalar_task(_loss_that_is_nan_at_step(3))
   if not skip_non_finite:
@@ -176,18 +222,34 @@ def test_a_non_finite_step_stops_the_run_or_is_skipped_and_counted(tmp_path, ski
   assert norms[2] == norms[1] and len(set(norms)) == 5  # Step 3 changed nothing.
   assert all(math.isfinite(r["train_loss"]) for r in records)
   # Five SGD steps on (w - 3)^2 from w = 1: w - 3 shrinks by 1 - 2 * 0.1 each.
-  assert float(state.params["w"]) == pytest.approx(3.0 - 2.0 * 0.8 ** 5)
+  assert float(state.params["w"]) == pytest.approx(3.0 - 2.0 * 0.8**5)
 
 
 def test_more_non_finite_steps_in_a_row_than_allowed_stop_the_run(tmp_path):
   # loss = log(w) under SGD with rate 1: w reaches 0 at step 1, then every gradient is infinite.
   config = seq2seq.get_config()
-  config.opt.update(name="sgd", learning_rate=1.0, b1=0.0, warmup_steps=0, schedule="constant",
-                    grad_clip_norm=0.0, skip_non_finite=3)
+  config.opt.update(
+    name="sgd",
+    learning_rate=1.0,
+    b1=0.0,
+    warmup_steps=0,
+    schedule="constant",
+    grad_clip_norm=0.0,
+    skip_non_finite=3,
+  )
   config.train.update(num_steps=10, log_every=100, eval_every=100, checkpoint_every=1)
-  task = _scalar_task(lambda params, batch, rng, deterministic, step: (jnp.log(params["w"]), {
-      "nll_sum": jnp.log(params["w"]), "correct_tokens": 0.0, "tokens": 1.0,
-      "exact_sequences": 0.0, "sequences": 1.0}))
+  task = _scalar_task(
+    lambda params, batch, rng, deterministic, step: (
+      jnp.log(params["w"]),
+      {
+        "nll_sum": jnp.log(params["w"]),
+        "correct_tokens": 0.0,
+        "tokens": 1.0,
+        "exact_sequences": 0.0,
+        "sequences": 1.0,
+      },
+    )
+  )
   with pytest.raises(TextgenError, match="by step 5"):  # Steps 2-4 skipped, step 5 applied.
     train_loop.train(spec_of(config), str(tmp_path), task)
   assert Checkpointer(train_loop.checkpoint_dir(str(tmp_path))).latest_step() == 4
@@ -200,14 +262,21 @@ def test_bfloat16_mixed_precision_keeps_parameters_and_optimizer_state_in_float3
   losses = {}
   for dtype in ("float32", "bfloat16"):
     workdir = str(tmp_path / dtype)
-    seq2seq.train_and_evaluate(tiny_config(train_path, model__dtype=dtype,
-                                               train__num_steps=2), workdir)
-    losses[dtype] = [r["train_loss"] for r in metrics.MetricWriter(workdir).read()
-                     if "train_loss" in r]
+    seq2seq.train_and_evaluate(
+      tiny_config(train_path, model__dtype=dtype, train__num_steps=2), workdir
+    )
+    losses[dtype] = [
+      r["train_loss"] for r in metrics.MetricWriter(workdir).read() if "train_loss" in r
+    ]
   for item in ("params", "optimizer"):
-    dtypes = {str(leaf.dtype) for leaf in jax.tree.leaves(
-        ocp.StandardCheckpointer().metadata(
-            tmp_path / "bfloat16" / "checkpoints" / "2" / item).item_metadata.tree)}
+    dtypes = {
+      str(leaf.dtype)
+      for leaf in jax.tree.leaves(
+        ocp.StandardCheckpointer()
+        .metadata(tmp_path / "bfloat16" / "checkpoints" / "2" / item)
+        .item_metadata.tree
+      )
+    }
     assert dtypes <= {"float32", "int32"} and "float32" in dtypes, (item, dtypes)
   assert losses["bfloat16"] != losses["float32"]
   np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=2e-2)
@@ -220,11 +289,17 @@ def test_a_batch_larger_than_the_training_data_is_capped_at_it(tmp_path, capsys)
   data = recipe.read_data(config, readers.read_pairs, seq2seq.translator.VOCABULARY_FILES)
   num_train = len(data.train_batches.sources)
   assert data.train_batches.batch_size == num_train < 512
-  assert (f"data.batch_size=512 is more than the {num_train} training examples: batches hold "
-          f"{num_train} rows") in capsys.readouterr().out
+  assert (
+    f"data.batch_size=512 is more than the {num_train} training examples: batches hold "
+    f"{num_train} rows"
+  ) in capsys.readouterr().out
   config.data.batch_size = 8  # Below the data: as asked.
-  assert recipe.read_data(config, readers.read_pairs,
-                          seq2seq.translator.VOCABULARY_FILES).train_batches.batch_size == 8
+  assert (
+    recipe.read_data(
+      config, readers.read_pairs, seq2seq.translator.VOCABULARY_FILES
+    ).train_batches.batch_size
+    == 8
+  )
 
 
 def test_the_members_run_state_round_trips_through_json_and_old_logs_give_the_held_out_rows():
@@ -236,9 +311,17 @@ def test_the_members_run_state_round_trips_through_json_and_old_logs_give_the_he
   restored = train_loop.Members(members.population)
   restored.restore(saved, records=[{"step": 1, "member": 0, "valid_loss": 9.0}])  # Log unread.
   assert (restored.dropped, restored.held_out, restored.best) == (
-      members.dropped, members.held_out, 1)
+    members.dropped,
+    members.held_out,
+    1,
+  )
   old = train_loop.Members(members.population)  # A checkpoint from before the run state.
-  old.restore(None, [{"step": 50, "member": 0, "valid_loss": 2.5, "valid_bleu": 3.0},
-                     {"step": 50, "member": 0, "learning_rate_scale": 0.5},
-                     {"step": 50, "member": 1, "train_loss": 1.0}])
+  old.restore(
+    None,
+    [
+      {"step": 50, "member": 0, "valid_loss": 2.5, "valid_bleu": 3.0},
+      {"step": 50, "member": 0, "learning_rate_scale": 0.5},
+      {"step": 50, "member": 1, "train_loss": 1.0},
+    ],
+  )
   assert old.held_out == {0: {"step": 50, "valid_loss": 2.5, "valid_bleu": 3.0}}

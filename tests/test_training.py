@@ -29,8 +29,9 @@ def test_train_step_metric_sums(setup):
   state, sums = setup.train_step(setup.fresh_state(), setup.batch, jax.random.key(0))
   assert sums["tokens"] == 6 + 1 + 2 + 1 + 4 + 1
   assert sums["sequences"] == 3
-  expected_param_norm = math.sqrt(sum(float(np.sum(np.square(np.asarray(x))))
-                                      for x in jax.tree.leaves(state.params)))
+  expected_param_norm = math.sqrt(
+    sum(float(np.sum(np.square(np.asarray(x)))) for x in jax.tree.leaves(state.params))
+  )
   assert float(sums["param_norm"]) == pytest.approx(expected_param_norm, rel=1e-5)
   assert float(sums["grad_norm"]) > 0
 
@@ -49,14 +50,16 @@ def test_eval_step_has_no_dropout(setup):
   first = jax.device_get(setup.eval_step(setup.params, setup.batch))
   again = jax.device_get(setup.eval_step(copy_tree(setup.params), setup.batch))
   assert first == again
-  loss, sums = seq2seq.loss.loss(setup.params, setup.batch, jax.random.key(3), True,
-                                        model=setup.model)
+  loss, sums = seq2seq.loss.loss(
+    setup.params, setup.batch, jax.random.key(3), True, model=setup.model
+  )
   np.testing.assert_allclose(first["nll_sum"], sums["nll_sum"], rtol=1e-5)
 
 
 def test_learning_rate_schedules():
   warmup = training.make_learning_rate_schedule(
-      opt_config(warmup_steps=10, schedule="constant"), 100)
+    opt_config(warmup_steps=10, schedule="constant"), 100
+  )
   assert float(warmup(0)) == 0.0
   assert float(warmup(5)) == pytest.approx(5e-3)
   assert float(warmup(10)) == pytest.approx(1e-2) and float(warmup(99)) == pytest.approx(1e-2)

@@ -12,8 +12,15 @@ import jax
 import numpy as np
 import pytest
 
-from tests.helpers import (SENTENCES, assert_trees_equal, make_pairs, read_metrics, tiny_config,
-                           tiny_vae_config, write_tsv)
+from tests.helpers import (
+  SENTENCES,
+  assert_trees_equal,
+  make_pairs,
+  read_metrics,
+  tiny_config,
+  tiny_vae_config,
+  write_tsv,
+)
 from textgen_jax import run_spec, seq2seq, vae
 from textgen_jax import workdir as workdir_lib
 from textgen_jax.data.tokenizers import make_tokenizer
@@ -25,9 +32,10 @@ def saved_translator(directory, hidden_size=16, num_pairs=20):
   """An untrained seq2seq model saved as an inference directory (no training run)."""
   config = tiny_config("unused.tsv", model__hidden_size=hidden_size)
   tokenizer = make_tokenizer("word", lowercase=True)
-  vocabularies = [Vocabulary.build([tokenizer.tokenize(pair[side])
-                                    for pair in make_pairs(num_pairs)])
-                  for side in (0, 1)]
+  vocabularies = [
+    Vocabulary.build([tokenizer.tokenize(pair[side]) for pair in make_pairs(num_pairs)])
+    for side in (0, 1)
+  ]
   model = seq2seq.model.build_model(config.model, *vocabularies)
   params = jax.jit(functools.partial(seq2seq.model.init_params, model))(jax.random.key(3))
   translator = seq2seq.Translator(config, model, params, tokenizer, *vocabularies)
@@ -53,8 +61,11 @@ def test_each_family_config_names_its_family():
 
 
 def test_a_config_without_family_is_told_by_its_model_section():
-  for config, family in ((tiny_config("x"), "seq2seq"), (tiny_vae_config("x"), "vae"),
-                         (tiny_vae_config("x", model__kind="lm"), "vae")):
+  for config, family in (
+    (tiny_config("x"), "seq2seq"),
+    (tiny_vae_config("x"), "vae"),
+    (tiny_vae_config("x", model__kind="lm"), "vae"),
+  ):
     del config["family"]
     assert workdir_lib.family_of(config) == family
 
@@ -117,14 +128,19 @@ time.sleep(60)
 def test_the_training_lock_names_its_holder_and_is_taken_over_once_it_died(tmp_path, capsys):
   import subprocess  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
+
   workdir = str(tmp_path)
   lock_path = os.path.join(workdir, workdir_lib.LOCK_FILE)
-  holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, lock_path], stdout=subprocess.PIPE,
-                            text=True)
+  holder = subprocess.Popen(
+    [sys.executable, "-c", HOLD_LOCK, lock_path], stdout=subprocess.PIPE, text=True
+  )
   try:
     assert holder.stdout.readline().strip() == "held"
-    with pytest.raises(TextgenError, match=f"{workdir} is being trained by another process "
-                       r"\(host elsewhere pid 4242, holding .*train.lock\)"):
+    with pytest.raises(
+      TextgenError,
+      match=f"{workdir} is being trained by another process "
+      r"\(host elsewhere pid 4242, holding .*train.lock\)",
+    ):
       workdir_lib.lock_for_training(workdir)
   finally:
     holder.kill()
@@ -157,8 +173,11 @@ def test_a_symlinked_training_lock_is_refused_leaving_its_target_unread(tmp_path
   workdir.mkdir()
   lock_path = workdir / workdir_lib.LOCK_FILE
   lock_path.symlink_to(target)
-  with pytest.raises(TextgenError, match=f"^{re.escape(str(lock_path))} is a symbolic link, "
-                     "not the workdir's lock file; remove it"):
+  with pytest.raises(
+    TextgenError,
+    match=f"^{re.escape(str(lock_path))} is a symbolic link, "
+    "not the workdir's lock file; remove it",
+  ):
     workdir_lib.lock_for_training(str(workdir))
   assert target.read_text(encoding="utf-8") == SECRET
   assert "s3cr3t" not in "".join(capsys.readouterr())
@@ -167,8 +186,7 @@ def test_a_symlinked_training_lock_is_refused_leaving_its_target_unread(tmp_path
   workdir_lib.unlock(str(workdir))
 
 
-def test_a_training_lock_holding_something_else_is_taken_over_without_showing_it(tmp_path,
-                                                                                 capsys):
+def test_a_training_lock_holding_something_else_is_taken_over_without_showing_it(tmp_path, capsys):
   lock_path = tmp_path / workdir_lib.LOCK_FILE
   lock_path.write_text(SECRET, encoding="utf-8")
   workdir_lib.lock_for_training(str(tmp_path))
@@ -176,23 +194,31 @@ def test_a_training_lock_holding_something_else_is_taken_over_without_showing_it
     out = capsys.readouterr().out
     assert "took over" in out and "something other than a training's host and PID" in out
     assert "s3cr3t" not in out
-    assert lock_path.read_text(encoding="utf-8") == (f"host {socket.gethostname()} "
-                                                     f"pid {os.getpid()}\n")
+    assert lock_path.read_text(encoding="utf-8") == (
+      f"host {socket.gethostname()} pid {os.getpid()}\n"
+    )
   finally:
     workdir_lib.unlock(str(tmp_path))
 
 
-@pytest.mark.parametrize("edit,message", [
-    (lambda c: c["model"].update(hiden_size=c["model"].pop("hidden_size")),
-     "model.hiden_size is not a field of a seq2seq config; did you mean model.hidden_size?"),
+@pytest.mark.parametrize(
+  "edit,message",
+  [
+    (
+      lambda c: c["model"].update(hiden_size=c["model"].pop("hidden_size")),
+      "model.hiden_size is not a field of a seq2seq config; did you mean model.hidden_size?",
+    ),
     (lambda c: c["model"].pop("hidden_size"), "model.hidden_size is missing"),
     (lambda c: c["model"].update(hidden_size="big"), "model.hidden_size is 'big', not an integer"),
     (lambda c: c["model"].update(dropout_rate=True), "model.dropout_rate is True, not a number"),
     (lambda c: c.pop("data"), "no data section"),
     (lambda c: c.update(model=3), "model is 3, not a section"),
-    (lambda c: c.update(population={**c["population"], "num_members": "x"}),
-     "population.num_members is 'x', not an integer"),
-])
+    (
+      lambda c: c.update(population={**c["population"], "num_members": "x"}),
+      "population.num_members is 'x', not an integer",
+    ),
+  ],
+)
 def test_a_hand_edited_config_json_is_a_one_line_error_naming_it(tmp_path, edit, message):
   saved_translator(tmp_path / "run")
   path = str(tmp_path / "run" / "config.json")
@@ -220,8 +246,11 @@ def test_a_config_json_that_is_not_utf8_or_not_a_file_is_a_one_line_error(tmp_pa
     workdir_lib.read_config(str(tmp_path))
   path.unlink()
   path.mkdir()
-  with pytest.raises(TextgenError, match=f"^{re.escape(str(path))}: cannot read it "
-                     r"\(Is a directory\)$"):
+  with pytest.raises(
+    TextgenError,
+    match=f"^{re.escape(str(path))}: cannot read it "
+    r"\(Is a directory\)$",
+  ):
     workdir_lib.read_config(str(tmp_path))
   path.rmdir()
   path.write_text('{"model.size": 3}', encoding="utf-8")  # ConfigDict refuses dotted names.
@@ -244,13 +273,19 @@ def test_a_vocabulary_file_from_another_run_is_a_one_line_error_naming_it(tmp_pa
   saved_translator(tmp_path / "other", num_pairs=3)  # Fewer words: other embedding shapes.
   path = str(tmp_path / "run" / "target_vocab.json")
   shutil.copyfile(tmp_path / "other" / "target_vocab.json", path)
-  with pytest.raises(TextgenError, match=f"^{re.escape(path)}: not the vocabulary this run was "
-                     "trained with .*was it copied from another run"):
+  with pytest.raises(
+    TextgenError,
+    match=f"^{re.escape(path)}: not the vocabulary this run was "
+    "trained with .*was it copied from another run",
+  ):
     seq2seq.Translator.load(str(tmp_path / "run"))
   # A workdir from before the checksums were recorded: the shapes tell, naming every candidate.
   os.remove(tmp_path / "run" / workdir_lib.VOCABULARY_CHECKSUMS)
-  with pytest.raises(TextgenError, match=r"checkpoint parameters do not match the model .*"
-                     f"described by .*config.json, .*source_vocab.json, {re.escape(path)}"):
+  with pytest.raises(
+    TextgenError,
+    match=r"checkpoint parameters do not match the model .*"
+    f"described by .*config.json, .*source_vocab.json, {re.escape(path)}",
+  ):
     seq2seq.Translator.load(str(tmp_path / "run"))
 
 
@@ -268,8 +303,11 @@ def test_a_checkpoint_of_another_model_is_a_one_line_error_naming_it(tmp_path, o
     vae.SentenceModel(config, model, params, tokenizer, vocab).save(str(tmp_path / "other"))
   foreign = str(tmp_path / "run" / "checkpoints" / "7")
   shutil.copytree(tmp_path / "other" / "checkpoints" / "0", foreign)
-  with pytest.raises(TextgenError, match=f"^{re.escape(foreign)}: checkpoint parameters do not "
-                     "match the model .*was one of them edited or copied from another run"):
+  with pytest.raises(
+    TextgenError,
+    match=f"^{re.escape(foreign)}: checkpoint parameters do not "
+    "match the model .*was one of them edited or copied from another run",
+  ):
     seq2seq.Translator.load(str(tmp_path / "run"))
 
 
@@ -277,14 +315,18 @@ def test_a_checkpoint_of_another_model_is_a_one_line_error_naming_it(tmp_path, o
 def test_resume_compares_data_files_by_content_not_by_path_text(tmp_path, monkeypatch):
   pairs_path = write_tsv(tmp_path / "pairs.tsv", make_pairs(40))
   workdir = str(tmp_path / "w")
-  seq2seq.train_and_evaluate(tiny_config(pairs_path, train__num_steps=2,
-                                         train__checkpoint_every=2), workdir)
+  seq2seq.train_and_evaluate(
+    tiny_config(pairs_path, train__num_steps=2, train__checkpoint_every=2), workdir
+  )
   monkeypatch.chdir(tmp_path)  # The same file named by a relative path resumes.
   seq2seq.train_and_evaluate(tiny_config("pairs.tsv", train__num_steps=3), workdir)
   assert workdir_lib.read_config(workdir).data.train_path == "pairs.tsv"
   copy = write_tsv(tmp_path / "copy.tsv", make_pairs(40))  # Equal bytes, another name.
   seq2seq.train_and_evaluate(tiny_config(copy, train__num_steps=4), workdir)
   changed = write_tsv(tmp_path / "changed.tsv", make_pairs(40)[::-1])
-  with pytest.raises(TextgenError, match=r"^--config.data.train_path=.*changed.tsv: not the "
-                     r"data this run trained on \(.*copy.tsv; SHA-256 in .*data_files.json\)"):
+  with pytest.raises(
+    TextgenError,
+    match=r"^--config.data.train_path=.*changed.tsv: not the "
+    r"data this run trained on \(.*copy.tsv; SHA-256 in .*data_files.json\)",
+  ):
     seq2seq.train_and_evaluate(tiny_config(changed, train__num_steps=5), workdir)

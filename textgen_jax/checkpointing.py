@@ -66,19 +66,23 @@ def list_files(directory: str) -> list[str]:
   found = []
   for root, _, names in os.walk(directory):
     relative_root = os.path.relpath(root, directory)
-    found += [name if relative_root == "." else f"{relative_root}/{name}".replace(os.sep, "/")
-              for name in names]
+    found += [
+      name if relative_root == "." else f"{relative_root}/{name}".replace(os.sep, "/")
+      for name in names
+    ]
   return sorted(found)
 
 
 def write_checksums(step_dir: str) -> None:
   """Records the size and SHA-256 of each file of a checkpoint in its checksums.json."""
-  files = {name: [os.path.getsize(os.path.join(step_dir, name)),
-                  file_sha256(os.path.join(step_dir, name))]
-           for name in list_files(step_dir)
-           if name not in UNCHECKED_FILES and name != CHECKSUMS_FILE}
-  entries = ",\n".join(f"  {json.dumps(name)}: {json.dumps(entry)}"
-                       for name, entry in files.items())
+  files = {
+    name: [os.path.getsize(os.path.join(step_dir, name)), file_sha256(os.path.join(step_dir, name))]
+    for name in list_files(step_dir)
+    if name not in UNCHECKED_FILES and name != CHECKSUMS_FILE
+  }
+  entries = ",\n".join(
+    f"  {json.dumps(name)}: {json.dumps(entry)}" for name, entry in files.items()
+  )
   with open(os.path.join(step_dir, CHECKSUMS_FILE), "w", encoding="utf-8") as f:
     f.write(f'{{"format": 1, "files": {{\n{entries}\n}}}}\n')  # One line per file.
     f.flush()
@@ -102,9 +106,11 @@ def _path_problem(directory: str, characters: str) -> str | None:
     return None
   reasons = []
   if set(found) & set(GLOB_CHARACTERS):
-    reasons.append(f"{' and '.join(c for c in found if c in GLOB_CHARACTERS)}, which orbax's "
-                   "checkpoint writer reads as a file pattern (its checkpoints would lack their "
-                   "arrays)")
+    reasons.append(
+      f"{' and '.join(c for c in found if c in GLOB_CHARACTERS)}, which orbax's "
+      "checkpoint writer reads as a file pattern (its checkpoints would lack their "
+      "arrays)"
+    )
   if set(found) & set(SEPARATOR_CHARACTERS):
     reasons.append("\\, which TensorStore reads as a directory separator")
   return f"its path contains {'; and '.join(reasons)}"
@@ -135,13 +141,16 @@ def missing_array(step_dir: str) -> str | None:
     try:
       with open(metadata_path, encoding="utf-8") as f:
         metadata = json.load(f)
-      names = [".".join(str(key["key"]) for key in entry["key_metadata"])
-               for entry in metadata["tree_metadata"].values()
-               if not entry["value_metadata"].get("skip_deserialize", False)]
+      names = [
+        ".".join(str(key["key"]) for key in entry["key_metadata"])
+        for entry in metadata["tree_metadata"].values()
+        if not entry["value_metadata"].get("skip_deserialize", False)
+      ]
       zarr_file = "zarr.json" if metadata.get("use_zarr3") else ".zarray"
       if metadata.get("use_ocdbt", True):
-        store = ts.KvStore.open({"driver": "ocdbt",
-                                 "base": {"driver": "file", "path": item_dir + "/"}}).result()
+        store = ts.KvStore.open(
+          {"driver": "ocdbt", "base": {"driver": "file", "path": item_dir + "/"}}
+        ).result()
         stored = {key.decode("utf-8", "replace") for key in store.list().result()}
       else:
         stored = set(list_files(item_dir))
@@ -170,12 +179,14 @@ def verify(step_dir: str) -> str | None:
       checksums = json.load(f)
     if checksums["format"] != 1:
       raise ValueError(f"format {checksums['format']}")
-    written = {name: (int(size), str(digest))
-               for name, (size, digest) in checksums["files"].items()}
+    written = {
+      name: (int(size), str(digest)) for name, (size, digest) in checksums["files"].items()
+    }
   except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
     return f"{CHECKSUMS_FILE} is unreadable ({type(e).__name__})"
-  on_disk = [name for name in list_files(step_dir)
-             if name not in UNCHECKED_FILES and name != CHECKSUMS_FILE]
+  on_disk = [
+    name for name in list_files(step_dir) if name not in UNCHECKED_FILES and name != CHECKSUMS_FILE
+  ]
   unlisted = sorted(set(on_disk) - set(written))
   if unlisted:
     return f"{unlisted[0]} is not in {CHECKSUMS_FILE}"
@@ -225,12 +236,14 @@ def _check_and_checksum(step_dir: str, step: str, run_state: str | None) -> None
 def _abstract(tree: Any) -> Any:
   """The restore target: each leaf's shape, dtype and sharding. A leaf with no sharding (from
   eval_shape) is restored onto this process's first device, whatever layout saved it."""
+
   def target(leaf):
     leaf = ocp.utils.to_shape_dtype_struct(leaf)
     if isinstance(leaf, jax.ShapeDtypeStruct) and leaf.sharding is None:
       first_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
       leaf = jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=first_device)
     return leaf
+
   return jax.tree.map(target, tree)
 
 
@@ -254,17 +267,21 @@ class Checkpointer:
   a killed run: one opened to read (translation, evaluation) must not touch a write in progress.
   """
 
-  def __init__(self, directory: str, save_every: int = 1000, keep: int = 3,
-               for_training: bool = False):
+  def __init__(
+    self, directory: str, save_every: int = 1000, keep: int = 3, for_training: bool = False
+  ):
     self.directory = os.path.abspath(directory)
     problem = _path_problem(directory, SEPARATOR_CHARACTERS)
     if problem:
       raise TextgenError(f"{self.directory}: {problem}; move or rename it")
     self.save_every = max(save_every, 1)
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                           cleanup_tmp_directories=for_training,
-                                           todelete_subdir=_DELETED_SUBDIR,
-                                           temporary_path_class=_ChecksummedRename)
+    options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep,
+      create=True,
+      cleanup_tmp_directories=for_training,
+      todelete_subdir=_DELETED_SUBDIR,
+      temporary_path_class=_ChecksummedRename,
+    )
     handlers = {name: ocp.StandardCheckpointHandler() for name in ("params", "optimizer")}
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
     self._intact: set[int] = set()  # Steps verified by this Checkpointer.
@@ -298,8 +315,11 @@ class Checkpointer:
   def _unverified_note(self, step: int) -> str:
     """For a read error: a checkpoint without checksums may be damaged rather than another
     model's."""
-    return "" if self._has_checksums(step) else (
-        f"; it has no {CHECKSUMS_FILE}, so it may also be damaged")
+    return (
+      ""
+      if self._has_checksums(step)
+      else (f"; it has no {CHECKSUMS_FILE}, so it may also be damaged")
+    )
 
   def _has_checksums(self, step: int) -> bool:
     return os.path.exists(os.path.join(self.step_dir(step), CHECKSUMS_FILE))
@@ -339,8 +359,9 @@ class Checkpointer:
   def is_due(self, step: int) -> bool:
     return step % self.save_every == 0
 
-  def save(self, state: TrainState, force: bool = False,
-           run_state: Callable[[], dict[str, Any]] = dict) -> bool:
+  def save(
+    self, state: TrainState, force: bool = False, run_state: Callable[[], dict[str, Any]] = dict
+  ) -> bool:
     """Saves `state` and the JSON object `run_state()` if the step is due (or force); returns
     whether it saved."""
     step = step_of(state)
@@ -350,10 +371,14 @@ class Checkpointer:
     # Written by the commit (_ChecksummedRename), with the checksums that cover it.
     _PENDING_RUN_STATES[_step_key(self.step_dir(step))] = json.dumps(run_state(), indent=1)
     with self._write_errors_reported():  # This save's, or the previous asynchronous one's.
-      return self._manager.save(step, args=ocp.args.Composite(
+      return self._manager.save(
+        step,
+        args=ocp.args.Composite(
           params=ocp.args.StandardSave(state.params),
-          optimizer=ocp.args.StandardSave({"opt_state": state.opt_state, "step": state.step})),
-                                force=True)
+          optimizer=ocp.args.StandardSave({"opt_state": state.opt_state, "step": state.step}),
+        ),
+        force=True,
+      )
 
   @contextlib.contextmanager
   def _write_errors_reported(self) -> Iterator[None]:
@@ -365,13 +390,17 @@ class Checkpointer:
       reason = str(e).splitlines()[0]
       if "No space left on device" in reason:
         reason = "No space left on device"
-      advice = ("orbax wrote it incompletely under this path: train in another --workdir"
-                if "would not restore" in reason else
-                "free space or lower --config.train.keep_checkpoints, then run the same command "
-                "to resume")
-      raise TextgenError(f"{self.directory}: writing a checkpoint failed ({reason[:300]}). The "
-                         f"checkpoints before it are intact (latest: step {self.latest_step()}); "
-                         f"{advice}") from None
+      advice = (
+        "orbax wrote it incompletely under this path: train in another --workdir"
+        if "would not restore" in reason
+        else "free space or lower --config.train.keep_checkpoints, then run the same command "
+        "to resume"
+      )
+      raise TextgenError(
+        f"{self.directory}: writing a checkpoint failed ({reason[:300]}). The "
+        f"checkpoints before it are intact (latest: step {self.latest_step()}); "
+        f"{advice}"
+      ) from None
 
   def check_space(self, state: TrainState, keep: int) -> None:
     """Before training: room for the checkpoints to come (each new one is written before the
@@ -381,9 +410,10 @@ class Checkpointer:
     free = shutil.disk_usage(self.directory).free
     if free < needed:
       raise TextgenError(
-          f"{self.directory}: {free / 2**20:.1f} MiB free, but about {needed / 2**20:.1f} MiB "
-          f"are needed for checkpoints of {checkpoint_bytes / 2**20:.1f} MiB (keeping {keep}); "
-          "free space, lower --config.train.keep_checkpoints or use another --workdir")
+        f"{self.directory}: {free / 2**20:.1f} MiB free, but about {needed / 2**20:.1f} MiB "
+        f"are needed for checkpoints of {checkpoint_bytes / 2**20:.1f} MiB (keeping {keep}); "
+        "free space, lower --config.train.keep_checkpoints or use another --workdir"
+      )
 
   def _empty_deleted(self) -> None:
     """Removes checkpoints that orbax has renamed away (process 0 alone renames them)."""
@@ -398,8 +428,10 @@ class Checkpointer:
     expected = _shapes(params_like)
     if stored != expected:
       differing = sorted(set(stored.items()) ^ set(expected.items()))[:2]
-      raise ParamsMismatch(f"{self.step_dir(step)}: checkpoint parameters do not match the "
-                           f"model the config describes (first differences: {differing})")
+      raise ParamsMismatch(
+        f"{self.step_dir(step)}: checkpoint parameters do not match the "
+        f"model the config describes (first differences: {differing})"
+      )
 
   def restore(self, state: TrainState, step: int | None = None) -> TrainState:
     """Restores into the structure of `state` (a freshly initialised state)."""
@@ -407,16 +439,26 @@ class Checkpointer:
     self.verify(step)
     self._check_params_match(state.params, step)
     try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(
+      restored = self._manager.restore(
+        step,
+        args=ocp.args.Composite(
           params=ocp.args.StandardRestore(_abstract(state.params)),
           optimizer=ocp.args.StandardRestore(
-              _abstract({"opt_state": state.opt_state, "step": state.step}))))
+            _abstract({"opt_state": state.opt_state, "step": state.step})
+          ),
+        ),
+      )
     except (ValueError, KeyError, TypeError) as e:
-      raise TextgenError(f"{self.step_dir(step)}: checkpoint does not match the model/optimizer "
-                         f"in the config ({str(e).splitlines()[0][:200]}"
-                         f"{self._unverified_note(step)})") from None
-    return state.replace(params=restored.params, opt_state=restored.optimizer["opt_state"],
-                         step=restored.optimizer["step"])
+      raise TextgenError(
+        f"{self.step_dir(step)}: checkpoint does not match the model/optimizer "
+        f"in the config ({str(e).splitlines()[0][:200]}"
+        f"{self._unverified_note(step)})"
+      ) from None
+    return state.replace(
+      params=restored.params,
+      opt_state=restored.optimizer["opt_state"],
+      step=restored.optimizer["step"],
+    )
 
   def restore_params(self, params_like: Any, step: int | None = None) -> Any:
     """Loads only the parameters, shaped like `params_like`."""
@@ -426,12 +468,15 @@ class Checkpointer:
     self.verify(step)
     self._check_params_match(params_like, step)
     try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(
-          params=ocp.args.StandardRestore(_abstract(params_like))))
+      restored = self._manager.restore(
+        step, args=ocp.args.Composite(params=ocp.args.StandardRestore(_abstract(params_like)))
+      )
     except (ValueError, KeyError, TypeError) as e:
-      raise ParamsMismatch(f"{self.step_dir(step)}: checkpoint parameters do not match the "
-                           f"model in config.json ({str(e).splitlines()[0][:200]}"
-                           f"{self._unverified_note(step)})") from None
+      raise ParamsMismatch(
+        f"{self.step_dir(step)}: checkpoint parameters do not match the "
+        f"model in config.json ({str(e).splitlines()[0][:200]}"
+        f"{self._unverified_note(step)})"
+      ) from None
     return restored.params
 
   def restore_run_state(self, step: int) -> dict[str, Any] | None:
@@ -450,8 +495,9 @@ class Checkpointer:
 
   def save_params(self, params: Any, step: int) -> None:
     """Writes a params-only checkpoint (an inference export)."""
-    self._manager.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params)),
-                       force=True)
+    self._manager.save(
+      step, args=ocp.args.Composite(params=ocp.args.StandardSave(params)), force=True
+    )
 
   def close(self) -> None:
     """Blocks until pending (asynchronous) writes are on disk."""

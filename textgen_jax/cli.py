@@ -81,7 +81,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
   try:
     remaining = flags.FLAGS(argv)
     if "config" in flags.FLAGS:  # ml_collections defers a load error to the config's first use.
-      getattr(flags.FLAGS.config, "keys")
+      flags.FLAGS.config.keys  # noqa: B018 (the attribute read is the point)
     return remaining
   except flags.Error as e:
     _exit_with_error(_one_line(str(e)))
@@ -94,17 +94,25 @@ def define_config_file(default: str, help_text: str) -> Any:
   bad --config.<field> (it reads the command line while being defined: a field that does not
   exist, with ml_collections' suggestion) stopped in one line."""
   from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+
   try:
     return config_flags.DEFINE_config_file("config", default, help_text)
   except (AttributeError, KeyError) as e:
     message = str(e)
     mistake = re.search(r'Did you mean "(\w+)" instead of "(\w+)"', message)
     field = mistake.group(2) if mistake else next(iter(re.findall(r"(\w+)", message)), "")
-    override = next((arg.split("=")[0] for arg in sys.argv[1:]
-                     if arg.startswith("--config.") and f".{field}" in arg.split("=")[0]),
-                    "--config")
-    _exit_with_error(f"{override}: no config field {field!r}" +
-                     (f"; did you mean {mistake.group(1)!r}?" if mistake else ""))
+    override = next(
+      (
+        arg.split("=")[0]
+        for arg in sys.argv[1:]
+        if arg.startswith("--config.") and f".{field}" in arg.split("=")[0]
+      ),
+      "--config",
+    )
+    _exit_with_error(
+      f"{override}: no config field {field!r}"
+      + (f"; did you mean {mistake.group(1)!r}?" if mistake else "")
+    )
   except Exception as e:  # pylint: disable=broad-except
     _exit_with_error(f"{_config_argument(sys.argv)}: cannot load it ({_last_line(e)})")
 
@@ -137,12 +145,13 @@ def print_record(record: dict[str, Any], output: str | None = None) -> None:
       with open(output, "a", encoding="utf-8") as f:
         f.write(line + "\n")
     except OSError as e:  # Checked before the work (check_output_file), but it may have changed.
-      raise TextgenError(f"{output}: cannot append the result to it ({e.strerror}); it is the "
-                         "JSON line printed above") from None
+      raise TextgenError(
+        f"{output}: cannot append the result to it ({e.strerror}); it is the "
+        "JSON line printed above"
+      ) from None
 
 
-def define_decode_flags(default_strategy: str | None = "greedy"
-                        ) -> Callable[[], "DecodeSettings"]:
+def define_decode_flags(default_strategy: str | None = "greedy") -> Callable[[], "DecodeSettings"]:
   """Defines --strategy, --temperature, --top_k, --top_p, --beam_size, --length_alpha and
   --length_norm.
 
@@ -150,21 +159,34 @@ def define_decode_flags(default_strategy: str | None = "greedy"
   with default_strategy=None the script picks the default, passed to that function.
   """
   from textgen_jax import decoding  # pylint: disable=import-outside-toplevel  # Keeps cli light.
-  strategy = flags.DEFINE_enum("strategy", default_strategy, list(decoding.STRATEGIES),
-                               "Decoding strategy.")
+
+  strategy = flags.DEFINE_enum(
+    "strategy", default_strategy, list(decoding.STRATEGIES), "Decoding strategy."
+  )
   temperature = flags.DEFINE_float("temperature", 1.0, "sample: softmax temperature (> 0).")
   top_k = flags.DEFINE_integer("top_k", 0, "sample: among the k most likely tokens (0: all).")
   top_p = flags.DEFINE_float("top_p", 1.0, "sample: within the nucleus of this mass, (0, 1].")
   beam_size = flags.DEFINE_integer("beam_size", 4, "beam: hypotheses kept per input.")
-  length_alpha = flags.DEFINE_float("length_alpha", 0.6,
-                                    "beam: GNMT length normalisation exponent (0: none).")
-  length_norm = flags.DEFINE_enum("length_norm", "gnmt", list(decoding.LENGTH_NORMS),
-                                  "beam: divide log p by GNMT's ((5 + length) / 6) ** alpha, or "
-                                  "by the length (average).")
+  length_alpha = flags.DEFINE_float(
+    "length_alpha", 0.6, "beam: GNMT length normalisation exponent (0: none)."
+  )
+  length_norm = flags.DEFINE_enum(
+    "length_norm",
+    "gnmt",
+    list(decoding.LENGTH_NORMS),
+    "beam: divide log p by GNMT's ((5 + length) / 6) ** alpha, or by the length (average).",
+  )
 
   def settings(default: str = "greedy") -> "DecodeSettings":
-    result = decoding.DecodeSettings(strategy.value or default, temperature.value, top_k.value,
-                            top_p.value, beam_size.value, length_alpha.value, length_norm.value)
+    result = decoding.DecodeSettings(
+      strategy.value or default,
+      temperature.value,
+      top_k.value,
+      top_p.value,
+      beam_size.value,
+      length_alpha.value,
+      length_norm.value,
+    )
     try:
       result.check(max_len=1)
     except TextgenError as e:
@@ -219,11 +241,17 @@ def check_output_file(flag: str, path: str | None) -> None:
   if os.path.isdir(path):
     raise TextgenError(f"{flag}={path}: a directory, not a file")
   if not os.path.isdir(directory):
-    raise TextgenError(f"{flag}={path}: " + (f"{directory} is not a directory"
-                                            if os.path.lexists(directory) else
-                                            f"no directory {directory}; create it first"))
-  writable = os.access(path, os.W_OK) if os.path.exists(path) else os.access(
-      directory, os.W_OK | os.X_OK)
+    raise TextgenError(
+      f"{flag}={path}: "
+      + (
+        f"{directory} is not a directory"
+        if os.path.lexists(directory)
+        else f"no directory {directory}; create it first"
+      )
+    )
+  writable = (
+    os.access(path, os.W_OK) if os.path.exists(path) else os.access(directory, os.W_OK | os.X_OK)
+  )
   if not writable:
     raise TextgenError(f"{flag}={path}: cannot write it (permission denied)")
 
@@ -237,8 +265,13 @@ def check_output_directory(flag: str, path: str) -> None:
   while not os.path.lexists(existing):
     existing = os.path.dirname(existing)
   if not os.path.isdir(existing):
-    raise TextgenError(f"{flag}={path}: " + ("exists and is not a directory"
-                                            if existing == path_abs else
-                                            f"{existing} is not a directory"))
+    raise TextgenError(
+      f"{flag}={path}: "
+      + (
+        "exists and is not a directory"
+        if existing == path_abs
+        else f"{existing} is not a directory"
+      )
+    )
   if not os.access(existing, os.W_OK | os.X_OK):
     raise TextgenError(f"{flag}={path}: cannot write in {existing} (permission denied)")

@@ -52,10 +52,17 @@ def data_section(**defaults: Any) -> ml_collections.ConfigDict:
 
 
 DATA_RANGES = {
-    "data.valid_fraction": "(0, 1)", "data.max_examples": ">= 0", "data.max_len": ">= 1",
-    "data.min_count": ">= 1", "data.max_size": ">= 0", "data.vocab_size_multiple": ">= 1",
-    "data.num_buckets": ">= 1", "data.batch_size": ">= 1", "data.seed": ">= -1",
-    "data.shuffle_seed": ">= -1"}
+  "data.valid_fraction": "(0, 1)",
+  "data.max_examples": ">= 0",
+  "data.max_len": ">= 1",
+  "data.min_count": ">= 1",
+  "data.max_size": ">= 0",
+  "data.vocab_size_multiple": ">= 1",
+  "data.num_buckets": ">= 1",
+  "data.batch_size": ">= 1",
+  "data.seed": ">= -1",
+  "data.shuffle_seed": ">= -1",
+}
 
 
 def parallel_section() -> ml_collections.ConfigDict:
@@ -72,9 +79,13 @@ def parallel_section() -> ml_collections.ConfigDict:
   return parallel
 
 
-PARALLEL_RANGES = {"parallel.num_devices": ">= 0", "parallel.model_shards": ">= 1",
-                   "parallel.member_shards": ">= 1", "parallel.num_processes": ">= 0",
-                   "parallel.process_id": ">= -1"}
+PARALLEL_RANGES = {
+  "parallel.num_devices": ">= 0",
+  "parallel.model_shards": ">= 1",
+  "parallel.member_shards": ">= 1",
+  "parallel.num_processes": ">= 0",
+  "parallel.process_id": ">= -1",
+}
 
 
 def population_section() -> ml_collections.ConfigDict:
@@ -104,8 +115,7 @@ def data_seed(config: ml_collections.ConfigDict) -> int:
 
 def shuffle_seed(config: ml_collections.ConfigDict) -> int:
   """The seed of the shuffle within buckets: data.shuffle_seed, or data_seed(config) if -1."""
-  return (config.data.shuffle_seed if config.data.get("shuffle_seed", -1) >= 0
-          else data_seed(config))
+  return config.data.shuffle_seed if config.data.get("shuffle_seed", -1) >= 0 else data_seed(config)
 
 
 def opt_section(**defaults: Any) -> ml_collections.ConfigDict:
@@ -130,11 +140,18 @@ def opt_section(**defaults: Any) -> ml_collections.ConfigDict:
   return opt
 
 
-OPT_RANGES = {"opt.learning_rate": "> 0", "opt.b1": "[0, 1)", "opt.b2": "[0, 1)",
-              "opt.weight_decay": ">= 0", "opt.warmup_steps": ">= 0",
-              "opt.grad_clip_norm": ">= 0", "opt.skip_non_finite": ">= 0",
-              "opt.plateau_patience": ">= 1", "opt.plateau_max_decays": ">= 0",
-              "opt.plateau_factor": "(0, 1)"}
+OPT_RANGES = {
+  "opt.learning_rate": "> 0",
+  "opt.b1": "[0, 1)",
+  "opt.b2": "[0, 1)",
+  "opt.weight_decay": ">= 0",
+  "opt.warmup_steps": ">= 0",
+  "opt.grad_clip_norm": ">= 0",
+  "opt.skip_non_finite": ">= 0",
+  "opt.plateau_patience": ">= 1",
+  "opt.plateau_max_decays": ">= 0",
+  "opt.plateau_factor": "(0, 1)",
+}
 
 
 def train_section(**defaults: Any) -> ml_collections.ConfigDict:
@@ -157,10 +174,16 @@ def train_section(**defaults: Any) -> ml_collections.ConfigDict:
   return train
 
 
-TRAIN_RANGES = {"train.num_steps": ">= 1", "train.log_every": ">= 1", "train.eval_every": ">= 1",
-                "train.checkpoint_every": ">= 1", "train.keep_checkpoints": ">= 1",
-                "train.num_examples_to_print": ">= 0", "train.max_eval_batches": ">= 0",
-                "train.early_stopping_patience": ">= 0"}
+TRAIN_RANGES = {
+  "train.num_steps": ">= 1",
+  "train.log_every": ">= 1",
+  "train.eval_every": ">= 1",
+  "train.checkpoint_every": ">= 1",
+  "train.keep_checkpoints": ">= 1",
+  "train.num_examples_to_print": ">= 0",
+  "train.max_eval_batches": ">= 0",
+  "train.early_stopping_patience": ">= 0",
+}
 
 
 def model_dtype_and_backend(model: ml_collections.ConfigDict) -> None:
@@ -172,8 +195,15 @@ def model_dtype_and_backend(model: ml_collections.ConfigDict) -> None:
 
 MODEL_RANGES = {"model.scan_unroll": ">= 1"}
 # The shared sections' ranges (and the run's seed); a family adds its own fields'.
-RANGES = {"seed": ">= 0", **DATA_RANGES, **PARALLEL_RANGES, **POPULATION_RANGES, **OPT_RANGES,
-          **TRAIN_RANGES, **MODEL_RANGES}
+RANGES = {
+  "seed": ">= 0",
+  **DATA_RANGES,
+  **PARALLEL_RANGES,
+  **POPULATION_RANGES,
+  **OPT_RANGES,
+  **TRAIN_RANGES,
+  **MODEL_RANGES,
+}
 
 
 def in_range(value: float, interval: str) -> bool:
@@ -186,12 +216,14 @@ def in_range(value: float, interval: str) -> bool:
   if interval.startswith(">"):
     return value > float(interval[1:])
   low, high = (float(end) for end in interval[1:-1].split(","))
-  return ((low <= value if interval[0] == "[" else low < value) and
-          (value <= high if interval[-1] == "]" else value < high))
+  return (low <= value if interval[0] == "[" else low < value) and (
+    value <= high if interval[-1] == "]" else value < high
+  )
 
 
-def numeric_fields(config: ml_collections.ConfigDict, prefix: str = "") -> Iterator[
-    tuple[str, float]]:
+def numeric_fields(
+  config: ml_collections.ConfigDict, prefix: str = ""
+) -> Iterator[tuple[str, float]]:
   """("section.field", value) of every int or float field (not bool), sections included."""
   for key, value in config.items():
     if isinstance(value, ml_collections.ConfigDict):
@@ -219,43 +251,56 @@ def describe(interval: str) -> str:
   return f"in {interval}"
 
 
-def validate_shared(config: ml_collections.ConfigDict, family: str,
-                    ranges: Mapping[str, str]) -> None:
+def validate_shared(
+  config: ml_collections.ConfigDict, family: str, ranges: Mapping[str, str]
+) -> None:
   """Raises naming the flag when a field is out of its range (`ranges`: the family's table of
   every numeric field) or a shared choice is unknown; the family checks its own choices."""
   if config.get("family", family) != family:
     raise TextgenError(f"--config.family={config.family!r}: this script trains {family} models")
   check_ranges(config, ranges)
   if config.data.valid_split not in ("random", "grouped"):
-    raise TextgenError(f"--config.data.valid_split={config.data.valid_split!r}: choose random or "
-                       "grouped")
+    raise TextgenError(
+      f"--config.data.valid_split={config.data.valid_split!r}: choose random or grouped"
+    )
   if config.model.dtype not in ("float32", "bfloat16"):
     raise TextgenError(f"--config.model.dtype={config.model.dtype!r}: choose float32 or bfloat16")
   cudnn_lstm.resolve_backend(config.model.lstm_backend, config.model.dtype)  # Raises if unusable.
   make_optimizer(config.opt, config.train.num_steps)  # Raises on an unknown name or schedule.
 
 
-def members(config: ml_collections.ConfigDict,
-            per_member: frozenset[str]) -> list[ml_collections.ConfigDict]:
+def members(
+  config: ml_collections.ConfigDict, per_member: frozenset[str]
+) -> list[ml_collections.ConfigDict]:
   """The config of each member of its population ([config] for one run), for validation. A
   population runs the scan: cuDNN's LSTM in JAX has no batching rule for the member axis."""
   population = population_lib.parse(config, per_member)
   if population is None:
     if config.parallel.member_shards > 1:
-      raise TextgenError("--config.parallel.member_shards > 1 needs a population "
-                         "(--config.population.num_members > 1)")
+      raise TextgenError(
+        "--config.parallel.member_shards > 1 needs a population "
+        "(--config.population.num_members > 1)"
+      )
     return [config]
   if config.train.early_stopping_patience:
-    raise TextgenError("--config.train.early_stopping_patience: a population trains its members "
-                       "for the same steps; use the plateau schedule, or early stopping in "
-                       "separate runs")
+    raise TextgenError(
+      "--config.train.early_stopping_patience: a population trains its members "
+      "for the same steps; use the plateau schedule, or early stopping in "
+      "separate runs"
+    )
   if population.vmap_size and config.parallel.member_shards > 1:
-    raise TextgenError("--config.population.vmap_size loops over the members on each device; "
-                       "with --config.parallel.member_shards > 1 leave it 0")
+    raise TextgenError(
+      "--config.population.vmap_size loops over the members on each device; "
+      "with --config.parallel.member_shards > 1 leave it 0"
+    )
   if config.parallel.member_shards > 1 and population.size % config.parallel.member_shards:
-    raise TextgenError(f"--config.parallel.member_shards={config.parallel.member_shards} must "
-                       f"divide the population's {population.size} members")
+    raise TextgenError(
+      f"--config.parallel.member_shards={config.parallel.member_shards} must "
+      f"divide the population's {population.size} members"
+    )
   if config.model.lstm_backend == "cudnn":
-    raise TextgenError("--config.model.lstm_backend=cudnn: a population's members are vmapped "
-                       "and cuDNN's LSTM in JAX cannot be; use scan or auto")
+    raise TextgenError(
+      "--config.model.lstm_backend=cudnn: a population's members are vmapped "
+      "and cuDNN's LSTM in JAX cannot be; use scan or auto"
+    )
   return [population_lib.member_config(config, k, population) for k in range(population.size)]

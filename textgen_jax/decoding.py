@@ -46,8 +46,9 @@ class DecodeSettings:
     if max_len < 1:
       raise TextgenError(f"max_len must be at least 1, got {max_len}")
     if not self.temperature > 0:
-      raise TextgenError(f"temperature must be > 0, got {self.temperature} "
-                         "(use greedy decoding for 0)")
+      raise TextgenError(
+        f"temperature must be > 0, got {self.temperature} (use greedy decoding for 0)"
+      )
     if self.top_k < 0:
       raise TextgenError(f"top_k must be 0 (off) or positive, got {self.top_k}")
     if not 0.0 < self.top_p <= 1.0:
@@ -55,8 +56,9 @@ class DecodeSettings:
     if self.beam_size < 1:
       raise TextgenError(f"beam_size must be at least 1, got {self.beam_size}")
     if vocab_size is not None and self.beam_size > vocab_size:
-      raise TextgenError(f"beam_size {self.beam_size} is larger than the vocabulary "
-                         f"({vocab_size} tokens)")
+      raise TextgenError(
+        f"beam_size {self.beam_size} is larger than the vocabulary ({vocab_size} tokens)"
+      )
     if not self.length_alpha >= 0:
       raise TextgenError(f"length_alpha must be >= 0, got {self.length_alpha}")
     if self.length_norm not in LENGTH_NORMS:
@@ -80,8 +82,13 @@ def forbid_pad_and_bos(logits_BxV: jax.Array, value: float) -> jax.Array:
   return jnp.where((token_V == PAD_ID) | (token_V == BOS_ID), value, logits_BxV)
 
 
-def _decode_loop(step_fn: StepFn, carry: Any, batch_size: int, max_len: int,
-                 choose: Callable[[jax.Array, jax.Array], jax.Array]) -> jax.Array:
+def _decode_loop(
+  step_fn: StepFn,
+  carry: Any,
+  batch_size: int,
+  max_len: int,
+  choose: Callable[[jax.Array, jax.Array], jax.Array],
+) -> jax.Array:
   """Runs step_fn until all rows are done; `choose(logits_BxV, t) -> tokens_B`."""
 
   def not_finished(loop):
@@ -96,8 +103,13 @@ def _decode_loop(step_fn: StepFn, carry: Any, batch_size: int, max_len: int,
     tokens_BxL = jax.lax.dynamic_update_slice(tokens_BxL, token_B[:, None], (0, t))
     return t + 1, carry, token_B, done_B | (token_B == EOS_ID), tokens_BxL
 
-  loop = (jnp.int32(0), carry, jnp.full((batch_size,), BOS_ID, jnp.int32),
-          jnp.zeros((batch_size,), bool), jnp.full((batch_size, max_len), PAD_ID, jnp.int32))
+  loop = (
+    jnp.int32(0),
+    carry,
+    jnp.full((batch_size,), BOS_ID, jnp.int32),
+    jnp.zeros((batch_size,), bool),
+    jnp.full((batch_size, max_len), PAD_ID, jnp.int32),
+  )
   return jax.lax.while_loop(not_finished, one_token, loop)[-1]
 
 
@@ -109,11 +121,13 @@ def argmax(logits_BxV: jax.Array, chunk: int = 128) -> jax.Array:
   if vocab_size <= chunk:
     return jnp.argmax(logits_BxV, -1).astype(jnp.int32)
   num_chunks = -(-vocab_size // chunk)
-  chunks_BxNxC = jnp.pad(logits_BxV, ((0, 0), (0, num_chunks * chunk - vocab_size)),
-                         constant_values=-jnp.inf).reshape(batch_size, num_chunks, chunk)
+  chunks_BxNxC = jnp.pad(
+    logits_BxV, ((0, 0), (0, num_chunks * chunk - vocab_size)), constant_values=-jnp.inf
+  ).reshape(batch_size, num_chunks, chunk)
   best_chunk_B = jnp.argmax(jnp.max(chunks_BxNxC, -1), -1)
-  best_in_chunk_B = jnp.argmax(jnp.take_along_axis(chunks_BxNxC, best_chunk_B[:, None, None],
-                                                   1)[:, 0], -1)
+  best_in_chunk_B = jnp.argmax(
+    jnp.take_along_axis(chunks_BxNxC, best_chunk_B[:, None, None], 1)[:, 0], -1
+  )
   return (best_chunk_B * chunk + best_in_chunk_B).astype(jnp.int32)
 
 
@@ -131,8 +145,7 @@ def _ordered_keys(x_BxV: jax.Array) -> jax.Array:
   return jnp.where(bits_BxV >> 31 == 1, ~bits_BxV, bits_BxV | jnp.uint32(1 << 31))
 
 
-def _largest_threshold(keys_BxV: jax.Array,
-                       enough: Callable[[jax.Array], jax.Array]) -> jax.Array:
+def _largest_threshold(keys_BxV: jax.Array, enough: Callable[[jax.Array], jax.Array]) -> jax.Array:
   """Per row, the largest key T such that enough(keys >= T) holds; `enough` must hold for the
   row's smallest key and be monotone. Exact after 32 halvings of the uint32 range."""
 
@@ -165,7 +178,8 @@ def filter_logits(logits_BxV: jax.Array, top_k: int = 0, top_p: float = 1.0) -> 
     keys_BxV = _ordered_keys(logits_BxV)
     probs_BxV = jax.nn.softmax(logits_BxV, axis=-1)
     smallest_kept_B = _largest_threshold(
-        keys_BxV, lambda kept: jnp.sum(jnp.where(kept, probs_BxV, 0.0), -1) >= top_p)
+      keys_BxV, lambda kept: jnp.sum(jnp.where(kept, probs_BxV, 0.0), -1) >= top_p
+    )
     logits_BxV = jnp.where(keys_BxV >= smallest_kept_B[:, None], logits_BxV, lowest)
   return logits_BxV
 
@@ -182,8 +196,16 @@ def inverse_cdf_sample(probs_BxV: jax.Array, uniform_B: jax.Array) -> jax.Array:
   return jnp.sum(cdf_BxV < threshold_Bx1, -1).astype(jnp.int32)
 
 
-def sample_decode(step_fn: StepFn, carry: Any, batch_size: int, max_len: int, rng: jax.Array,
-                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> jax.Array:
+def sample_decode(
+  step_fn: StepFn,
+  carry: Any,
+  batch_size: int,
+  max_len: int,
+  rng: jax.Array,
+  temperature: float = 1.0,
+  top_k: int = 0,
+  top_p: float = 1.0,
+) -> jax.Array:
   """Ancestral sampling from softmax(logits / temperature), optionally restricted to the top_k
   tokens and/or the top_p nucleus.
 
@@ -222,8 +244,9 @@ def length_penalty(length: jax.Array, alpha: float, norm: str = "gnmt") -> jax.A
 
 def _take_rows(x_BxNx_: jax.Array, index_BxM: jax.Array) -> jax.Array:
   """x[b, index[b, m]] for every b, m."""
-  return jnp.take_along_axis(x_BxNx_, index_BxM.reshape(index_BxM.shape + (1,) *
-                                                        (x_BxNx_.ndim - 2)), axis=1)
+  return jnp.take_along_axis(
+    x_BxNx_, index_BxM.reshape(index_BxM.shape + (1,) * (x_BxNx_.ndim - 2)), axis=1
+  )
 
 
 class _BeamLoop(NamedTuple):
@@ -245,8 +268,14 @@ def _keep_best(scores_BxN: jax.Array, k: int, *rows_BxNx_: jax.Array) -> tuple[j
   return (best_scores_BxK,) + tuple(_take_rows(x, keep_BxK) for x in rows_BxNx_)
 
 
-def _beam_step(step_fn: StepFn, loop: _BeamLoop, beam_size: int, vocab_size: int,
-               length_alpha: float, length_norm: str) -> _BeamLoop:
+def _beam_step(
+  step_fn: StepFn,
+  loop: _BeamLoop,
+  beam_size: int,
+  vocab_size: int,
+  length_alpha: float,
+  length_norm: str,
+) -> _BeamLoop:
   """Extends every live hypothesis by every token; keeps the K best that end (finished, merged
   with the earlier finished by score) and the K best that do not (live, their parents' states)."""
   B, K, V = loop.num_finished_B.shape[0], beam_size, vocab_size  # pylint: disable=invalid-name
@@ -254,40 +283,59 @@ def _beam_step(step_fn: StepFn, loop: _BeamLoop, beam_size: int, vocab_size: int
   t = loop.t
   previous_BK = loop.live_tokens_BxKxL[:, :, jnp.maximum(t - 1, 0)].reshape(B * K)
   carry, logits_BKxV = step_fn(loop.carry, jnp.where(t == 0, BOS_ID, previous_BK))
-  log_probs_BKxV = forbid_pad_and_bos(jax.nn.log_softmax(logits_BKxV.astype(jnp.float32)),
-                                       neg_inf)
-  candidates_BxKV = (loop.live_log_probs_BxK[:, :, None] +
-                     log_probs_BKxV.reshape(B, K, V)).reshape(B, K * V)
+  log_probs_BKxV = forbid_pad_and_bos(jax.nn.log_softmax(logits_BKxV.astype(jnp.float32)), neg_inf)
+  candidates_BxKV = (loop.live_log_probs_BxK[:, :, None] + log_probs_BKxV.reshape(B, K, V)).reshape(
+    B, K * V
+  )
   # 2K candidates always hold K that do not end in EOS (at most K of them can be EOS).
   top_log_probs_Bx2K, top_index_Bx2K = jax.lax.top_k(candidates_BxKV, 2 * K)
   parent_Bx2K, token_Bx2K = top_index_Bx2K // V, top_index_Bx2K % V
   tokens_Bx2KxL = jax.lax.dynamic_update_slice(
-      _take_rows(loop.live_tokens_BxKxL, parent_Bx2K), token_Bx2K[:, :, None], (0, 0, t))
+    _take_rows(loop.live_tokens_BxKxL, parent_Bx2K), token_Bx2K[:, :, None], (0, 0, t)
+  )
   ends_Bx2K = token_Bx2K == EOS_ID
 
   # Finished: EOS candidates ranked within the top K, merged with earlier finished by score.
-  newly_finished_Bx2K = (ends_Bx2K & (jnp.arange(2 * K) < K)[None, :] &
-                         (top_log_probs_Bx2K > neg_inf))
+  newly_finished_Bx2K = (
+    ends_Bx2K & (jnp.arange(2 * K) < K)[None, :] & (top_log_probs_Bx2K > neg_inf)
+  )
   penalty = length_penalty(t + 1.0, length_alpha, length_norm)
   new_scores_Bx2K = jnp.where(newly_finished_Bx2K, top_log_probs_Bx2K / penalty, neg_inf)
   finished_scores_BxK, finished_tokens_BxKxL, finished_log_probs_BxK = _keep_best(
-      jnp.concatenate([loop.finished_scores_BxK, new_scores_Bx2K], 1), K,
-      jnp.concatenate([loop.finished_tokens_BxKxL, tokens_Bx2KxL], 1),
-      jnp.concatenate([loop.finished_log_probs_BxK, top_log_probs_Bx2K], 1))
+    jnp.concatenate([loop.finished_scores_BxK, new_scores_Bx2K], 1),
+    K,
+    jnp.concatenate([loop.finished_tokens_BxKxL, tokens_Bx2KxL], 1),
+    jnp.concatenate([loop.finished_log_probs_BxK, top_log_probs_Bx2K], 1),
+  )
 
   # Live: the K best candidates that do not end in EOS, with their parents' states.
-  live_log_probs_BxK, live_Bx2K = jax.lax.top_k(jnp.where(ends_Bx2K, neg_inf,
-                                                          top_log_probs_Bx2K), K)
-  parent_rows_BK = (K * jnp.arange(B)[:, None] +
-                    jnp.take_along_axis(parent_Bx2K, live_Bx2K, 1)).reshape(-1)
-  return _BeamLoop(t + 1, jax.tree.map(lambda x: x[parent_rows_BK], carry),
-                   _take_rows(tokens_Bx2KxL, live_Bx2K), live_log_probs_BxK,
-                   finished_tokens_BxKxL, finished_scores_BxK, finished_log_probs_BxK,
-                   loop.num_finished_B + jnp.sum(newly_finished_Bx2K, 1))
+  live_log_probs_BxK, live_Bx2K = jax.lax.top_k(
+    jnp.where(ends_Bx2K, neg_inf, top_log_probs_Bx2K), K
+  )
+  parent_rows_BK = (
+    K * jnp.arange(B)[:, None] + jnp.take_along_axis(parent_Bx2K, live_Bx2K, 1)
+  ).reshape(-1)
+  return _BeamLoop(
+    t + 1,
+    jax.tree.map(lambda x: x[parent_rows_BK], carry),
+    _take_rows(tokens_Bx2KxL, live_Bx2K),
+    live_log_probs_BxK,
+    finished_tokens_BxKxL,
+    finished_scores_BxK,
+    finished_log_probs_BxK,
+    loop.num_finished_B + jnp.sum(newly_finished_Bx2K, 1),
+  )
 
 
-def beam_search(step_fn: StepFn, carry: Any, batch_size: int, max_len: int, beam_size: int,
-                length_alpha: float = 0.6, length_norm: str = "gnmt") -> Beams:
+def beam_search(
+  step_fn: StepFn,
+  carry: Any,
+  batch_size: int,
+  max_len: int,
+  beam_size: int,
+  length_alpha: float = 0.6,
+  length_norm: str = "gnmt",
+) -> Beams:
   """Beam search with per-hypothesis EOS handling and length normalisation.
 
   Every step extends the K = beam_size live hypotheses of each input by every token and ranks
@@ -298,43 +346,70 @@ def beam_search(step_fn: StepFn, carry: Any, batch_size: int, max_len: int, beam
   and alpha = 0 this is exactly greedy decoding.
   """
   vocab_size = _vocab_size(step_fn, carry, batch_size)
-  DecodeSettings("beam", beam_size=beam_size, length_alpha=length_alpha,
-                 length_norm=length_norm).check(max_len, vocab_size)
+  DecodeSettings(
+    "beam", beam_size=beam_size, length_alpha=length_alpha, length_norm=length_norm
+  ).check(max_len, vocab_size)
   B, K = batch_size, beam_size  # pylint: disable=invalid-name
   neg_inf = jnp.float32(-jnp.inf)
   empty_BxKxL = jnp.full((B, K, max_len), PAD_ID, jnp.int32)
   only_first_live_BxK = jnp.broadcast_to(jnp.where(jnp.arange(K) == 0, 0.0, neg_inf), (B, K))
-  loop = _BeamLoop(jnp.int32(0), jax.tree.map(lambda x: jnp.repeat(x, K, axis=0), carry),
-                   empty_BxKxL, only_first_live_BxK, empty_BxKxL, jnp.full((B, K), neg_inf),
-                   jnp.full((B, K), neg_inf), jnp.zeros((B,), jnp.int32))
+  loop = _BeamLoop(
+    jnp.int32(0),
+    jax.tree.map(lambda x: jnp.repeat(x, K, axis=0), carry),
+    empty_BxKxL,
+    only_first_live_BxK,
+    empty_BxKxL,
+    jnp.full((B, K), neg_inf),
+    jnp.full((B, K), neg_inf),
+    jnp.zeros((B,), jnp.int32),
+  )
   loop = jax.lax.while_loop(
-      lambda loop: (loop.t < max_len) & jnp.any(loop.num_finished_B < K),
-      lambda loop: _beam_step(step_fn, loop, K, vocab_size, length_alpha, length_norm), loop)
+    lambda loop: (loop.t < max_len) & jnp.any(loop.num_finished_B < K),
+    lambda loop: _beam_step(step_fn, loop, K, vocab_size, length_alpha, length_norm),
+    loop,
+  )
 
   # Hypotheses still live at max_len end there, like greedy's; if the loop stopped early they
   # are unfinished and take no part.
   at_max_len_penalty = length_penalty(jnp.float32(max_len), length_alpha, length_norm)
-  live_scores_BxK = jnp.where(loop.t >= max_len, loop.live_log_probs_BxK / at_max_len_penalty,
-                              neg_inf)
+  live_scores_BxK = jnp.where(
+    loop.t >= max_len, loop.live_log_probs_BxK / at_max_len_penalty, neg_inf
+  )
   scores_BxK, tokens_BxKxL, log_probs_BxK = _keep_best(
-      jnp.concatenate([loop.finished_scores_BxK, live_scores_BxK], 1), K,
-      jnp.concatenate([loop.finished_tokens_BxKxL, loop.live_tokens_BxKxL], 1),
-      jnp.concatenate([loop.finished_log_probs_BxK, loop.live_log_probs_BxK], 1))
+    jnp.concatenate([loop.finished_scores_BxK, live_scores_BxK], 1),
+    K,
+    jnp.concatenate([loop.finished_tokens_BxKxL, loop.live_tokens_BxKxL], 1),
+    jnp.concatenate([loop.finished_log_probs_BxK, loop.live_log_probs_BxK], 1),
+  )
   return Beams(tokens_BxKxL, scores_BxK, log_probs_BxK)
 
 
-def decode(step_fn: StepFn, carry: Any, batch_size: int, max_len: int, settings: DecodeSettings,
-           rng: jax.Array | None = None) -> jax.Array:
+def decode(
+  step_fn: StepFn,
+  carry: Any,
+  batch_size: int,
+  max_len: int,
+  settings: DecodeSettings,
+  rng: jax.Array | None = None,
+) -> jax.Array:
   """tokens_BxL by `settings.strategy`; beam search returns each input's best hypothesis."""
   if settings.strategy == "greedy":
     return greedy_decode(step_fn, carry, batch_size, max_len)
   if settings.strategy == "sample":
     settings.check_rng(rng)
-    return sample_decode(step_fn, carry, batch_size, max_len, rng, settings.temperature,
-                         settings.top_k, settings.top_p)
+    return sample_decode(
+      step_fn, carry, batch_size, max_len, rng, settings.temperature, settings.top_k, settings.top_p
+    )
   if settings.strategy == "beam":
-    beams = beam_search(step_fn, carry, batch_size, max_len, settings.beam_size,
-                        settings.length_alpha, settings.length_norm)
+    beams = beam_search(
+      step_fn,
+      carry,
+      batch_size,
+      max_len,
+      settings.beam_size,
+      settings.length_alpha,
+      settings.length_norm,
+    )
     return beams.tokens_BxKxL[:, 0]
   settings.check(max_len)  # Names the unknown strategy.
   raise AssertionError("unreachable")

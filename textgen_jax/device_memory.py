@@ -37,8 +37,9 @@ def program_bytes(compiled: Any) -> int | None:
     return None
   if analysis is None:
     return None
-  return int(analysis.argument_size_in_bytes + analysis.output_size_in_bytes +
-             analysis.temp_size_in_bytes)
+  return int(
+    analysis.argument_size_in_bytes + analysis.output_size_in_bytes + analysis.temp_size_in_bytes
+  )
 
 
 def _size(num_bytes: int) -> str:
@@ -46,19 +47,25 @@ def _size(num_bytes: int) -> str:
 
 
 def _too_large(what: str, batch_size: int, flag: str, detail: str) -> TextgenError:
-  return TextgenError(f"{what} a batch of {batch_size} does not fit in device memory ({detail}); "
-                      f"use a smaller {flag}")
+  return TextgenError(
+    f"{what} a batch of {batch_size} does not fit in device memory ({detail}); use a smaller {flag}"
+  )
 
 
-def check_fits(compiled: Any, batch_size: int, what: str, flag: str,
-               device: jax.Device | None = None) -> None:
+def check_fits(
+  compiled: Any, batch_size: int, what: str, flag: str, device: jax.Device | None = None
+) -> None:
   """Raises TextgenError if the compiled program needs more memory than the device has free."""
   needed, free = program_bytes(compiled), free_bytes(device or jax.devices()[0])
   if needed is None or free is None or needed <= free:
     return
   suggestion = max(1, int(batch_size * free / needed))
-  raise _too_large(what, batch_size, flag, f"it needs {_size(needed)} and {_size(free)} "
-                   f"is free; about {suggestion} would fit")
+  raise _too_large(
+    what,
+    batch_size,
+    flag,
+    f"it needs {_size(needed)} and {_size(free)} is free; about {suggestion} would fit",
+  )
 
 
 @contextlib.contextmanager
@@ -87,8 +94,11 @@ class CheckedJit:
   def __call__(self, *args: Any, num_rows: int, **static: Any) -> Any:
     """Runs the program for these args; `num_rows` (the batch size) is for error messages."""
     leaves, treedef = jax.tree.flatten(args)
-    key = (treedef, tuple((getattr(x, "shape", None), str(getattr(x, "dtype", type(x))))
-                          for x in leaves), tuple(sorted(static.items())))
+    key = (
+      treedef,
+      tuple((getattr(x, "shape", None), str(getattr(x, "dtype", type(x)))) for x in leaves),
+      tuple(sorted(static.items())),
+    )
     if key not in self._compiled:
       compiled = self.jitted.lower(*args, **static).compile()
       check_fits(compiled, num_rows, self.what, self.flag)

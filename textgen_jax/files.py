@@ -51,7 +51,9 @@ def read_text(path: str) -> str:
   except FileNotFoundError:
     raise
   except UnicodeDecodeError as e:
-    raise TextgenError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
-                       f"{e.start}); was it saved in another encoding?") from None
+    raise TextgenError(
+      f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+      f"{e.start}); was it saved in another encoding?"
+    ) from None
   except OSError as e:
     raise TextgenError(f"{path}: cannot read it ({e.strerror})") from None

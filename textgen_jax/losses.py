@@ -14,8 +14,9 @@ from textgen_jax.models.static import is_static_zero
 MetricSums = dict[str, jax.Array]
 
 
-def token_cross_entropy(logits_BxTxV: jax.Array, targets_BxT: jax.Array,
-                        label_smoothing: float = 0.0) -> jax.Array:
+def token_cross_entropy(
+  logits_BxTxV: jax.Array, targets_BxT: jax.Array, label_smoothing: float = 0.0
+) -> jax.Array:
   """Per-token cross-entropy nats_BxT (unmasked), with optional label smoothing."""
   if is_static_zero(label_smoothing):
     return optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, targets_BxT)
@@ -24,8 +25,9 @@ def token_cross_entropy(logits_BxTxV: jax.Array, targets_BxT: jax.Array,
   return optax.softmax_cross_entropy(logits_BxTxV, labels_BxTxV)
 
 
-def sequence_metric_sums(logits_BxTxV: jax.Array, targets_BxT: jax.Array,
-                         nll_BxT: jax.Array) -> MetricSums:
+def sequence_metric_sums(
+  logits_BxTxV: jax.Array, targets_BxT: jax.Array, nll_BxT: jax.Array
+) -> MetricSums:
   """Sums for loss, token accuracy and exact match; PAD targets count nowhere.
 
   A token is correct when no other token has a higher logit (the argmax prediction; a tie
@@ -40,9 +42,9 @@ def sequence_metric_sums(logits_BxTxV: jax.Array, targets_BxT: jax.Array,
   real_B = mask_BxT.any(-1)
   exact_B = (correct_BxT.sum(-1) == mask_BxT.sum(-1)) & real_B
   return {
-      "nll_sum": jnp.sum(nll_BxT * mask_BxT),
-      "correct_tokens": correct_BxT.sum().astype(jnp.float32),
-      "tokens": mask_BxT.sum().astype(jnp.float32),
-      "exact_sequences": exact_B.sum().astype(jnp.float32),
-      "sequences": real_B.sum().astype(jnp.float32),
+    "nll_sum": jnp.sum(nll_BxT * mask_BxT),
+    "correct_tokens": correct_BxT.sum().astype(jnp.float32),
+    "tokens": mask_BxT.sum().astype(jnp.float32),
+    "exact_sequences": exact_B.sum().astype(jnp.float32),
+    "sequences": real_B.sum().astype(jnp.float32),
   }

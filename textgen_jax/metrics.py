@@ -20,10 +20,10 @@ def summarize(sums: dict[str, float]) -> dict[str, float]:
   tokens, sequences = max(sums["tokens"], 1.0), max(sums["sequences"], 1.0)
   loss = sums["nll_sum"] / tokens
   summary = {
-      "loss": loss,
-      "token_accuracy": sums["correct_tokens"] / tokens,
-      "exact_match": sums["exact_sequences"] / sequences,
-      "perplexity": math.exp(min(loss, 50.0)),
+    "loss": loss,
+    "token_accuracy": sums["correct_tokens"] / tokens,
+    "exact_match": sums["exact_sequences"] / sequences,
+    "perplexity": math.exp(min(loss, 50.0)),
   }
   if "kl_sum" in sums:
     summary["reconstruction"] = sums["nll_sum"] / sequences
@@ -80,8 +80,10 @@ class MetricWriter:
       except ValueError as e:
         if index == len(lines) - 1:
           return records, True
-        raise TextgenError(f"{self.path}:{number}: not a metrics record ({e}); the file was "
-                           "edited or damaged: repair or remove that line") from None
+        raise TextgenError(
+          f"{self.path}:{number}: not a metrics record ({e}); the file was "
+          "edited or damaged: repair or remove that line"
+        ) from None
       records.append(record)
     return records, False
 
@@ -95,6 +97,7 @@ def _to_python(value: Any) -> Any:
 def plot_loss_curves(records: list[dict[str, Any]], png_path: str) -> None:
   """Train and validation loss (and validation accuracy) against step, as a PNG."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
@@ -104,11 +107,17 @@ def plot_loss_curves(records: list[dict[str, Any]], png_path: str) -> None:
   if train:
     loss_axis.plot(*zip(*train), label="train loss")
   if valid:
-    loss_axis.plot([r["step"] for r in valid], [r["valid_loss"] for r in valid], "o-",
-                   label="valid loss")
+    loss_axis.plot(
+      [r["step"] for r in valid], [r["valid_loss"] for r in valid], "o-", label="valid loss"
+    )
     accuracy_axis = loss_axis.twinx()
-    accuracy_axis.plot([r["step"] for r in valid], [r["valid_token_accuracy"] for r in valid],
-                       "s--", color="tab:green", label="valid token accuracy")
+    accuracy_axis.plot(
+      [r["step"] for r in valid],
+      [r["valid_token_accuracy"] for r in valid],
+      "s--",
+      color="tab:green",
+      label="valid token accuracy",
+    )
     accuracy_axis.set_ylabel("accuracy")
     accuracy_axis.set_ylim(0, 1)
     accuracy_axis.legend(loc="center right")

@@ -37,14 +37,18 @@ def initialize(parallel: ml_collections.ConfigDict) -> None:
   """Joins the multi-host cluster when parallel.distributed is set; call before any JAX work."""
   if parallel.distributed and not jax.distributed.is_initialized():
     try:
-      jax.distributed.initialize(parallel.coordinator_address or None,
-                                 parallel.num_processes or None,
-                                 None if parallel.process_id < 0 else parallel.process_id)
+      jax.distributed.initialize(
+        parallel.coordinator_address or None,
+        parallel.num_processes or None,
+        None if parallel.process_id < 0 else parallel.process_id,
+      )
     except (RuntimeError, ValueError) as e:
-      raise TextgenError(f"--config.parallel.distributed=True: jax.distributed.initialize() "
-                         f"failed ({str(e).splitlines()[0][:300]}). TPU pods, SLURM and Open "
-                         "MPI are found automatically; elsewhere set --config.parallel."
-                         "coordinator_address, num_processes and process_id") from None
+      raise TextgenError(
+        f"--config.parallel.distributed=True: jax.distributed.initialize() "
+        f"failed ({str(e).splitlines()[0][:300]}). TPU pods, SLURM and Open "
+        "MPI are found automatically; elsewhere set --config.parallel."
+        "coordinator_address, num_processes and process_id"
+      ) from None
 
 
 def is_primary() -> bool:
@@ -94,7 +98,8 @@ class Layout:
     """Shardings for a tree of parameters or of train state (optimizer moments mirror the
     parameters' paths, so the same names pick the same vocabulary dimension)."""
     return jax.tree_util.tree_map_with_path(
-        lambda path, leaf: NamedSharding(self.mesh, self._spec(path, np.ndim(leaf))), tree)
+      lambda path, leaf: NamedSharding(self.mesh, self._spec(path, np.ndim(leaf))), tree
+    )
 
   def check_vocabulary_divides(self, abstract_params: Any) -> None:
     if self.num_model_shards == 1:
@@ -105,46 +110,53 @@ class Layout:
         size = leaf.shape[spec.index(MODEL_AXIS)]
         if size % self.num_model_shards:
           raise TextgenError(
-              f"--config.parallel.model_shards={self.num_model_shards} splits the vocabulary "
-              f"matrices, but {jax.tree_util.keystr(path)} has a vocabulary of {size}, not a "
-              "multiple of it; set --config.data.vocab_size_multiple to it (this pads the "
-              "vocabulary with unused tokens) or choose a model_shards that divides it")
+            f"--config.parallel.model_shards={self.num_model_shards} splits the vocabulary "
+            f"matrices, but {jax.tree_util.keystr(path)} has a vocabulary of {size}, not a "
+            "multiple of it; set --config.data.vocab_size_multiple to it (this pads the "
+            "vocabulary with unused tokens) or choose a model_shards that divides it"
+          )
 
   def _spec(self, path: tuple, ndim: int) -> P:
     """Sharded along MODEL_AXIS if the leaf's name path ends in a declared vocabulary matrix."""
     names = tuple(key.key for key in path if isinstance(key, jax.tree_util.DictKey))
     for matrix, axis in self.vocabulary_matrices.items():
-      if names[-len(matrix):] == matrix and axis < ndim:
+      if names[-len(matrix) :] == matrix and axis < ndim:
         return P(*(MODEL_AXIS if i == axis else None for i in range(ndim)))
     return P()
 
   def check_batch_size(self, batch_size: int) -> None:
     if batch_size % self.num_data_shards:
       raise TextgenError(
-          f"--config.data.batch_size={batch_size} is the global batch; it must be a multiple of "
-          f"the {self.num_data_shards} data-parallel devices it is split over (devices "
-          f"{self.mesh.size} / parallel.member_shards {self.num_member_shards} / "
-          f"parallel.model_shards {self.num_model_shards})")
+        f"--config.data.batch_size={batch_size} is the global batch; it must be a multiple of "
+        f"the {self.num_data_shards} data-parallel devices it is split over (devices "
+        f"{self.mesh.size} / parallel.member_shards {self.num_member_shards} / "
+        f"parallel.model_shards {self.num_model_shards})"
+      )
 
   def local_slice(self, batch_size: int) -> slice:
     """The rows of a global batch that this process's devices hold (contiguous)."""
     return _addressable_range(self.batch, (batch_size,))
 
-  def global_batch(self, local_part: dict[str, np.ndarray],
-                   batch_size: int) -> dict[str, jax.Array]:
+  def global_batch(
+    self, local_part: dict[str, np.ndarray], batch_size: int
+  ) -> dict[str, jax.Array]:
     """This process's rows (`local_slice(batch_size)` of each array) as global sharded arrays."""
-    return {name: jax.make_array_from_process_local_data(
-        self.batch, rows, (batch_size,) + rows.shape[1:]) for name, rows in local_part.items()}
+    return {
+      name: jax.make_array_from_process_local_data(self.batch, rows, (batch_size,) + rows.shape[1:])
+      for name, rows in local_part.items()
+    }
 
-  def global_member_batch(self, local_part: dict[str, np.ndarray],
-                          batch_size: int) -> dict[str, jax.Array]:
+  def global_member_batch(
+    self, local_part: dict[str, np.ndarray], batch_size: int
+  ) -> dict[str, jax.Array]:
     """Per-member batches [N, rows, ...] (this process's rows of every member) as global arrays;
     a process passes on only the members its devices hold."""
+
     def to_global(rows):
       global_shape = (rows.shape[0], batch_size) + rows.shape[2:]
       members = _addressable_range(self.member_batch, global_shape)
-      return jax.make_array_from_process_local_data(self.member_batch, rows[members],
-                                                    global_shape)
+      return jax.make_array_from_process_local_data(self.member_batch, rows[members], global_shape)
+
     return {name: to_global(rows) for name, rows in local_part.items()}
 
   def shard_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
@@ -163,38 +175,54 @@ def _addressable_range(sharding: NamedSharding, shape: tuple[int, ...]) -> slice
   return slice(min(starts), max(stops))
 
 
-def make_layout(parallel: ml_collections.ConfigDict,
-                vocabulary_matrices: VocabularyMatrices | None = None) -> Layout:
+def make_layout(
+  parallel: ml_collections.ConfigDict, vocabulary_matrices: VocabularyMatrices | None = None
+) -> Layout:
   """The mesh over parallel.num_devices devices (0: all), model_shards of them per data shard;
   with model_shards > 1 the model's `vocabulary_matrices` are split over them."""
   devices = jax.devices()
   num_devices = parallel.num_devices or len(devices)
   if not 0 < num_devices <= len(devices):
-    raise TextgenError(f"--config.parallel.num_devices={parallel.num_devices}: there are "
-                       f"{len(devices)} devices (0 uses all of them)")
+    raise TextgenError(
+      f"--config.parallel.num_devices={parallel.num_devices}: there are "
+      f"{len(devices)} devices (0 uses all of them)"
+    )
   if parallel.model_shards < 1 or num_devices % parallel.model_shards:
-    raise TextgenError(f"--config.parallel.model_shards={parallel.model_shards} must be a "
-                       f"positive divisor of the {num_devices} devices in use")
+    raise TextgenError(
+      f"--config.parallel.model_shards={parallel.model_shards} must be a "
+      f"positive divisor of the {num_devices} devices in use"
+    )
   member_shards = parallel.get("member_shards", 1)
   if member_shards < 1 or num_devices % (member_shards * parallel.model_shards):
-    raise TextgenError(f"--config.parallel.member_shards={member_shards} times model_shards "
-                       f"{parallel.model_shards} must divide the {num_devices} devices in use")
+    raise TextgenError(
+      f"--config.parallel.member_shards={member_shards} times model_shards "
+      f"{parallel.model_shards} must divide the {num_devices} devices in use"
+    )
   if num_devices != len(devices) and jax.process_count() > 1:
     raise TextgenError("--config.parallel.num_devices must be 0 (all devices) on several hosts")
-  shape = (member_shards, num_devices // (member_shards * parallel.model_shards),
-           parallel.model_shards)
+  shape = (
+    member_shards,
+    num_devices // (member_shards * parallel.model_shards),
+    parallel.model_shards,
+  )
   # Auto axes: XLA propagates the input shardings through the model (GSPMD), so model code
   # carries no sharding annotations.
-  mesh = jax.make_mesh(shape, (MEMBER_AXIS, DATA_AXIS, MODEL_AXIS), devices=devices[:num_devices],
-                       axis_types=(jax.sharding.AxisType.Auto,) * 3)
+  mesh = jax.make_mesh(
+    shape,
+    (MEMBER_AXIS, DATA_AXIS, MODEL_AXIS),
+    devices=devices[:num_devices],
+    axis_types=(jax.sharding.AxisType.Auto,) * 3,
+  )
   return Layout(mesh, dict(vocabulary_matrices or {}))
 
 
 def local_copy(tree: Any) -> Any:
   """The whole tree on this process's first device, for inference beside training (every
   process must call it: a leaf split across hosts is gathered collectively)."""
+
   def gather(leaf):
     if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
       return multihost_utils.process_allgather(leaf, tiled=True)
     return leaf
+
   return jax.device_put(jax.tree.map(gather, tree), jax.local_devices()[0])

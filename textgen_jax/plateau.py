@@ -21,8 +21,7 @@ import numpy as np
 import optax
 
 # Held-out metrics where more is better; the rest (losses, NLL, perplexity) are better lower.
-HIGHER_IS_BETTER = ("accuracy", "exact_match", "mutual_information", "active_units", "bleu",
-                    "chrf")
+HIGHER_IS_BETTER = ("accuracy", "exact_match", "mutual_information", "active_units", "bleu", "chrf")
 
 
 def higher_is_better(metric: str) -> bool:
@@ -42,10 +41,14 @@ class PlateauState(NamedTuple):
 
 def scale_by_plateau() -> optax.GradientTransformation:
   """Scales updates by the state's plateau_scale (1 at init; `update` lowers it)."""
+
   def init(params):
     del params
-    return PlateauState(jnp.ones([], jnp.float32), jnp.full([], jnp.inf, jnp.float32),
-                        *(jnp.zeros([], jnp.int32) for _ in range(4)))
+    return PlateauState(
+      jnp.ones([], jnp.float32),
+      jnp.full([], jnp.inf, jnp.float32),
+      *(jnp.zeros([], jnp.int32) for _ in range(4)),
+    )
 
   def scale(updates, state, params=None):
     del params
@@ -61,21 +64,34 @@ def tracked(config: ml_collections.ConfigDict) -> bool:
 
 def read(opt_state: Any) -> PlateauState:
   """The PlateauState in an optimizer state, on the host (stacked for a population)."""
-  return PlateauState(*(np.asarray(jax.device_get(optax.tree_utils.tree_get(opt_state, name)))
-                        for name in PlateauState._fields))
+  return PlateauState(
+    *(
+      np.asarray(jax.device_get(optax.tree_utils.tree_get(opt_state, name)))
+      for name in PlateauState._fields
+    )
+  )
 
 
 def write(opt_state: Any, state: PlateauState) -> Any:
   """The optimizer state holding `state`, each leaf placed where the one it replaces was."""
-  placed = {name: jax.device_put(jnp.asarray(value, old.dtype), old.sharding)
-            for name, value, old in zip(PlateauState._fields, state,
-                                        (optax.tree_utils.tree_get(opt_state, name)
-                                         for name in PlateauState._fields))}
+  placed = {
+    name: jax.device_put(jnp.asarray(value, old.dtype), old.sharding)
+    for name, value, old in zip(
+      PlateauState._fields,
+      state,
+      (optax.tree_utils.tree_get(opt_state, name) for name in PlateauState._fields),
+    )
+  }
   return optax.tree_utils.tree_set(opt_state, **placed)
 
 
-def update(state: PlateauState, value: Any, step: int, config: ml_collections.ConfigDict,
-           metric_is_higher_better: bool) -> PlateauState:
+def update(
+  state: PlateauState,
+  value: Any,
+  step: int,
+  config: ml_collections.ConfigDict,
+  metric_is_higher_better: bool,
+) -> PlateauState:
   """After an evaluation at `step` whose held-out metric is `value` (one per member, stacked
   like the state): the new state. Improvement resets both counts; otherwise they grow, and with
   the plateau schedule `opt.plateau_patience` of them halve the rate (by opt.plateau_factor) and
@@ -84,16 +100,21 @@ def update(state: PlateauState, value: Any, step: int, config: ml_collections.Co
   lower = -value if metric_is_higher_better else value
   improved = lower < state.plateau_best
   waits = np.where(improved, 0, state.plateau_waits + 1)
-  decay = ((config.opt.schedule == "plateau") & (waits >= config.opt.plateau_patience)
-           & (state.plateau_decays < config.opt.plateau_max_decays))
+  decay = (
+    (config.opt.schedule == "plateau")
+    & (waits >= config.opt.plateau_patience)
+    & (state.plateau_decays < config.opt.plateau_max_decays)
+  )
   return PlateauState(
-      plateau_scale=np.where(decay, state.plateau_scale * config.opt.plateau_factor,
-                             state.plateau_scale).astype(np.float32),
-      plateau_best=np.where(improved, lower, state.plateau_best).astype(np.float32),
-      plateau_best_step=np.where(improved, step, state.plateau_best_step).astype(np.int32),
-      plateau_waits=np.where(decay, 0, waits).astype(np.int32),
-      plateau_stale=np.where(improved, 0, state.plateau_stale + 1).astype(np.int32),
-      plateau_decays=(state.plateau_decays + decay).astype(np.int32))
+    plateau_scale=np.where(
+      decay, state.plateau_scale * config.opt.plateau_factor, state.plateau_scale
+    ).astype(np.float32),
+    plateau_best=np.where(improved, lower, state.plateau_best).astype(np.float32),
+    plateau_best_step=np.where(improved, step, state.plateau_best_step).astype(np.int32),
+    plateau_waits=np.where(decay, 0, waits).astype(np.int32),
+    plateau_stale=np.where(improved, 0, state.plateau_stale + 1).astype(np.int32),
+    plateau_decays=(state.plateau_decays + decay).astype(np.int32),
+  )
 
 
 def should_stop(state: PlateauState, config: ml_collections.ConfigDict) -> bool:

@@ -58,8 +58,9 @@ class Population:
   def size(self) -> int:
     return len(self.seeds)
 
-  def hyperparameters(self, choices: Mapping[str, Sequence[str]] | None = None
-                      ) -> dict[str, jax.Array]:
+  def hyperparameters(
+    self, choices: Mapping[str, Sequence[str]] | None = None
+  ) -> dict[str, jax.Array]:
     """Each varied field's values as a [N] float32 array (traced per member under vmap); a
     word is its index in choices[field]."""
     arrays = {}
@@ -67,8 +68,10 @@ class Population:
       if isinstance(values[0], str):
         options = tuple((choices or {}).get(name, ()))
         if any(value not in options for value in values):
-          raise TextgenError(f"{_FLAG}.vary: {name} takes one of {', '.join(options) or 'no words'}"
-                             f", got {', '.join(values)}")
+          raise TextgenError(
+            f"{_FLAG}.vary: {name} takes one of {', '.join(options) or 'no words'}"
+            f", got {', '.join(values)}"
+          )
         values = tuple(float(options.index(value)) for value in values)
       arrays[name] = jnp.asarray(values, jnp.float32)
     return arrays
@@ -87,17 +90,21 @@ def _parse_vary(vary: str, size: int) -> dict[str, tuple[float | str, ...]]:
     name, sep, listed = item.partition("=")
     parsed = tuple(_parse_value(v.strip()) for v in listed.split(","))
     if not sep or "" in parsed or len({type(v) for v in parsed}) != 1:
-      raise TextgenError(f"{_FLAG}.vary: {item!r} is not field=v1,v2,... (all numbers, or all "
-                         "words for a field that names a choice)")
+      raise TextgenError(
+        f"{_FLAG}.vary: {item!r} is not field=v1,v2,... (all numbers, or all "
+        "words for a field that names a choice)"
+      )
     if len(parsed) != size:
-      raise TextgenError(f"{_FLAG}.vary: {name.strip()} has {len(parsed)} values for "
-                         f"{size} members")
+      raise TextgenError(
+        f"{_FLAG}.vary: {name.strip()} has {len(parsed)} values for {size} members"
+      )
     values[name.strip()] = parsed
   return values
 
 
-def parse(config: ml_collections.ConfigDict,
-          per_member: Collection[str] | None = ENGINE_FIELDS) -> Population | None:
+def parse(
+  config: ml_collections.ConfigDict, per_member: Collection[str] | None = ENGINE_FIELDS
+) -> Population | None:
   """The population the config describes, or None for one ordinary run; errors name the flag.
   per_member: the fields members may vary (None: a saved config's, already checked)."""
   section = config.get("population")
@@ -107,8 +114,11 @@ def parse(config: ml_collections.ConfigDict,
     raise TextgenError(f"{_FLAG}.num_members must be at least 1, got {section.num_members}")
   size = section.num_members
   try:
-    seeds = tuple(int(s) for s in section.seeds.split(",")) if section.seeds else tuple(
-        config.seed + i for i in range(size))
+    seeds = (
+      tuple(int(s) for s in section.seeds.split(","))
+      if section.seeds
+      else tuple(config.seed + i for i in range(size))
+    )
   except ValueError:
     raise TextgenError(f"{_FLAG}.seeds={section.seeds!r}: integers separated by commas") from None
   if len(seeds) != size:
@@ -125,23 +135,29 @@ def parse(config: ml_collections.ConfigDict,
   return Population(seeds, values, data_order, 0 if vmap_size >= size else vmap_size)
 
 
-def _check_field(config: ml_collections.ConfigDict, name: str, values: tuple[float | str, ...],
-                 per_member: Collection[str]) -> None:
+def _check_field(
+  config: ml_collections.ConfigDict,
+  name: str,
+  values: tuple[float | str, ...],
+  per_member: Collection[str],
+) -> None:
   section, _, field = name.partition(".")
   if section not in config or field not in config[section]:
     raise TextgenError(f"{_FLAG}.vary: no config field {name}")
   if name not in per_member:
     raise TextgenError(
-        f"{_FLAG}.vary: {name} cannot differ between the members of one program (they may "
-        f"differ in: seed, {', '.join(sorted(per_member))}); a field that changes shapes or "
-        "code runs as separate programs (experiments/sweep.py)")
+      f"{_FLAG}.vary: {name} cannot differ between the members of one program (they may "
+      f"differ in: seed, {', '.join(sorted(per_member))}); a field that changes shapes or "
+      "code runs as separate programs (experiments/sweep.py)"
+    )
   if isinstance(config[section][field], str) != isinstance(values[0], str):
     kind = "words" if isinstance(config[section][field], str) else "numbers"
     raise TextgenError(f"{_FLAG}.vary: {name} takes {kind}, got {', '.join(map(str, values))}")
 
 
-def member_config(config: ml_collections.ConfigDict, index: int,
-                  population: Population) -> ml_collections.ConfigDict:
+def member_config(
+  config: ml_collections.ConfigDict, index: int, population: Population
+) -> ml_collections.ConfigDict:
   """Member `index` as an ordinary run: its seed and values, the population's data split, and
   the population's data order (data_order "shared") or its own seed's ("member")."""
   if not 0 <= index < population.size:
@@ -182,14 +198,21 @@ def member(tree: Any, index: int) -> Any:
 SUMMARY_FILE = "members.json"
 
 
-def summary(held_out: Mapping[int, Mapping[str, Any]], population: Population,
-            dropped: Mapping[int, int], select_metric: str) -> dict[str, Any]:
+def summary(
+  held_out: Mapping[int, Mapping[str, Any]],
+  population: Population,
+  dropped: Mapping[int, int],
+  select_metric: str,
+) -> dict[str, Any]:
   """Each member's seed, values and last held-out metrics (`held_out`: member -> its last
   evaluation, "step" and "valid_*" values), and the best by `select_metric`."""
   rows = []
   for index, seed in enumerate(population.seeds):
-    row = {"member": index, "seed": seed,
-           **{name: values[index] for name, values in population.values.items()}}
+    row = {
+      "member": index,
+      "seed": seed,
+      **{name: values[index] for name, values in population.values.items()},
+    }
     if index in dropped:
       row["dropped_at_step"] = dropped[index]
     elif index in held_out:
@@ -197,8 +220,10 @@ def summary(held_out: Mapping[int, Mapping[str, Any]], population: Population,
     rows.append(row)
   ranked = [row for row in rows if select_metric in row]
   if not ranked:
-    raise TextgenError(f"--config.population.select_metric={select_metric!r}: no member has "
-                       "it (held-out metrics are named valid_<name>, e.g. valid_loss)")
+    raise TextgenError(
+      f"--config.population.select_metric={select_metric!r}: no member has "
+      "it (held-out metrics are named valid_<name>, e.g. valid_loss)"
+    )
   higher = plateau.higher_is_better(select_metric)
   best = (max if higher else min)(ranked, key=lambda row: row[select_metric])["member"]
   return {"select_metric": select_metric, "best": best, "members": rows}
@@ -210,8 +235,9 @@ def held_out_from_records(records: Sequence[Mapping[str, Any]]) -> dict[int, dic
   held_out = {}
   for record in records:
     if "member" in record and any(k.startswith("valid_") for k in record):
-      held_out[record["member"]] = {k: v for k, v in record.items()
-                                    if k.startswith("valid_") or k == "step"}
+      held_out[record["member"]] = {
+        k: v for k, v in record.items() if k.startswith("valid_") or k == "step"
+      }
   return held_out
 
 
@@ -220,15 +246,23 @@ def write_summary(workdir: str, table: dict[str, Any]) -> None:
   metric = table["select_metric"]
   print(f"members (best by {metric}: member {table['best']}):")
   for row in table["members"]:
-    varied = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
-                       for k, v in row.items()
-                       if k not in ("member", "seed", "step") and not k.startswith("valid_")
-                       and k != "dropped_at_step")
-    result = (f"dropped at step {row['dropped_at_step']}" if "dropped_at_step" in row
-              else f"{metric} {row.get(metric, float('nan')):.4g}")
+    varied = ", ".join(
+      f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+      for k, v in row.items()
+      if k not in ("member", "seed", "step")
+      and not k.startswith("valid_")
+      and k != "dropped_at_step"
+    )
+    result = (
+      f"dropped at step {row['dropped_at_step']}"
+      if "dropped_at_step" in row
+      else f"{metric} {row.get(metric, float('nan')):.4g}"
+    )
     mark = "*" if row["member"] == table["best"] else " "
-    print(f" {mark} member {row['member']}: seed {row['seed']}"
-          f"{', ' + varied if varied else ''}: {result}")
+    print(
+      f" {mark} member {row['member']}: seed {row['seed']}"
+      f"{', ' + varied if varied else ''}: {result}"
+    )
   write_atomically(os.path.join(workdir, SUMMARY_FILE), json.dumps(table, indent=2))
 
 

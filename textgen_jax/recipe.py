@@ -48,36 +48,57 @@ def column(examples: Sequence[Any], index: int, num_columns: int) -> list[str]:
   return list(examples) if num_columns == 1 else [example[index] for example in examples]
 
 
-def _encode(examples: Sequence[Any], locations: Sequence[str], tokenizer: Tokenizer,
-            vocabularies: dict[str, Vocabulary], columns: Sequence[str],
-            data_cfg: ml_collections.ConfigDict, split: str) -> list[list[np.ndarray]]:
+def _encode(
+  examples: Sequence[Any],
+  locations: Sequence[str],
+  tokenizer: Tokenizer,
+  vocabularies: dict[str, Vocabulary],
+  columns: Sequence[str],
+  data_cfg: ml_collections.ConfigDict,
+  split: str,
+) -> list[list[np.ndarray]]:
   """Token ids per column; sentences over data.max_len are cut (counted) or an error."""
   ids, cut = [], []
   for index, (what, vocab) in enumerate(zip(columns, vocabularies.values())):
-    encoded, num_cut = batching.encode_texts(column(examples, index, len(columns)), tokenizer,
-                                             vocab, data_cfg.max_len, data_cfg.too_long, what,
-                                             locations)
+    encoded, num_cut = batching.encode_texts(
+      column(examples, index, len(columns)),
+      tokenizer,
+      vocab,
+      data_cfg.max_len,
+      data_cfg.too_long,
+      what,
+      locations,
+    )
     ids.append(encoded)
     cut.append(num_cut)
   if any(cut):
-    counts = (f"{cut[0]} of {len(examples)} {columns[0]}s" if len(columns) == 1 else
-              " and ".join(f"{n} {what}s" for n, what in zip(cut, columns)) +
-              f" of {len(examples)} examples")
+    counts = (
+      f"{cut[0]} of {len(examples)} {columns[0]}s"
+      if len(columns) == 1
+      else " and ".join(f"{n} {what}s" for n, what in zip(cut, columns))
+      + f" of {len(examples)} examples"
+    )
     print(f"{split}: truncated {counts} to data.max_len={data_cfg.max_len} tokens")
   return ids
 
 
-def read_splits(config: ml_collections.ConfigDict, reader: readers.Reader,
-                tokenizer: Tokenizer) -> readers.Splits:
+def read_splits(
+  config: ml_collections.ConfigDict, reader: readers.Reader, tokenizer: Tokenizer
+) -> readers.Splits:
   """The training and held-out examples exactly as a run with this config draws them (a
   grouped split keys each example by its normalised first column: a pair's source)."""
   first_column = lambda example: example if isinstance(example, str) else example[0]
-  return readers.read_splits(config.data, shared_config.data_seed(config), reader,
-                             group_key=lambda example: tokenizer.normalize(first_column(example)))
+  return readers.read_splits(
+    config.data,
+    shared_config.data_seed(config),
+    reader,
+    group_key=lambda example: tokenizer.normalize(first_column(example)),
+  )
 
 
-def read_data(config: ml_collections.ConfigDict, reader: readers.Reader,
-              vocabulary_files: dict[str, str]) -> TextData:
+def read_data(
+  config: ml_collections.ConfigDict, reader: readers.Reader, vocabulary_files: dict[str, str]
+) -> TextData:
   """Reads and splits the data, builds one vocabulary per column from the training split, and
   batches both splits. vocabulary_files: file name -> what its column holds ("source")."""
   data_cfg = config.data
@@ -86,26 +107,37 @@ def read_data(config: ml_collections.ConfigDict, reader: readers.Reader,
   columns = list(vocabulary_files.values())
   splits = read_splits(config, reader, tokenizer)
   vocabularies = {
-      filename: Vocabulary.build(
-          [tokenizer.tokenize(text) for text in column(splits.train, index, len(columns))],
-          data_cfg.min_count, data_cfg.max_size or None, data_cfg.vocab_size_multiple)
-      for index, filename in enumerate(vocabulary_files)}
+    filename: Vocabulary.build(
+      [tokenizer.tokenize(text) for text in column(splits.train, index, len(columns))],
+      data_cfg.min_count,
+      data_cfg.max_size or None,
+      data_cfg.vocab_size_multiple,
+    )
+    for index, filename in enumerate(vocabulary_files)
+  }
   sizes = ", ".join(f"{len(vocab)} {what}" for what, vocab in zip(columns, vocabularies.values()))
-  print(f"{len(splits.train)} training and {len(splits.valid)} validation examples; "
-        f"vocabularies: {sizes} ({data_cfg.tokenizer} tokens)")
+  print(
+    f"{len(splits.train)} training and {len(splits.valid)} validation examples; "
+    f"vocabularies: {sizes} ({data_cfg.tokenizer} tokens)"
+  )
   lengths = batching.bucket_lengths(data_cfg.max_len, data_cfg.num_buckets)
-  train_ids = _encode(splits.train, splits.train_locations, tokenizer, vocabularies, columns,
-                      data_cfg, "train")
-  valid_ids = _encode(splits.valid, splits.valid_locations, tokenizer, vocabularies, columns,
-                      data_cfg, "valid")
-  batch_size = capped_batch_size(data_cfg.batch_size, len(splits.train),
-                                 config.parallel.num_devices or jax.device_count())
-  train_batches = batching.BucketedBatches(train_ids[0], train_ids[-1], batch_size,
-                                           lengths, seed, shared_config.shuffle_seed(config))
-  valid_batches = batching.BucketedBatches(valid_ids[0], valid_ids[-1], data_cfg.batch_size,
-                                           lengths, shuffle=False).epoch(0)
+  train_ids = _encode(
+    splits.train, splits.train_locations, tokenizer, vocabularies, columns, data_cfg, "train"
+  )
+  valid_ids = _encode(
+    splits.valid, splits.valid_locations, tokenizer, vocabularies, columns, data_cfg, "valid"
+  )
+  batch_size = capped_batch_size(
+    data_cfg.batch_size, len(splits.train), config.parallel.num_devices or jax.device_count()
+  )
+  train_batches = batching.BucketedBatches(
+    train_ids[0], train_ids[-1], batch_size, lengths, seed, shared_config.shuffle_seed(config)
+  )
+  valid_batches = batching.BucketedBatches(
+    valid_ids[0], valid_ids[-1], data_cfg.batch_size, lengths, shuffle=False
+  ).epoch(0)
   if config.train.max_eval_batches:
-    valid_batches = valid_batches[:config.train.max_eval_batches]
+    valid_batches = valid_batches[: config.train.max_eval_batches]
   return TextData(tokenizer, vocabularies, train_batches, valid_batches, list(splits.valid))
 
 
@@ -116,15 +148,20 @@ def capped_batch_size(batch_size: int, num_examples: int, num_devices: int) -> i
   capped = -(-num_examples // num_devices) * num_devices
   if capped >= batch_size:
     return batch_size
-  print(f"data.batch_size={batch_size} is more than the {num_examples} training examples: "
-        f"batches hold {capped} rows (the whole set) instead")
+  print(
+    f"data.batch_size={batch_size} is more than the {num_examples} training examples: "
+    f"batches hold {capped} rows (the whole set) instead"
+  )
   return capped
 
 
 def section_values(hyperparameters: dict[str, Any], section: str) -> dict[str, Any]:
   """A population member's values of one config section's fields: field -> (traced) value."""
-  return {name.split(".", 1)[1]: value for name, value in hyperparameters.items()
-          if name.startswith(section + ".")}
+  return {
+    name.split(".", 1)[1]: value
+    for name, value in hyperparameters.items()
+    if name.startswith(section + ".")
+  }
 
 
 def member_model(model: Any, hyperparameters: dict[str, Any]) -> Any:
@@ -164,4 +201,3 @@ def train(spec: RunSpec, workdir: str, task: train_loop.Task) -> Any:
     return params
   best = workdir_lib.best_member(workdir, training.step_of(state), spec.config, spec.population)
   return population.member(params, best)
-

@@ -57,6 +57,9 @@ def build(config: ml_collections.ConfigDict, family: str, per_member: Collection
   population runs the scan: cuDNN's LSTM in JAX cannot be vmapped over members (speed only:
   backends share parameters)."""
   population = population_lib.parse(config, per_member)
-  backend = ("scan" if population is not None else
-             cudnn_lstm.resolve_backend(config.model.lstm_backend, config.model.dtype))
+  backend = (
+    "scan"
+    if population is not None
+    else cudnn_lstm.resolve_backend(config.model.lstm_backend, config.model.dtype)
+  )
   return RunSpec(config, family, population, run_keys(config.seed), backend)

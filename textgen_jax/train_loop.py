@@ -29,9 +29,18 @@ from textgen_jax.data.batching import Batch, BucketedBatches
 from textgen_jax.errors import TextgenError, TrainingStopped
 from textgen_jax.run_spec import RunSpec, run_keys
 from textgen_jax import population as population_lib
-from textgen_jax.training import (LossFn, MemberHooks, StateHook, TrainState, create_train_state,
-                                  jit_eval_step, jit_population_steps, jit_train_step,
-                                  make_optimizer, step_of)
+from textgen_jax.training import (
+  LossFn,
+  MemberHooks,
+  StateHook,
+  TrainState,
+  create_train_state,
+  jit_eval_step,
+  jit_population_steps,
+  jit_train_step,
+  make_optimizer,
+  step_of,
+)
 from textgen_jax.workdir import best_dir, checkpoint_dir
 
 
@@ -45,8 +54,7 @@ class Task:
   valid_batches: Sequence[Batch]
   # Held-out evaluation beyond the loss: params -> (metrics such as greedy exact match, or a
   # VAE's mutual information; lines to print, such as translations or samples).
-  evaluate_generation: Callable[[Any], tuple[dict[str, float], list[str]]] = (
-      lambda params: ({}, []))
+  evaluate_generation: Callable[[Any], tuple[dict[str, float], list[str]]] = lambda params: ({}, [])
   # Runs inside the compiled step before the update (see training.train_step).
   before_update: StateHook | None = None
   # The model's vocabulary matrices, which parallel.model_shards > 1 splits over devices.
@@ -79,8 +87,9 @@ class StepProcedure(Protocol):
 
   name: str
 
-  def wrap(self, step: StepFn, device_batch: Callable[[int], Any],
-           writer: metrics_lib.MetricWriter) -> StepFn:
+  def wrap(
+    self, step: StepFn, device_batch: Callable[[int], Any], writer: metrics_lib.MetricWriter
+  ) -> StepFn:
     """The loop's step; device_batch(index) is the batch of step `index`, on the devices."""
 
   def run_state(self) -> dict[str, Any]:
@@ -125,8 +134,11 @@ class Members:
     """What ranks the members, as JSON (member indices as strings); {} for one run."""
     if self.population is None:
       return {}
-    return {"dropped": {str(k): v for k, v in self.dropped.items()},
-            "held_out": {str(k): v for k, v in self.held_out.items()}, "best": self.best}
+    return {
+      "dropped": {str(k): v for k, v in self.dropped.items()},
+      "held_out": {str(k): v for k, v in self.held_out.items()},
+      "best": self.best,
+    }
 
   def restore(self, saved: Mapping[str, Any] | None, records: Sequence[dict[str, Any]]) -> None:
     """From a checkpoint's run state, or from the log's records (saved None: a checkpoint
@@ -152,11 +164,15 @@ class Members:
   def drop(self, index: int, step: int) -> None:
     """Member `index` went non-finite: it is left out from now on; the others go on."""
     self.dropped.setdefault(index, step)
-    _log(f"member {index}: non-finite loss or gradient by step {step}; it is dropped, the "
-         "other members go on (its checkpoints before that step are kept)")
+    _log(
+      f"member {index}: non-finite loss or gradient by step {step}; it is dropped, the "
+      "other members go on (its checkpoints before that step are kept)"
+    )
     if len(self.dropped) == self.population.size:
-      raise TextgenError(f"every member went non-finite by step {step}; stopping. Lower "
-                         "--config.opt.learning_rate (or the varied rates) and rerun")
+      raise TextgenError(
+        f"every member went non-finite by step {step}; stopping. Lower "
+        "--config.opt.learning_rate (or the varied rates) and rerun"
+      )
 
   def check(self, sums: Any, step: int, skip_allowed: bool) -> None:
     """Stops one run, or drops each member, that trained on a non-finite loss or gradient."""
@@ -180,15 +196,19 @@ def _raise_if_non_finite(sums: dict[str, Any], step: int, skip_allowed: bool = F
   With opt.skip_non_finite such steps were skipped (their update not applied): they only count,
   until more in a row than allowed make the parameters non-finite.
   """
-  if (not all(math.isfinite(float(sums[k])) for k in ("nll_sum", "grad_norm", "param_norm"))
-      or (sums.get("non_finite_steps", 0) and not skip_allowed)):
-    raise TextgenError(f"non-finite loss or gradient by step {step}; stopping. The last good "
-                       "checkpoint is kept: lower --config.opt.learning_rate and rerun to resume "
-                       "(or let --config.opt.skip_non_finite=N skip up to N such steps in a row)")
+  if not all(math.isfinite(float(sums[k])) for k in ("nll_sum", "grad_norm", "param_norm")) or (
+    sums.get("non_finite_steps", 0) and not skip_allowed
+  ):
+    raise TextgenError(
+      f"non-finite loss or gradient by step {step}; stopping. The last good "
+      "checkpoint is kept: lower --config.opt.learning_rate and rerun to resume "
+      "(or let --config.opt.skip_non_finite=N skip up to N such steps in a row)"
+    )
 
 
-def _train_record(sums: dict[str, Any], num_steps: int, step: int,
-                  skip_allowed: bool = False) -> dict[str, float]:
+def _train_record(
+  sums: dict[str, Any], num_steps: int, step: int, skip_allowed: bool = False
+) -> dict[str, float]:
   """Host-side summary of accumulated train sums; stops the run on a non-finite loss."""
   sums = jax.device_get(sums)
   _raise_if_non_finite(sums, step, skip_allowed)
@@ -232,8 +252,12 @@ def train(spec: RunSpec, workdir: str, task: Task) -> TrainState:
   batch_size = task.train_batches.batch_size
   layout.check_batch_size(batch_size)
   state, state_sharding, step_inputs = _initial_state(spec, task, layout, members)
-  checkpointer = Checkpointer(checkpoint_dir(workdir), train_cfg.checkpoint_every,
-                              train_cfg.keep_checkpoints, for_training=True)
+  checkpointer = Checkpointer(
+    checkpoint_dir(workdir),
+    train_cfg.checkpoint_every,
+    train_cfg.keep_checkpoints,
+    for_training=True,
+  )
   checkpointer.check_space(state, train_cfg.keep_checkpoints)
   _set_aside_corrupt(checkpointer)
   resumed = checkpointer.latest_step() is not None
@@ -244,38 +268,61 @@ def train(spec: RunSpec, workdir: str, task: Task) -> TrainState:
   writer.truncate_after(step_of(state))
   procedure = task.procedure
   if resumed:
-    _restore_run_state(checkpointer.restore_run_state(step_of(state)), members, procedure,
-                       writer)
+    _restore_run_state(checkpointer.restore_run_state(step_of(state)), members, procedure, writer)
     _drop_non_finite(members, state)
 
   compiled_step, compiled_eval = _compile(task, members, state_sharding, layout)
   row_slice = layout.local_slice(batch_size)  # Of every global batch, this host pads its own.
-  device_batch = lambda step: layout.global_batch(task.train_batches.batch_at(step, row_slice),
-                                                  batch_size)
+  device_batch = lambda step: layout.global_batch(
+    task.train_batches.batch_at(step, row_slice), batch_size
+  )
   train_step = lambda state, step: compiled_step(state, device_batch(step), step_inputs)
   if procedure is not None:
     train_step = procedure.wrap(train_step, device_batch, writer)
   if members.own_data_order:
-    member_batches = [dataclasses.replace(task.train_batches, shuffle_seed=seed)
-                      for seed in members.population.seeds]  # One shape per step for all.
-    train_step = lambda state, step: compiled_step(state, layout.global_member_batch(
-        jax.tree.map(lambda *rows: np.stack(rows), *[b.batch_at(step, row_slice)
-                                                     for b in member_batches]), batch_size),
-        step_inputs)
+    member_batches = [
+      dataclasses.replace(task.train_batches, shuffle_seed=seed)
+      for seed in members.population.seeds
+    ]  # One shape per step for all.
+    train_step = lambda state, step: compiled_step(
+      state,
+      layout.global_member_batch(
+        jax.tree.map(
+          lambda *rows: np.stack(rows), *[b.batch_at(step, row_slice) for b in member_batches]
+        ),
+        batch_size,
+      ),
+      step_inputs,
+    )
   eval_step = lambda params, batch: (
-      compiled_eval(params, layout.shard_batch(batch)) if members.population is None
-      else compiled_eval(params, layout.shard_batch(batch), step_inputs))
-  best = (Checkpointer(best_dir(workdir), keep=1)
-          if config.train.early_stopping_patience > 0 else None)
-  follow = (HeldOutFollower(config, writer, members, best) if plateau.tracked(config)
-            else None)
-  run_state = lambda: {"members": members.run_state(),
-                       **({} if procedure is None else {procedure.name: procedure.run_state()})}
+    compiled_eval(params, layout.shard_batch(batch))
+    if members.population is None
+    else compiled_eval(params, layout.shard_batch(batch), step_inputs)
+  )
+  best = (
+    Checkpointer(best_dir(workdir), keep=1) if config.train.early_stopping_patience > 0 else None
+  )
+  follow = HeldOutFollower(config, writer, members, best) if plateau.tracked(config) else None
+  run_state = lambda: {
+    "members": members.run_state(),
+    **({} if procedure is None else {procedure.name: procedure.run_state()}),
+  }
   with _stop_requests() as stop:  # Until the last checkpoint is on disk.
     try:
-      state = _train_steps(state, task, train_step, eval_step, checkpointer, run_state, writer,
-                           train_cfg, stop, members, skip_allowed=bool(config.opt.skip_non_finite),
-                           follow=follow)
+      state = _train_steps(
+        state,
+        task,
+        train_step,
+        eval_step,
+        checkpointer,
+        run_state,
+        writer,
+        train_cfg,
+        stop,
+        members,
+        skip_allowed=bool(config.opt.skip_non_finite),
+        follow=follow,
+      )
       ended = "signal" not in stop
       if ended and members.population is not None:
         with contextlib.suppress(TextgenError):  # No member has the metric: _finish says so.
@@ -287,46 +334,61 @@ def train(spec: RunSpec, workdir: str, task: Task) -> TrainState:
         best.close()
   if "signal" in stop:
     name = signal.Signals(stop["signal"]).name
-    raise TrainingStopped(f"stopped by {name} at step {step_of(state)} of "
-                          f"{train_cfg.num_steps}; the checkpoint is saved in "
-                          f"{checkpoint_dir(workdir)}. Run the same command again to resume.",
-                          128 + stop["signal"])
+    raise TrainingStopped(
+      f"stopped by {name} at step {step_of(state)} of "
+      f"{train_cfg.num_steps}; the checkpoint is saved in "
+      f"{checkpoint_dir(workdir)}. Run the same command again to resume.",
+      128 + stop["signal"],
+    )
   _finish(workdir, writer, members, config)
   return state
 
 
 def _layout(config: ml_collections.ConfigDict, task: Task, members: Members) -> parallel.Layout:
   if members.population is not None and config.parallel.model_shards > 1:
-    raise TextgenError("--config.parallel.model_shards > 1 does not combine with a population "
-                       "yet: its members split over parallel.member_shards, its batch over the "
-                       "other devices")
+    raise TextgenError(
+      "--config.parallel.model_shards > 1 does not combine with a population "
+      "yet: its members split over parallel.member_shards, its batch over the "
+      "other devices"
+    )
   return parallel.make_layout(config.parallel, task.vocabulary_matrices)
 
 
-def _compile(task: Task, members: Members, state_sharding: Any,
-             layout: parallel.Layout) -> tuple[Callable, Callable]:
+def _compile(
+  task: Task, members: Members, state_sharding: Any, layout: parallel.Layout
+) -> tuple[Callable, Callable]:
   """The compiled train and eval steps: one run's, or the population's vmapped over members."""
   if members.population is not None:
     return jit_population_steps(
-        task.hooks, state_sharding=state_sharding, batch_sharding=layout.batch,
-        member_batch_sharding=layout.member_batch if members.own_data_order else None,
-        vmap_size=members.population.vmap_size)
-  train_step = jit_train_step(task.loss_fn, task.before_update, state_sharding=state_sharding,
-                              batch_sharding=layout.batch)
-  return train_step, jit_eval_step(task.loss_fn, params_sharding=state_sharding.params,
-                                   batch_sharding=layout.batch)
+      task.hooks,
+      state_sharding=state_sharding,
+      batch_sharding=layout.batch,
+      member_batch_sharding=layout.member_batch if members.own_data_order else None,
+      vmap_size=members.population.vmap_size,
+    )
+  train_step = jit_train_step(
+    task.loss_fn, task.before_update, state_sharding=state_sharding, batch_sharding=layout.batch
+  )
+  return train_step, jit_eval_step(
+    task.loss_fn, params_sharding=state_sharding.params, batch_sharding=layout.batch
+  )
 
 
-def _initial_state(spec: RunSpec, task: Task, layout: parallel.Layout,
-                   members: Members) -> tuple[TrainState, Any, Any]:
+def _initial_state(
+  spec: RunSpec, task: Task, layout: parallel.Layout, members: Members
+) -> tuple[TrainState, Any, Any]:
   """(fresh train state, its shardings, the step's last input), all from the seeds. The state
   is made in place on the mesh (every host computes the same), so a vocabulary matrix too big
   for one device is never whole. The last input is one run's dropout key, or a population's
   (member RunKeys, member hyperparameters), each stacked."""
   config, population = spec.config, members.population
-  optimizer = make_optimizer(config.opt, config.train.num_steps,
-                             per_member_rate=population is not None, sides=task.optimizer_sides,
-                             follow_held_out=plateau.tracked(config))
+  optimizer = make_optimizer(
+    config.opt,
+    config.train.num_steps,
+    per_member_rate=population is not None,
+    sides=task.optimizer_sides,
+    follow_held_out=plateau.tracked(config),
+  )
   if population is None:
     inputs = lambda: spec.keys.dropout
     make_state = lambda: create_train_state(None, task.init_params(spec.keys.params), optimizer)
@@ -337,22 +399,33 @@ def _initial_state(spec: RunSpec, task: Task, layout: parallel.Layout,
     def make_state():
       # lax.map, not vmap: a batched orthogonal initialiser runs LAPACK's QR for all members at
       # once, which deadlocked XLA:CPU (OpenBLAS threads) at the seq2seq tutorial's shape.
-      state = jax.lax.map(lambda key: create_train_state(None, task.init_params(key), optimizer),
-                          member_keys().params)
-      return state.replace(opt_state=population_lib.set_learning_rates(
-          state.opt_state, population, config.opt.learning_rate))
+      state = jax.lax.map(
+        lambda key: create_train_state(None, task.init_params(key), optimizer), member_keys().params
+      )
+      return state.replace(
+        opt_state=population_lib.set_learning_rates(
+          state.opt_state, population, config.opt.learning_rate
+        )
+      )
+
   abstract_state = jax.eval_shape(make_state)
   if population is None:
     layout.check_vocabulary_divides(abstract_state.params)
-  state_sharding = (layout.tree_shardings(abstract_state) if population is None
-                    else jax.tree.map(lambda _: layout.members, abstract_state))
+  state_sharding = (
+    layout.tree_shardings(abstract_state)
+    if population is None
+    else jax.tree.map(lambda _: layout.members, abstract_state)
+  )
   state = jax.jit(make_state, out_shardings=state_sharding)()
   return state, state_sharding, jax.jit(inputs, out_shardings=layout.replicated)()
 
 
-def _restore_run_state(saved: dict[str, Any] | None, members: Members,
-                       procedure: StepProcedure | None,
-                       writer: metrics_lib.MetricWriter) -> None:
+def _restore_run_state(
+  saved: dict[str, Any] | None,
+  members: Members,
+  procedure: StepProcedure | None,
+  writer: metrics_lib.MetricWriter,
+) -> None:
   """The host-side state from the restored checkpoint's run state; from the log (read only
   then) for a checkpoint written before checkpoints held it (saved None)."""
   records = writer.read() if saved is None else []
@@ -371,21 +444,35 @@ def _drop_non_finite(members: Members, state: TrainState) -> None:
       members.drop(int(index), step_of(state))
 
 
-def _train_steps(state: TrainState, task: Task, train_step: Callable, eval_step: Callable,
-                 checkpointer: Checkpointer, run_state: Callable[[], dict[str, Any]],
-                 writer: metrics_lib.MetricWriter,
-                 train_cfg: ml_collections.ConfigDict, stop: dict[str, int], members: Members,
-                 skip_allowed: bool, follow: "HeldOutFollower | None" = None) -> TrainState:
+def _train_steps(
+  state: TrainState,
+  task: Task,
+  train_step: Callable,
+  eval_step: Callable,
+  checkpointer: Checkpointer,
+  run_state: Callable[[], dict[str, Any]],
+  writer: metrics_lib.MetricWriter,
+  train_cfg: ml_collections.ConfigDict,
+  stop: dict[str, int],
+  members: Members,
+  skip_allowed: bool,
+  follow: "HeldOutFollower | None" = None,
+) -> TrainState:
   """Steps from state.step to num_steps, logging, evaluating and checkpointing when due;
   returns early, after the current step, once `stop` holds a signal or early stopping ends the
   run (`follow`: the held-out metric's plateau state, updated after each evaluation)."""
   if follow is not None and plateau.should_stop(plateau.read(state.opt_state), follow.config):
     return state  # Stopped early before this resume: the run is over.
   start_step, accumulated, accumulated_steps = step_of(state), None, 0
-  progress = tqdm(range(start_step, train_cfg.num_steps), initial=start_step,
-                  total=train_cfg.num_steps, desc="train", dynamic_ncols=True,
-                  mininterval=1.0 if sys.stderr.isatty() else 60.0,  # Quiet in log files.
-                  disable=not parallel.is_primary())
+  progress = tqdm(
+    range(start_step, train_cfg.num_steps),
+    initial=start_step,
+    total=train_cfg.num_steps,
+    desc="train",
+    dynamic_ncols=True,
+    mininterval=1.0 if sys.stderr.isatty() else 60.0,  # Quiet in log files.
+    disable=not parallel.is_primary(),
+  )
   for step in progress:
     state, sums = train_step(state, step)
     accumulated = sums if accumulated is None else jax.tree.map(jnp.add, accumulated, sums)
@@ -393,13 +480,21 @@ def _train_steps(state: TrainState, task: Task, train_step: Callable, eval_step:
     done = step + 1
     is_last = done == train_cfg.num_steps
     if done % train_cfg.log_every == 0 or is_last:
-      _write_train_records(writer, members, accumulated, accumulated_steps, done, progress,
-                           skip_allowed)
+      _write_train_records(
+        writer, members, accumulated, accumulated_steps, done, progress, skip_allowed
+      )
       accumulated, accumulated_steps = None, 0
     if done % train_cfg.eval_every == 0 or is_last:
-      held_out = _evaluate_and_report(eval_step, state.params, task, writer, done, progress,
-                                      members,
-                                      None if follow is None else train_cfg.held_out_metric)
+      held_out = _evaluate_and_report(
+        eval_step,
+        state.params,
+        task,
+        writer,
+        done,
+        progress,
+        members,
+        None if follow is None else train_cfg.held_out_metric,
+      )
       if follow is not None:
         state, stopped_early = follow(state, held_out, done)
         if stopped_early:
@@ -414,8 +509,15 @@ def _train_steps(state: TrainState, task: Task, train_step: Callable, eval_step:
   return state
 
 
-def _write_train_records(writer: metrics_lib.MetricWriter, members: Members, accumulated: Any,
-                         num_steps: int, step: int, progress: tqdm, skip_allowed: bool) -> None:
+def _write_train_records(
+  writer: metrics_lib.MetricWriter,
+  members: Members,
+  accumulated: Any,
+  num_steps: int,
+  step: int,
+  progress: tqdm,
+  skip_allowed: bool,
+) -> None:
   """One train record per (live) member; one run stops on a non-finite step, a member drops."""
   accumulated = jax.device_get(accumulated)  # One transfer for the check and the records.
   members.check(accumulated, step, skip_allowed)
@@ -441,34 +543,47 @@ class HeldOutFollower:
   members: Members
   best: Checkpointer | None  # <workdir>/best/ with early stopping; None without.
 
-  def __call__(self, state: TrainState, held_out: np.ndarray,
-               step: int) -> tuple[TrainState, bool]:
+  def __call__(self, state: TrainState, held_out: np.ndarray, step: int) -> tuple[TrainState, bool]:
     """(the state with its plateau state updated, whether early stopping ends the run)."""
     metric = self.config.train.held_out_metric
     before = plateau.read(state.opt_state)
     # A dropped member's NaN never improves: its counts grow, which changes nothing it does.
-    after = plateau.update(before, held_out.reshape(before.plateau_best.shape), step,
-                           self.config, plateau.higher_is_better(metric))
+    after = plateau.update(
+      before,
+      held_out.reshape(before.plateau_best.shape),
+      step,
+      self.config,
+      plateau.higher_is_better(metric),
+    )
     for index in range(held_out.size):
       if index in self.members.dropped:
         continue
-      old, new = (jax.tree.map(lambda x: x.reshape(-1)[index], s) for s in (before, after))
-      self.writer.write(step, {**self.members.label(index),
-                               "learning_rate_scale": float(new.plateau_scale),
-                               "best_step": int(new.plateau_best_step)})
+      old, new = (jax.tree.map(lambda x, i=index: x.reshape(-1)[i], s) for s in (before, after))
+      self.writer.write(
+        step,
+        {
+          **self.members.label(index),
+          "learning_rate_scale": float(new.plateau_scale),
+          "best_step": int(new.plateau_best_step),
+        },
+      )
       who = "" if self.members.population is None else f"member {index}: "
       if new.plateau_decays > old.plateau_decays:
-        _log(f"{who}{metric} has not improved for {self.config.opt.plateau_patience} "
-             f"evaluations (best at step {int(new.plateau_best_step)}): learning rate x"
-             f"{float(new.plateau_scale):g} (decay {int(new.plateau_decays)} of "
-             f"{self.config.opt.plateau_max_decays})")
+        _log(
+          f"{who}{metric} has not improved for {self.config.opt.plateau_patience} "
+          f"evaluations (best at step {int(new.plateau_best_step)}): learning rate x"
+          f"{float(new.plateau_scale):g} (decay {int(new.plateau_decays)} of "
+          f"{self.config.opt.plateau_max_decays})"
+        )
     if self.best is not None and np.any(after.plateau_best_step == step):
       self.best.save_params(state.params, step)
     stopped_early = plateau.should_stop(after, self.config)
     if stopped_early:
-      _log(f"early stopping at step {step}: {metric} has not improved for "
-           f"{self.config.train.early_stopping_patience} evaluations; the best, at step "
-           f"{int(np.max(after.plateau_best_step))}, is in {self.best.directory}")
+      _log(
+        f"early stopping at step {step}: {metric} has not improved for "
+        f"{self.config.train.early_stopping_patience} evaluations; the best, at step "
+        f"{int(np.max(after.plateau_best_step))}, is in {self.best.directory}"
+      )
     return state.replace(opt_state=plateau.write(state.opt_state, after)), stopped_early
 
 
@@ -500,9 +615,11 @@ def _set_aside_corrupt(checkpointer: Checkpointer) -> None:
   if moved:
     intact = checkpointer.latest_step()
     lost = moved[0][0] - (intact or 0)
-    _log(f"The newest intact checkpoint is at step {intact}: {lost} steps are lost"
-         if intact is not None else
-         f"No intact checkpoint is left: training starts again from step 0 ({lost} steps lost)")
+    _log(
+      f"The newest intact checkpoint is at step {intact}: {lost} steps are lost"
+      if intact is not None
+      else f"No intact checkpoint is left: training starts again from step 0 ({lost} steps lost)"
+    )
 
 
 def _log(message: str) -> None:
@@ -510,22 +627,29 @@ def _log(message: str) -> None:
     print(message)
 
 
-def _evaluate_and_report(eval_step: Callable, params: Any, task: Task,
-                         writer: metrics_lib.MetricWriter, step: int, progress: tqdm,
-                         members: Members, held_out_metric: str | None) -> np.ndarray | None:
+def _evaluate_and_report(
+  eval_step: Callable,
+  params: Any,
+  task: Task,
+  writer: metrics_lib.MetricWriter,
+  step: int,
+  progress: tqdm,
+  members: Members,
+  held_out_metric: str | None,
+) -> np.ndarray | None:
   """Held-out metrics and generation for each (live) member, written and printed; returns
   `held_out_metric` of each member (NaN for a dropped one; None when no metric is followed), the
   same on every process: it comes from the held-out loss sums, which every process has."""
   totals = evaluation_sums(eval_step, params, task.valid_batches)
-  held_out = (None if held_out_metric is None else
-              _held_out_values(totals, members, held_out_metric))
+  held_out = None if held_out_metric is None else _held_out_values(totals, members, held_out_metric)
   # Generation (decoding, sampling) runs on one device of process 0, from a whole copy.
   params_copy = parallel.local_copy(params)
   if not parallel.is_primary():
     return held_out
   lines = []
-  for index, (sums, member_params) in enumerate(zip(members.split(totals),
-                                                    members.split(params_copy))):
+  for index, (sums, member_params) in enumerate(
+    zip(members.split(totals), members.split(params_copy))
+  ):
     if index in members.dropped:
       continue
     summary = metrics_lib.summarize(sums)
@@ -537,8 +661,9 @@ def _evaluate_and_report(eval_step: Callable, params: Any, task: Task,
       members.held_out[index] = {"step": step, **jax.tree.map(_json_number, valid)}
       members.best = None  # Ranked again at the end.
     who = "" if members.population is None else f" member {index}"
-    lines.append(f"step {step}{who}, held-out: " +
-                 ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
+    lines.append(
+      f"step {step}{who}, held-out: " + ", ".join(f"{k} {v:.4g}" for k, v in summary.items())
+    )
     lines += example_lines
   progress.write("\n".join(lines))
   return held_out
@@ -555,14 +680,20 @@ def _held_out_values(totals: Any, members: Members, metric: str) -> np.ndarray:
   for index, sums in enumerate(members.split(totals)):
     summary = {f"valid_{k}": v for k, v in metrics_lib.summarize(sums).items()}
     if metric not in summary:
-      raise TextgenError(f"--config.train.held_out_metric={metric!r}: the held-out evaluation "
-                         f"gives {', '.join(sorted(summary))}")
+      raise TextgenError(
+        f"--config.train.held_out_metric={metric!r}: the held-out evaluation "
+        f"gives {', '.join(sorted(summary))}"
+      )
     values.append(np.nan if index in members.dropped else summary[metric])
   return np.asarray(values, np.float64)
 
 
-def _finish(workdir: str, writer: metrics_lib.MetricWriter, members: Members,
-            config: ml_collections.ConfigDict) -> None:
+def _finish(
+  workdir: str,
+  writer: metrics_lib.MetricWriter,
+  members: Members,
+  config: ml_collections.ConfigDict,
+) -> None:
   """For a population, the members' table (printed and members.json); the loss curves (of
   the best member), from the log."""
   if not parallel.is_primary():

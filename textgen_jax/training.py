@@ -26,22 +26,23 @@ TrainState = train_state.TrainState
 StateHook = Callable[[TrainState], TrainState]
 
 
-def make_learning_rate_schedule(opt: ml_collections.ConfigDict,
-                                num_steps: int) -> optax.Schedule:
+def make_learning_rate_schedule(opt: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
   """Linear warmup, then constant, cosine or inverse-square-root decay; "plateau" is constant
   here, the decays being the plateau transform's (textgen_jax/plateau.py)."""
   warmup = optax.linear_schedule(0.0, opt.learning_rate, max(opt.warmup_steps, 1))
   if opt.schedule in ("constant", "plateau"):
     decay = optax.constant_schedule(opt.learning_rate)
   elif opt.schedule == "cosine":
-    decay = optax.cosine_decay_schedule(opt.learning_rate,
-                                        max(num_steps - opt.warmup_steps, 1), alpha=0.1)
+    decay = optax.cosine_decay_schedule(
+      opt.learning_rate, max(num_steps - opt.warmup_steps, 1), alpha=0.1
+    )
   elif opt.schedule == "rsqrt":
     warmup_steps = max(opt.warmup_steps, 1)
     decay = lambda step: opt.learning_rate * jnp.sqrt(warmup_steps / (step + warmup_steps))
   else:
-    raise TextgenError(f"--config.opt.schedule={opt.schedule!r}: choose constant, cosine, rsqrt "
-                       "or plateau")
+    raise TextgenError(
+      f"--config.opt.schedule={opt.schedule!r}: choose constant, cosine, rsqrt or plateau"
+    )
   return optax.join_schedules([warmup, decay], [opt.warmup_steps])
 
 
@@ -54,25 +55,33 @@ class LearningRateRatio(NamedTuple):
 def learning_rate_ratio() -> optax.GradientTransformation:
   """Scales updates by the ratio in its state (1 at init; a population sets it per member)."""
   return optax.GradientTransformation(
-      lambda params: LearningRateRatio(jnp.ones([], jnp.float32)),
-      lambda updates, state, params=None: (
-          jax.tree.map(lambda u: u * state.learning_rate_ratio.astype(u.dtype), updates), state))
+    lambda params: LearningRateRatio(jnp.ones([], jnp.float32)),
+    lambda updates, state, params=None: (
+      jax.tree.map(lambda u: u * state.learning_rate_ratio.astype(u.dtype), updates),
+      state,
+    ),
+  )
 
 
 def fresh_optimizer_state(tx: optax.GradientTransformation, params: Any, old_state: Any) -> Any:
   """tx.init(params), keeping a member's learning-rate ratio and the held-out plateau state
   (for a reset during training: the run's schedule goes on)."""
   fresh = tx.init(params)
-  kept = {name: optax.tree_utils.tree_get(old_state, name)
-          for name in ("learning_rate_ratio", *plateau.PlateauState._fields)}
+  kept = {
+    name: optax.tree_utils.tree_get(old_state, name)
+    for name in ("learning_rate_ratio", *plateau.PlateauState._fields)
+  }
   kept = {name: value for name, value in kept.items() if value is not None}
   return optax.tree_utils.tree_set(fresh, **kept) if kept else fresh
 
 
-def make_optimizer(opt: ml_collections.ConfigDict, num_steps: int,
-                   per_member_rate: bool = False,
-                   sides: Callable[[Any], Any] | None = None,
-                   follow_held_out: bool = False) -> optax.GradientTransformation:
+def make_optimizer(
+  opt: ml_collections.ConfigDict,
+  num_steps: int,
+  per_member_rate: bool = False,
+  sides: Callable[[Any], Any] | None = None,
+  follow_held_out: bool = False,
+) -> optax.GradientTransformation:
   """Gradient clipping by global norm, then Adam, AdamW or SGD on the schedule.
 
   per_member_rate: updates are then scaled by a ratio held in the optimizer state, which a
@@ -107,8 +116,9 @@ def make_optimizer(opt: ml_collections.ConfigDict, num_steps: int,
   return optimizer
 
 
-def create_train_state(apply_fn: Callable, params: Any,
-                       optimizer: optax.GradientTransformation) -> TrainState:
+def create_train_state(
+  apply_fn: Callable, params: Any, optimizer: optax.GradientTransformation
+) -> TrainState:
   return TrainState.create(apply_fn=apply_fn, params=params, tx=optimizer)
 
 
@@ -117,10 +127,15 @@ def step_of(state: TrainState) -> int:
   return int(np.asarray(jax.device_get(state.step)).reshape(-1)[0])
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
-               loss_fn: LossFn, before_update: StateHook | None = None,
-               after_update: Callable[[TrainState, TrainState], TrainState] | None = None
-               ) -> tuple[TrainState, dict[str, jax.Array]]:
+def train_step(
+  state: TrainState,
+  batch: dict[str, jax.Array],
+  rng: jax.Array,
+  *,
+  loss_fn: LossFn,
+  before_update: StateHook | None = None,
+  after_update: Callable[[TrainState, TrainState], TrainState] | None = None,
+) -> tuple[TrainState, dict[str, jax.Array]]:
   """One update. `rng` is the run's dropout key; folding in the step makes each step's own.
 
   `before_update(state) -> state` runs first, inside the compiled step: a recipe that changes
@@ -130,8 +145,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   if before_update is not None:
     state = before_update(state)
   step_rng = jax.random.fold_in(rng, state.step)
-  grad_fn = jax.value_and_grad(functools.partial(loss_fn, deterministic=False, step=state.step),
-                               has_aux=True)
+  grad_fn = jax.value_and_grad(
+    functools.partial(loss_fn, deterministic=False, step=state.step), has_aux=True
+  )
   (loss, metric_sums), grads = grad_fn(state.params, batch, step_rng)
   grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -150,17 +166,22 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   return state, metric_sums
 
 
-def keep_side(state: TrainState, old: TrainState, *, side: str,
-              sides: Callable[[Any], Any]) -> TrainState:
+def keep_side(
+  state: TrainState, old: TrainState, *, side: str, sides: Callable[[Any], Any]
+) -> TrainState:
   """`state` with `old`'s parameters and optimizer state on `side` (an after_update hook for an
   optimizer made with `sides`, whose multi_transform keeps each side's state under its label).
   The step count still advances."""
   side_key = jax.tree_util.DictKey(side)
   opt_state = jax.tree_util.tree_map_with_path(
-      lambda path, new, before: before if side_key in path else new, state.opt_state,
-      old.opt_state)
-  params = jax.tree.map(lambda label, new, before: before if label == side else new,
-                        sides(old.params), state.params, old.params)
+    lambda path, new, before: before if side_key in path else new, state.opt_state, old.opt_state
+  )
+  params = jax.tree.map(
+    lambda label, new, before: before if label == side else new,
+    sides(old.params),
+    state.params,
+    old.params,
+  )
   return state.replace(params=params, opt_state=opt_state)
 
 
@@ -170,8 +191,13 @@ def eval_step(params: Any, batch: dict[str, jax.Array], *, loss_fn: LossFn) -> d
   return metric_sums
 
 
-def jit_train_step(loss_fn: LossFn, before_update: StateHook | None = None, *,
-                   state_sharding: Any = None, batch_sharding: Any = None) -> Callable:
+def jit_train_step(
+  loss_fn: LossFn,
+  before_update: StateHook | None = None,
+  *,
+  state_sharding: Any = None,
+  batch_sharding: Any = None,
+) -> Callable:
   """The compiled step; the old state's buffers are donated to the new one.
 
   With shardings (see parallel.Layout) the step is compiled for them explicitly: the batch split
@@ -181,17 +207,25 @@ def jit_train_step(loss_fn: LossFn, before_update: StateHook | None = None, *,
   if batch_sharding is None:
     return jax.jit(step, donate_argnums=0)
   replicated = _replicated_like(batch_sharding)
-  return jax.jit(step, in_shardings=(state_sharding, batch_sharding, replicated),
-                 out_shardings=(state_sharding, replicated), donate_argnums=0)
+  return jax.jit(
+    step,
+    in_shardings=(state_sharding, batch_sharding, replicated),
+    out_shardings=(state_sharding, replicated),
+    donate_argnums=0,
+  )
 
 
-def jit_eval_step(loss_fn: LossFn, *, params_sharding: Any = None,
-                  batch_sharding: Any = None) -> Callable:
+def jit_eval_step(
+  loss_fn: LossFn, *, params_sharding: Any = None, batch_sharding: Any = None
+) -> Callable:
   step = functools.partial(eval_step, loss_fn=loss_fn)
   if batch_sharding is None:
     return jax.jit(step)
-  return jax.jit(step, in_shardings=(params_sharding, batch_sharding),
-                 out_shardings=_replicated_like(batch_sharding))
+  return jax.jit(
+    step,
+    in_shardings=(params_sharding, batch_sharding),
+    out_shardings=_replicated_like(batch_sharding),
+  )
 
 
 # A population's step: (state, batch, (member keys, member hyperparameters)), each stacked on a
@@ -200,18 +234,26 @@ def jit_eval_step(loss_fn: LossFn, *, params_sharding: Any = None,
 MemberHooks = Callable[[Any, Any], tuple[LossFn, StateHook | None]]
 
 
-def population_train_step(state: TrainState, batch: dict[str, jax.Array], members: Any, *,
-                          make_hooks: MemberHooks, batch_per_member: bool = False,
-                          vmap_size: int = 0) -> tuple[TrainState, dict[str, jax.Array]]:
+def population_train_step(
+  state: TrainState,
+  batch: dict[str, jax.Array],
+  members: Any,
+  *,
+  make_hooks: MemberHooks,
+  batch_per_member: bool = False,
+  vmap_size: int = 0,
+) -> tuple[TrainState, dict[str, jax.Array]]:
   """One update of every member on the shared batch (or, batch_per_member, on its own batch,
   stacked [N, B, ...]); metric sums stacked per member.
 
   vmap_size: members computed together by one vmap; the step loops over such groups
   (lax.map), one member at a time without vmap when 1. 0: all members in one vmap.
   """
+
   def member_step(state, batch, keys, hyperparameters):
     loss_fn, before_update = make_hooks(hyperparameters, keys)
     return train_step(state, batch, keys.dropout, loss_fn=loss_fn, before_update=before_update)
+
   keys, hyperparameters = members
   if batch_per_member:
     step, inputs = lambda inputs: member_step(*inputs), (state, batch, keys, hyperparameters)
@@ -223,30 +265,45 @@ def population_train_step(state: TrainState, batch: dict[str, jax.Array], member
   return jax.lax.map(step, inputs, batch_size=vmap_size) if vmap_size else jax.vmap(step)(inputs)
 
 
-def population_eval_step(params: Any, batch: dict[str, jax.Array], members: Any, *,
-                         make_hooks: MemberHooks) -> dict[str, jax.Array]:
+def population_eval_step(
+  params: Any, batch: dict[str, jax.Array], members: Any, *, make_hooks: MemberHooks
+) -> dict[str, jax.Array]:
   def member_eval(params, keys, hyperparameters):
     return eval_step(params, batch, loss_fn=make_hooks(hyperparameters, keys)[0])
+
   keys, hyperparameters = members
   return jax.vmap(member_eval)(params, keys, hyperparameters)
 
 
-def jit_population_steps(make_hooks: MemberHooks, *, state_sharding: Any, batch_sharding: Any,
-                         member_batch_sharding: Any = None,
-                         vmap_size: int = 0) -> tuple[Callable, Callable]:
+def jit_population_steps(
+  make_hooks: MemberHooks,
+  *,
+  state_sharding: Any,
+  batch_sharding: Any,
+  member_batch_sharding: Any = None,
+  vmap_size: int = 0,
+) -> tuple[Callable, Callable]:
   """The compiled population train step (state donated) and eval step. With a
   member_batch_sharding, every member trains on its own batch (stacked, so sharded)."""
   replicated = _replicated_like(batch_sharding)
   per_member = member_batch_sharding is not None
-  train = jax.jit(functools.partial(population_train_step, make_hooks=make_hooks,
-                                    batch_per_member=per_member, vmap_size=vmap_size),
-                  in_shardings=(state_sharding,
-                                member_batch_sharding if per_member else batch_sharding,
-                                replicated),
-                  out_shardings=(state_sharding, replicated), donate_argnums=0)
-  evaluate = jax.jit(functools.partial(population_eval_step, make_hooks=make_hooks),
-                     in_shardings=(state_sharding.params, batch_sharding, replicated),
-                     out_shardings=replicated)
+  train = jax.jit(
+    functools.partial(
+      population_train_step, make_hooks=make_hooks, batch_per_member=per_member, vmap_size=vmap_size
+    ),
+    in_shardings=(
+      state_sharding,
+      member_batch_sharding if per_member else batch_sharding,
+      replicated,
+    ),
+    out_shardings=(state_sharding, replicated),
+    donate_argnums=0,
+  )
+  evaluate = jax.jit(
+    functools.partial(population_eval_step, make_hooks=make_hooks),
+    in_shardings=(state_sharding.params, batch_sharding, replicated),
+    out_shardings=replicated,
+  )
   return train, evaluate
 
 

@@ -26,8 +26,13 @@ import numpy as np
 
 from textgen_jax import config as config_lib
 from textgen_jax import population as population_lib
-from textgen_jax.checkpointing import (Checkpointer, CorruptCheckpoint, ParamsMismatch,
-                                       check_writable_path, file_sha256)
+from textgen_jax.checkpointing import (
+  Checkpointer,
+  CorruptCheckpoint,
+  ParamsMismatch,
+  check_writable_path,
+  file_sha256,
+)
 from textgen_jax.data.readers import parallel_paths
 from textgen_jax.data.tokenizers import Tokenizer, tokenizer_from_config
 from textgen_jax.data.vocab import Vocabulary, load_vocabulary
@@ -50,12 +55,20 @@ MUST_MATCH_ON_RESUME = ("data", "model", "seed", "population")
 MUST_MATCH_FIELDS = (("vae", "aggressive"),)
 # Fields added to those sections later, with the value that behaves as before they existed: a
 # workdir written before them resumes when the current config keeps that value.
-ADDED_LATER = {("data", "vocab_size_multiple"): 1, ("model", "lstm_backend"): "auto",
-               ("data", "seed"): -1, ("data", "shuffle_seed"): -1,
-               ("population", "data_order"): "shared", ("population", "vmap_size"): 0,
-               ("vae", "aggressive"): False, ("vae", "aggressive_max_steps"): 100, ("vae", "aggressive_check_every"): 15,
-               ("model", "attention"): "none", ("model", "input_feeding"): False,
-               ("data", "valid_split"): "random"}
+ADDED_LATER = {
+  ("data", "vocab_size_multiple"): 1,
+  ("model", "lstm_backend"): "auto",
+  ("data", "seed"): -1,
+  ("data", "shuffle_seed"): -1,
+  ("population", "data_order"): "shared",
+  ("population", "vmap_size"): 0,
+  ("vae", "aggressive"): False,
+  ("vae", "aggressive_max_steps"): 100,
+  ("vae", "aggressive_check_every"): 15,
+  ("model", "attention"): "none",
+  ("model", "input_feeding"): False,
+  ("data", "valid_split"): "random",
+}
 # Fields of those sections that change speed only, never the checkpoint's meaning: a run may
 # resume with other values (trained on a GPU with cuDNN, resumed on a CPU with the scan).
 SPEED_ONLY = {("model", "lstm_backend"), ("model", "scan_unroll"), ("population", "vmap_size")}
@@ -118,27 +131,34 @@ def lock_for_training(workdir: str) -> None:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
   except OSError as e:
     if os.path.islink(path):
-      raise TextgenError(f"{path} is a symbolic link, not the workdir's lock file; remove it "
-                         "(the lock file is made anew) and run again") from None
+      raise TextgenError(
+        f"{path} is a symbolic link, not the workdir's lock file; remove it "
+        "(the lock file is made anew) and run again"
+      ) from None
     raise TextgenError(f"{path}: cannot open the workdir's lock ({e.strerror})") from None
   if not stat.S_ISREG(os.fstat(fd).st_mode):  # A FIFO or device: not ours to read or truncate.
     os.close(fd)
-    raise TextgenError(f"{path} is not a regular file, not the workdir's lock file; remove it "
-                       "(the lock file is made anew) and run again")
+    raise TextgenError(
+      f"{path} is not a regular file, not the workdir's lock file; remove it "
+      "(the lock file is made anew) and run again"
+    )
   content = os.read(fd, 200).decode("utf-8", "replace").strip()
   previous = content if _HOLDER_RECORD.fullmatch(content) else ""
   try:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except OSError:
     os.close(fd)
-    raise TextgenError(f"{workdir} is being trained by another process ({previous or 'unknown'}"
-                       f", holding {path}); wait for it to finish or use another --workdir"
-                       ) from None
+    raise TextgenError(
+      f"{workdir} is being trained by another process ({previous or 'unknown'}"
+      f", holding {path}); wait for it to finish or use another --workdir"
+    ) from None
   if previous:
     print(f"note: took over {path}, left by {previous}, which is no longer running")
   elif content:
-    print(f"note: took over {path}, which held something other than a training's host and PID "
-          "(not shown); it now names this one")
+    print(
+      f"note: took over {path}, which held something other than a training's host and PID "
+      "(not shown); it now names this one"
+    )
   os.ftruncate(fd, 0)
   os.pwrite(fd, f"host {socket.gethostname()} pid {os.getpid()}\n".encode(), 0)
   _HELD_LOCKS[key] = fd
@@ -161,8 +181,9 @@ def read_model_config(workdir: str) -> ml_collections.ConfigDict:
   return config
 
 
-def check_saved_config(workdir: str, saved: ml_collections.ConfigDict,
-                       template: ml_collections.ConfigDict) -> None:
+def check_saved_config(
+  workdir: str, saved: ml_collections.ConfigDict, template: ml_collections.ConfigDict
+) -> None:
   """A one-line error naming config.json when a section loading reads (model, data, population)
   is missing, has a field the family's config (`template`) does not know, lacks one it has, or
   holds a value of another type. Fields added since the workdir was written (ADDED_LATER) may be
@@ -173,26 +194,39 @@ def check_saved_config(workdir: str, saved: ml_collections.ConfigDict,
       continue
     fields = saved.get(section)
     if not isinstance(fields, ml_collections.ConfigDict):
-      raise TextgenError(f"{path}: no {section} section" if fields is None else
-                         f"{path}: {section} is {fields!r}, not a section")
+      raise TextgenError(
+        f"{path}: no {section} section"
+        if fields is None
+        else f"{path}: {section} is {fields!r}, not a section"
+      )
     expected = template[section]
     for field in fields:
       if field not in expected:
         close = difflib.get_close_matches(field, list(expected), n=1)
-        raise TextgenError(f"{path}: {section}.{field} is not a field of a {template.family} "
-                           "config" + (f"; did you mean {section}.{close[0]}?" if close else ""))
+        raise TextgenError(
+          f"{path}: {section}.{field} is not a field of a {template.family} "
+          "config" + (f"; did you mean {section}.{close[0]}?" if close else "")
+        )
     for field, default in expected.items():
       if field not in fields:
         if (section, field) in ADDED_LATER:
           continue
         raise TextgenError(f"{path}: {section}.{field} is missing")
       if not _same_type(fields[field], default):
-        raise TextgenError(f"{path}: {section}.{field} is {fields[field]!r}, not "
-                           f"{_KIND_NAMES.get(type(default), type(default).__name__)}")
+        raise TextgenError(
+          f"{path}: {section}.{field} is {fields[field]!r}, not "
+          f"{_KIND_NAMES.get(type(default), type(default).__name__)}"
+        )
 
 
-_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-               list: "a list", tuple: "a list"}
+_KIND_NAMES = {
+  bool: "true or false",
+  int: "an integer",
+  float: "a number",
+  str: "a string",
+  list: "a list",
+  tuple: "a list",
+}
 
 
 def _same_type(value: Any, default: Any) -> bool:
@@ -232,30 +266,47 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
     raise TextgenError(f"{path}: not a config ({e})") from None
 
 
-def write_assets(directory: str, config: ml_collections.ConfigDict, tokenizer: Tokenizer,
-                 vocabularies: Mapping[str, Vocabulary]) -> None:
+def write_assets(
+  directory: str,
+  config: ml_collections.ConfigDict,
+  tokenizer: Tokenizer,
+  vocabularies: Mapping[str, Vocabulary],
+) -> None:
   """Writes each vocabulary (file name -> vocabulary), their checksums and config.json, each
   atomically."""
   for filename, vocab in vocabularies.items():
     vocab.save(os.path.join(directory, filename), tokenizer.to_config())
-  write_atomically(os.path.join(directory, VOCABULARY_CHECKSUMS), "".join(
-      f"{file_sha256(os.path.join(directory, filename))}  {filename}\n"
-      for filename in vocabularies))
+  write_atomically(
+    os.path.join(directory, VOCABULARY_CHECKSUMS),
+    "".join(
+      f"{file_sha256(os.path.join(directory, filename))}  {filename}\n" for filename in vocabularies
+    ),
+  )
   write_atomically(os.path.join(directory, CONFIG_FILE), config.to_json(indent=2))
 
 
 def data_checksums(data_cfg: ml_collections.ConfigDict) -> dict[str, list[str]]:
   """The SHA-256 of each file of data.train_path and data.valid_path (two for parallel files;
   none for an empty field): field -> digests."""
-  return {field: [file_sha256(path) for path in (parallel_paths(data_cfg[field]) or
-                                                 [data_cfg[field]])]
-          for field in DATA_FIELDS if data_cfg.get(field)}
+  return {
+    field: [file_sha256(path) for path in (parallel_paths(data_cfg[field]) or [data_cfg[field]])]
+    for field in DATA_FIELDS
+    if data_cfg.get(field)
+  }
 
 
 def write_data_checksums(workdir: str, data_cfg: ml_collections.ConfigDict) -> None:
-  write_atomically(os.path.join(workdir, DATA_CHECKSUMS), json.dumps(
-      {field: {"path": data_cfg[field], "sha256": digests}
-       for field, digests in data_checksums(data_cfg).items()}, indent=2) + "\n")
+  write_atomically(
+    os.path.join(workdir, DATA_CHECKSUMS),
+    json.dumps(
+      {
+        field: {"path": data_cfg[field], "sha256": digests}
+        for field, digests in data_checksums(data_cfg).items()
+      },
+      indent=2,
+    )
+    + "\n",
+  )
 
 
 def read_data_checksums(workdir: str) -> dict[str, Any] | None:
@@ -269,12 +320,14 @@ def read_data_checksums(workdir: str) -> dict[str, Any] | None:
   except FileNotFoundError:
     return None
   except (ValueError, KeyError, TypeError) as e:
-    raise TextgenError(f"{path}: unreadable ({type(e).__name__}); it records the data files "
-                       "the run trained on") from None
+    raise TextgenError(
+      f"{path}: unreadable ({type(e).__name__}); it records the data files the run trained on"
+    ) from None
 
 
-def changed_data_files(workdir: str, data_cfg: ml_collections.ConfigDict,
-                       fields: Sequence[str] = DATA_FIELDS) -> list[str] | None:
+def changed_data_files(
+  workdir: str, data_cfg: ml_collections.ConfigDict, fields: Sequence[str] = DATA_FIELDS
+) -> list[str] | None:
   """The fields among `fields` whose files now differ in content from those the run recorded
   (a file named by another path but equal in content is the same file); None for a workdir
   with no record (written before the record existed, or a saved model)."""
@@ -282,8 +335,7 @@ def changed_data_files(workdir: str, data_cfg: ml_collections.ConfigDict,
   if recorded is None:
     return None
   current = data_checksums(data_cfg)
-  return [field for field in fields
-          if recorded.get(field, {}).get("sha256") != current.get(field)]
+  return [field for field in fields if recorded.get(field, {}).get("sha256") != current.get(field)]
 
 
 def check_vocabulary_files(workdir: str, vocabulary_files: Sequence[str]) -> None:
@@ -301,12 +353,15 @@ def check_vocabulary_files(workdir: str, vocabulary_files: Sequence[str]) -> Non
   for filename in vocabulary_files:
     path = os.path.join(workdir, filename)
     if filename in written and file_sha256(path) != written[filename]:
-      raise TextgenError(f"{path}: not the vocabulary this run was trained with (its SHA-256 "
-                         f"differs from {checksums_path}); was it copied from another run?")
+      raise TextgenError(
+        f"{path}: not the vocabulary this run was trained with (its SHA-256 "
+        f"differs from {checksums_path}); was it copied from another run?"
+      )
 
 
-def check_resumable(workdir: str, config: ml_collections.ConfigDict,
-                    vocabularies: Mapping[str, Vocabulary]) -> None:
+def check_resumable(
+  workdir: str, config: ml_collections.ConfigDict, vocabularies: Mapping[str, Vocabulary]
+) -> None:
   """A workdir with checkpoints must have been made by the same data and model settings."""
   saved = read_config(workdir).to_dict()
   # Written before populations existed: one ordinary run's section, the defaults.
@@ -316,9 +371,11 @@ def check_resumable(workdir: str, config: ml_collections.ConfigDict,
   if changed:  # Data files are compared by content; by path text only without a record.
     field = changed[0]
     recorded = read_data_checksums(workdir).get(field, {}).get("path", "no file")
-    raise TextgenError(f"--config.data.{field}={config.data[field]}: not the data this run "
-                       f"trained on ({recorded}; SHA-256 in "
-                       f"{os.path.join(workdir, DATA_CHECKSUMS)}); use a new --workdir")
+    raise TextgenError(
+      f"--config.data.{field}={config.data[field]}: not the data this run "
+      f"trained on ({recorded}; SHA-256 in "
+      f"{os.path.join(workdir, DATA_CHECKSUMS)}); use a new --workdir"
+    )
   if changed is not None and isinstance(saved.get("data"), dict):
     saved["data"].update({field: config.data[field] for field in DATA_FIELDS})
   for (section, field), value in ADDED_LATER.items():
@@ -331,21 +388,33 @@ def check_resumable(workdir: str, config: ml_collections.ConfigDict,
         settings[section].pop(field, None)
   for section, field in MUST_MATCH_FIELDS:
     if section in current and saved.get(section, {}).get(field) != current[section][field]:
-      raise TextgenError(f"{workdir} holds checkpoints of a run with other settings (differing "
-                         f"from its config.json: {section}.{field}); use a new --workdir or its "
-                         "config")
+      raise TextgenError(
+        f"{workdir} holds checkpoints of a run with other settings (differing "
+        f"from its config.json: {section}.{field}); use a new --workdir or its "
+        "config"
+      )
   for section in MUST_MATCH_ON_RESUME:
     if saved.get(section) != current.get(section):
-      differing = section if not isinstance(current.get(section), dict) else ", ".join(
-          f"{section}.{k}" for k in sorted(current[section])
-          if saved.get(section, {}).get(k) != current[section][k])
-      raise TextgenError(f"{workdir} holds checkpoints of a run with other settings (differing "
-                         f"from its config.json: {differing}); use a new --workdir or its config")
+      differing = (
+        section
+        if not isinstance(current.get(section), dict)
+        else ", ".join(
+          f"{section}.{k}"
+          for k in sorted(current[section])
+          if saved.get(section, {}).get(k) != current[section][k]
+        )
+      )
+      raise TextgenError(
+        f"{workdir} holds checkpoints of a run with other settings (differing "
+        f"from its config.json: {differing}); use a new --workdir or its config"
+      )
   for filename, vocab in vocabularies.items():
     saved_vocab, _ = load_vocabulary(os.path.join(workdir, filename))
     if saved_vocab != vocab:
-      raise TextgenError(f"{os.path.join(workdir, filename)}: the checkpoint's vocabulary does not "
-                         "match the one built from the current data; use a new --workdir")
+      raise TextgenError(
+        f"{os.path.join(workdir, filename)}: the checkpoint's vocabulary does not "
+        "match the one built from the current data; use a new --workdir"
+      )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -360,10 +429,17 @@ class Loaded:
   step: int
 
 
-def load(workdir: str, template: ml_collections.ConfigDict, vocabulary_files: Sequence[str],
-         train_script: str, build_model: Callable[..., nn.Module],
-         init_params: Callable[[nn.Module, jax.Array], Any],
-         step: int | None = None, member: int | None = None, average_last: int = 0) -> Loaded:
+def load(
+  workdir: str,
+  template: ml_collections.ConfigDict,
+  vocabulary_files: Sequence[str],
+  train_script: str,
+  build_model: Callable[..., nn.Module],
+  init_params: Callable[[nn.Module, jax.Array], Any],
+  step: int | None = None,
+  member: int | None = None,
+  average_last: int = 0,
+) -> Loaded:
   """The model in a workdir (or a `save`d directory) at its latest checkpoint, or at `step`;
   with average_last = K > 1, the mean of the parameters of the last K kept checkpoints (those up
   to `step`), the checkpoint averaging of the NMT literature (Vaswani et al. 2017; Junczys-Dowmunt
@@ -375,13 +451,16 @@ def load(workdir: str, template: ml_collections.ConfigDict, vocabulary_files: Se
   config is population.member_config's, so `save` exports it as an ordinary workdir.
   """
   if not has_checkpoints(workdir):
-    raise TextgenError(f"{workdir}: no checkpoint found; train one with "
-                       f"{train_script} --workdir={workdir}")
+    raise TextgenError(
+      f"{workdir}: no checkpoint found; train one with {train_script} --workdir={workdir}"
+    )
   config = read_model_config(workdir)
   family, found = template.family, family_of(config)
   if found != family:
-    raise TextgenError(f"{workdir} holds a {found} model, not a {family} model; train one with "
-                       f"{train_script} --workdir=<new directory>")
+    raise TextgenError(
+      f"{workdir} holds a {found} model, not a {family} model; train one with "
+      f"{train_script} --workdir=<new directory>"
+    )
   check_saved_config(workdir, config, template)
   vocabularies, tokenizer_cfg = [], None
   for filename in vocabulary_files:
@@ -391,30 +470,43 @@ def load(workdir: str, template: ml_collections.ConfigDict, vocabulary_files: Se
   try:
     model = build_model(config.model, *vocabularies)
   except (TypeError, ValueError) as e:  # A value the model rejects (config.json edited).
-    raise TextgenError(f"{os.path.join(workdir, CONFIG_FILE)}: its model section does not "
-                       f"describe a {family} model ({e})") from None
+    raise TextgenError(
+      f"{os.path.join(workdir, CONFIG_FILE)}: its model section does not "
+      f"describe a {family} model ({e})"
+    ) from None
   members = population_lib.parse(config, per_member=None)
   if members is None and member is not None:
     raise TextgenError(f"--member={member}: {workdir} holds one run, not a population")
   init = functools.partial(init_params, model)
-  params_shape = jax.eval_shape(init if members is None else jax.vmap(init),
-                                jax.random.key(0) if members is None
-                                else jax.random.split(jax.random.key(0), members.size))
+  params_shape = jax.eval_shape(
+    init if members is None else jax.vmap(init),
+    jax.random.key(0) if members is None else jax.random.split(jax.random.key(0), members.size),
+  )
   # An early-stopped run's model is its best evaluation's, not its last step's.
   best = best_dir(workdir)
-  use_best = (step is None and average_last <= 1 and os.path.isdir(best)
-              and any(name.isdigit() for name in os.listdir(best)))
+  use_best = (
+    step is None
+    and average_last <= 1
+    and os.path.isdir(best)
+    and any(name.isdigit() for name in os.listdir(best))
+  )
   directory = best if use_best else checkpoint_dir(workdir)
   try:
     step, params = _restore_params(workdir, params_shape, step, average_last, directory)
     if use_best:
-      print(f"note: loading {workdir}'s best held-out checkpoint (step {step}, in {best}); "
-            "--step=N loads another", file=sys.stderr)
+      print(
+        f"note: loading {workdir}'s best held-out checkpoint (step {step}, in {best}); "
+        "--step=N loads another",
+        file=sys.stderr,
+      )
   except ParamsMismatch as e:
-    described_by = ", ".join(os.path.join(workdir, name)
-                             for name in (CONFIG_FILE, *vocabulary_files))
-    raise TextgenError(f"{e}; the model is described by {described_by}: was one of them edited "
-                       "or copied from another run?") from None
+    described_by = ", ".join(
+      os.path.join(workdir, name) for name in (CONFIG_FILE, *vocabulary_files)
+    )
+    raise TextgenError(
+      f"{e}; the model is described by {described_by}: was one of them edited "
+      "or copied from another run?"
+    ) from None
   if members is not None:
     member = best_member(workdir, step, config, members) if member is None else member
     config = population_lib.member_config(config, member, members)
@@ -422,8 +514,9 @@ def load(workdir: str, template: ml_collections.ConfigDict, vocabulary_files: Se
   return Loaded(config, model, params, tokenizer_from_config(tokenizer_cfg), vocabularies, step)
 
 
-def best_member(workdir: str, step: int, config: ml_collections.ConfigDict,
-                population: population_lib.Population) -> int:
+def best_member(
+  workdir: str, step: int, config: ml_collections.ConfigDict, population: population_lib.Population
+) -> int:
   """The best member of a population's workdir at the checkpoint of `step`: as the run ranked
   them at its end (saved with its last checkpoint), else by their held-out results at that step
   (an unfinished run; config.population.select_metric), else as members.json says (checkpoints
@@ -438,12 +531,20 @@ def best_member(workdir: str, step: int, config: ml_collections.ConfigDict,
   if saved.get("best") is not None:
     return saved["best"]
   return population_lib.summary(
-      {int(k): v for k, v in saved["held_out"].items()}, population,
-      {int(k): v for k, v in saved["dropped"].items()}, config.population.select_metric)["best"]
+    {int(k): v for k, v in saved["held_out"].items()},
+    population,
+    {int(k): v for k, v in saved["dropped"].items()},
+    config.population.select_metric,
+  )["best"]
 
 
-def _restore_params(workdir: str, params_shape: Any, step: int | None,
-                    average_last: int = 0, directory: str | None = None) -> tuple[int, Any]:
+def _restore_params(
+  workdir: str,
+  params_shape: Any,
+  step: int | None,
+  average_last: int = 0,
+  directory: str | None = None,
+) -> tuple[int, Any]:
   """The parameters at `step` (default: the newest intact checkpoint), or the mean of the last
   `average_last` intact checkpoints up to it. A damaged checkpoint is skipped with a warning and
   left where it is (the training run that owns the workdir moves it aside); one named by `step`
@@ -466,8 +567,10 @@ def _restore_params(workdir: str, params_shape: Any, step: int | None,
         raise  # Nothing vanished: the error is the reader's to see.
     finally:
       checkpointer.close()
-  raise TextgenError(f"{directory}: checkpoints were removed while they were read, "
-                     f"{_READ_ATTEMPTS} times in a row (a training rotating them?); try again")
+  raise TextgenError(
+    f"{directory}: checkpoints were removed while they were read, "
+    f"{_READ_ATTEMPTS} times in a row (a training rotating them?); try again"
+  )
 
 
 # Reads of a workdir whose steps vanish under them (a training rotating its checkpoints) before
@@ -475,8 +578,14 @@ def _restore_params(workdir: str, params_shape: Any, step: int | None,
 _READ_ATTEMPTS = 5
 
 
-def _restore_listed(checkpointer: Checkpointer, workdir: str, available: list[int],
-                    params_shape: Any, step: int | None, average_last: int) -> tuple[int, Any]:
+def _restore_listed(
+  checkpointer: Checkpointer,
+  workdir: str,
+  available: list[int],
+  params_shape: Any,
+  step: int | None,
+  average_last: int,
+) -> tuple[int, Any]:
   """_restore_params over the steps `available` as listed once."""
   if step is not None and step not in available:
     raise TextgenError(f"{workdir}: no checkpoint at step {step}; it has steps {available}")
@@ -487,24 +596,30 @@ def _restore_listed(checkpointer: Checkpointer, workdir: str, available: list[in
       checkpointer.verify(candidate)
     except CorruptCheckpoint as e:
       if candidate == step:  # Named by --step: no other checkpoint stands in for it.
-        raise CorruptCheckpoint(f"{e}; choose another --step (the workdir has steps "
-                                f"{available})") from None
+        raise CorruptCheckpoint(
+          f"{e}; choose another --step (the workdir has steps {available})"
+        ) from None
       print(f"warning: {e}; skipped", file=sys.stderr)
       continue
     steps.append(candidate)
     if len(steps) == max(average_last, 1):
       break
   if not steps:
-    raise TextgenError(f"{checkpointer.directory}: no intact checkpoint (steps {available} "
-                       "are all damaged, see the warnings above)")
+    raise TextgenError(
+      f"{checkpointer.directory}: no intact checkpoint (steps {available} "
+      "are all damaged, see the warnings above)"
+    )
   if len(steps) < average_last:
     damaged = len(candidates) - len(steps)  # The loop read them all: fewer than asked.
-    raise TextgenError(f"--average_last={average_last}: {workdir} keeps {len(steps)} "
-                       f"checkpoints up to step {steps[0]} ({steps[::-1]}"
-                       f"{f', and {damaged} damaged' if damaged else ''}); "
-                       "train.keep_checkpoints sets how many are kept")
-  return steps[0], average_params([checkpointer.restore_params(params_shape, s)
-                                   for s in reversed(steps)])
+    raise TextgenError(
+      f"--average_last={average_last}: {workdir} keeps {len(steps)} "
+      f"checkpoints up to step {steps[0]} ({steps[::-1]}"
+      f"{f', and {damaged} damaged' if damaged else ''}); "
+      "train.keep_checkpoints sets how many are kept"
+    )
+  return steps[0], average_params(
+    [checkpointer.restore_params(params_shape, s) for s in reversed(steps)]
+  )
 
 
 def average_params(params_list: Sequence[Any]) -> Any:
@@ -515,16 +630,27 @@ def average_params(params_list: Sequence[Any]) -> Any:
   """
   if len(params_list) == 1:
     return params_list[0]
-  return jax.tree.map(lambda *leaves: (sum(np.asarray(x, np.float64) for x in leaves) /
-                                       len(leaves)).astype(leaves[0].dtype), *params_list)
+  return jax.tree.map(
+    lambda *leaves: (sum(np.asarray(x, np.float64) for x in leaves) / len(leaves)).astype(
+      leaves[0].dtype
+    ),
+    *params_list,
+  )
 
 
-def save(directory: str, config: ml_collections.ConfigDict, tokenizer: Tokenizer,
-         vocabularies: Mapping[str, Vocabulary], params: Any, step: int = 0) -> None:
+def save(
+  directory: str,
+  config: ml_collections.ConfigDict,
+  tokenizer: Tokenizer,
+  vocabularies: Mapping[str, Vocabulary],
+  params: Any,
+  step: int = 0,
+) -> None:
   """Writes an inference-only copy (config, vocabularies, parameters) that `load` reads."""
   if os.path.exists(checkpoint_dir(directory)):
-    raise TextgenError(f"{directory} already holds a saved model or a training run; "
-                       "save to a new directory")
+    raise TextgenError(
+      f"{directory} already holds a saved model or a training run; save to a new directory"
+    )
   check_writable_path(directory, directory)
   os.makedirs(directory, exist_ok=True)
   write_assets(directory, config, tokenizer, vocabularies)

@@ -34,13 +34,15 @@ class Timing:
     return self.percentile(50)
 
 
-def time_calls(call: Callable[[], Any], min_calls: int = 3, min_seconds: float = 1.0,
-               max_calls: int = 1000) -> tuple[float, ...]:
+def time_calls(
+  call: Callable[[], Any], min_calls: int = 3, min_seconds: float = 1.0, max_calls: int = 1000
+) -> tuple[float, ...]:
   """Seconds per call of `call()` (blocking on its result); one warm-up call first."""
   jax.block_until_ready(call())
   seconds, started = [], time.perf_counter()
-  while len(seconds) < max_calls and (len(seconds) < min_calls or
-                                      time.perf_counter() - started < min_seconds):
+  while len(seconds) < max_calls and (
+    len(seconds) < min_calls or time.perf_counter() - started < min_seconds
+  ):
     start = time.perf_counter()
     jax.block_until_ready(call())
     seconds.append(time.perf_counter() - start)
@@ -54,8 +56,9 @@ def time_compile(jitted: Any, *args: Any) -> tuple[float, Any]:
   return time.perf_counter() - start, compiled
 
 
-def time_jitted(fn: Callable[..., Any], *args: Any, min_calls: int = 3,
-                min_seconds: float = 1.0) -> tuple[Timing, Any]:
+def time_jitted(
+  fn: Callable[..., Any], *args: Any, min_calls: int = 3, min_seconds: float = 1.0
+) -> tuple[Timing, Any]:
   """Compiles `jax.jit(fn)` for args (timed), then times steady-state calls.
 
   Returns the timing and the compiled executable (for memory analysis or reuse).
@@ -65,8 +68,9 @@ def time_jitted(fn: Callable[..., Any], *args: Any, min_calls: int = 3,
   return Timing(compile_s, seconds), compiled
 
 
-def time_in_rounds(steps: list[Callable[[], Any]], rounds: int, min_calls: int,
-                   min_seconds: float) -> list[list[float]]:
+def time_in_rounds(
+  steps: list[Callable[[], Any]], rounds: int, min_calls: int, min_seconds: float
+) -> list[list[float]]:
   """One warm-up call of each step, then `rounds` rounds A B C, A B C, ...: each step's median
   seconds per call in each round (each round times each step as `time_calls` does)."""
   for step in steps:
@@ -78,8 +82,7 @@ def time_in_rounds(steps: list[Callable[[], Any]], rounds: int, min_calls: int,
   return medians
 
 
-def round_by_round_ratio(rates: list[float], other_rates: list[float]
-                         ) -> tuple[float, list[float]]:
+def round_by_round_ratio(rates: list[float], other_rates: list[float]) -> tuple[float, list[float]]:
   """The median of the round-by-round ratios of two programs' rates, and their [min, max]."""
   ratios = [a / b for a, b in zip(rates, other_rates)]
   return float(np.median(ratios)), [min(ratios), max(ratios)]
@@ -101,15 +104,18 @@ class DeviceRates:
   matmul_flops_per_s: dict[str, float]
   memory_bytes_per_s: float  # Reading a buffer too large for any cache (256 MiB).
 
-  def bound_seconds(self, flops: float, weight_bytes: float, dtype: str,
-                    weight_bytes_per_s: float | None = None) -> float:
+  def bound_seconds(
+    self, flops: float, weight_bytes: float, dtype: str, weight_bytes_per_s: float | None = None
+  ) -> float:
     """The roofline: no step is faster than its FLOPs at peak or its weight reads at peak.
 
     weight_bytes_per_s: the read rate for a buffer of the weights' size (they may fit in cache);
     the main-memory rate if not given.
     """
-    return max(flops / self.matmul_flops_per_s[dtype],
-               weight_bytes / (weight_bytes_per_s or self.memory_bytes_per_s))
+    return max(
+      flops / self.matmul_flops_per_s[dtype],
+      weight_bytes / (weight_bytes_per_s or self.memory_bytes_per_s),
+    )
 
 
 def measure_matmul_flops(dtype: str, size: int = 2048, min_seconds: float = 1.0) -> float:
@@ -138,15 +144,20 @@ def measure_memory_bandwidth(num_bytes: int = 1 << 28, min_seconds: float = 1.0)
     row_1x256 = jnp.ones((1, x.shape[0]), x.dtype)
     return jax.lax.fori_loop(0, reads, lambda i, total: total + jnp.sum((row_1x256 * i) @ x), 0.0)
 
-  seconds = [min(time_jitted(fn, x, min_seconds=min_seconds / 2)[0].seconds)
-             for fn in (sum_repeatedly, matvec_repeatedly)]
+  seconds = [
+    min(time_jitted(fn, x, min_seconds=min_seconds / 2)[0].seconds)
+    for fn in (sum_repeatedly, matvec_repeatedly)
+  ]
   return reads * x.nbytes / min(seconds)  # A peak: the best call of the faster kernel.
 
 
-def measure_device_rates(dtypes: tuple[str, ...] = ("float32",),
-                         min_seconds: float = 1.0) -> DeviceRates:
-  return DeviceRates({dtype: measure_matmul_flops(dtype, min_seconds=min_seconds)
-                      for dtype in dtypes}, measure_memory_bandwidth(min_seconds=min_seconds))
+def measure_device_rates(
+  dtypes: tuple[str, ...] = ("float32",), min_seconds: float = 1.0
+) -> DeviceRates:
+  return DeviceRates(
+    {dtype: measure_matmul_flops(dtype, min_seconds=min_seconds) for dtype in dtypes},
+    measure_memory_bandwidth(min_seconds=min_seconds),
+  )
 
 
 def plot_decode_throughput(records: list[dict[str, Any]], path: str) -> None:
@@ -154,24 +165,30 @@ def plot_decode_throughput(records: list[dict[str, Any]], path: str) -> None:
   dtype (rows), one line per strategy and implementation (decode.py records); variants
   such as "seq2seq_no_table" join their shape's panel."""
   import matplotlib  # pylint: disable=import-outside-toplevel
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
   records = [r for r in records if "tokens_per_s" in r]
   shape_of = lambda r: r["model"].split("_")[0]
   shapes = sorted({shape_of(r) for r in records})
   dtypes = sorted({r["dtype"] for r in records}, key=lambda d: d != "float32")
-  fig, axes = plt.subplots(len(dtypes), len(shapes), figsize=(6 * len(shapes), 4.5 * len(dtypes)),
-                           squeeze=False)
+  fig, axes = plt.subplots(
+    len(dtypes), len(shapes), figsize=(6 * len(shapes), 4.5 * len(dtypes)), squeeze=False
+  )
   for row, dtype in enumerate(dtypes):
     for column, shape in enumerate(shapes):
       ax = axes[row][column]
       panel = [r for r in records if shape_of(r) == shape and r["dtype"] == dtype]
       for line in sorted({(r["model"], r["strategy"], r["implementation"]) for r in panel}):
-        points = sorted((r["batch_size"], r["tokens_per_s"]) for r in panel
-                        if (r["model"], r["strategy"], r["implementation"]) == line)
+        points = sorted(
+          (r["batch_size"], r["tokens_per_s"])
+          for r in panel
+          if (r["model"], r["strategy"], r["implementation"]) == line
+        )
         model, strategy, implementation = line
         style = {"compiled": "-o", "naive": "--x"}.get(implementation, ":s")
-        variant = model[len(shape):].replace("_", " ").strip()
+        variant = model[len(shape) :].replace("_", " ").strip()
         label = f"{strategy} ({implementation}{', ' + variant if variant else ''})"
         ax.loglog(*zip(*points), style, label=label, markersize=4)
       ax.set_title(f"{shape}, {dtype}")
@@ -208,9 +225,12 @@ def device_description(device: jax.Device) -> str:
   return f"{device.platform}:{getattr(device, 'device_kind', '')}".rstrip(":")
 
 
-def roofline_record(device: jax.Device, matmul_flops_per_s: dict[str, float],
-                    memory_bytes_per_s: float | None = None,
-                    host_fields: bool = False) -> dict[str, Any]:
+def roofline_record(
+  device: jax.Device,
+  matmul_flops_per_s: dict[str, float],
+  memory_bytes_per_s: float | None = None,
+  host_fields: bool = False,
+) -> dict[str, Any]:
   """The record of the rates measured at the start of a run ("bench": "roofline").
 
   host_fields: also the CPU (`cpu_description`) and GLIBC_TUNABLES, which move training speed.
@@ -241,8 +261,9 @@ class JsonLines:
   def emit(self, record: dict[str, Any]) -> None:
     # Ten significant digits: a step time of 0.000444 s keeps its precision (six decimals
     # would cut it by a tenth of a percent).
-    line = json.dumps({k: (float(f"{v:.10g}") if isinstance(v, float) else v)
-                       for k, v in record.items()})
+    line = json.dumps(
+      {k: (float(f"{v:.10g}") if isinstance(v, float) else v) for k, v in record.items()}
+    )
     print(line, flush=True)
     if self._file is not None:
       self._file.write(line + "\n")
@@ -264,8 +285,9 @@ def import_torch_reference(skipping: str) -> ModuleType | None:
   return torch_reference
 
 
-def open_training_bench(output: str | None, dtypes: Sequence[str], min_seconds: float,
-                        with_torch: bool) -> tuple[JsonLines, dict[str, float], ModuleType | None]:
+def open_training_bench(
+  output: str | None, dtypes: Sequence[str], min_seconds: float, with_torch: bool
+) -> tuple[JsonLines, dict[str, float], ModuleType | None]:
   """The opening the training benchmarks share (bench.train, bench.population): the output, the
   peak matmul rate of each dtype (measured, emitted as the roofline record first) and the
   PyTorch reference when asked for and installed."""

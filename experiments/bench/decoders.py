@@ -52,8 +52,9 @@ class DecoderUnderTest:
 
 def output_layer(model: nn.Module) -> str:
   """The decoder's vocabulary projection: its module whose bias has a vocabulary dimension."""
-  (name,) = [module for module in model.decoder_modules()
-             if (module, "bias") in model.VOCABULARY_MATRICES]
+  (name,) = [
+    module for module in model.decoder_modules() if (module, "bias") in model.VOCABULARY_MATRICES
+  ]
   return name
 
 
@@ -65,17 +66,30 @@ def _push_down_eos(params: Any, model: nn.Module) -> Any:
   return params
 
 
-def seq2seq_decoder(sizes: dict[str, int], dtype: str, input_table: bool | None,
-                    params: Any = None, model: Seq2Seq | None = None,
-                    attention: str = "none") -> DecoderUnderTest:
+def seq2seq_decoder(
+  sizes: dict[str, int],
+  dtype: str,
+  input_table: bool | None,
+  params: Any = None,
+  model: Seq2Seq | None = None,
+  attention: str = "none",
+) -> DecoderUnderTest:
   """input_table: look layer 0's input gates up in a table; None: as Translator decides.
   attention: a synthetic model's ("general": Luong's, with input feeding, over a memory of
   sizes["source_length"] positions encoded from random source tokens)."""
   if model is None:
-    model = Seq2Seq(Seq2SeqConfig(sizes["vocab_size"], sizes["vocab_size"], sizes["embed_dim"],
-                                  sizes["hidden_size"], decoder_layers=sizes["num_layers"],
-                                  dtype=dtype, attention=attention,
-                                  input_feeding=attention != "none"))
+    model = Seq2Seq(
+      Seq2SeqConfig(
+        sizes["vocab_size"],
+        sizes["vocab_size"],
+        sizes["embed_dim"],
+        sizes["hidden_size"],
+        decoder_layers=sizes["num_layers"],
+        dtype=dtype,
+        attention=attention,
+        input_feeding=attention != "none",
+      )
+    )
     params = _push_down_eos(seq2seq_model.init_params(model, jax.random.key(0)), model)
   cfg = model.config
   prepare_s = 0.0
@@ -83,8 +97,11 @@ def seq2seq_decoder(sizes: dict[str, int], dtype: str, input_table: bool | None,
     input_table = uses_decoding_table(cfg)
   if input_table:
     timing, compiled = common.time_jitted(
-        functools.partial(model.apply, method=Seq2Seq.decoder_input_gates), params, min_calls=1,
-        min_seconds=0.0)
+      functools.partial(model.apply, method=Seq2Seq.decoder_input_gates),
+      params,
+      min_calls=1,
+      min_seconds=0.0,
+    )
     prepare_s = timing.compile_s + timing.median_s
     weights = (params, compiled(params))
   else:
@@ -99,33 +116,52 @@ def seq2seq_decoder(sizes: dict[str, int], dtype: str, input_table: bool | None,
   def start(batch_size, key):
     if cfg.attention != "none":  # The memory (and state) of random sources.
       source_length = sizes.get("source_length", 16)
-      sources_BxS = jax.random.randint(key, (batch_size, source_length), 4,
-                                       cfg.source_vocab_size)
+      sources_BxS = jax.random.randint(key, (batch_size, source_length), 4, cfg.source_vocab_size)
       return encode(params, sources_BxS, jnp.full((batch_size,), source_length))
     keys = jax.random.split(key, cfg.decoder_layers)
-    return [(c, jnp.tanh(c)) for c in (jax.random.normal(k, (batch_size, cfg.hidden_size))
-                                       for k in keys)]
+    return [
+      (c, jnp.tanh(c)) for c in (jax.random.normal(k, (batch_size, cfg.hidden_size)) for k in keys)
+    ]
 
   itemsize = jnp.dtype(dtype).itemsize
-  flops, weight_bytes = decoding_step_costs(cfg.embed_dim, cfg.hidden_size, cfg.decoder_layers,
-                                            cfg.target_vocab_size, itemsize, input_table)
+  flops, weight_bytes = decoding_step_costs(
+    cfg.embed_dim, cfg.hidden_size, cfg.decoder_layers, cfg.target_vocab_size, itemsize, input_table
+  )
   if cfg.attention != "none":
-    extra_flops, extra_bytes = attention_step_costs(cfg.hidden_size,
-                                                    sizes.get("source_length", 16), itemsize)
+    extra_flops, extra_bytes = attention_step_costs(
+      cfg.hidden_size, sizes.get("source_length", 16), itemsize
+    )
     flops, weight_bytes = flops + extra_flops, weight_bytes + extra_bytes
   name = "seq2seq" + ("_attention" if cfg.attention != "none" else "")
-  return DecoderUnderTest(name + ("" if input_table else "_no_table"), dtype,
-                          cfg.target_vocab_size, sizes["max_len"], step_fn, weights, start,
-                          flops, weight_bytes, sizes, prepare_s)
+  return DecoderUnderTest(
+    name + ("" if input_table else "_no_table"),
+    dtype,
+    cfg.target_vocab_size,
+    sizes["max_len"],
+    step_fn,
+    weights,
+    start,
+    flops,
+    weight_bytes,
+    sizes,
+    prepare_s,
+  )
 
 
-def vae_decoder(sizes: dict[str, int], dtype: str, params: Any = None,
-                model: SentenceVAE | None = None) -> DecoderUnderTest:
+def vae_decoder(
+  sizes: dict[str, int], dtype: str, params: Any = None, model: SentenceVAE | None = None
+) -> DecoderUnderTest:
   if model is None:
-    model = SentenceVAE(SentenceVAEConfig(sizes["vocab_size"], embed_dim=sizes["embed_dim"],
-                                          hidden_size=sizes["hidden_size"],
-                                          latent_size=sizes["latent_size"],
-                                          decoder_layers=sizes["num_layers"], dtype=dtype))
+    model = SentenceVAE(
+      SentenceVAEConfig(
+        sizes["vocab_size"],
+        embed_dim=sizes["embed_dim"],
+        hidden_size=sizes["hidden_size"],
+        latent_size=sizes["latent_size"],
+        decoder_layers=sizes["num_layers"],
+        dtype=dtype,
+      )
+    )
     params = _push_down_eos(vae_model.init_params(model, jax.random.key(0)), model)
   cfg = model.config
 
@@ -137,16 +173,35 @@ def vae_decoder(sizes: dict[str, int], dtype: str, params: Any = None,
     return model.apply(params, z_BxZ, batch_size, method=SentenceVAE.decoder_start)
 
   in_dim = cfg.embed_dim + (cfg.latent_size if cfg.has_latent and cfg.z_to_every_input else 0)
-  flops, weight_bytes = decoding_step_costs(in_dim, cfg.hidden_size, cfg.decoder_layers,
-                                            cfg.vocab_size, jnp.dtype(dtype).itemsize,
-                                            input_table=False)
-  return DecoderUnderTest(cfg.kind, dtype, cfg.vocab_size, sizes["max_len"], step_fn, params,
-                          start, flops, weight_bytes, sizes)
+  flops, weight_bytes = decoding_step_costs(
+    in_dim,
+    cfg.hidden_size,
+    cfg.decoder_layers,
+    cfg.vocab_size,
+    jnp.dtype(dtype).itemsize,
+    input_table=False,
+  )
+  return DecoderUnderTest(
+    cfg.kind,
+    dtype,
+    cfg.vocab_size,
+    sizes["max_len"],
+    step_fn,
+    params,
+    start,
+    flops,
+    weight_bytes,
+    sizes,
+  )
 
 
-def synthetic_decoders(shapes: Sequence[str], dtypes: Sequence[str], input_table: str,
-                       size_overrides: dict[str, int], max_len: int | None
-                       ) -> list[DecoderUnderTest]:
+def synthetic_decoders(
+  shapes: Sequence[str],
+  dtypes: Sequence[str],
+  input_table: str,
+  size_overrides: dict[str, int],
+  max_len: int | None,
+) -> list[DecoderUnderTest]:
   """Random-weight decoders of each shape (sizes overridden) in each dtype."""
   decoders = []
   for shape in shapes:
@@ -169,18 +224,32 @@ def decoder_from_workdir(workdir: str, input_table: str, max_len: int | None) ->
   max_len = max_len or config.data.max_len + 1
   if workdir_lib.family_of(config) == "seq2seq":
     from textgen_jax.seq2seq import Translator  # pylint: disable=import-outside-toplevel
+
     translator = Translator.load(workdir)
     cfg = translator.model.config
-    sizes = dict(vocab_size=cfg.target_vocab_size, embed_dim=cfg.embed_dim,
-                 hidden_size=cfg.hidden_size, num_layers=cfg.decoder_layers, latent_size=0,
-                 max_len=max_len)
-    return seq2seq_decoder(sizes, cfg.dtype, WORKDIR_INPUT_TABLE[input_table],
-                           translator.params, translator.model)
+    sizes = dict(
+      vocab_size=cfg.target_vocab_size,
+      embed_dim=cfg.embed_dim,
+      hidden_size=cfg.hidden_size,
+      num_layers=cfg.decoder_layers,
+      latent_size=0,
+      max_len=max_len,
+    )
+    return seq2seq_decoder(
+      sizes, cfg.dtype, WORKDIR_INPUT_TABLE[input_table], translator.params, translator.model
+    )
   from textgen_jax.vae import SentenceModel  # pylint: disable=import-outside-toplevel
+
   sentence_model = SentenceModel.load(workdir)
   cfg = sentence_model.model.config
-  sizes = dict(vocab_size=cfg.vocab_size, embed_dim=cfg.embed_dim, hidden_size=cfg.hidden_size,
-               num_layers=cfg.decoder_layers, latent_size=cfg.latent_size, max_len=max_len)
+  sizes = dict(
+    vocab_size=cfg.vocab_size,
+    embed_dim=cfg.embed_dim,
+    hidden_size=cfg.hidden_size,
+    num_layers=cfg.decoder_layers,
+    latent_size=cfg.latent_size,
+    max_len=max_len,
+  )
   return vae_decoder(sizes, cfg.dtype, sentence_model.params, sentence_model.model)
 
 
@@ -199,8 +268,9 @@ def compiled_decode_fn(decoder: DecoderUnderTest, batch_size: int, settings: Dec
   def decode(weights, carry, key):
     step_fn = functools.partial(decoder.step_fn, weights)
     if settings.strategy == "beam":
-      beams = decoding.beam_search(step_fn, carry, batch_size, decoder.max_len,
-                                   settings.beam_size, settings.length_alpha)
+      beams = decoding.beam_search(
+        step_fn, carry, batch_size, decoder.max_len, settings.beam_size, settings.length_alpha
+      )
       return beams.tokens_BxKxL
     return decoding.decode(step_fn, carry, batch_size, decoder.max_len, settings, key)
 
@@ -218,10 +288,12 @@ def naive_decoder(decoder: DecoderUnderTest, batch_size: int, settings: DecodeSe
     if settings.strategy == "greedy":
       token_B = decoding.argmax(logits_BxV)
     else:  # The engine's own sampler, so the ratio measures the loop, not the sampler.
-      logits_BxV = decoding.filter_logits(logits_BxV / settings.temperature, settings.top_k,
-                                          settings.top_p)
-      token_B = decoding.inverse_cdf_sample(jax.nn.softmax(logits_BxV, -1),
-                                            jax.random.uniform(key, (batch_size,)))
+      logits_BxV = decoding.filter_logits(
+        logits_BxV / settings.temperature, settings.top_k, settings.top_p
+      )
+      token_B = decoding.inverse_cdf_sample(
+        jax.nn.softmax(logits_BxV, -1), jax.random.uniform(key, (batch_size,))
+      )
     token_B = jnp.where(done_B, PAD_ID, token_B).astype(jnp.int32)
     return carry, token_B, done_B | (token_B == EOS_ID)
 
@@ -230,8 +302,9 @@ def naive_decoder(decoder: DecoderUnderTest, batch_size: int, settings: DecodeSe
     done_B = jnp.zeros((batch_size,), bool)
     tokens = []
     for t in range(decoder.max_len):
-      carry, previous_B, done_B = one_token(weights, carry, previous_B, done_B,
-                                            jax.random.fold_in(key, t))
+      carry, previous_B, done_B = one_token(
+        weights, carry, previous_B, done_B, jax.random.fold_in(key, t)
+      )
       tokens.append(previous_B)
       if bool(done_B.all()):
         break
@@ -250,10 +323,20 @@ def torch_decoder(torch_reference: Any, decoder: DecoderUnderTest):
     sizes = decoder.sizes
     if decoder.name.startswith("seq2seq_attention"):
       _TORCH_DECODERS[key] = torch_reference.make_attention_decoder(
-          sizes["vocab_size"], sizes["embed_dim"], sizes["hidden_size"], sizes["num_layers"],
-          sizes["source_length"], decoder.dtype)
+        sizes["vocab_size"],
+        sizes["embed_dim"],
+        sizes["hidden_size"],
+        sizes["num_layers"],
+        sizes["source_length"],
+        decoder.dtype,
+      )
     else:
       _TORCH_DECODERS[key] = torch_reference.make_decoder(
-          sizes["vocab_size"], sizes["embed_dim"], sizes["hidden_size"], sizes["num_layers"],
-          sizes["latent_size"], decoder.dtype)
+        sizes["vocab_size"],
+        sizes["embed_dim"],
+        sizes["hidden_size"],
+        sizes["num_layers"],
+        sizes["latent_size"],
+        decoder.dtype,
+      )
   return _TORCH_DECODERS[key]

@@ -28,11 +28,13 @@ class Seq2Seq(nn.Module):
   def __call__(self, sources_BxS, source_lengths_B, decoder_inputs_BxT, rng):
     del rng
     encoder = nn.RNN(nn.OptimizedLSTMCell(self.hidden_size), return_carry=True)
-    carry, _ = encoder(nn.Embed(self.source_vocab_size, self.embed_dim)(sources_BxS),
-                       seq_lengths=source_lengths_B)
+    carry, _ = encoder(
+      nn.Embed(self.source_vocab_size, self.embed_dim)(sources_BxS), seq_lengths=source_lengths_B
+    )
     decoder = nn.RNN(nn.OptimizedLSTMCell(self.hidden_size))
-    out_BxTxH = decoder(nn.Embed(self.target_vocab_size, self.embed_dim)(decoder_inputs_BxT),
-                        initial_carry=carry)
+    out_BxTxH = decoder(
+      nn.Embed(self.target_vocab_size, self.embed_dim)(decoder_inputs_BxT), initial_carry=carry
+    )
     return nn.Dense(self.target_vocab_size)(out_BxTxH), 0.0
 
 
@@ -47,7 +49,8 @@ class SentenceVAE(nn.Module):
   @nn.compact
   def __call__(self, tokens_BxT, lengths_B, decoder_inputs_BxT, rng):
     (_, h_BxH), _ = nn.RNN(nn.OptimizedLSTMCell(self.hidden_size), return_carry=True)(
-        nn.Embed(self.vocab_size, self.embed_dim)(tokens_BxT), seq_lengths=lengths_B)
+      nn.Embed(self.vocab_size, self.embed_dim)(tokens_BxT), seq_lengths=lengths_B
+    )
     mean_BxZ, logvar_BxZ = jnp.split(nn.Dense(2 * self.latent_size)(h_BxH), 2, -1)
     z_BxZ = mean_BxZ + jnp.exp(0.5 * logvar_BxZ) * jax.random.normal(rng, mean_BxZ.shape)
     kl = 0.5 * jnp.sum(jnp.exp(logvar_BxZ) + mean_BxZ**2 - 1.0 - logvar_BxZ, -1).mean()
@@ -55,22 +58,30 @@ class SentenceVAE(nn.Module):
     z_BxTxZ = jnp.broadcast_to(z_BxZ[:, None], emb_BxTxE.shape[:2] + z_BxZ.shape[-1:])
     c_BxH = nn.Dense(self.hidden_size)(z_BxZ)
     out_BxTxH = nn.RNN(nn.OptimizedLSTMCell(self.hidden_size))(
-        jnp.concatenate([emb_BxTxE, z_BxTxZ], -1), initial_carry=(c_BxH, jnp.tanh(c_BxH)))
+      jnp.concatenate([emb_BxTxE, z_BxTxZ], -1), initial_carry=(c_BxH, jnp.tanh(c_BxH))
+    )
     return nn.Dense(self.vocab_size)(out_BxTxH), kl
 
 
-def make_train_step(model: nn.Module, batch: dict[str, jax.Array], learning_rate: float = 1e-3
-                    ) -> tuple[Any, Any]:
+def make_train_step(
+  model: nn.Module, batch: dict[str, jax.Array], learning_rate: float = 1e-3
+) -> tuple[Any, Any]:
   """(jitted step(state, batch, rng) -> (state, loss), initial state) for model on batch."""
   bos_Bx1 = jnp.ones_like(batch["targets"][:, :1])
   decoder_inputs = lambda b: jnp.concatenate([bos_Bx1, b["targets"][:, :-1]], 1)
-  params = model.init(jax.random.key(0), batch["inputs"], batch["input_lengths"],
-                      decoder_inputs(batch), jax.random.key(1))
+  params = model.init(
+    jax.random.key(0),
+    batch["inputs"],
+    batch["input_lengths"],
+    decoder_inputs(batch),
+    jax.random.key(1),
+  )
   optimizer = optax.adam(learning_rate)
 
   def loss_fn(params, batch, rng):
-    logits, kl = model.apply(params, batch["inputs"], batch["input_lengths"],
-                             decoder_inputs(batch), rng)
+    logits, kl = model.apply(
+      params, batch["inputs"], batch["input_lengths"], decoder_inputs(batch), rng
+    )
     nll_BxT = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
     return nll_BxT.sum(-1).mean() + kl
 

@@ -37,9 +37,19 @@ from textgen_jax import cli, parallel, run_spec, training
 from textgen_jax.config import parallel_section
 from textgen_jax.errors import TextgenError
 
-SHAPES = dict(WORKLOADS, study=dict(source_vocab_size=80, vocab_size=100, embed_dim=64,
-                                    hidden_size=64, latent_size=0, source_length=20, length=20,
-                                    batch_size=16))
+SHAPES = dict(
+  WORKLOADS,
+  study=dict(
+    source_vocab_size=80,
+    vocab_size=100,
+    embed_dim=64,
+    hidden_size=64,
+    latent_size=0,
+    source_length=20,
+    length=20,
+    batch_size=16,
+  ),
+)
 
 _SHAPES = flags.DEFINE_list("shapes", ["study", "seq2seq", "vae"], f"Of {list(SHAPES)}.")
 _MEMBERS = flags.DEFINE_list("members", ["1", "2", "4", "8"], "Population sizes N.")
@@ -73,8 +83,16 @@ def settings_from_flags() -> Settings:
     raise TextgenError(f"--members={','.join(_MEMBERS.value)}: integers") from None
   if not all(n >= 1 for n in members):
     raise TextgenError(f"--members={','.join(_MEMBERS.value)}: each must be at least 1")
-  return Settings(tuple(_SHAPES.value), members, _TORCH.value, _ROUNDS.value,
-                  _MIN_SECONDS.value, _MIN_CALLS.value, _OUTPUT.value, _LOOPED.value)
+  return Settings(
+    tuple(_SHAPES.value),
+    members,
+    _TORCH.value,
+    _ROUNDS.value,
+    _MIN_SECONDS.value,
+    _MIN_CALLS.value,
+    _OUTPUT.value,
+    _LOOPED.value,
+  )
 
 
 def scan_model_and_loss(shape: dict[str, int]) -> tuple[Any, Callable[..., Any]]:
@@ -84,8 +102,10 @@ def scan_model_and_loss(shape: dict[str, int]) -> tuple[Any, Callable[..., Any]]
 
 def _init_fn(model: Any, batch: dict[str, jax.Array]) -> Callable[[jax.Array], Any]:
   return lambda key: training.create_train_state(
-      None, model.init(key, batch["inputs"][:1], batch["input_lengths"][:1],
-                       batch["targets"][:1]), optax.adam(1e-3))
+    None,
+    model.init(key, batch["inputs"][:1], batch["input_lengths"][:1], batch["targets"][:1]),
+    optax.adam(1e-3),
+  )
 
 
 def _member_keys(num_members: int) -> jax.Array:
@@ -96,36 +116,42 @@ def _states(model: Any, batch: dict[str, jax.Array], num_members: int) -> Any:
   """num_members train states (distinct seeds), stacked on a leading member axis."""
   # lax.map: a vmapped orthogonal init (batched QR) deadlocks XLA:CPU here; see train_loop.
   states = jax.jit(lambda keys: jax.lax.map(_init_fn(model, batch), keys))(
-      _member_keys(num_members))
+    _member_keys(num_members)
+  )
   return jax.block_until_ready(states)
 
 
-def vmapped_program(shape: dict[str, int], num_members: int,
-                    vmap_size: int = 0) -> programs_lib.Program:
+def vmapped_program(
+  shape: dict[str, int], num_members: int, vmap_size: int = 0
+) -> programs_lib.Program:
   batch = programs_lib.random_batch(shape, shape["batch_size"])
   model, loss_fn = scan_model_and_loss(shape)
   state = _states(model, batch, num_members)
   # Member k's keys are run_keys(k) and no hyperparameter varies: the seed sweep's program.
   members = (jax.vmap(run_spec.run_keys)(jnp.arange(num_members)), {})
-  step = jax.jit(functools.partial(training.population_train_step,
-                                   make_hooks=lambda hyper, keys: (loss_fn, None),
-                                   vmap_size=vmap_size),
-                 donate_argnums=0)
+  step = jax.jit(
+    functools.partial(
+      training.population_train_step,
+      make_hooks=lambda hyper, keys: (loss_fn, None),
+      vmap_size=vmap_size,
+    ),
+    donate_argnums=0,
+  )
   compile_s, compiled = common.time_compile(step, state, batch, members)
   implementation = "looped" if vmap_size == 1 else "vmapped"
-  return programs_lib.Program(dict(implementation=implementation, num_members=num_members),
-                              programs_lib.threaded(compiled, state, batch, members),
-                              compile_s)
+  return programs_lib.Program(
+    dict(implementation=implementation, num_members=num_members),
+    programs_lib.threaded(compiled, state, batch, members),
+    compile_s,
+  )
 
 
 def member_shards(num_members: int) -> int:
   """The devices a population of num_members is laid over: the largest divisor up to the count."""
-  return max(m for m in range(1, min(num_members, jax.device_count()) + 1)
-             if num_members % m == 0)
+  return max(m for m in range(1, min(num_members, jax.device_count()) + 1) if num_members % m == 0)
 
 
-def vmapped_over_devices_program(shape: dict[str, int],
-                                 num_members: int) -> programs_lib.Program:
+def vmapped_over_devices_program(shape: dict[str, int], num_members: int) -> programs_lib.Program:
   """The vmapped step as training compiles it with parallel.member_shards = M devices."""
   shards = member_shards(num_members)
   parallel_cfg = parallel_section()
@@ -137,16 +163,18 @@ def vmapped_over_devices_program(shape: dict[str, int],
   state_sharding = jax.tree.map(lambda _: layout.members, state)
   state = jax.device_put(state, state_sharding)
   batch = jax.device_put(batch, layout.batch)
-  members = jax.device_put((jax.vmap(run_spec.run_keys)(jnp.arange(num_members)), {}),
-                           layout.replicated)
-  step, _ = training.jit_population_steps(lambda hyper, keys: (loss_fn, None),
-                                          state_sharding=state_sharding,
-                                          batch_sharding=layout.batch)
+  members = jax.device_put(
+    (jax.vmap(run_spec.run_keys)(jnp.arange(num_members)), {}), layout.replicated
+  )
+  step, _ = training.jit_population_steps(
+    lambda hyper, keys: (loss_fn, None), state_sharding=state_sharding, batch_sharding=layout.batch
+  )
   compile_s, compiled = common.time_compile(step, state, batch, members)
-  return programs_lib.Program(dict(implementation="vmapped_over_devices",
-                                   num_members=num_members, member_shards=shards),
-                              programs_lib.threaded(compiled, state, batch, members),
-                              compile_s)
+  return programs_lib.Program(
+    dict(implementation="vmapped_over_devices", num_members=num_members, member_shards=shards),
+    programs_lib.threaded(compiled, state, batch, members),
+    compile_s,
+  )
 
 
 def sequential_program(shape: dict[str, int], num_members: int) -> programs_lib.Program:
@@ -166,25 +194,29 @@ def sequential_program(shape: dict[str, int], num_members: int) -> programs_lib.
       jax.block_until_ready(metrics)
     return metrics
 
-  return programs_lib.Program(dict(implementation="sequential", num_members=num_members), run,
-                              compile_s)
+  return programs_lib.Program(
+    dict(implementation="sequential", num_members=num_members), run, compile_s
+  )
 
 
-def torch_sequential_program(torch_reference: Any, shape: dict[str, int],
-                             num_members: int) -> programs_lib.Program:
-  steps = [programs_lib.torch_program(torch_reference, shape, shape["batch_size"],
-                                      "float32").step for _ in range(num_members)]
+def torch_sequential_program(
+  torch_reference: Any, shape: dict[str, int], num_members: int
+) -> programs_lib.Program:
+  steps = [
+    programs_lib.torch_program(torch_reference, shape, shape["batch_size"], "float32").step
+    for _ in range(num_members)
+  ]
 
   def run():
     for step in steps:
       step()
 
-  return programs_lib.Program(dict(implementation="torch_sequential", num_members=num_members),
-                              run)
+  return programs_lib.Program(dict(implementation="torch_sequential", num_members=num_members), run)
 
 
-def build(shape: dict[str, int], num_members: int, torch_reference: Any,
-          looped: bool = False) -> list[programs_lib.Program]:
+def build(
+  shape: dict[str, int], num_members: int, torch_reference: Any, looped: bool = False
+) -> list[programs_lib.Program]:
   programs = [vmapped_program(shape, num_members)]
   if looped and num_members > 1:
     programs.append(vmapped_program(shape, num_members, vmap_size=1))
@@ -196,12 +228,22 @@ def build(shape: dict[str, int], num_members: int, torch_reference: Any,
   return programs
 
 
-def record(program: programs_lib.Program, programs: list[programs_lib.Program],
-           common_fields: dict[str, Any], flops_per_token: float, peak: float) -> dict[str, Any]:
+def record(
+  program: programs_lib.Program,
+  programs: list[programs_lib.Program],
+  common_fields: dict[str, Any],
+  flops_per_token: float,
+  peak: float,
+) -> dict[str, Any]:
   rate = float(np.median(program.round_rates))
-  out = dict(common_fields, **program.fields, tokens_per_s=rate,
-             rounds_tokens_per_s=program.round_rates, compile_s=program.compile_s,
-             roofline_fraction=flops_per_token * rate / peak)
+  out = dict(
+    common_fields,
+    **program.fields,
+    tokens_per_s=rate,
+    rounds_tokens_per_s=program.round_rates,
+    compile_s=program.compile_s,
+    roofline_fraction=flops_per_token * rate / peak,
+  )
   for other in programs:
     if other is not program:
       ratio, ratio_range = common.round_by_round_ratio(program.round_rates, other.round_rates)
@@ -210,19 +252,26 @@ def record(program: programs_lib.Program, programs: list[programs_lib.Program],
   return out
 
 
-def run_workload(name: str, settings: Settings, peak: float, torch_reference: Any,
-                 out: common.JsonLines) -> None:
+def run_workload(
+  name: str, settings: Settings, peak: float, torch_reference: Any, out: common.JsonLines
+) -> None:
   shape = SHAPES[name]
   flops_per_token = 6.0 * forward_macs_per_token(shape)  # Forward, then twice that backward.
   for num_members in settings.members:
     tokens = num_members * shape["batch_size"] * shape["length"]
-    common_fields = dict(bench="population", model=name, **shape,
-                         device=common.device_description(jax.devices()[0]), tokens=tokens,
-                         flops_per_token=flops_per_token)
+    common_fields = dict(
+      bench="population",
+      model=name,
+      **shape,
+      device=common.device_description(jax.devices()[0]),
+      tokens=tokens,
+      flops_per_token=flops_per_token,
+    )
     common.progress(f"{name}, {num_members} members: compiling")
     programs = build(shape, num_members, torch_reference, settings.looped)
-    medians = common.time_in_rounds([p.step for p in programs], settings.rounds,
-                                    settings.min_calls, settings.min_seconds)
+    medians = common.time_in_rounds(
+      [p.step for p in programs], settings.rounds, settings.min_calls, settings.min_seconds
+    )
     for program, seconds in zip(programs, medians):
       program.round_rates.extend(tokens / s for s in seconds)
     for program in programs:
@@ -233,7 +282,8 @@ def main(argv):
   del argv
   settings = settings_from_flags()
   out, peaks, torch_reference = common.open_training_bench(
-      settings.output, ["float32"], settings.min_seconds, settings.torch)
+    settings.output, ["float32"], settings.min_seconds, settings.torch
+  )
   peak = peaks["float32"]
   for name in settings.shapes:
     run_workload(name, settings, peak, torch_reference, out)

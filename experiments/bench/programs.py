@@ -35,60 +35,93 @@ class Program:
 def random_batch(shape: dict[str, int], batch_size: int) -> dict[str, jax.Array]:
   keys = jax.random.split(jax.random.key(0), 2)
   targets = jax.random.randint(keys[1], (batch_size, shape["length"]), 4, shape["vocab_size"])
-  sources = targets if shape["latent_size"] else jax.random.randint(
-      keys[0], (batch_size, shape["source_length"]), 4, shape["source_vocab_size"])
+  sources = (
+    targets
+    if shape["latent_size"]
+    else jax.random.randint(
+      keys[0], (batch_size, shape["source_length"]), 4, shape["source_vocab_size"]
+    )
+  )
   lengths = jnp.full((batch_size,), sources.shape[1], jnp.int32)
   return dict(inputs=sources, input_lengths=lengths, targets=targets)
 
 
-def model_and_loss(name: str, shape: dict[str, int], dtype: str, unroll: int,
-                    backend: str) -> tuple[Any, Callable[..., Any]]:
-  model_kw = dict(embed_dim=shape["embed_dim"], hidden_size=shape["hidden_size"], dtype=dtype,
-                  scan_unroll=unroll, lstm_backend=backend)
+def model_and_loss(
+  name: str, shape: dict[str, int], dtype: str, unroll: int, backend: str
+) -> tuple[Any, Callable[..., Any]]:
+  model_kw = dict(
+    embed_dim=shape["embed_dim"],
+    hidden_size=shape["hidden_size"],
+    dtype=dtype,
+    scan_unroll=unroll,
+    lstm_backend=backend,
+  )
   if name == "seq2seq":
     model = Seq2Seq(Seq2SeqConfig(shape["source_vocab_size"], shape["vocab_size"], **model_kw))
     return model, functools.partial(seq2seq_loss.loss, model=model)
-  model = SentenceVAE(SentenceVAEConfig(shape["vocab_size"], latent_size=shape["latent_size"],
-                                        **model_kw))
-  return model, functools.partial(objective.sentence_loss, model=model,
-                                  objective=objective.VAEObjective())
+  model = SentenceVAE(
+    SentenceVAEConfig(shape["vocab_size"], latent_size=shape["latent_size"], **model_kw)
+  )
+  return model, functools.partial(
+    objective.sentence_loss, model=model, objective=objective.VAEObjective()
+  )
 
 
-def jax_program(name: str, shape: dict[str, int], batch_size: int, dtype: str, unroll: int,
-                backend: str, num_devices: int) -> Program:
+def jax_program(
+  name: str,
+  shape: dict[str, int],
+  batch_size: int,
+  dtype: str,
+  unroll: int,
+  backend: str,
+  num_devices: int,
+) -> Program:
   """textgen-jax's train step, laid out over the first num_devices devices as training does."""
   batch = random_batch(shape, batch_size)
   model, loss_fn = model_and_loss(name, shape, dtype, unroll, backend)
-  params = model.init(jax.random.key(2), batch["inputs"][:1], batch["input_lengths"][:1],
-                      batch["targets"][:1])
+  params = model.init(
+    jax.random.key(2), batch["inputs"][:1], batch["input_lengths"][:1], batch["targets"][:1]
+  )
   state = training.create_train_state(model.apply, params, optax.adam(1e-3))
   parallel_cfg = parallel_section()  # The training defaults (data parallel), on num_devices.
   parallel_cfg.num_devices = num_devices
   layout = parallel.make_layout(parallel_cfg, model.VOCABULARY_MATRICES)
   state_sharding = layout.tree_shardings(state)
-  step = training.jit_train_step(loss_fn, state_sharding=state_sharding,
-                                 batch_sharding=layout.batch)
+  step = training.jit_train_step(
+    loss_fn, state_sharding=state_sharding, batch_sharding=layout.batch
+  )
   state, batch = jax.device_put(state, state_sharding), jax.device_put(batch, layout.batch)
-  rng = jax.device_put(jax.random.key(1), jax.sharding.NamedSharding(layout.mesh,
-                                                                     jax.sharding.PartitionSpec()))
+  rng = jax.device_put(
+    jax.random.key(1), jax.sharding.NamedSharding(layout.mesh, jax.sharding.PartitionSpec())
+  )
   compile_s, compiled = common.time_compile(step, state, batch, rng)
-  fields = dict(implementation="jax", dtype=dtype, scan_unroll=unroll, num_devices=num_devices,
-                lstm_backend=cudnn_lstm.resolve_backend(backend, dtype))
+  fields = dict(
+    implementation="jax",
+    dtype=dtype,
+    scan_unroll=unroll,
+    num_devices=num_devices,
+    lstm_backend=cudnn_lstm.resolve_backend(backend, dtype),
+  )
   return Program(fields, threaded(compiled, state, batch, rng), compile_s)
 
 
 def flax_program(name: str, shape: dict[str, int], batch_size: int) -> Program:
   batch = random_batch(shape, batch_size)
   if name == "seq2seq":
-    model = flax_reference.Seq2Seq(shape["source_vocab_size"], shape["vocab_size"],
-                                   shape["embed_dim"], shape["hidden_size"])
+    model = flax_reference.Seq2Seq(
+      shape["source_vocab_size"], shape["vocab_size"], shape["embed_dim"], shape["hidden_size"]
+    )
   else:
-    model = flax_reference.SentenceVAE(shape["vocab_size"], shape["embed_dim"],
-                                       shape["hidden_size"], shape["latent_size"])
+    model = flax_reference.SentenceVAE(
+      shape["vocab_size"], shape["embed_dim"], shape["hidden_size"], shape["latent_size"]
+    )
   step, state = flax_reference.make_train_step(model, batch)
   compile_s, compiled = common.time_compile(step, state, batch, jax.random.key(1))
-  return Program(dict(implementation="flax", dtype="float32", num_devices=1),
-                 threaded(compiled, state, batch, jax.random.key(1)), compile_s)
+  return Program(
+    dict(implementation="flax", dtype="float32", num_devices=1),
+    threaded(compiled, state, batch, jax.random.key(1)),
+    compile_s,
+  )
 
 
 def threaded(compiled: Any, state: Any, batch: Any, rng: Any) -> Callable[[], Any]:
@@ -102,13 +135,32 @@ def threaded(compiled: Any, state: Any, batch: Any, rng: Any) -> Callable[[], An
   return step
 
 
-def torch_program(torch_reference: Any, shape: dict[str, int], batch_size: int,
-                  dtype: str) -> Program:
-  decoder = torch_reference.make_decoder(shape["vocab_size"], shape["embed_dim"],
-                                         shape["hidden_size"], 1, shape["latent_size"], dtype,
-                                         device=torch_reference.device_like(jax.devices()[0]))
-  step = torch_reference.make_train_step(decoder, batch_size, shape["length"], encoder_layers=1,
-                                         source_length=shape["source_length"],
-                                         source_vocab_size=shape["source_vocab_size"])
-  return Program(dict(implementation="torch", dtype=dtype, num_devices=1,
-                      device=torch_reference.device_name(decoder)), step)
+def torch_program(
+  torch_reference: Any, shape: dict[str, int], batch_size: int, dtype: str
+) -> Program:
+  decoder = torch_reference.make_decoder(
+    shape["vocab_size"],
+    shape["embed_dim"],
+    shape["hidden_size"],
+    1,
+    shape["latent_size"],
+    dtype,
+    device=torch_reference.device_like(jax.devices()[0]),
+  )
+  step = torch_reference.make_train_step(
+    decoder,
+    batch_size,
+    shape["length"],
+    encoder_layers=1,
+    source_length=shape["source_length"],
+    source_vocab_size=shape["source_vocab_size"],
+  )
+  return Program(
+    dict(
+      implementation="torch",
+      dtype=dtype,
+      num_devices=1,
+      device=torch_reference.device_name(decoder),
+    ),
+    step,
+  )

@@ -38,12 +38,16 @@ def program(name: str, num_members: int, projection) -> tuple:
     if num_members:
       state = population._states(model, batch, num_members)
       inputs = (jax.vmap(run_spec.run_keys)(jnp.arange(num_members)), {})
-      step = jax.jit(functools.partial(training.population_train_step,
-                                       make_hooks=lambda hyper, keys: (loss_fn, None)),
-                     donate_argnums=0)
+      step = jax.jit(
+        functools.partial(
+          training.population_train_step, make_hooks=lambda hyper, keys: (loss_fn, None)
+        ),
+        donate_argnums=0,
+      )
     else:
-      params = model.init(jax.random.key(2), batch["inputs"][:1], batch["input_lengths"][:1],
-                          batch["targets"][:1])
+      params = model.init(
+        jax.random.key(2), batch["inputs"][:1], batch["input_lengths"][:1], batch["targets"][:1]
+      )
       state = training.create_train_state(None, params, optax.adam(1e-3))
       inputs, step = jax.random.key(1), training.jit_train_step(loss_fn)
     _, compiled = common.time_compile(step, state, batch, inputs)  # Traced here, patched.
@@ -57,16 +61,28 @@ def main(argv):
   names = argv[1].split(",") if len(argv) > 1 else ["vae", "seq2seq"]
   num_members = int(argv[2]) if len(argv) > 2 else 0
   for name in names:
-    programs = [program(name, num_members, lstm.dot_general_float32),
-                program(name, num_members, lstm.vocabulary_dot_general)]
-    medians = common.time_in_rounds([step for step, _ in programs], ROUNDS, MIN_CALLS,
-                                    MIN_SECONDS)
+    programs = [
+      program(name, num_members, lstm.dot_general_float32),
+      program(name, num_members, lstm.vocabulary_dot_general),
+    ]
+    medians = common.time_in_rounds([step for step, _ in programs], ROUNDS, MIN_CALLS, MIN_SECONDS)
     rates = [[tokens / s for s in seconds] for (_, tokens), seconds in zip(programs, medians)]
     ratio, ratio_range = common.round_by_round_ratio(rates[1], rates[0])
-    print(json.dumps(dict(bench="vocabulary_projection_ab", model=name, num_members=num_members,
-                          cpu=common.cpu_description(), plain_tokens_per_s=float(np.median(rates[0])),
-                          custom_vjp_tokens_per_s=float(np.median(rates[1])), speedup=ratio,
-                          speedup_range=ratio_range, rounds=ROUNDS)))
+    print(
+      json.dumps(
+        dict(
+          bench="vocabulary_projection_ab",
+          model=name,
+          num_members=num_members,
+          cpu=common.cpu_description(),
+          plain_tokens_per_s=float(np.median(rates[0])),
+          custom_vjp_tokens_per_s=float(np.median(rates[1])),
+          speedup=ratio,
+          speedup_range=ratio_range,
+          rounds=ROUNDS,
+        )
+      )
+    )
 
 
 if __name__ == "__main__":

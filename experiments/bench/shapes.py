@@ -7,26 +7,48 @@ their target side (one decoder layer, `length` tokens per sequence).
 """
 
 WORKLOADS = {
-    "seq2seq": dict(source_vocab_size=80, vocab_size=100, embed_dim=256, hidden_size=256,
-                    latent_size=0, source_length=16, length=60, batch_size=64),
-    "vae": dict(source_vocab_size=10_000, vocab_size=10_000, embed_dim=256, hidden_size=512,
-                latent_size=32, source_length=40, length=40, batch_size=32),
+  "seq2seq": dict(
+    source_vocab_size=80,
+    vocab_size=100,
+    embed_dim=256,
+    hidden_size=256,
+    latent_size=0,
+    source_length=16,
+    length=60,
+    batch_size=64,
+  ),
+  "vae": dict(
+    source_vocab_size=10_000,
+    vocab_size=10_000,
+    embed_dim=256,
+    hidden_size=512,
+    latent_size=32,
+    source_length=40,
+    length=40,
+    batch_size=32,
+  ),
 }
 
 
 def decode_sizes(name: str) -> dict[str, int]:
   """The sizes of a workload's decoder, as decode.py reports them."""
   workload = WORKLOADS[name]
-  return dict(vocab_size=workload["vocab_size"], embed_dim=workload["embed_dim"],
-              hidden_size=workload["hidden_size"], num_layers=1,
-              latent_size=workload["latent_size"], max_len=workload["length"])
+  return dict(
+    vocab_size=workload["vocab_size"],
+    embed_dim=workload["embed_dim"],
+    hidden_size=workload["hidden_size"],
+    num_layers=1,
+    latent_size=workload["latent_size"],
+    max_len=workload["length"],
+  )
 
 
 DECODE_SHAPES = {name: decode_sizes(name) for name in WORKLOADS}
 # The seq2seq decoder with Luong's general attention and input feeding over a source of the
 # workload's length (its memory is the encoder's output for random source tokens).
-DECODE_SHAPES["seq2seq_attention"] = dict(DECODE_SHAPES["seq2seq"],
-                                          source_length=WORKLOADS["seq2seq"]["source_length"])
+DECODE_SHAPES["seq2seq_attention"] = dict(
+  DECODE_SHAPES["seq2seq"], source_length=WORKLOADS["seq2seq"]["source_length"]
+)
 
 
 def forward_macs_per_token(shape: dict[str, int]) -> float:
@@ -38,8 +60,9 @@ def forward_macs_per_token(shape: dict[str, int]) -> float:
   return encoder + decoder
 
 
-def decoding_step_costs(in_dim: int, hidden: int, layers: int, vocab: int, itemsize: int,
-                        input_table: bool) -> tuple[float, float]:
+def decoding_step_costs(
+  in_dim: int, hidden: int, layers: int, vocab: int, itemsize: int, input_table: bool
+) -> tuple[float, float]:
   """(FLOPs per row, weight bytes) of one LSTM decoding step: input and recurrent projections
   of every layer, and the vocabulary projection. A table lookup replaces layer 0's input matmul."""
   gates = 4 * hidden

@@ -20,8 +20,14 @@ torch.set_num_threads(os.cpu_count() or 1)
 class Decoder(nn.Module):
   """Embedding (+ z on every input, for the VAE shape) -> stacked LSTM -> vocabulary logits."""
 
-  def __init__(self, vocab_size: int, embed_dim: int, hidden_size: int, num_layers: int = 1,
-               latent_size: int = 0):
+  def __init__(
+    self,
+    vocab_size: int,
+    embed_dim: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    latent_size: int = 0,
+  ):
     super().__init__()
     self.embedding = nn.Embedding(vocab_size, embed_dim)
     self.lstm = nn.LSTM(embed_dim + latent_size, hidden_size, num_layers, batch_first=True)
@@ -47,8 +53,9 @@ class AttentionDecoder(nn.Module):
   h scores the memory through W_a, h~ = tanh(W_c [context; h]) feeds the logits and the next
   step. The memory is random (speed only), source_length positions per row."""
 
-  def __init__(self, vocab_size: int, embed_dim: int, hidden_size: int, num_layers: int,
-               source_length: int):
+  def __init__(
+    self, vocab_size: int, embed_dim: int, hidden_size: int, num_layers: int, source_length: int
+  ):
     super().__init__()
     self.embedding = nn.Embedding(vocab_size, embed_dim)
     self.lstm = nn.LSTM(embed_dim + hidden_size, hidden_size, num_layers, batch_first=True)
@@ -68,26 +75,34 @@ class AttentionDecoder(nn.Module):
     return self.output(feed_BxH)[:, None, :], state, feed_BxH
 
 
-def make_attention_decoder(vocab_size, embed_dim, hidden_size, num_layers, source_length,
-                           dtype="float32", device="cpu") -> AttentionDecoder:
+def make_attention_decoder(
+  vocab_size, embed_dim, hidden_size, num_layers, source_length, dtype="float32", device="cpu"
+) -> AttentionDecoder:
   torch.manual_seed(0)
-  return AttentionDecoder(vocab_size, embed_dim, hidden_size, num_layers, source_length).to(
-      device=device, dtype=_tensor_dtype(dtype)).eval()
+  return (
+    AttentionDecoder(vocab_size, embed_dim, hidden_size, num_layers, source_length)
+    .to(device=device, dtype=_tensor_dtype(dtype))
+    .eval()
+  )
 
 
 def _tensor_dtype(dtype: str) -> torch.dtype:
   return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
 
 
-def make_decoder(vocab_size, embed_dim, hidden_size, num_layers=1, latent_size=0,
-                 dtype="float32", device="cpu") -> Decoder:
+def make_decoder(
+  vocab_size, embed_dim, hidden_size, num_layers=1, latent_size=0, dtype="float32", device="cpu"
+) -> Decoder:
   torch.manual_seed(0)
-  return Decoder(vocab_size, embed_dim, hidden_size, num_layers, latent_size).to(
-      device=device, dtype=_tensor_dtype(dtype)).eval()
+  return (
+    Decoder(vocab_size, embed_dim, hidden_size, num_layers, latent_size)
+    .to(device=device, dtype=_tensor_dtype(dtype))
+    .eval()
+  )
 
 
 def device_like(jax_device) -> str:
-  """"cuda" when JAX runs on an NVIDIA GPU and this torch can use it (nn.LSTM then runs
+  """ "cuda" when JAX runs on an NVIDIA GPU and this torch can use it (nn.LSTM then runs
   cuDNN's kernel), else "cpu"."""
   on_gpu = jax_device.platform == "gpu" and torch.cuda.is_available()
   return "cuda" if on_gpu else "cpu"
@@ -133,8 +148,14 @@ def decode(decoder: Decoder, batch_size: int, max_len: int, sample: bool = False
   return torch.stack(outputs, 1)
 
 
-def time_decode(decoder: Decoder, batch_size: int, max_len: int, sample: bool,
-                min_calls: int = 3, min_seconds: float = 1.0) -> tuple[list[float], int]:
+def time_decode(
+  decoder: Decoder,
+  batch_size: int,
+  max_len: int,
+  sample: bool,
+  min_calls: int = 3,
+  min_seconds: float = 1.0,
+) -> tuple[list[float], int]:
   """Seconds per decode call (after one warm-up) and tokens generated per call."""
   tokens = decode(decoder, batch_size, max_len, sample)
   seconds, started = [], time.perf_counter()
@@ -145,8 +166,14 @@ def time_decode(decoder: Decoder, batch_size: int, max_len: int, sample: bool,
   return seconds, int((tokens != PAD_ID).sum())
 
 
-def make_train_step(decoder: Decoder, batch_size: int, length: int, encoder_layers: int = 0,
-                    source_length: int = 0, source_vocab_size: int = 0):
+def make_train_step(
+  decoder: Decoder,
+  batch_size: int,
+  length: int,
+  encoder_layers: int = 0,
+  source_length: int = 0,
+  source_vocab_size: int = 0,
+):
   """A function running one Adam training step of teacher-forced cross-entropy over
   [batch, length] on fixed random tokens (it returns the loss).
 
@@ -159,11 +186,13 @@ def make_train_step(decoder: Decoder, batch_size: int, length: int, encoder_laye
   source_vocab_size = source_vocab_size or vocab_size
   encoder = _Encoder(decoder, encoder_layers, source_vocab_size)
   modules = nn.ModuleList([decoder] + (encoder.modules() if encoder.lstm else []))
-  modules = modules.to(device=decoder.output.weight.device,
-                       dtype=decoder.output.weight.dtype).train()
+  modules = modules.to(
+    device=decoder.output.weight.device, dtype=decoder.output.weight.dtype
+  ).train()
   optimizer = torch.optim.Adam(modules.parameters(), lr=1e-3)
-  sources, targets, inputs = _random_tokens(decoder, batch_size, length,
-                                            source_length or length, source_vocab_size)
+  sources, targets, inputs = _random_tokens(
+    decoder, batch_size, length, source_length or length, source_vocab_size
+  )
 
   def step():
     state, z, kl = encoder(sources, length)
@@ -194,8 +223,9 @@ class _Encoder:
         self.initial_state = nn.Linear(self.latent_size, hidden)
 
   def modules(self) -> list[nn.Module]:
-    return [m for m in (self.embedding, self.lstm, self.posterior, self.initial_state)
-            if m is not None]
+    return [
+      m for m in (self.embedding, self.lstm, self.posterior, self.initial_state) if m is not None
+    ]
 
   def __call__(self, sources: torch.Tensor, length: int):
     """(decoder state or None, z or None, KL per target token or 0.0)."""
@@ -211,14 +241,14 @@ class _Encoder:
     return (torch.tanh(c0), c0), z, kl
 
 
-def _random_tokens(decoder: Decoder, batch_size: int, length: int, source_length: int,
-                   source_vocab_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _random_tokens(
+  decoder: Decoder, batch_size: int, length: int, source_length: int, source_vocab_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
   """(sources, targets, decoder inputs: BOS + targets[:-1]) on the decoder's device; the VAE's
   sources are its targets."""
   generator = torch.Generator().manual_seed(0)
   sources = torch.randint(4, source_vocab_size, (batch_size, source_length), generator=generator)
-  targets = torch.randint(4, decoder.output.out_features, (batch_size, length),
-                          generator=generator)
+  targets = torch.randint(4, decoder.output.out_features, (batch_size, length), generator=generator)
   if decoder.latent_size:
     sources = targets
   inputs = torch.cat([torch.full((batch_size, 1), BOS_ID), targets[:, :-1]], 1)

@@ -44,12 +44,14 @@ from textgen_jax.models import cudnn_lstm
 SIZE_FLAGS = ("vocab_size", "embed_dim", "hidden_size", "latent_size", "length")
 
 _SHAPES = flags.DEFINE_list("shapes", list(WORKLOADS), f"Workloads: {list(WORKLOADS)}.")
-_SIZE_OVERRIDES = {name: flags.DEFINE_integer(name, None, f"Override the workloads' {name}.")
-                   for name in SIZE_FLAGS}
+_SIZE_OVERRIDES = {
+  name: flags.DEFINE_integer(name, None, f"Override the workloads' {name}.") for name in SIZE_FLAGS
+}
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", [], "Batch sizes (default: each workload's).")
 _DTYPES = flags.DEFINE_list("dtypes", ["float32"], "Matmul dtypes.")
-_NUM_DEVICES = flags.DEFINE_list("num_devices", ["1"],
-                                 "Data-parallel device counts to compare ('all': every device).")
+_NUM_DEVICES = flags.DEFINE_list(
+  "num_devices", ["1"], "Data-parallel device counts to compare ('all': every device)."
+)
 _UNROLLS = flags.DEFINE_list("scan_unrolls", ["1"], "LSTM time-loop unroll factors to compare.")
 _BACKENDS = flags.DEFINE_list("lstm_backends", ["auto"], "model.lstm_backend values to compare.")
 _FLAX = flags.DEFINE_bool("flax", True, "Time the plain Flax baseline (float32).")
@@ -83,23 +85,33 @@ def settings_from_flags() -> Settings:
   for name in _SHAPES.value:
     if name not in WORKLOADS:
       raise TextgenError(f"--shapes: unknown workload {name!r}; choose from {list(WORKLOADS)}")
-  device_counts = sorted({jax.device_count() if n == "all" else int(n)
-                          for n in _NUM_DEVICES.value})
+  device_counts = sorted({jax.device_count() if n == "all" else int(n) for n in _NUM_DEVICES.value})
   if not all(0 < n <= jax.device_count() for n in device_counts):
-    raise TextgenError(f"--num_devices={','.join(_NUM_DEVICES.value)}: there are "
-                       f"{jax.device_count()} devices (XLA_FLAGS="
-                       "--xla_force_host_platform_device_count=8 makes 8 on a CPU)")
+    raise TextgenError(
+      f"--num_devices={','.join(_NUM_DEVICES.value)}: there are "
+      f"{jax.device_count()} devices (XLA_FLAGS="
+      "--xla_force_host_platform_device_count=8 makes 8 on a CPU)"
+    )
   for backend, dtype in itertools.product(_BACKENDS.value, _DTYPES.value):
     try:
       cudnn_lstm.resolve_backend(backend, dtype)
     except TextgenError as e:
       raise TextgenError(f"--lstm_backends={backend}: {str(e).split(': ', 1)[1]}") from None
   return Settings(
-      tuple(_SHAPES.value),
-      {name: flag.value for name, flag in _SIZE_OVERRIDES.items() if flag.value is not None},
-      tuple(int(b) for b in _BATCH_SIZES.value), tuple(_DTYPES.value), tuple(device_counts),
-      tuple(int(u) for u in _UNROLLS.value), tuple(_BACKENDS.value), _FLAX.value, _TORCH.value,
-      _ROUNDS.value, _MIN_SECONDS.value, _MIN_CALLS.value, _OUTPUT.value)
+    tuple(_SHAPES.value),
+    {name: flag.value for name, flag in _SIZE_OVERRIDES.items() if flag.value is not None},
+    tuple(int(b) for b in _BATCH_SIZES.value),
+    tuple(_DTYPES.value),
+    tuple(device_counts),
+    tuple(int(u) for u in _UNROLLS.value),
+    tuple(_BACKENDS.value),
+    _FLAX.value,
+    _TORCH.value,
+    _ROUNDS.value,
+    _MIN_SECONDS.value,
+    _MIN_CALLS.value,
+    _OUTPUT.value,
+  )
 
 
 def workload(name: str, settings: Settings) -> dict[str, int]:
@@ -112,14 +124,24 @@ def workload(name: str, settings: Settings) -> dict[str, int]:
   return shape
 
 
-def record(program: Program, programs: list[Program], common_fields: dict[str, Any],
-           flops_per_token: float, peak: dict[str, float]) -> dict[str, Any]:
+def record(
+  program: Program,
+  programs: list[Program],
+  common_fields: dict[str, Any],
+  flops_per_token: float,
+  peak: dict[str, float],
+) -> dict[str, Any]:
   """The program's JSON record with its round-by-round ratios to the other programs."""
   rate = float(np.median(program.round_rates))
-  out = dict(common_fields, **program.fields, tokens_per_s=rate,
-             step_s=common_fields["tokens"] / rate, rounds_tokens_per_s=program.round_rates,
-             compile_s=program.compile_s,
-             roofline_fraction=flops_per_token * rate / peak[program.fields["dtype"]])
+  out = dict(
+    common_fields,
+    **program.fields,
+    tokens_per_s=rate,
+    step_s=common_fields["tokens"] / rate,
+    rounds_tokens_per_s=program.round_rates,
+    compile_s=program.compile_s,
+    roofline_fraction=flops_per_token * rate / peak[program.fields["dtype"]],
+  )
   for name, other in _baselines(program, programs).items():
     if other is not None:
       ratio, ratio_range = common.round_by_round_ratio(program.round_rates, other.round_rates)
@@ -138,33 +160,55 @@ def _baselines(program: Program, programs: list[Program]) -> dict[str, Program |
     found = [p for p in programs if all(p.fields.get(k) == v for k, v in match.items())]
     return found[0] if found else None
 
-  same = dict(implementation="jax", scan_unroll=fields["scan_unroll"],
-              lstm_backend=fields["lstm_backend"])
+  same = dict(
+    implementation="jax", scan_unroll=fields["scan_unroll"], lstm_backend=fields["lstm_backend"]
+  )
   return {
-      "torch": baseline(implementation="torch", dtype=fields["dtype"]),
-      "flax": baseline(implementation="flax"),
-      "1_device": baseline(**same, dtype=fields["dtype"], num_devices=1),
-      "float32": baseline(**same, dtype="float32", num_devices=fields["num_devices"]),
-      "scan": baseline(implementation="jax", scan_unroll=fields["scan_unroll"],
-                       lstm_backend="scan", dtype=fields["dtype"],
-                       num_devices=fields["num_devices"]),
+    "torch": baseline(implementation="torch", dtype=fields["dtype"]),
+    "flax": baseline(implementation="flax"),
+    "1_device": baseline(**same, dtype=fields["dtype"], num_devices=1),
+    "float32": baseline(**same, dtype="float32", num_devices=fields["num_devices"]),
+    "scan": baseline(
+      implementation="jax",
+      scan_unroll=fields["scan_unroll"],
+      lstm_backend="scan",
+      dtype=fields["dtype"],
+      num_devices=fields["num_devices"],
+    ),
   }
 
 
-def build_programs(name: str, shape: dict[str, int], batch_size: int, settings: Settings,
-                   torch_reference: Any, common_fields: dict[str, Any],
-                   out: common.JsonLines) -> list[Program]:
+def build_programs(
+  name: str,
+  shape: dict[str, int],
+  batch_size: int,
+  settings: Settings,
+  torch_reference: Any,
+  common_fields: dict[str, Any],
+  out: common.JsonLines,
+) -> list[Program]:
   programs = []
   for dtype, unroll, backend, num_devices in itertools.product(
-      settings.dtypes, settings.scan_unrolls, settings.lstm_backends, settings.device_counts):
+    settings.dtypes, settings.scan_unrolls, settings.lstm_backends, settings.device_counts
+  ):
     if batch_size % num_devices:
-      out.emit(dict(common_fields, dtype=dtype, implementation="jax", num_devices=num_devices,
-                    skipped="batch not divisible"))
+      out.emit(
+        dict(
+          common_fields,
+          dtype=dtype,
+          implementation="jax",
+          num_devices=num_devices,
+          skipped="batch not divisible",
+        )
+      )
       continue
-    common.progress(f"{name} batch {batch_size} {dtype} unroll {unroll} {backend} "
-                    f"{num_devices} device(s): compiling")
-    programs.append(programs_lib.jax_program(name, shape, batch_size, dtype, unroll, backend,
-                                             num_devices))
+    common.progress(
+      f"{name} batch {batch_size} {dtype} unroll {unroll} {backend} "
+      f"{num_devices} device(s): compiling"
+    )
+    programs.append(
+      programs_lib.jax_program(name, shape, batch_size, dtype, unroll, backend, num_devices)
+    )
   if settings.flax:
     programs.append(programs_lib.flax_program(name, shape, batch_size))
   for dtype in settings.dtypes if torch_reference is not None else []:
@@ -172,8 +216,11 @@ def build_programs(name: str, shape: dict[str, int], batch_size: int, settings: 
       program = programs_lib.torch_program(torch_reference, shape, batch_size, dtype)
       program.step()  # Fails here where, e.g., this CPU's torch cannot train bfloat16 LSTMs.
     except (RuntimeError, ValueError) as e:
-      out.emit(dict(common_fields, dtype=dtype, implementation="torch",
-                    skipped=str(e).splitlines()[0][:200]))
+      out.emit(
+        dict(
+          common_fields, dtype=dtype, implementation="torch", skipped=str(e).splitlines()[0][:200]
+        )
+      )
       continue
     programs.append(program)
   return programs
@@ -181,24 +228,33 @@ def build_programs(name: str, shape: dict[str, int], batch_size: int, settings: 
 
 def time_in_rounds(programs: list[Program], tokens: int, settings: Settings) -> None:
   """Warm-up, then --rounds rounds A B C, A B C, ...: each round's tokens/s per program."""
-  medians = common.time_in_rounds([p.step for p in programs], settings.rounds,
-                                  settings.min_calls, settings.min_seconds)
+  medians = common.time_in_rounds(
+    [p.step for p in programs], settings.rounds, settings.min_calls, settings.min_seconds
+  )
   for program, seconds in zip(programs, medians):
     program.round_rates.extend(tokens / s for s in seconds)
 
 
-def run_workload(name: str, settings: Settings, peak: dict[str, float], torch_reference: Any,
-                 out: common.JsonLines) -> None:
+def run_workload(
+  name: str, settings: Settings, peak: dict[str, float], torch_reference: Any, out: common.JsonLines
+) -> None:
   shape = workload(name, settings)
   flops_per_token = 6.0 * forward_macs_per_token(shape)  # Forward, then twice that backward.
   for batch_size in settings.batch_sizes or [shape["batch_size"]]:
-    common_fields = dict(bench="train", model=name, **dict(shape, batch_size=batch_size),
-                         device=common.device_description(jax.devices()[0]),
-                         tokens=batch_size * shape["length"], flops_per_token=flops_per_token)
-    programs = build_programs(name, shape, batch_size, settings, torch_reference,
-                              common_fields, out)
-    common.progress(f"{name} batch {batch_size}: {settings.rounds} rounds of "
-                    f"{len(programs)} programs")
+    common_fields = dict(
+      bench="train",
+      model=name,
+      **dict(shape, batch_size=batch_size),
+      device=common.device_description(jax.devices()[0]),
+      tokens=batch_size * shape["length"],
+      flops_per_token=flops_per_token,
+    )
+    programs = build_programs(
+      name, shape, batch_size, settings, torch_reference, common_fields, out
+    )
+    common.progress(
+      f"{name} batch {batch_size}: {settings.rounds} rounds of {len(programs)} programs"
+    )
     time_in_rounds(programs, common_fields["tokens"], settings)
     for program in programs:
       out.emit(record(program, programs, common_fields, flops_per_token, peak))
@@ -208,7 +264,8 @@ def main(argv):
   del argv
   settings = settings_from_flags()
   out, peak, torch_reference = common.open_training_bench(
-      settings.output, settings.dtypes, settings.min_seconds, settings.torch)
+    settings.output, settings.dtypes, settings.min_seconds, settings.torch
+  )
   for name in settings.shapes:
     run_workload(name, settings, peak, torch_reference, out)
 

@@ -25,15 +25,18 @@ import os
 
 from textgen_jax import seq2seq
 
-DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "multi30k",
-                    "tok")
+DATA = os.path.join(
+  os.path.dirname(__file__), "..", "..", "..", "shared", "data", "multi30k", "tok"
+)
 VARIANTS = ("lstm", "attention")
 
 
 def parallel(split: str) -> str:
   """The split's German,English files (read_pairs reads such a pair line by line)."""
-  return ",".join(os.path.normpath(os.path.join(DATA, f"{split}.lc.norm.tok.{language}"))
-                  for language in ("de", "en"))
+  return ",".join(
+    os.path.normpath(os.path.join(DATA, f"{split}.lc.norm.tok.{language}"))
+    for language in ("de", "en")
+  )
 
 
 def get_config(variant: str = "attention"):

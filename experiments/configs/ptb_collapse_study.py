@@ -40,13 +40,15 @@ def get_config():
   config.train.num_steps = 20000
   config.population.num_members = 6
   config.population.seeds = "0,0,0,0,0,0"  # One initialisation: the recipes alone differ.
-  config.population.vary = ";".join([
+  config.population.vary = ";".join(
+    [
       "vae.kl_schedule=linear,cyclical,linear,linear,linear,sigmoid",
       "vae.free_bits=0.25,0.25,0.25,0.25,0,4",
       "vae.free_bits_mode=per_dimension,per_dimension,per_dimension,per_dimension,"
       "per_dimension,per_batch",
       "vae.word_dropout=0,0,0.25,0,0,0",
       "vae.pretrain_steps=0,0,0,2000,0,0",
-  ])
+    ]
+  )
   config.population.select_metric = "valid_iw_nll_per_sentence"
   return config

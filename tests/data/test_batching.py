@@ -57,8 +57,12 @@ def test_encode_texts_truncates_and_counts():
   vocab = Vocabulary.build([tokenizer.tokenize("abcdef")])
   ids, num_cut = batching.encode_texts(["abc", "abcdef", "xa", ""], tokenizer, vocab, max_len=4)
   assert num_cut == 1
-  assert [x.tolist() for x in ids] == [vocab.encode(list("abc")), vocab.encode(list("abcd")),
-                                       [UNK_ID, vocab.encode(["a"])[0]], []]
+  assert [x.tolist() for x in ids] == [
+    vocab.encode(list("abc")),
+    vocab.encode(list("abcd")),
+    [UNK_ID, vocab.encode(["a"])[0]],
+    [],
+  ]
   assert all(x.dtype == np.int32 for x in ids)
 
 
@@ -66,11 +70,19 @@ def test_encode_texts_too_long_error_names_the_example():
   tokenizer = WordTokenizer()
   vocab = Vocabulary.build([["a"]])
   with pytest.raises(TextgenError, match="source 2: source has 5 tokens.*max_len=3"):
-    batching.encode_texts(["a a", "a a a a a"], tokenizer, vocab, 3, too_long="error",
-                          what="source")
+    batching.encode_texts(
+      ["a a", "a a a a a"], tokenizer, vocab, 3, too_long="error", what="source"
+    )
   with pytest.raises(TextgenError, match="^f.tsv:9: target has 5 tokens.*max_len=3"):
-    batching.encode_texts(["a a", "a a a a a"], tokenizer, vocab, 3, too_long="error",
-                          what="target", locations=["f.tsv:3", "f.tsv:9"])
+    batching.encode_texts(
+      ["a a", "a a a a a"],
+      tokenizer,
+      vocab,
+      3,
+      too_long="error",
+      what="target",
+      locations=["f.tsv:3", "f.tsv:9"],
+    )
   ids, num_cut = batching.encode_texts(["a a", "a a a"], tokenizer, vocab, 3, too_long="error")
   assert num_cut == 0 and [len(x) for x in ids] == [2, 3]
 
@@ -80,8 +92,9 @@ def test_encode_texts_rejects_unknown_policy():
     batching.encode_texts(["a"], CharTokenizer(), Vocabulary.build([["a"]]), 3, too_long="drop")
 
 
-@pytest.mark.parametrize("max_len, num_buckets", [(8, 3), (16, 4), (1, 1), (5, 1), (2, 10),
-                                                  (40, 4)])
+@pytest.mark.parametrize(
+  "max_len, num_buckets", [(8, 3), (16, 4), (1, 1), (5, 1), (2, 10), (40, 4)]
+)
 def test_bucket_lengths(max_len, num_buckets):
   lengths = batching.bucket_lengths(max_len, num_buckets)
   assert lengths == sorted(set(lengths))
@@ -96,12 +109,14 @@ def test_bucket_lengths_are_evenly_spaced():
 
 
 def test_pad_batch():
-  batch = batching.pad_batch([np.array([5, 6, 7]), np.array([8])], [np.array([9]), np.array([])],
-                             batch_size=3, length=4)
+  batch = batching.pad_batch(
+    [np.array([5, 6, 7]), np.array([8])], [np.array([9]), np.array([])], batch_size=3, length=4
+  )
   np.testing.assert_array_equal(batch["inputs"], [[5, 6, 7, 0], [8, 0, 0, 0], [0, 0, 0, 0]])
   np.testing.assert_array_equal(batch["input_lengths"], [3, 1, 0])
-  np.testing.assert_array_equal(batch["targets"], [[9, EOS_ID, 0, 0], [EOS_ID, 0, 0, 0],
-                                                   [0, 0, 0, 0]])
+  np.testing.assert_array_equal(
+    batch["targets"], [[9, EOS_ID, 0, 0], [EOS_ID, 0, 0, 0], [0, 0, 0, 0]]
+  )
   assert all(x.dtype == np.int32 for x in batch.values())
 
 
@@ -134,15 +149,16 @@ def test_masks_and_filler_rows():
       eos_positions = np.flatnonzero(targets == EOS_ID)
       assert len(eos_positions) == 1
       end = eos_positions[0]
-      assert np.all(targets[:end] != PAD_ID) and np.all(targets[end + 1:] == PAD_ID)
+      assert np.all(targets[:end] != PAD_ID) and np.all(targets[end + 1 :] == PAD_ID)
   assert num_filler_rows > 0  # 23 examples in batches of 4 cannot fill every row.
 
 
 def test_every_example_appears_exactly_once_per_epoch():
   sources, targets = make_examples()
   batches = make_batches()
-  expected = collections.Counter((tuple(s.tolist()), tuple(t.tolist()))
-                                 for s, t in zip(sources, targets))
+  expected = collections.Counter(
+    (tuple(s.tolist()), tuple(t.tolist())) for s, t in zip(sources, targets)
+  )
   for epoch in range(3):
     seen = collections.Counter(e for batch in batches.epoch(epoch) for e in unpad(batch))
     assert seen == expected
@@ -197,8 +213,10 @@ def test_bucketed_batches_rejects_bad_input():
 
 def test_a_target_needs_room_for_its_eos():
   # A target of max_len tokens plus EOS fits the top bucket (max_len + 1) exactly.
-  source, target = np.arange(4, 4 + MAX_LEN, dtype=np.int32), np.arange(4, 4 + MAX_LEN,
-                                                                          dtype=np.int32)
+  source, target = (
+    np.arange(4, 4 + MAX_LEN, dtype=np.int32),
+    np.arange(4, 4 + MAX_LEN, dtype=np.int32),
+  )
   batch = batching.BucketedBatches([source], [target], 2, LENGTHS).batch_at(0)
   assert batch["targets"].shape[1] == MAX_LEN + 1
   assert batch["targets"][0, -1] == EOS_ID
@@ -258,8 +276,9 @@ def test_a_shuffle_seed_changes_the_batches_rows_but_not_their_lengths():
     rows_differ += unpad(a) != unpad(b)
     assert_batches_equal(a, same.batch_at(step))
   assert rows_differ > plain.num_batches  # Most batches hold other examples.
-  expected = collections.Counter((tuple(s.tolist()), tuple(t.tolist()))
-                                 for s, t in zip(sources, targets))
+  expected = collections.Counter(
+    (tuple(s.tolist()), tuple(t.tolist())) for s, t in zip(sources, targets)
+  )
   assert collections.Counter(e for batch in own.epoch(1) for e in unpad(batch)) == expected
 
 

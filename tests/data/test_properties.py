@@ -27,11 +27,13 @@ def test_any_text_round_trips_through_the_tokenizers_to_its_normalisation(kind, 
   assert all(token and not token.isspace() for token in tokens) or kind == "char"
 
 
-@pytest.mark.parametrize("reader", [readers.read_pairs, readers.read_lines],
-                         ids=["pairs", "lines"])
+@pytest.mark.parametrize("reader", [readers.read_pairs, readers.read_lines], ids=["pairs", "lines"])
 @settings(max_examples=200, deadline=None)
-@given(content=st.one_of(st.binary(max_size=300),
-                         st.text(max_size=200).map(lambda text: text.encode("utf-8"))))
+@given(
+  content=st.one_of(
+    st.binary(max_size=300), st.text(max_size=200).map(lambda text: text.encode("utf-8"))
+  )
+)
 def test_any_bytes_give_examples_or_a_one_line_error_naming_the_file(reader, content):
   with tempfile.TemporaryDirectory() as directory:
     path = os.path.join(directory, "corpus.txt")

@@ -14,8 +14,10 @@ from textgen_jax.errors import TextgenError
 
 
 def test_read_pairs_ignores_extra_columns_and_blank_lines(tmp_path, capsys):
-  path = write_text(tmp_path / "f.tsv", f"Go.\tVa !\t{ATTRIBUTION}\n\nHi.\tSalut !\n  \n"
-                    "Run!\tCours\u202f!\textra\tcolumns\n")
+  path = write_text(
+    tmp_path / "f.tsv",
+    f"Go.\tVa !\t{ATTRIBUTION}\n\nHi.\tSalut !\n  \nRun!\tCours\u202f!\textra\tcolumns\n",
+  )
   pairs, report = readers.read_pairs(path)
   assert pairs == [("Go.", "Va !"), ("Hi.", "Salut !"), ("Run!", "Cours\u202f!")]
   assert report.num_kept == 3 and report.num_blank == 2 and report.skipped == []
@@ -41,13 +43,16 @@ def test_read_pairs_on_bundled_corpus_head(tmp_path):
   assert pairs[0] == tuple(head[0].rstrip("\n").split("\t")[:2])
 
 
-@pytest.mark.parametrize("bad_line, problem", [
+@pytest.mark.parametrize(
+  "bad_line, problem",
+  [
     ("Hi. Salut !", "no tab"),
     ("\tSalut !", "empty source"),
     ("   \tSalut !", "empty source"),
     ("Hi.\t", "empty target"),
     ("Hi.\t  \tattribution", "empty target"),
-])
+  ],
+)
 def test_malformed_line_is_an_error_naming_file_and_line(tmp_path, bad_line, problem):
   path = write_text(tmp_path / "f.tsv", f"Go.\tVa !\nRun!\tCours !\n{bad_line}\nWho?\tQui ?\n")
   with pytest.raises(TextgenError, match=problem) as info:
@@ -63,14 +68,18 @@ def test_line_numbers_count_blank_lines(tmp_path):
 
 
 def test_skip_malformed_skips_counts_and_prints_summary(tmp_path, capsys):
-  path = write_text(tmp_path / "f.tsv",
-                    "Go.\tVa !\nno tab\nHi.\tSalut !\n\tno source\nno target\t\nWho?\tQui ?\n")
+  path = write_text(
+    tmp_path / "f.tsv", "Go.\tVa !\nno tab\nHi.\tSalut !\n\tno source\nno target\t\nWho?\tQui ?\n"
+  )
   pairs, report = readers.read_pairs(path, skip_malformed=True, verbose=False)
   assert pairs == [("Go.", "Va !"), ("Hi.", "Salut !"), ("Who?", "Qui ?")]
   assert report.num_kept == 3
   assert [n for n, _ in report.skipped] == [2, 4, 5]
   assert [why for _, why in report.skipped] == [
-      "no tab between source and target", "empty source", "empty target"]
+    "no tab between source and target",
+    "empty source",
+    "empty target",
+  ]
   out = capsys.readouterr().out
   assert "skipped 3 malformed lines" in out
   assert "line 2" in out and "read 3 examples" in out
@@ -136,8 +145,9 @@ def test_read_lines_skip_malformed(tmp_path, capsys):
 
 
 def test_summary_mentions_only_the_first_three_skips(tmp_path):
-  report = readers.ReadReport("f.tsv", num_kept=1, num_blank=2,
-                              skipped=[(n, "no tab") for n in (3, 5, 7, 9)])
+  report = readers.ReadReport(
+    "f.tsv", num_kept=1, num_blank=2, skipped=[(n, "no tab") for n in (3, 5, 7, 9)]
+  )
   summary = report.summary()
   assert "skipped 4 malformed lines" in summary
   assert "line 7" in summary and "line 9" not in summary
@@ -151,6 +161,7 @@ def test_the_seq2seq_default_holds_out_by_source(tmp_path):
   from textgen_jax import recipe
   from textgen_jax.seq2seq import config as seq2seq_config
   from textgen_jax.seq2seq.translator import VOCABULARY_FILES
+
   lines = [f"Source {i % 40}.\tcible {i} .\t{ATTRIBUTION}" for i in range(400)]
   config = seq2seq_config.get_config()
   config.data.train_path = write_text(tmp_path / "pairs.tsv", "\n".join(lines) + "\n")
@@ -159,8 +170,9 @@ def test_the_seq2seq_default_holds_out_by_source(tmp_path):
   data = recipe.read_data(config, readers.read_pairs, VOCABULARY_FILES)
   valid_sources = {source.lower() for source, _ in data.valid_examples}
   assert len(data.valid_examples) == 10 * len(valid_sources) >= 80  # All 10 of each source.
-  splits = readers.read_splits(config.data, 0, readers.read_pairs,
-                               group_key=lambda pair: pair[0].lower())
+  splits = readers.read_splits(
+    config.data, 0, readers.read_pairs, group_key=lambda pair: pair[0].lower()
+  )
   assert not {s.lower() for s, _ in splits.train} & {s.lower() for s, _ in splits.valid}
   config.data.valid_split = "random"  # Examples, as before: sources land on both sides.
   splits = readers.read_splits(config.data, 0, readers.read_pairs)
@@ -171,10 +183,14 @@ def test_parallel_files_read_as_pairs_gzipped_or_not(tmp_path):
   write_text(tmp_path / "train.de", "ein hund .\nzwei katzen .\n\nein baum .\n")
   with gzip.open(tmp_path / "train.en.gz", "wt", encoding="utf-8") as f:
     f.write("a dog .\ntwo cats .\n\na tree .\n")
-  pairs, report = readers.read_pairs(f"{tmp_path / 'train.de'},{tmp_path / 'train.en.gz'}",
-                                     verbose=False)
-  assert pairs == [("ein hund .", "a dog ."), ("zwei katzen .", "two cats ."),
-                   ("ein baum .", "a tree .")]
+  pairs, report = readers.read_pairs(
+    f"{tmp_path / 'train.de'},{tmp_path / 'train.en.gz'}", verbose=False
+  )
+  assert pairs == [
+    ("ein hund .", "a dog ."),
+    ("zwei katzen .", "two cats ."),
+    ("ein baum .", "a tree ."),
+  ]
   assert report.line_numbers == [1, 2, 4] and report.num_blank == 1
 
 
@@ -184,8 +200,9 @@ def test_parallel_files_must_align(tmp_path):
     readers.read_pairs(source + "," + write_text(tmp_path / "b.en", "one\ntwo\nthree\n"))
   with pytest.raises(TextgenError, match=r"c\.en:2: empty line where the other file"):
     readers.read_pairs(source + "," + write_text(tmp_path / "c.en", "one\n\n"))
-  pairs, report = readers.read_pairs(f"{source},{tmp_path / 'c.en'}", skip_malformed=True,
-                                     verbose=False)
+  pairs, report = readers.read_pairs(
+    f"{source},{tmp_path / 'c.en'}", skip_malformed=True, verbose=False
+  )
   assert pairs == [("eins", "one")] and len(report.skipped) == 1
   with pytest.raises(TextgenError, match="missing.en: file not found"):
     readers.read_pairs(f"{source},{tmp_path / 'missing.en'}")
@@ -201,16 +218,21 @@ LINE_BREAKS_THAT_ARE_NOT_NEWLINES = "\u2028\u2029\x85\x0b\x0c\x1c\x1d\x1e\r"
 # Chunks of either, so that most examples hold several of those characters (drawn as single
 # characters among all of Unicode they would be rare).
 _INSIDE_A_LINE = st.lists(
-    st.one_of(st.sampled_from(LINE_BREAKS_THAT_ARE_NOT_NEWLINES),
-              st.text(st.characters(exclude_characters="\n\r\x00\ufeff"), max_size=3)),
-    max_size=6).map("".join)
+  st.one_of(
+    st.sampled_from(LINE_BREAKS_THAT_ARE_NOT_NEWLINES),
+    st.text(st.characters(exclude_characters="\n\r\x00\ufeff"), max_size=3),
+  ),
+  max_size=6,
+).map("".join)
 
 
 @settings(max_examples=60, deadline=None)
-@given(middles=st.lists(_INSIDE_A_LINE, min_size=1, max_size=6),
-       newline=st.sampled_from(["\n", "\r\n"]))
+@given(
+  middles=st.lists(_INSIDE_A_LINE, min_size=1, max_size=6), newline=st.sampled_from(["\n", "\r\n"])
+)
 def test_any_characters_inside_lines_keep_one_line_per_line_and_parallel_files_aligned(
-    middles, newline):
+  middles, newline
+):
   # Words around each middle: a "\r" that ends a line is no text (the "\r\n" rule).
   sources = [f"s{i} {middle} s" for i, middle in enumerate(middles)]
   targets = [f"t{i} {middle} t" for i, middle in enumerate(middles)]
@@ -240,16 +262,16 @@ def test_a_bom_at_the_start_of_a_file_is_dropped(tmp_path):
   bom = "\ufeff"
   tsv = write_text(tmp_path / "f.tsv", f"{bom}Go.\tVa !\nHi.\tSalut !\n")
   assert readers.read_pairs(tsv, verbose=False)[0][0] == ("Go.", "Va !")
-  assert readers.read_lines(write_text(tmp_path / "f.txt", f"{bom}the cat\n"),
-                            verbose=False)[0] == ["the cat"]
+  assert readers.read_lines(write_text(tmp_path / "f.txt", f"{bom}the cat\n"), verbose=False)[
+    0
+  ] == ["the cat"]
   source = write_text(tmp_path / "a.de", f"{bom}ein hund .\n")
   with gzip.open(tmp_path / "a.en.gz", "wb") as f:
     f.write(f"{bom}a dog .\n".encode("utf-8"))
   pairs, _ = readers.read_pairs(f"{source},{tmp_path / 'a.en.gz'}", verbose=False)
   assert pairs == [("ein hund .", "a dog .")]
   # Only at the start: elsewhere it is a character of the text (a zero-width no-break space).
-  assert readers.read_input_lines(f"{bom}café\nred{bom}\n".encode("utf-8")) == ["café",
-                                                                                 f"red{bom}"]
+  assert readers.read_input_lines(f"{bom}café\nred{bom}\n".encode("utf-8")) == ["café", f"red{bom}"]
 
 
 def _parallel_with_nul_in_target(tmp_path) -> str:
@@ -257,12 +279,19 @@ def _parallel_with_nul_in_target(tmp_path) -> str:
   return source + "," + write_text(tmp_path / "b.en", "one\ntw\x00o\nthree\n")
 
 
-@pytest.mark.parametrize("reader, make_path, bad_file", [
-    (readers.read_pairs, lambda d: write_text(d / "f.tsv", "Go.\tVa !\nHi.\tSa\x00lut\nA.\tB.\n"),
-     "f.tsv"),
+@pytest.mark.parametrize(
+  "reader, make_path, bad_file",
+  [
+    (
+      readers.read_pairs,
+      lambda d: write_text(d / "f.tsv", "Go.\tVa !\nHi.\tSa\x00lut\nA.\tB.\n"),
+      "f.tsv",
+    ),
     (readers.read_pairs, _parallel_with_nul_in_target, "b.en"),
     (readers.read_lines, lambda d: write_text(d / "f.txt", "one\nt\x00wo\nthree\n"), "f.txt"),
-], ids=["tsv", "parallel", "lines"])
+  ],
+  ids=["tsv", "parallel", "lines"],
+)
 def test_a_nul_byte_is_a_malformed_line(tmp_path, capsys, reader, make_path, bad_file):
   path = make_path(tmp_path)
   with pytest.raises(TextgenError, match=rf"{bad_file}:2: contains a NUL byte \(set data\."):
@@ -278,7 +307,7 @@ def test_a_corrupt_gzip_file_is_a_one_line_error_naming_it(tmp_path, damage):
   text = "".join(f"sentence {i} with words {i * 7919 % 1000}\n" for i in range(2000))
   data = gzip.compress(text.encode("utf-8"))
   # Zeros in the middle of the deflate stream make zlib fail; a cut one ends too early.
-  data = data[:200] + bytes(100) + data[300:] if damage == "overwritten" else data[:len(data) // 2]
+  data = data[:200] + bytes(100) + data[300:] if damage == "overwritten" else data[: len(data) // 2]
   path = tmp_path / "corpus.txt.gz"
   path.write_bytes(data)
   for reader in (readers.read_pairs, readers.read_lines):

@@ -6,35 +6,42 @@ import unicodedata
 import pytest
 
 from tests.helpers import bundled_pairs
-from textgen_jax.data.tokenizers import (JOINER, CharTokenizer, WordTokenizer, make_tokenizer,
-                                         normalize_text, tokenizer_from_config)
+from textgen_jax.data.tokenizers import (
+  JOINER,
+  CharTokenizer,
+  WordTokenizer,
+  make_tokenizer,
+  normalize_text,
+  tokenizer_from_config,
+)
 from textgen_jax.errors import TextgenError
 
 ROUND_TRIP_TEXTS = [
-    "Go.",
-    "Va !",  # French spacing before "!".
-    "Cours\u202f!",  # Narrow no-break space, as in the Tatoeba data.
-    "Qui ?",
-    "I'm here, aren't you?",
-    "l'homme d'affaires",
-    "Ça va ?  Oui... «Bonjour», dit-il.",
-    "  extra   spaces\t\tand\nnewlines  ",
-    "naïve café — déjà vu",
-    "e\u0301te\u0301",  # Decomposed accents; NFC composes them.
-    "q\u0301",  # A combining mark with no precomposed form.
-    "日本語のテキスト。",
-    "emoji 😀! (yes)",
-    "İstanbul ΣΊΣΥΦΟΣ Straße",
-    "snake_case and 3.14 and $5",
-    "Go .",  # Not the same as "Go.".
-    "",
-    "   ",
+  "Go.",
+  "Va !",  # French spacing before "!".
+  "Cours\u202f!",  # Narrow no-break space, as in the Tatoeba data.
+  "Qui ?",
+  "I'm here, aren't you?",
+  "l'homme d'affaires",
+  "Ça va ?  Oui... «Bonjour», dit-il.",
+  "  extra   spaces\t\tand\nnewlines  ",
+  "naïve café — déjà vu",
+  "e\u0301te\u0301",  # Decomposed accents; NFC composes them.
+  "q\u0301",  # A combining mark with no precomposed form.
+  "日本語のテキスト。",
+  "emoji 😀! (yes)",
+  "İstanbul ΣΊΣΥΦΟΣ Straße",
+  "snake_case and 3.14 and $5",
+  "Go .",  # Not the same as "Go.".
+  "",
+  "   ",
 ]
 
 
-@pytest.fixture(params=[(kind, lowercase) for kind in ("char", "word")
-                        for lowercase in (False, True)],
-                ids=lambda p: f"{p[0]}-{'lower' if p[1] else 'cased'}")
+@pytest.fixture(
+  params=[(kind, lowercase) for kind in ("char", "word") for lowercase in (False, True)],
+  ids=lambda p: f"{p[0]}-{'lower' if p[1] else 'cased'}",
+)
 def tokenizer(request):
   kind, lowercase = request.param
   return make_tokenizer(kind, lowercase)
@@ -74,7 +81,9 @@ def test_char_tokenizer_is_one_token_per_character():
   assert CharTokenizer().tokenize("e\u0301") == ["\u00e9"]
 
 
-@pytest.mark.parametrize("text, tokens", [
+@pytest.mark.parametrize(
+  "text, tokens",
+  [
     ("Go.", ["Go", JOINER + "."]),
     ("Va !", ["Va", "!"]),
     ("Hello, world!", ["Hello", JOINER + ",", "world", JOINER + "!"]),
@@ -82,7 +91,8 @@ def test_char_tokenizer_is_one_token_per_character():
     ("(yes)", ["(", JOINER + "yes", JOINER + ")"]),
     ("Qui ?", ["Qui", "?"]),
     ("...", [".", JOINER + ".", JOINER + "."]),
-])
+  ],
+)
 def test_word_tokenizer_splits_punctuation_from_words(text, tokens):
   assert WordTokenizer().tokenize(text) == tokens
 
@@ -90,7 +100,7 @@ def test_word_tokenizer_splits_punctuation_from_words(text, tokens):
 @pytest.mark.parametrize("text", ROUND_TRIP_TEXTS)
 def test_word_tokens_are_a_word_or_one_symbol(text):
   for token in WordTokenizer().tokenize(text):
-    bare = token[len(JOINER):] if token.startswith(JOINER) else token
+    bare = token[len(JOINER) :] if token.startswith(JOINER) else token
     assert bare and JOINER not in bare
     assert re.fullmatch(r"\w+", bare) or (len(bare) == 1 and not re.match(r"[\w\s]", bare)), token
 
@@ -114,8 +124,9 @@ def test_normalized_text_is_nfc():
       assert unicodedata.is_normalized("NFC", normalized)
 
 
-@pytest.mark.parametrize("kind, lowercase", [("char", False), ("char", True), ("word", False),
-                                             ("word", True)])
+@pytest.mark.parametrize(
+  "kind, lowercase", [("char", False), ("char", True), ("word", False), ("word", True)]
+)
 def test_config_round_trip(kind, lowercase):
   tokenizer = make_tokenizer(kind, lowercase)
   assert tokenizer.kind == kind

@@ -5,8 +5,19 @@ import json
 import pytest
 
 from textgen_jax.data.tokenizers import WordTokenizer
-from textgen_jax.data.vocab import (BOS, BOS_ID, EOS, EOS_ID, PAD, PAD_ID, SPECIAL_TOKENS, UNK,
-                                    UNK_ID, Vocabulary, load_vocabulary)
+from textgen_jax.data.vocab import (
+  BOS,
+  BOS_ID,
+  EOS,
+  EOS_ID,
+  PAD,
+  PAD_ID,
+  SPECIAL_TOKENS,
+  UNK,
+  UNK_ID,
+  Vocabulary,
+  load_vocabulary,
+)
 from textgen_jax.errors import TextgenError
 
 # Counts: a x4, b x3, c x2, d x2, e x1.
@@ -117,7 +128,9 @@ def test_load_missing_file_raises(tmp_path):
   assert path in str(info.value)
 
 
-@pytest.mark.parametrize("content", [
+@pytest.mark.parametrize(
+  "content",
+  [
     "{not json",
     "",
     json.dumps({"tokens": list(SPECIAL_TOKENS)}),  # No tokenizer.
@@ -125,7 +138,9 @@ def test_load_missing_file_raises(tmp_path):
     json.dumps({"tokenizer": {"kind": "word"}, "tokens": ["a", "b"]}),  # No specials.
     json.dumps({"tokenizer": {"kind": "word"}, "tokens": None}),
     json.dumps(["a", "list"]),
-], ids=["truncated", "empty", "no-tokenizer", "no-tokens", "no-specials", "null-tokens", "list"])
+  ],
+  ids=["truncated", "empty", "no-tokenizer", "no-tokens", "no-specials", "null-tokens", "list"],
+)
 def test_load_corrupt_file_raises(tmp_path, content):
   path = tmp_path / "vocab.json"
   path.write_text(content, encoding="utf-8")
@@ -147,8 +162,8 @@ def test_size_multiple_pads_with_unused_tokens(multiple):
   plain = Vocabulary.build(TOKEN_LISTS)
   padded = Vocabulary.build(TOKEN_LISTS, size_multiple=multiple)
   assert len(padded) % multiple == 0 and len(padded) - len(plain) < multiple
-  assert padded.tokens[:len(plain)] == plain.tokens  # Ids of real tokens do not move.
-  assert all(t.startswith("<unused_") for t in padded.tokens[len(plain):])
+  assert padded.tokens[: len(plain)] == plain.tokens  # Ids of real tokens do not move.
+  assert all(t.startswith("<unused_") for t in padded.tokens[len(plain) :])
 
 
 def test_size_multiple_below_one_names_the_flag():

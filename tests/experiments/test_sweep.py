@@ -9,18 +9,33 @@ from tests.helpers import assert_one_line_error, make_pairs, run_script, write_t
 
 pytestmark = pytest.mark.slow  # Trains a population per grid point in a subprocess.
 
-TINY = ["--config=experiments/configs/seq2seq_tiny.py", "--config.data.max_examples=0",
-        "--config.data.valid_fraction=0.2", "--config.model.embed_dim=8",
-        "--config.train.num_steps=3", "--config.train.log_every=1", "--config.train.eval_every=3",
-        "--config.train.checkpoint_every=3", "--config.train.num_examples_to_print=0",
-        "--config.data.batch_size=8", "--config.data.num_buckets=1", "--config.data.max_len=6",
-        "--config.data.min_count=1", "--config.train.max_greedy_eval_pairs=4"]
+TINY = [
+  "--config=experiments/configs/seq2seq_tiny.py",
+  "--config.data.max_examples=0",
+  "--config.data.valid_fraction=0.2",
+  "--config.model.embed_dim=8",
+  "--config.train.num_steps=3",
+  "--config.train.log_every=1",
+  "--config.train.eval_every=3",
+  "--config.train.checkpoint_every=3",
+  "--config.train.num_examples_to_print=0",
+  "--config.data.batch_size=8",
+  "--config.data.num_buckets=1",
+  "--config.data.max_len=6",
+  "--config.data.min_count=1",
+  "--config.train.max_greedy_eval_pairs=4",
+]
 
 
 def test_a_sweep_trains_each_point_as_a_population_and_reads_finished_points_back(tmp_path):
   pairs = write_tsv(tmp_path / "pairs.tsv", make_pairs(40))
-  args = [*TINY, f"--config.data.train_path={pairs}", f"--workdir={tmp_path / 'sweep'}",
-          "--grid=model.hidden_size=8,16", "--seeds=2"]
+  args = [
+    *TINY,
+    f"--config.data.train_path={pairs}",
+    f"--workdir={tmp_path / 'sweep'}",
+    "--grid=model.hidden_size=8,16",
+    "--seeds=2",
+  ]
   first = run_script("sweep.py", *args)
   assert first.returncode == 0, first.stderr[-3000:]
   rows = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
@@ -37,6 +52,7 @@ def test_a_sweep_trains_each_point_as_a_population_and_reads_finished_points_bac
 
 
 def test_a_bad_grid_is_a_one_line_error(tmp_path):
-  result = run_script("sweep.py", *TINY, f"--workdir={tmp_path / 'sweep'}",
-                      "--grid=model.hidden_size=big")
+  result = run_script(
+    "sweep.py", *TINY, f"--workdir={tmp_path / 'sweep'}", "--grid=model.hidden_size=big"
+  )
   assert_one_line_error(result, "--grid: model.hidden_size takes int values")

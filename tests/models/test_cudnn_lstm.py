@@ -34,12 +34,22 @@ def refusing_length_zero(x, h_0, c_0, weights, seq_lengths, *args, **kwargs):
 
 
 def test_the_strict_reference_refuses_length_zero():
-  weights = cudnn_lstm.pack_weights([(jnp.ones((E, 4 * H)), jnp.zeros(4 * H),
-                                      jnp.ones((H, 4 * H)))])
+  weights = cudnn_lstm.pack_weights(
+    [(jnp.ones((E, 4 * H)), jnp.zeros(4 * H), jnp.ones((H, 4 * H)))]
+  )
   zeros = jnp.zeros((1, 2, H))
-  y, _, _ = refusing_length_zero(jnp.ones((2, T, E)), zeros, zeros, weights,
-                                 jnp.array([3, 0], jnp.int32), input_size=E, hidden_size=H,
-                                 num_layers=1, dropout=0.0, bidirectional=False)
+  y, _, _ = refusing_length_zero(
+    jnp.ones((2, T, E)),
+    zeros,
+    zeros,
+    weights,
+    jnp.array([3, 0], jnp.int32),
+    input_size=E,
+    hidden_size=H,
+    num_layers=1,
+    dropout=0.0,
+    bidirectional=False,
+  )
   assert np.all(np.isnan(y))
 
 
@@ -58,10 +68,16 @@ def cudnn_kernel(request, monkeypatch):
 def test_packed_weights_unpack_to_our_matrices():
   """jax's unpack_lstm_weights reads our kernels back, transposed, with b_hh = 0."""
   k = jax.random.split(jax.random.key(0), 6)
-  forward = (jax.random.normal(k[0], (E, 4 * H)), jax.random.normal(k[1], (4 * H,)),
-             jax.random.normal(k[2], (H, 4 * H)))
-  backward = (jax.random.normal(k[3], (E, 4 * H)), jax.random.normal(k[4], (4 * H,)),
-              jax.random.normal(k[5], (H, 4 * H)))
+  forward = (
+    jax.random.normal(k[0], (E, 4 * H)),
+    jax.random.normal(k[1], (4 * H,)),
+    jax.random.normal(k[2], (H, 4 * H)),
+  )
+  backward = (
+    jax.random.normal(k[3], (E, 4 * H)),
+    jax.random.normal(k[4], (4 * H,)),
+    jax.random.normal(k[5], (H, 4 * H)),
+  )
   packed = cudnn_lstm.pack_weights([forward, backward])
   assert packed.shape == (rnn.get_num_params_in_lstm(E, H, 1, True),)
   w_ih, w_hh, b_ih, b_hh = rnn.unpack_lstm_weights(packed, E, H, 1, True)
@@ -84,19 +100,23 @@ def test_cudnn_path_equals_the_scan(cudnn_kernel, bidirectional, layers):
   x_TxBxE = jax.random.normal(k[0], (T, B, E))
   carries = [(jax.random.normal(k[1], (B, H)), jax.random.normal(k[2], (B, H)))] * layers
   params = lstm.StackedLSTM(H, layers, bidirectional=bidirectional).init(
-      k[3], x_TxBxE, LENGTHS, carries)
+    k[3], x_TxBxE, LENGTHS, carries
+  )
   mask_TxBx1 = (jnp.arange(T)[:, None] < LENGTHS[None, :])[..., None]
 
   def loss(backend, params, x):
     finals, out_TxBxD = run_stack(backend, params, x, carries, LENGTHS, bidirectional, layers)
     weights = jnp.cos(jnp.arange(out_TxBxD.size, dtype=jnp.float32)).reshape(out_TxBxD.shape)
-    return (jnp.sum(out_TxBxD * weights * mask_TxBx1) +
-            sum(jnp.sum(jnp.sin(c)) + jnp.sum(h**2) for c, h in finals)), (finals, out_TxBxD)
+    return (
+      jnp.sum(out_TxBxD * weights * mask_TxBx1)
+      + sum(jnp.sum(jnp.sin(c)) + jnp.sum(h**2) for c, h in finals)
+    ), (finals, out_TxBxD)
 
   results = {}
   for backend in ("scan", "cudnn"):
-    grad_fn = jax.jit(jax.value_and_grad(functools.partial(loss, backend), argnums=(0, 1),
-                                         has_aux=True))
+    grad_fn = jax.jit(
+      jax.value_and_grad(functools.partial(loss, backend), argnums=(0, 1), has_aux=True)
+    )
     results[backend] = grad_fn(params, x_TxBxE)
   (value, (finals, outputs)), grads = results["cudnn"]
   (ref_value, (ref_finals, ref_outputs)), ref_grads = results["scan"]

@@ -39,7 +39,8 @@ def test_deterministic_returns_the_inputs_whatever_the_rate():
 def test_a_vmapped_rate_gives_each_member_its_own_rate():
   x = jnp.ones((100, 100))
   rates = jnp.array([0.1, 0.5, 0.8])
-  out = jax.vmap(lambda r: Wrapped(Dropout(r)).apply({}, x, False,
-                                                     rngs={"dropout": jax.random.key(0)}))(rates)
+  out = jax.vmap(
+    lambda r: Wrapped(Dropout(r)).apply({}, x, False, rngs={"dropout": jax.random.key(0)})
+  )(rates)
   dropped = np.mean(np.asarray(out) == 0, axis=(1, 2))
   np.testing.assert_allclose(dropped, rates, atol=0.02)

@@ -21,8 +21,9 @@ def test_reverse_padded():
   reversed_x = lstm.reverse_padded(x, jnp.array([3, 5]))
   np.testing.assert_array_equal(reversed_x.T, [[2, 1, 0, 3, 4], [9, 8, 7, 6, 5]])
   x3 = jnp.swapaxes(jnp.arange(20).reshape(2, 5, 2), 0, 1)
-  np.testing.assert_array_equal(lstm.reverse_padded(x3, jnp.array([0, 2]))[:, :, 0].T,
-                                [[0, 2, 4, 6, 8], [12, 10, 14, 16, 18]])
+  np.testing.assert_array_equal(
+    lstm.reverse_padded(x3, jnp.array([0, 2]))[:, :, 0].T, [[0, 2, 4, 6, 8], [12, 10, 14, 16, 18]]
+  )
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])

@@ -31,7 +31,8 @@ def plain_recurrence(dtype, unroll, gates_x_TxBxG, kernel_HxG, carry, mask_TxB=N
     c_BxH, h_BxH = carry
     gates_x_BxG, mask_B = inputs
     gates_BxG = gates_x_BxG.astype(jnp.float32) + jnp.dot(
-        h_BxH.astype(dtype), kernel_HxG.astype(dtype), preferred_element_type=jnp.float32)
+      h_BxH.astype(dtype), kernel_HxG.astype(dtype), preferred_element_type=jnp.float32
+    )
     i, f, g, o = jnp.split(gates_BxG, 4, axis=-1)
     new_c = jax.nn.sigmoid(f) * c_BxH + jax.nn.sigmoid(i) * jnp.tanh(g)
     new_h = jax.nn.sigmoid(o) * jnp.tanh(new_c)
@@ -62,8 +63,9 @@ def weighted_sum(recurrence, mask, gates_x, kernel, carry):
 def test_recurrence_values_and_gradients_equal_autodiff_of_the_plain_scan(lengths):
   mask = None if lengths is None else jnp.arange(T)[:, None] < jnp.array(lengths)[None, :]
   args = recurrence_inputs()
-  grad = lambda f: jax.jit(jax.value_and_grad(functools.partial(weighted_sum, f, mask),
-                                              argnums=(0, 1, 2)))
+  grad = lambda f: jax.jit(
+    jax.value_and_grad(functools.partial(weighted_sum, f, mask), argnums=(0, 1, 2))
+  )
   value, grads = grad(lstm_recurrence)(*args)
   ref_value, ref_grads = grad(plain_recurrence)(*args)
   np.testing.assert_allclose(value, ref_value, rtol=1e-5)
@@ -79,7 +81,8 @@ def test_final_state_is_held_at_each_true_end():
   lengths = jnp.array([7, 3, 1, 0])
   mask = jnp.arange(T)[:, None] < lengths[None, :]
   (c, h), h_TxBxH = jax.jit(functools.partial(lstm_recurrence, jnp.float32, 1))(
-      gates_x, kernel, carry, mask)
+    gates_x, kernel, carry, mask
+  )
   for row, length in enumerate(lengths.tolist()):
     expected_h = h_TxBxH[length - 1, row] if length else carry[1][row]
     np.testing.assert_array_equal(h[row], expected_h)
@@ -116,8 +119,9 @@ def reference_lstm(monkeypatch):
 
 
 def loss_and_grads(loss_fn, params, batch):
-  fn = jax.jit(jax.value_and_grad(functools.partial(loss_fn, deterministic=True, step=None),
-                                  has_aux=True))
+  fn = jax.jit(
+    jax.value_and_grad(functools.partial(loss_fn, deterministic=True, step=None), has_aux=True)
+  )
   (loss, sums), grads = fn(params, batch, jax.random.key(0))
   return loss, sums, grads
 
@@ -130,8 +134,9 @@ def assert_same_loss_and_grads(fast, reference):
   flat_reference = jax.tree.leaves(reference[2])
   for (path, a), b in zip(flat_fast, flat_reference):
     scale = max(float(jnp.max(jnp.abs(b))), 1e-3)
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale,
-                               err_msg=jax.tree_util.keystr(path))
+    np.testing.assert_allclose(
+      a, b, rtol=1e-4, atol=1e-5 * scale, err_msg=jax.tree_util.keystr(path)
+    )
 
 
 def padded_batch(vocab_size, seed=0):
@@ -143,15 +148,16 @@ def padded_batch(vocab_size, seed=0):
     tokens[row, :length] = rng.integers(4, vocab_size, length)
     if length:
       tokens[row, length - 1] = 2
-  return dict(inputs=jnp.asarray(tokens), input_lengths=jnp.asarray(lengths),
-              targets=jnp.asarray(tokens))
+  return dict(
+    inputs=jnp.asarray(tokens), input_lengths=jnp.asarray(lengths), targets=jnp.asarray(tokens)
+  )
 
 
 SEQ2SEQ_VARIANTS = {
-    "uni-1layer": dict(),
-    "uni-2layer": dict(encoder_layers=2, decoder_layers=2),
-    "bi-2layer": dict(bidirectional=True, encoder_layers=2, decoder_layers=2),
-    "bi-onehot": dict(bidirectional=True, input_encoding="one_hot"),
+  "uni-1layer": dict(),
+  "uni-2layer": dict(encoder_layers=2, decoder_layers=2),
+  "bi-2layer": dict(bidirectional=True, encoder_layers=2, decoder_layers=2),
+  "bi-onehot": dict(bidirectional=True, input_encoding="one_hot"),
 }
 
 
@@ -160,11 +166,13 @@ SEQ2SEQ_VARIANTS = {
 @pytest.mark.parametrize("variant", list(SEQ2SEQ_VARIANTS))
 def test_seq2seq_fast_path_equals_the_reference(reference_lstm, variant, vocab_size):
   """vocab 11 < 24 batch tokens takes the input table; 40 projects every embedding."""
-  model = seq2seq.Seq2Seq(seq2seq.Seq2SeqConfig(vocab_size, vocab_size, embed_dim=5,
-                                                hidden_size=H, **SEQ2SEQ_VARIANTS[variant]))
+  model = seq2seq.Seq2Seq(
+    seq2seq.Seq2SeqConfig(
+      vocab_size, vocab_size, embed_dim=5, hidden_size=H, **SEQ2SEQ_VARIANTS[variant]
+    )
+  )
   batch = padded_batch(vocab_size)
-  params = model.init(jax.random.key(1), batch["inputs"], batch["input_lengths"],
-                      batch["targets"])
+  params = model.init(jax.random.key(1), batch["inputs"], batch["input_lengths"], batch["targets"])
   loss_fn = functools.partial(seq2seq_loss, model=model)
   fast = loss_and_grads(loss_fn, params, batch)
   reference_lstm()
@@ -174,21 +182,31 @@ def test_seq2seq_fast_path_equals_the_reference(reference_lstm, variant, vocab_s
 @pytest.mark.slow
 @pytest.mark.parametrize("kind,layers", [("vae", 1), ("vae", 2), ("lm", 2)])
 def test_vae_and_lm_fast_path_equals_the_reference(reference_lstm, kind, layers):
-  model = SentenceVAE(SentenceVAEConfig(30, kind=kind, embed_dim=5, hidden_size=H, latent_size=3,
-                                encoder_layers=layers, decoder_layers=layers))
+  model = SentenceVAE(
+    SentenceVAEConfig(
+      30,
+      kind=kind,
+      embed_dim=5,
+      hidden_size=H,
+      latent_size=3,
+      encoder_layers=layers,
+      decoder_layers=layers,
+    )
+  )
   batch = padded_batch(30)
-  params = model.init(jax.random.key(1), batch["inputs"], batch["input_lengths"],
-                      batch["targets"])
-  loss_fn = functools.partial(vae_objective.sentence_loss, model=model,
-                              objective=vae_objective.VAEObjective())
+  params = model.init(jax.random.key(1), batch["inputs"], batch["input_lengths"], batch["targets"])
+  loss_fn = functools.partial(
+    vae_objective.sentence_loss, model=model, objective=vae_objective.VAEObjective()
+  )
   fast = loss_and_grads(loss_fn, params, batch)
   reference_lstm()
   assert_same_loss_and_grads(fast, loss_and_grads(loss_fn, params, batch))
 
 
 def test_input_table_is_used_only_without_embedding_dropout():
-  model = seq2seq.Seq2Seq(seq2seq.Seq2SeqConfig(11, 11, embed_dim=5, hidden_size=H,
-                                                dropout_rate=0.3))
+  model = seq2seq.Seq2Seq(
+    seq2seq.Seq2SeqConfig(11, 11, embed_dim=5, hidden_size=H, dropout_rate=0.3)
+  )
   tokens = jnp.ones((4, 6), jnp.int32)
   model = model.bind({})
   assert model._uses_table(11, tokens, deterministic=True)

@@ -21,11 +21,12 @@ B, S, T, E, H, V = 3, 7, 7, 8, 16, 11  # Two real rows and one all-PAD filler ro
 FIRST_REAL_ID = 4  # Ids 0-3 are PAD, BOS, EOS, UNK.
 
 ENCODER_VARIANTS = {
-    # More decoder than encoder layers: the top encoder layer starts the extra decoder layer.
-    "uni-2layer": dict(bidirectional=False, encoder_layers=2, decoder_layers=3),
-    "bi-2layer": dict(bidirectional=True, encoder_layers=2, decoder_layers=2),
-    "bi-3layer-onehot": dict(bidirectional=True, encoder_layers=3, decoder_layers=2,
-                             input_encoding="one_hot"),
+  # More decoder than encoder layers: the top encoder layer starts the extra decoder layer.
+  "uni-2layer": dict(bidirectional=False, encoder_layers=2, decoder_layers=3),
+  "bi-2layer": dict(bidirectional=True, encoder_layers=2, decoder_layers=2),
+  "bi-3layer-onehot": dict(
+    bidirectional=True, encoder_layers=3, decoder_layers=2, input_encoding="one_hot"
+  ),
 }
 
 # Two examples of different lengths (target lengths count the EOS).
@@ -35,8 +36,11 @@ LENGTHS = np.array([3, 5, 0], np.int32)
 
 
 def make_model(**config_kwargs) -> Seq2Seq:
-  return Seq2Seq(Seq2SeqConfig(source_vocab_size=V, target_vocab_size=V, embed_dim=E,
-                               hidden_size=H, **config_kwargs))
+  return Seq2Seq(
+    Seq2SeqConfig(
+      source_vocab_size=V, target_vocab_size=V, embed_dim=E, hidden_size=H, **config_kwargs
+    )
+  )
 
 
 def random_params(model, seed=0):
@@ -45,8 +49,7 @@ def random_params(model, seed=0):
   Any values exercise the model math these tests check; init_params itself is exercised by the
   training and translator tests.
   """
-  return random_like(jax.eval_shape(functools.partial(init_params, model), jax.random.key(0)),
-                     seed)
+  return random_like(jax.eval_shape(functools.partial(init_params, model), jax.random.key(0)), seed)
 
 
 # Modules are hashable, so these compile once per (model config, shape) for the whole module.
@@ -77,7 +80,7 @@ def model_and_params(request):
 def pad_rows(rows, length, fill=PAD_ID, num_rows=B):
   out = np.full((num_rows, length), fill, np.int32)
   for i, row in enumerate(rows):
-    out[i, :len(row)] = row
+    out[i, : len(row)] = row
   return out
 
 
@@ -88,8 +91,10 @@ def random_targets(seed, shape=(B, T)):
 @pytest.mark.slow
 def test_encoder_state_and_loss_are_padding_invariant(model_and_params):
   model, params = model_and_params
-  alone = [forward(model, params, s[None], np.array([len(s)], np.int32), t[None])
-           for s, t in zip(SOURCES, TARGETS)]
+  alone = [
+    forward(model, params, s[None], np.array([len(s)], np.int32), t[None])
+    for s, t in zip(SOURCES, TARGETS)
+  ]
   targets = pad_rows(TARGETS, T)
   for fill in (PAD_ID, FIRST_REAL_ID + 3):
     # Whatever sits past a row's length must not matter: masking follows the lengths.
@@ -101,8 +106,9 @@ def test_encoder_state_and_loss_are_padding_invariant(model_and_params):
         alone_c, alone_h = alone[row][0][layer]
         np.testing.assert_allclose(c[row], alone_c[0], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(h[row], alone_h[0], rtol=1e-5, atol=1e-6)
-    alone_nll = [per_sequence_nll(row_logits, t[None])[0]
-                 for (_, row_logits), t in zip(alone, TARGETS)]
+    alone_nll = [
+      per_sequence_nll(row_logits, t[None])[0] for (_, row_logits), t in zip(alone, TARGETS)
+    ]
     together_nll = per_sequence_nll(logits, targets)
     np.testing.assert_allclose(together_nll[:2], alone_nll, rtol=1e-5, atol=1e-6)
     assert together_nll[2] == 0.0  # The filler row counts nowhere.
@@ -124,8 +130,9 @@ def test_encoder_state_depends_on_every_real_token(model_and_params):
 
 def test_extra_decoder_layers_start_from_the_top_encoder_layer():
   model = make_model(**ENCODER_VARIANTS["uni-2layer"])
-  carries, _ = forward(model, random_params(model), pad_rows(SOURCES, S), LENGTHS,
-                       pad_rows(TARGETS, T))
+  carries, _ = forward(
+    model, random_params(model), pad_rows(SOURCES, S), LENGTHS, pad_rows(TARGETS, T)
+  )
   assert len(carries) == 3
   for top, extra in zip(carries[1], carries[2]):
     np.testing.assert_array_equal(extra, top)
@@ -149,9 +156,9 @@ def test_logits_are_causal_in_the_targets(model_and_params):
     changed[:, t:] = (targets[:, t:] - FIRST_REAL_ID + 1) % (V - FIRST_REAL_ID) + FIRST_REAL_ID
     changed_logits = np.asarray(forward(model, params, inputs, LENGTHS, changed)[1])
     # Position t is predicted from BOS and targets[:t] only.
-    np.testing.assert_allclose(changed_logits[:, :t + 1], logits[:, :t + 1], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(changed_logits[:, : t + 1], logits[:, : t + 1], rtol=1e-6, atol=1e-6)
     if t + 1 < T:
-      assert not np.allclose(changed_logits[:, t + 1:], logits[:, t + 1:], atol=1e-6)
+      assert not np.allclose(changed_logits[:, t + 1 :], logits[:, t + 1 :], atol=1e-6)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -210,19 +217,23 @@ def test_bidirectional_bridge_and_parameter_shapes():
 
 @functools.partial(jax.jit, static_argnums=(0, 5))
 def logits_with_dropout(model, params, inputs, lengths, targets, deterministic, rng):
-  return model.apply(params, inputs, lengths, targets, deterministic=deterministic,
-                     rngs={"dropout": rng})
+  return model.apply(
+    params, inputs, lengths, targets, deterministic=deterministic, rngs={"dropout": rng}
+  )
 
 
-@pytest.mark.parametrize("kwargs", [{}, dict(attention="additive", input_feeding=True,
-                                               decoder_layers=2)],
-                         ids=["plain", "attention-feeding-loop"])
+@pytest.mark.parametrize(
+  "kwargs",
+  [{}, dict(attention="additive", input_feeding=True, decoder_layers=2)],
+  ids=["plain", "attention-feeding-loop"],
+)
 def test_dropout_only_when_not_deterministic(kwargs):
   """With input feeding too, whose teacher-forced pass draws a dropout key per step."""
   model = make_model(dropout_rate=0.5, **kwargs)
   params = random_params(model)
-  apply = functools.partial(logits_with_dropout, model, params, pad_rows(SOURCES, S), LENGTHS,
-                            random_targets(2))
+  apply = functools.partial(
+    logits_with_dropout, model, params, pad_rows(SOURCES, S), LENGTHS, random_targets(2)
+  )
   plain = apply(True, jax.random.key(1))
   np.testing.assert_array_equal(apply(True, jax.random.key(2)), plain)
   dropped = apply(False, jax.random.key(1))

@@ -17,8 +17,16 @@ import sacrebleu
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import (REPO_ROOT, assert_one_line_error, assert_trees_equal, make_pairs,
-                           run_script, tiny_config, write_text, write_tsv)
+from tests.helpers import (
+  REPO_ROOT,
+  assert_one_line_error,
+  assert_trees_equal,
+  make_pairs,
+  run_script,
+  tiny_config,
+  write_text,
+  write_tsv,
+)
 from textgen_jax import device_memory, metrics, seq2seq
 from textgen_jax import workdir as workdir_lib
 from textgen_jax.data.tokenizers import make_tokenizer
@@ -33,8 +41,9 @@ INPUTS = ["Go eat.", "", "Run wait.", "   ", "Help stop."]
 pytestmark = pytest.mark.slow
 
 # Enough steps for greedy outputs that depend on the input (a few seconds).
-TRAINED_OVERRIDES = dict(train__num_steps=60, train__eval_every=30, train__num_examples_to_print=2,
-                         opt__learning_rate=3e-2)
+TRAINED_OVERRIDES = dict(
+  train__num_steps=60, train__eval_every=30, train__num_examples_to_print=2, opt__learning_rate=3e-2
+)
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +64,13 @@ def copy_workdir(workdir, tmp_path):
 
 def test_workdir_contents(trained):
   _, workdir, _ = trained
-  for name in ("config.json", "source_vocab.json", "target_vocab.json", "metrics.jsonl",
-               "loss_curve.png"):
+  for name in (
+    "config.json",
+    "source_vocab.json",
+    "target_vocab.json",
+    "metrics.jsonl",
+    "loss_curve.png",
+  ):
     assert os.path.exists(os.path.join(workdir, name)), name
   assert Checkpointer(os.path.join(workdir, "checkpoints")).latest_step() == 60
   records = metrics.MetricWriter(workdir).read()
@@ -88,7 +102,8 @@ def test_unknown_tokens_map_to_unk_and_do_not_crash(trained):
   _, _, translator = trained
   unknown = "Xylophone ʘ‿ʘ 😀 qwertz!"
   assert set(translator.source_vocab.encode(translator.tokenizer.tokenize("xylophone ʘ"))) == {
-      UNK_ID}
+    UNK_ID
+  }
   outputs = translator.translate([unknown, "Go eat."])
   assert len(outputs) == 2 and all(isinstance(output, str) for output in outputs)
 
@@ -124,8 +139,9 @@ def test_evaluate_scores_against_every_reference_of_a_source(trained):
   assert scores["greedy_exact_match"] == 1.0 and scores["greedy_chrf"] == pytest.approx(100.0)
   # BLEU is corpus BLEU of these (short) outputs against all references, as sacreBLEU says.
   references = [[translator.tokenizer.normalize(r) for r in ("zz " + o, o)] for o in outputs]
-  assert scores["greedy_bleu"] == pytest.approx(sacrebleu.corpus_bleu(
-      outputs, [list(refs) for refs in zip(*references)], lowercase=True).score)
+  assert scores["greedy_bleu"] == pytest.approx(
+    sacrebleu.corpus_bleu(outputs, [list(refs) for refs in zip(*references)], lowercase=True).score
+  )
   assert "on 3 sources (6 references)" in lines[0] and "nrefs:2" in lines[0]
   assert "case:lc" in lines[0]  # The model's data is lowercased: so is the scoring.
   assert len(lines) == 3 and repr(translator.tokenizer.normalize(sources[0])) in lines[1]
@@ -134,8 +150,9 @@ def test_evaluate_scores_against_every_reference_of_a_source(trained):
   assert scores["greedy_exact_match"] == 0.0 and 0.0 < scores["greedy_chrf"] < 100.0
   assert len(lines) == 1
   assert translator.evaluate(pairs, max_sources=1)[1][0].startswith("  greedy: BLEU ")
-  assert "chrF 100.00 on 1 sources (2 references)" in translator.evaluate(pairs,
-                                                                          max_sources=1)[1][0]
+  assert (
+    "chrF 100.00 on 1 sources (2 references)" in translator.evaluate(pairs, max_sources=1)[1][0]
+  )
 
 
 def test_n_best_lists_are_the_beams_best_first(trained):
@@ -198,15 +215,18 @@ def test_save_and_load(trained, tmp_path):
   assert loaded.translate(INPUTS) == translator.translate(INPUTS)
 
 
-def test_saving_again_to_the_same_directory_is_refused_and_keeps_the_first_save(trained,
-                                                                                   tmp_path):
+def test_saving_again_to_the_same_directory_is_refused_and_keeps_the_first_save(trained, tmp_path):
   _, _, translator = trained
   directory = str(tmp_path / "export")
   translator.save(directory)
-  changed = seq2seq.Translator(translator.config, translator.model,
-                                   jax.tree.map(lambda x: x + 1.0, translator.params),
-                                   translator.tokenizer, translator.source_vocab,
-                                   translator.target_vocab)
+  changed = seq2seq.Translator(
+    translator.config,
+    translator.model,
+    jax.tree.map(lambda x: x + 1.0, translator.params),
+    translator.tokenizer,
+    translator.source_vocab,
+    translator.target_vocab,
+  )
   with pytest.raises(TextgenError, match="already holds a saved model"):
     changed.save(directory)
   assert_trees_equal(seq2seq.Translator.load(directory).params, translator.params)
@@ -227,8 +247,9 @@ def test_load_without_checkpoint_raises(trained, tmp_path):
     seq2seq.Translator.load(str(partial))
 
 
-@pytest.mark.parametrize("field, value", [("model__hidden_size", 32), ("data__max_len", 7),
-                                          ("seed", 1)])
+@pytest.mark.parametrize(
+  "field, value", [("model__hidden_size", 32), ("data__max_len", 7), ("seed", 1)]
+)
 def test_resuming_with_a_different_config_raises(trained, tmp_path, field, value):
   config, workdir, _ = trained
   workdir = copy_workdir(workdir, tmp_path)
@@ -256,18 +277,20 @@ def test_malformed_training_data_names_file_and_line(tmp_path):
   assert not os.path.exists(tmp_path / "workdir")
 
 
-@pytest.mark.parametrize("field, value, message", [
+@pytest.mark.parametrize(
+  "field, value, message",
+  [
     ("model__hidden_size", 0, "model.hidden_size"),
     ("model__input_encoding", "bpe", "input_encoding"),
     ("model__dropout_rate", 1.0, "dropout_rate"),
     ("model__dtype", "float16", "dtype"),
     ("data__tokenizer", "bpe", "tokenizer"),
     ("model__lstm_backend", "rnn", "lstm_backend"),
-])
+  ],
+)
 def test_bad_config_raises_before_training(tmp_path, pairs_tsv, field, value, message):
   with pytest.raises(TextgenError, match=message):
-    seq2seq.train_and_evaluate(tiny_config(pairs_tsv, **{field: value}),
-                                   str(tmp_path / "workdir"))
+    seq2seq.train_and_evaluate(tiny_config(pairs_tsv, **{field: value}), str(tmp_path / "workdir"))
   assert not os.path.exists(tmp_path / "workdir" / "checkpoints")
 
 
@@ -290,8 +313,12 @@ def test_workdirs_resume_and_load_across_lstm_backends(tmp_path):
 def test_cudnn_on_a_cpu_is_a_one_line_error_naming_the_flag(tmp_path, pairs_tsv):
   if cudnn_lstm.cudnn_available():
     pytest.skip("this machine has a GPU with cuDNN")
-  result = run_script("train_seq2seq.py", f"--config.data.train_path={pairs_tsv}",
-                      "--config.model.lstm_backend=cudnn", f"--workdir={tmp_path / 'workdir'}")
+  result = run_script(
+    "train_seq2seq.py",
+    f"--config.data.train_path={pairs_tsv}",
+    "--config.model.lstm_backend=cudnn",
+    f"--workdir={tmp_path / 'workdir'}",
+  )
   assert_one_line_error(result, "--config.model.lstm_backend=cudnn: cuDNN's LSTM needs a CUDA GPU")
   assert not os.path.exists(tmp_path / "workdir" / "checkpoints")
 
@@ -310,21 +337,29 @@ def test_cli_missing_workdir_is_a_one_line_error(tmp_path):
   assert_one_line_error(run_translate_cli(f"--workdir={missing}", "Go."), missing)
 
 
-@pytest.mark.parametrize("flag, message", [("--temperature=0", "--temperature"),
-                                           ("--top_p=1.5", "--top_p"),
-                                           ("--beam_size=0", "--beam_size"),
-                                           ("--beam_size=100000", "larger than the vocabulary")])
+@pytest.mark.parametrize(
+  "flag, message",
+  [
+    ("--temperature=0", "--temperature"),
+    ("--top_p=1.5", "--top_p"),
+    ("--beam_size=0", "--beam_size"),
+    ("--beam_size=100000", "larger than the vocabulary"),
+  ],
+)
 def test_cli_bad_decoding_flag_is_a_one_line_error(trained, flag, message):
   _, workdir, _ = trained
-  assert_one_line_error(run_translate_cli(f"--workdir={workdir}", "--strategy=beam", flag, "Go."),
-                        message)
+  assert_one_line_error(
+    run_translate_cli(f"--workdir={workdir}", "--strategy=beam", flag, "Go."), message
+  )
 
 
 def test_beam_translation_width_1_is_greedy_and_wider_beams_translate(trained):
   _, _, translator = trained
   greedy = translator.translate(INPUTS)
-  assert translator.translate(INPUTS, settings=DecodeSettings("beam", beam_size=1,
-                                                              length_alpha=0.0)) == greedy
+  assert (
+    translator.translate(INPUTS, settings=DecodeSettings("beam", beam_size=1, length_alpha=0.0))
+    == greedy
+  )
   beam = translator.translate(INPUTS, batch_size=3, settings=DecodeSettings("beam", beam_size=4))
   assert len(beam) == len(INPUTS) and beam[1] == beam[3] == ""
   assert all(isinstance(output, str) for output in beam)
@@ -332,8 +367,9 @@ def test_beam_translation_width_1_is_greedy_and_wider_beams_translate(trained):
 
 def test_train_cli_bad_data_path_is_a_one_line_error(tmp_path):
   missing = str(tmp_path / "missing.tsv")
-  result = run_script("train_seq2seq.py", f"--config.data.train_path={missing}",
-                      f"--workdir={tmp_path / 'workdir'}")
+  result = run_script(
+    "train_seq2seq.py", f"--config.data.train_path={missing}", f"--workdir={tmp_path / 'workdir'}"
+  )
   assert_one_line_error(result, missing)
 
 
@@ -356,24 +392,35 @@ def test_cli_gives_one_line_per_input_line_whatever_bytes_it_holds(trained):
   assert result.returncode == 0, result.stderr
   expected = translator.translate(["Go eat."] + lines[1:] + ["Go \ufffdeat.", "Help stop."])
   assert result.stdout.split("\n") == expected + [""]
-  assert ("warning: <stdin> line 6: not UTF-8; undecodable bytes read as U+FFFD"
-          in result.stderr.splitlines())
-  assert_one_line_error(_run_translate_bytes(f"--workdir={workdir}", stdin=b"Go.\nG\x00o.\n"),
-                        "<stdin>:2: contains a NUL byte")
+  assert (
+    "warning: <stdin> line 6: not UTF-8; undecodable bytes read as U+FFFD"
+    in result.stderr.splitlines()
+  )
+  assert_one_line_error(
+    _run_translate_bytes(f"--workdir={workdir}", stdin=b"Go.\nG\x00o.\n"),
+    "<stdin>:2: contains a NUL byte",
+  )
 
 
 def _run_translate_bytes(*args: str, stdin: bytes) -> subprocess.CompletedProcess:
   """run_script with bytes on stdin (text mode cannot send bytes that are not UTF-8)."""
-  result = subprocess.run([sys.executable, os.path.join("experiments", "translate.py"), *args],
-                          input=stdin, capture_output=True, cwd=REPO_ROOT, timeout=120,
-                          check=False)
-  return subprocess.CompletedProcess(result.args, result.returncode,
-                                     result.stdout.decode("utf-8"), result.stderr.decode("utf-8"))
+  result = subprocess.run(
+    [sys.executable, os.path.join("experiments", "translate.py"), *args],
+    input=stdin,
+    capture_output=True,
+    cwd=REPO_ROOT,
+    timeout=120,
+    check=False,
+  )
+  return subprocess.CompletedProcess(
+    result.args, result.returncode, result.stdout.decode("utf-8"), result.stderr.decode("utf-8")
+  )
 
 
 def test_too_long_sentence_error_names_file_and_line(tmp_path):
-  path = write_text(tmp_path / "long.tsv", "Go.\tVa !\nHi.\tSalut !\nGo go go go go go go.\tVa !\n"
-                    "Run.\tCours !\n")
+  path = write_text(
+    tmp_path / "long.tsv", "Go.\tVa !\nHi.\tSalut !\nGo go go go go go go.\tVa !\nRun.\tCours !\n"
+  )
   config = tiny_config(path, data__too_long="error", data__valid_fraction=0.25)
   with pytest.raises(TextgenError, match=r"long\.tsv:3: source has 8 tokens.*data\.max_len=6"):
     seq2seq.train_and_evaluate(config, str(tmp_path / "workdir"))
@@ -382,12 +429,20 @@ def test_too_long_sentence_error_names_file_and_line(tmp_path):
 
 def test_a_batch_too_large_for_device_memory_is_a_clear_error(trained, monkeypatch):
   _, _, translator = trained
-  fresh = seq2seq.Translator(translator.config, translator.model, translator.params,
-                                 translator.tokenizer, translator.source_vocab,
-                                 translator.target_vocab)  # Nothing compiled yet.
+  fresh = seq2seq.Translator(
+    translator.config,
+    translator.model,
+    translator.params,
+    translator.tokenizer,
+    translator.source_vocab,
+    translator.target_vocab,
+  )  # Nothing compiled yet.
   monkeypatch.setattr(device_memory, "free_bytes", lambda device: 1024)
-  with pytest.raises(TextgenError, match="translating a batch of 4 does not fit in device memory"
-                     r".*use a smaller batch_size"):
+  with pytest.raises(
+    TextgenError,
+    match="translating a batch of 4 does not fit in device memory"
+    r".*use a smaller batch_size",
+  ):
     fresh.translate(INPUTS, batch_size=4)
 
 

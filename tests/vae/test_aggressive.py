@@ -9,8 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.helpers import (SENTENCES, assert_trees_equal, read_metrics, strip_run_state,
-                           tiny_vae_config, write_text)
+from tests.helpers import (
+  SENTENCES,
+  assert_trees_equal,
+  read_metrics,
+  strip_run_state,
+  tiny_vae_config,
+  write_text,
+)
 from textgen_jax import training, vae
 from textgen_jax.errors import TextgenError
 from textgen_jax.metrics import MetricWriter
@@ -24,8 +30,12 @@ def toy_loss(params, batch, rng, deterministic, *, step):
   del rng, deterministic, step
   weights = params["params"]
   loss = batch["x"] * (jnp.sum(weights["encoder"]["w"] ** 2) + jnp.sum(weights["decoder"]["w"]))
-  sums = {"nll_sum": batch["x"], "tokens": jnp.float32(1.0), "kl_sum": jnp.float32(0.0),
-          "kl_weight": jnp.float32(0.0)}
+  sums = {
+    "nll_sum": batch["x"],
+    "tokens": jnp.float32(1.0),
+    "kl_sum": jnp.float32(0.0),
+    "kl_weight": jnp.float32(0.0),
+  }
   return loss, sums
 
 
@@ -40,32 +50,43 @@ def toy_state(opt_overrides=None):
 
 def toy_procedure(mutual_information=lambda params: 0.0, **overrides):
   _, sides = toy_state()
-  settings = dict(loss_fn=toy_loss, before_update=None, sides=sides, num_batches=4,
-                  mutual_information=mutual_information, data_seed=0,
-                  dropout_key=jax.random.key(1), encoder_key=jax.random.key(2), max_steps=100,
-                  check_every=3)
+  settings = dict(
+    loss_fn=toy_loss,
+    before_update=None,
+    sides=sides,
+    num_batches=4,
+    mutual_information=mutual_information,
+    data_seed=0,
+    dropout_key=jax.random.key(1),
+    encoder_key=jax.random.key(2),
+    max_steps=100,
+    check_every=3,
+  )
   return aggressive.AggressiveTraining(**{**settings, **overrides})
 
 
 def test_sides_label_the_decoder_modules_and_the_rest_is_the_encoder():
   state, sides = toy_state()
-  assert sides(state.params) == {"params": {"encoder": {"w": ENCODER_SIDE},
-                                            "decoder": {"w": DECODER_SIDE}}}
+  assert sides(state.params) == {
+    "params": {"encoder": {"w": ENCODER_SIDE}, "decoder": {"w": DECODER_SIDE}}
+  }
 
 
-@pytest.mark.parametrize("updated, frozen", [(ENCODER_SIDE, DECODER_SIDE),
-                                             (DECODER_SIDE, ENCODER_SIDE)])
+@pytest.mark.parametrize(
+  "updated, frozen", [(ENCODER_SIDE, DECODER_SIDE), (DECODER_SIDE, ENCODER_SIDE)]
+)
 def test_a_one_sided_update_leaves_the_other_side_and_its_optimizer_state_as_they_were(
-    updated, frozen):
+  updated, frozen
+):
   state, sides = toy_state()
   batch = {"x": jnp.float32(1.0)}
   keep = functools.partial(training.keep_side, side=frozen, sides=sides)
-  new, _ = training.train_step(state, batch, jax.random.key(0), loss_fn=toy_loss,
-                               after_update=keep)
+  new, _ = training.train_step(state, batch, jax.random.key(0), loss_fn=toy_loss, after_update=keep)
   name = {ENCODER_SIDE: "encoder", DECODER_SIDE: "decoder"}
   assert_trees_equal(new.params["params"][name[frozen]], state.params["params"][name[frozen]])
-  assert not np.allclose(new.params["params"][name[updated]]["w"],
-                         state.params["params"][name[updated]]["w"])
+  assert not np.allclose(
+    new.params["params"][name[updated]]["w"], state.params["params"][name[updated]]["w"]
+  )
   # Each side's optimizer state (moments and count) lives under its label.
   inner = lambda s: s.opt_state[1].inner_states  # chain(clip, multi_transform)
   assert_trees_equal(inner(new)[frozen], inner(state)[frozen])
@@ -134,9 +155,17 @@ def test_the_phase_stops_for_good_when_the_held_out_mi_falls_and_resumes_so(tmp_
 
 def aggressive_config(tmp_path, **overrides):
   corpus = write_text(tmp_path / "corpus.txt", "\n".join(SENTENCES * 2) + "\n")
-  return tiny_vae_config(corpus, **{
-      "train__log_every": 1, "train__checkpoint_every": 3, "vae__aggressive": True,
-      "vae__aggressive_max_steps": 4, "vae__aggressive_check_every": 2, **overrides})
+  return tiny_vae_config(
+    corpus,
+    **{
+      "train__log_every": 1,
+      "train__checkpoint_every": 3,
+      "vae__aggressive": True,
+      "vae__aggressive_max_steps": 4,
+      "vae__aggressive_check_every": 2,
+      **overrides,
+    },
+  )
 
 
 @pytest.mark.slow
@@ -148,7 +177,7 @@ def test_an_aggressive_run_checks_mi_each_epoch_and_resumes_bit_exactly(tmp_path
   train = [r for r in records if "train_loss" in r]
   checks = [r for r in records if "aggressive_mi" in r]
   # 16 sentences in batches of 8: two batches an epoch, so a check every 2 steps.
-  assert [r["step"] for r in checks] == [2, 4, 6, 8][:len(checks)] and checks
+  assert [r["step"] for r in checks] == [2, 4, 6, 8][: len(checks)] and checks
   active_until = next((r["step"] for r in checks if not r["aggressive"]), 8)
   assert all(2 <= r["encoder_steps"] <= 4 for r in train if r["step"] <= active_until)
   assert all(r["encoder_steps"] == 0 for r in train if r["step"] > active_until)
@@ -168,11 +197,14 @@ def test_an_aggressive_run_checks_mi_each_epoch_and_resumes_bit_exactly(tmp_path
   assert_trees_equal(vae.train_and_evaluate(config, old).params, model.params)  # From the log.
 
 
-@pytest.mark.parametrize("overrides, message", [
+@pytest.mark.parametrize(
+  "overrides, message",
+  [
     ({"model__kind": "lm"}, "model.kind='lm' has none"),
     ({"population__num_members": 2}, "one model per program"),
     ({"vae__aggressive_check_every": 0}, "aggressive_check_every must be at least 1"),
-])
+  ],
+)
 def test_aggressive_settings_that_cannot_work_are_one_line_errors(tmp_path, overrides, message):
   with pytest.raises(TextgenError, match=message):
     vae.train_and_evaluate(aggressive_config(tmp_path, **overrides), str(tmp_path / "w"))

@@ -18,8 +18,9 @@ SENTENCES = [np.array(s, np.int32) for s in ([5, 6, 7], [8, 9], [10, 5, 6, 11], 
 def tiny_vae():
   model = SentenceVAE(SentenceVAEConfig(vocab_size=12, embed_dim=8, hidden_size=16, latent_size=3))
   batch = batching.pad_batch(SENTENCES, SENTENCES, 4, 6)
-  params = model.init(jax.random.key(0), batch["inputs"], batch["input_lengths"],
-                      batch["targets"], jnp.zeros((4, 3)))
+  params = model.init(
+    jax.random.key(0), batch["inputs"], batch["input_lengths"], batch["targets"], jnp.zeros((4, 3))
+  )
   # A posterior narrower than the prior (log-variance -1) leaves the K = 1 bound loose enough for
   # its tightening to be measurable.
   bias = params["params"]["encoder_to_posterior"]["bias"]
@@ -29,8 +30,12 @@ def tiny_vae():
 
 @functools.cache
 def compiled_iw(model, num_samples, chunk_size, over_keys):
-  fn = functools.partial(vae_metrics.importance_weighted_log_likelihood, model=model,
-                         num_samples=num_samples, chunk_size=chunk_size)
+  fn = functools.partial(
+    vae_metrics.importance_weighted_log_likelihood,
+    model=model,
+    num_samples=num_samples,
+    chunk_size=chunk_size,
+  )
   return jax.jit(jax.vmap(fn, in_axes=(None, None, 0)) if over_keys else fn)
 
 
@@ -59,14 +64,17 @@ def test_k1_equals_the_elbo_in_expectation(tiny_vae):
   model, params, batch = tiny_vae
   estimates = iw(model, params, batch, jax.random.split(jax.random.key(2), 400), 1)
   # ELBO = E_q[log p(x|z)] - KL(q || p), from many posterior samples and the closed-form KL.
-  mean, logvar = model.apply(params, batch["inputs"], batch["input_lengths"],
-                             method=SentenceVAE.posterior)
+  mean, logvar = model.apply(
+    params, batch["inputs"], batch["input_lengths"], method=SentenceVAE.posterior
+  )
   from textgen_jax.vae.objective import gaussian_kl
-  zs = mean[None] + jnp.exp(0.5 * logvar)[None] * jax.random.normal(jax.random.key(3),
-                                                                     (2000,) + mean.shape)
-  log_px_given_z = jax.vmap(lambda z: model.apply(
-      params, z, batch["targets"],
-      method=vae_metrics._log_likelihood_given_z))(zs)
+
+  zs = mean[None] + jnp.exp(0.5 * logvar)[None] * jax.random.normal(
+    jax.random.key(3), (2000,) + mean.shape
+  )
+  log_px_given_z = jax.vmap(
+    lambda z: model.apply(params, z, batch["targets"], method=vae_metrics._log_likelihood_given_z)
+  )(zs)
   elbo = np.asarray(log_px_given_z.mean(0) - gaussian_kl(mean, logvar).sum(-1))
   standard_error = estimates.std(0) / np.sqrt(len(estimates))
   assert np.all(np.abs(estimates.mean(0) - elbo) < 4 * standard_error + 0.02)
@@ -75,20 +83,31 @@ def test_k1_equals_the_elbo_in_expectation(tiny_vae):
 @pytest.mark.slow
 def test_exact_when_the_decoder_ignores_z_and_q_is_the_prior():
   # Then every importance weight is p(x), whatever K and the chunking (partial chunks included).
-  model = SentenceVAE(SentenceVAEConfig(vocab_size=12, embed_dim=8, hidden_size=16, latent_size=3,
-                                z_to_initial_state=False, z_to_every_input=False))
+  model = SentenceVAE(
+    SentenceVAEConfig(
+      vocab_size=12,
+      embed_dim=8,
+      hidden_size=16,
+      latent_size=3,
+      z_to_initial_state=False,
+      z_to_every_input=False,
+    )
+  )
   lm = SentenceVAE(SentenceVAEConfig(vocab_size=12, kind="lm", embed_dim=8, hidden_size=16))
   batch = batching.pad_batch(SENTENCES, SENTENCES, 4, 6)
-  params = model.init(jax.random.key(0), batch["inputs"], batch["input_lengths"],
-                      batch["targets"], jnp.zeros((4, 3)))
+  params = model.init(
+    jax.random.key(0), batch["inputs"], batch["input_lengths"], batch["targets"], jnp.zeros((4, 3))
+  )
   params["params"]["encoder_to_posterior"] = jax.tree.map(
-      jnp.zeros_like, params["params"]["encoder_to_posterior"])
+    jnp.zeros_like, params["params"]["encoder_to_posterior"]
+  )
   lm_params = {"params": {k: v for k, v in params["params"].items() if k.startswith("decoder")}}
   exact = iw(lm, lm_params, batch, jax.random.key(0), 1)
   assert np.all(exact < 0)
   for num_samples, chunk_size in ((1, 1), (7, 3), (10, 10), (10, 4)):
-    np.testing.assert_allclose(iw(model, params, batch, jax.random.key(5), num_samples,
-                                  chunk_size), exact, rtol=1e-5)
+    np.testing.assert_allclose(
+      iw(model, params, batch, jax.random.key(5), num_samples, chunk_size), exact, rtol=1e-5
+    )
 
 
 @pytest.mark.slow
@@ -99,9 +118,12 @@ def test_padding_rows_and_bucket_length_do_not_change_a_sentence(tiny_vae):
   b = iw(model, params, longer, jax.random.key(4), 5)
   # The same key gives different noise for a different batch shape; compare the exact part:
   # the posterior and log p(x|z) at the mean.
-  mean_a, _ = model.apply(params, batch["inputs"], batch["input_lengths"], method=SentenceVAE.posterior)
-  mean_b, _ = model.apply(params, longer["inputs"], longer["input_lengths"],
-                          method=SentenceVAE.posterior)
+  mean_a, _ = model.apply(
+    params, batch["inputs"], batch["input_lengths"], method=SentenceVAE.posterior
+  )
+  mean_b, _ = model.apply(
+    params, longer["inputs"], longer["input_lengths"], method=SentenceVAE.posterior
+  )
   np.testing.assert_allclose(mean_a, mean_b[:4], rtol=1e-5, atol=1e-6)
   assert a.shape == (4,) and b.shape == (8,) and np.all(np.isfinite(b))
 
@@ -147,27 +169,47 @@ def test_mutual_information_matches_a_direct_computation():
   log_q = vae_metrics.diagonal_normal_log_density(z[:, None, :], mean[None], logvar[None])
   log_aggregate = jax.nn.logsumexp(log_q, 1) - np.log(30)
   negative_entropy = jnp.mean(jnp.sum(-0.5 * np.log(2 * np.pi) - 0.5 * (1 + logvar), -1))
-  np.testing.assert_allclose(vae_metrics.mutual_information(mean, logvar, rng),
-                             negative_entropy - jnp.mean(log_aggregate), rtol=1e-4)
+  np.testing.assert_allclose(
+    vae_metrics.mutual_information(mean, logvar, rng),
+    negative_entropy - jnp.mean(log_aggregate),
+    rtol=1e-4,
+  )
 
 
 @pytest.mark.slow
 def test_mutual_information_is_near_zero_for_a_model_whose_encoder_ignores_its_input(tiny_vae):
   model, params, _ = tiny_vae
   posterior = params["params"]["encoder_to_posterior"]
-  ignoring = {"params": {**params["params"], "encoder_to_posterior": {
-      "kernel": jnp.zeros_like(posterior["kernel"]), "bias": posterior["bias"]}}}
-  sentences = [np.array([4 + (i * 7 + j) % 8 for j in range(1 + i % 5)], np.int32)
-               for i in range(2000)]
+  ignoring = {
+    "params": {
+      **params["params"],
+      "encoder_to_posterior": {
+        "kernel": jnp.zeros_like(posterior["kernel"]),
+        "bias": posterior["bias"],
+      },
+    }
+  }
+  sentences = [
+    np.array([4 + (i * 7 + j) % 8 for j in range(1 + i % 5)], np.int32) for i in range(2000)
+  ]
   batch = batching.pad_batch(sentences, sentences, 2000, 6)
-  mean, logvar = model.apply(ignoring, batch["inputs"], batch["input_lengths"],
-                             method=SentenceVAE.posterior)
+  mean, logvar = model.apply(
+    ignoring, batch["inputs"], batch["input_lengths"], method=SentenceVAE.posterior
+  )
   assert vae_metrics.active_units(np.asarray(mean))[0] == 0
   assert abs(float(vae_metrics.mutual_information(mean, logvar, jax.random.key(0)))) < 0.15
   # The same sentences through an encoder whose means depend strongly on x carry information.
-  reading = {"params": {**params["params"], "encoder_to_posterior": {
-      "kernel": posterior["kernel"].at[:, :3].multiply(30.0), "bias": posterior["bias"]}}}
-  mean, logvar = model.apply(reading, batch["inputs"], batch["input_lengths"],
-                             method=SentenceVAE.posterior)
+  reading = {
+    "params": {
+      **params["params"],
+      "encoder_to_posterior": {
+        "kernel": posterior["kernel"].at[:, :3].multiply(30.0),
+        "bias": posterior["bias"],
+      },
+    }
+  }
+  mean, logvar = model.apply(
+    reading, batch["inputs"], batch["input_lengths"], method=SentenceVAE.posterior
+  )
   assert vae_metrics.active_units(np.asarray(mean))[0] == 3
   assert float(vae_metrics.mutual_information(mean, logvar, jax.random.key(0))) > 1.0

@@ -8,9 +8,18 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.helpers import (SENTENCES, assert_one_line_error, assert_trees_equal, make_pairs,
-                           read_metrics, run_script, tiny_config, tiny_vae_config, write_text,
-                           write_tsv)
+from tests.helpers import (
+  SENTENCES,
+  assert_one_line_error,
+  assert_trees_equal,
+  make_pairs,
+  read_metrics,
+  run_script,
+  tiny_config,
+  tiny_vae_config,
+  write_text,
+  write_tsv,
+)
 
 from textgen_jax import seq2seq, vae
 from textgen_jax.data import tokenizers
@@ -24,17 +33,25 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> str:
-  return write_text(tmp_path_factory.mktemp("corpus") / "sentences.txt",
-                    "\n".join(SENTENCES) + "\n")
+  return write_text(
+    tmp_path_factory.mktemp("corpus") / "sentences.txt", "\n".join(SENTENCES) + "\n"
+  )
 
 
 @pytest.fixture(scope="module")
 def trained_vae(corpus, tmp_path_factory) -> tuple[SentenceModel, str]:
   """A tiny VAE trained until it memorises the corpus (its KL kept small by beta_max)."""
   workdir = str(tmp_path_factory.mktemp("vae"))
-  config = tiny_vae_config(corpus, train__num_steps=300, train__log_every=100,
-                           vae__kl_schedule="constant", vae__beta_max=0.05, model__latent_size=8,
-                           model__hidden_size=64, train__checkpoint_every=300)
+  config = tiny_vae_config(
+    corpus,
+    train__num_steps=300,
+    train__log_every=100,
+    vae__kl_schedule="constant",
+    vae__beta_max=0.05,
+    model__latent_size=8,
+    model__hidden_size=64,
+    train__checkpoint_every=300,
+  )
   return vae.train_and_evaluate(config, workdir), workdir
 
 
@@ -47,8 +64,10 @@ def test_beam_search_reconstructs_them_too_and_width_1_is_greedy(trained_vae):
   model, _ = trained_vae
   assert model.reconstruct(SENTENCES, settings=DecodeSettings("beam", beam_size=4)) == SENTENCES
   prior = model.sample(6, jax.random.key(3), DecodeSettings())
-  assert model.sample(6, jax.random.key(3), DecodeSettings("beam", beam_size=1,
-                                                           length_alpha=0.0)) == prior
+  assert (
+    model.sample(6, jax.random.key(3), DecodeSettings("beam", beam_size=1, length_alpha=0.0))
+    == prior
+  )
 
 
 def test_loaded_model_matches_the_trained_one(trained_vae):
@@ -76,8 +95,11 @@ def test_prior_samples_are_seeded_and_batched(trained_vae):
   # Batching does not change samples' count or validity; small batches cover all rows.
   assert len(model.sample(7, jax.random.key(1), nucleus, batch_size=2)) == 7
   vocabulary = set(model.vocab.tokens)
-  for strategy in (DecodeSettings(), DecodeSettings("sample", top_k=3),
-                   DecodeSettings("sample", temperature=0.5)):
+  for strategy in (
+    DecodeSettings(),
+    DecodeSettings("sample", top_k=3),
+    DecodeSettings("sample", temperature=0.5),
+  ):
     for sentence in model.sample(4, jax.random.key(2), strategy):
       assert set(sentence.split()) <= vocabulary
 
@@ -86,7 +108,7 @@ def test_greedy_decoding_of_a_batch_equals_decoding_each_row(trained_vae):
   model, _ = trained_vae
   z = np.asarray(jax.random.normal(jax.random.key(3), (6, model.model.config.latent_size)))
   together = model.decode(z)
-  alone = [model.decode(z[i:i + 1])[0] for i in range(6)]
+  alone = [model.decode(z[i : i + 1])[0] for i in range(6)]
   assert together == alone
 
 
@@ -95,8 +117,9 @@ def test_evaluate_reports_the_literature_numbers(trained_vae):
   results = model.evaluate(SENTENCES, num_samples=20, chunk_size=7, batch_size=4)
   words = sum(len(s.split()) for s in SENTENCES)
   assert results["num_sentences"] == 8 and results["num_tokens"] == words + 8
-  np.testing.assert_allclose(results["perplexity"],
-                             np.exp(results["nll_per_sentence"] * 8 / (words + 8)), rtol=1e-6)
+  np.testing.assert_allclose(
+    results["perplexity"], np.exp(results["nll_per_sentence"] * 8 / (words + 8)), rtol=1e-6
+  )
   np.testing.assert_allclose(results["neg_elbo"], results["reconstruction"] + results["kl"])
   # The importance-weighted bound is at least as tight as the ELBO (up to sampling noise).
   assert results["nll_per_sentence"] <= results["neg_elbo"] + 0.5
@@ -156,29 +179,44 @@ def test_language_model_trains_from_the_same_script_with_one_switch(corpus, tmp_
   # The LM's NLL is exact: it equals the validation loss that training logged (same sentences).
   records = read_metrics(tmp_path)
   valid = [r for r in records if "valid_loss" in r][-1]
-  np.testing.assert_allclose(results["nll_per_sentence"] * 8, valid["valid_loss"] *
-                             results["num_tokens"], rtol=1e-5)
+  np.testing.assert_allclose(
+    results["nll_per_sentence"] * 8, valid["valid_loss"] * results["num_tokens"], rtol=1e-5
+  )
   assert len(model.sample(3, jax.random.key(0), DecodeSettings("sample"))) == 3
   with pytest.raises(TextgenError, match="needs a VAE"):
     model.reconstruct(SENTENCES[:1])
 
 
 def test_vae_resume_with_pretraining_reset_equals_an_uninterrupted_run(corpus, tmp_path):
-  overrides = dict(vae__pretrain_steps=3, vae__free_bits=0.1, vae__word_dropout=0.2,
-                   model__embedding_dropout=0.1, train__checkpoint_every=2)
+  overrides = dict(
+    vae__pretrain_steps=3,
+    vae__free_bits=0.1,
+    vae__word_dropout=0.2,
+    model__embedding_dropout=0.1,
+    train__checkpoint_every=2,
+  )
   full = vae.train_and_evaluate(
-      tiny_vae_config(corpus, train__num_steps=6, **overrides), str(tmp_path / "full"))
-  vae.train_and_evaluate(tiny_vae_config(corpus, train__num_steps=2, **overrides),
-                                  str(tmp_path / "split"))
+    tiny_vae_config(corpus, train__num_steps=6, **overrides), str(tmp_path / "full")
+  )
+  vae.train_and_evaluate(
+    tiny_vae_config(corpus, train__num_steps=2, **overrides), str(tmp_path / "split")
+  )
   resumed = vae.train_and_evaluate(
-      tiny_vae_config(corpus, train__num_steps=6, **overrides), str(tmp_path / "split"))
+    tiny_vae_config(corpus, train__num_steps=6, **overrides), str(tmp_path / "split")
+  )
   assert_trees_equal(full.params, resumed.params)
 
 
 def test_training_logs_reconstruction_kl_and_beta(corpus, tmp_path):
-  config = tiny_vae_config(corpus, train__num_steps=4, train__log_every=2, vae__anneal_steps=4,
-                           train__eval_every=4, train__eval_num_samples=3,
-                           train__num_examples_to_print=2)
+  config = tiny_vae_config(
+    corpus,
+    train__num_steps=4,
+    train__log_every=2,
+    vae__anneal_steps=4,
+    train__eval_every=4,
+    train__eval_num_samples=3,
+    train__num_examples_to_print=2,
+  )
   vae.train_and_evaluate(config, str(tmp_path))
   records = read_metrics(tmp_path)
   train = [r for r in records if "train_loss" in r]
@@ -186,8 +224,15 @@ def test_training_logs_reconstruction_kl_and_beta(corpus, tmp_path):
   # Steps 0, 1 then 2, 3 of a 4-step linear schedule: mean beta 0.125 then 0.625.
   np.testing.assert_allclose([r["kl_weight"] for r in train], [0.125, 0.625], rtol=1e-6)
   valid = [r for r in records if "valid_loss" in r][-1]
-  for key in ("valid_reconstruction", "valid_kl", "valid_neg_elbo", "valid_iw_nll_per_sentence",
-              "valid_iw_perplexity", "valid_mutual_information", "valid_active_units"):
+  for key in (
+    "valid_reconstruction",
+    "valid_kl",
+    "valid_neg_elbo",
+    "valid_iw_nll_per_sentence",
+    "valid_iw_perplexity",
+    "valid_mutual_information",
+    "valid_active_units",
+  ):
     assert np.isfinite(valid[key])
   # The token-level perplexity of the reconstruction term is not overwritten by the IW one.
   np.testing.assert_allclose(valid["valid_perplexity"], np.exp(valid["valid_loss"]), rtol=1e-6)
@@ -196,8 +241,20 @@ def test_training_logs_reconstruction_kl_and_beta(corpus, tmp_path):
 def test_whitespace_tokenizer_keeps_pretokenised_text():
   tokenizer = tokenizers.make_tokenizer("whitespace")
   text = " mr. <unk> said N shares of abc 's stock were n't sold "
-  assert tokenizer.tokenize(text) == ["mr.", "<unk>", "said", "N", "shares", "of", "abc", "'s",
-                                      "stock", "were", "n't", "sold"]
+  assert tokenizer.tokenize(text) == [
+    "mr.",
+    "<unk>",
+    "said",
+    "N",
+    "shares",
+    "of",
+    "abc",
+    "'s",
+    "stock",
+    "were",
+    "n't",
+    "sold",
+  ]
   assert tokenizer.detokenize(tokenizer.tokenize(text)) == tokenizer.normalize(text)
 
 
@@ -217,18 +274,22 @@ def test_a_corpus_with_an_empty_line_names_the_line_or_is_counted(tmp_path, caps
 def test_a_sentence_longer_than_max_len_is_named_or_counted(tmp_path, capsys):
   path = write_text(tmp_path / "long.txt", "the cat sat\n" + " ".join(["word"] * 12) + "\n")
   with pytest.raises(TextgenError, match=r"long.txt:2: sentence has 12 tokens"):
-    vae.train_and_evaluate(tiny_vae_config(path, data__too_long="error"),
-                                    str(tmp_path / "w"))
+    vae.train_and_evaluate(tiny_vae_config(path, data__too_long="error"), str(tmp_path / "w"))
   vae.train_and_evaluate(tiny_vae_config(path, train__num_steps=1), str(tmp_path / "w2"))
   assert "truncated 1 of 2 sentences to data.max_len=8 tokens" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("override, flag", [
-    (dict(model__kind="gan"), "model.kind"), (dict(vae__kl_schedule="exp"), "vae.kl_schedule"),
+@pytest.mark.parametrize(
+  "override, flag",
+  [
+    (dict(model__kind="gan"), "model.kind"),
+    (dict(vae__kl_schedule="exp"), "vae.kl_schedule"),
     (dict(model__latent_size=0), "model.latent_size"),
     (dict(train__eval_num_samples=-1), "train.eval_num_samples"),
     (dict(model__output_dropout=1.0), "model.output_dropout"),
-    (dict(model__lstm_backend="rnn"), "model.lstm_backend")])
+    (dict(model__lstm_backend="rnn"), "model.lstm_backend"),
+  ],
+)
 def test_bad_settings_name_the_flag(corpus, tmp_path, override, flag):
   with pytest.raises(TextgenError, match=f"--config.{flag}"):
     vae.train_and_evaluate(tiny_vae_config(corpus, **override), str(tmp_path))
@@ -243,15 +304,23 @@ def test_resuming_with_other_model_settings_is_refused(corpus, tmp_path, trained
 
 def test_generate_cli_modes(trained_vae):
   _, workdir = trained_vae
-  sample = run_script("generate_vae.py", f"--workdir={workdir}", "--mode=sample", "--num=3",
-                      "--top_k=5")
+  sample = run_script(
+    "generate_vae.py", f"--workdir={workdir}", "--mode=sample", "--num=3", "--top_k=5"
+  )
   assert sample.returncode == 0, sample.stderr
   assert len(sample.stdout.splitlines()) == 3
-  reconstruct = run_script("generate_vae.py", f"--workdir={workdir}", "--mode=reconstruct",
-                           SENTENCES[0], SENTENCES[4])
+  reconstruct = run_script(
+    "generate_vae.py", f"--workdir={workdir}", "--mode=reconstruct", SENTENCES[0], SENTENCES[4]
+  )
   assert reconstruct.stdout.splitlines() == [SENTENCES[0], SENTENCES[4]], reconstruct.stderr
-  homotopy = run_script("generate_vae.py", f"--workdir={workdir}", "--mode=interpolate",
-                        "--num_points=3", SENTENCES[0], SENTENCES[1])
+  homotopy = run_script(
+    "generate_vae.py",
+    f"--workdir={workdir}",
+    "--mode=interpolate",
+    "--num_points=3",
+    SENTENCES[0],
+    SENTENCES[1],
+  )
   lines = homotopy.stdout.splitlines()
   assert lines[0] == f"0.00\t{SENTENCES[0]}" and lines[-1] == f"1.00\t{SENTENCES[1]}"
   assert len(lines) == 3
@@ -262,8 +331,13 @@ def test_generate_cli_reconstructs_one_line_per_stdin_line(trained_vae):
   stays inside its line, so output line i answers input line i."""
   model, workdir = trained_vae
   lines = [SENTENCES[0], "", SENTENCES[4], "   ", "the cat\u2028sat on the mat"]
-  result = run_script("generate_vae.py", f"--workdir={workdir}", "--mode=reconstruct",
-                      stdin="\ufeff" + "\n".join(lines) + "\n", timeout=120)
+  result = run_script(
+    "generate_vae.py",
+    f"--workdir={workdir}",
+    "--mode=reconstruct",
+    stdin="\ufeff" + "\n".join(lines) + "\n",
+    timeout=120,
+  )
   assert result.returncode == 0, result.stderr
   sentences = model.reconstruct([lines[0], lines[2], lines[4]])
   assert result.stdout.split("\n") == [sentences[0], "", sentences[1], "", sentences[2], ""]
@@ -278,23 +352,41 @@ def test_generate_cli_refuses_a_seq2seq_workdir(tmp_path):
 
 def test_generate_and_evaluate_cli_bad_flags(trained_vae, tmp_path):
   _, workdir = trained_vae
-  assert_one_line_error(run_script("evaluate_vae.py", f"--workdir={workdir}", "--num_samples=0"),
-                        "--num_samples", "positive")
-  assert_one_line_error(run_script("generate_vae.py", f"--workdir={workdir}", "--top_p=1.5"),
-                        "--top_p")
-  assert_one_line_error(run_script("generate_vae.py", f"--workdir={workdir}", "--mode=interpolate",
-                                   "only one"), "exactly 2 sentences")
-  assert_one_line_error(run_script("generate_vae.py", f"--workdir={tmp_path / 'nothing'}"),
-                        "nothing: no checkpoint found", "train_vae.py")
-  assert_one_line_error(run_script("evaluate_vae.py", f"--workdir={workdir}", "--step=7"),
-                        "no checkpoint at step 7", "[300]")
+  assert_one_line_error(
+    run_script("evaluate_vae.py", f"--workdir={workdir}", "--num_samples=0"),
+    "--num_samples",
+    "positive",
+  )
+  assert_one_line_error(
+    run_script("generate_vae.py", f"--workdir={workdir}", "--top_p=1.5"), "--top_p"
+  )
+  assert_one_line_error(
+    run_script("generate_vae.py", f"--workdir={workdir}", "--mode=interpolate", "only one"),
+    "exactly 2 sentences",
+  )
+  assert_one_line_error(
+    run_script("generate_vae.py", f"--workdir={tmp_path / 'nothing'}"),
+    "nothing: no checkpoint found",
+    "train_vae.py",
+  )
+  assert_one_line_error(
+    run_script("evaluate_vae.py", f"--workdir={workdir}", "--step=7"),
+    "no checkpoint at step 7",
+    "[300]",
+  )
 
 
 def test_evaluate_cli_writes_one_json_line(trained_vae, corpus, tmp_path):
   _, workdir = trained_vae
   output = tmp_path / "results.jsonl"
-  result = run_script("evaluate_vae.py", f"--workdir={workdir}", f"--data_path={corpus}",
-                      "--num_samples=4", "--chunk_size=2", f"--output={output}")
+  result = run_script(
+    "evaluate_vae.py",
+    f"--workdir={workdir}",
+    f"--data_path={corpus}",
+    "--num_samples=4",
+    "--chunk_size=2",
+    f"--output={output}",
+  )
   assert result.returncode == 0, result.stderr
   record = json.loads(result.stdout.splitlines()[0])
   assert record["num_sentences"] == 8 and record["importance_samples"] == 4

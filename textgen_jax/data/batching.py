@@ -23,9 +23,15 @@ from textgen_jax.errors import TextgenError
 Batch = dict[str, np.ndarray]
 
 
-def encode_texts(texts: Sequence[str], tokenizer: Tokenizer, vocab: Vocabulary, max_len: int,
-                 too_long: str = "truncate", what: str = "sentence",
-                 locations: Sequence[str] | None = None) -> tuple[list[np.ndarray], int]:
+def encode_texts(
+  texts: Sequence[str],
+  tokenizer: Tokenizer,
+  vocab: Vocabulary,
+  max_len: int,
+  too_long: str = "truncate",
+  what: str = "sentence",
+  locations: Sequence[str] | None = None,
+) -> tuple[list[np.ndarray], int]:
   """Token ids per text (no BOS/EOS), cut to max_len tokens; returns (ids, number cut).
 
   Args:
@@ -40,9 +46,11 @@ def encode_texts(texts: Sequence[str], tokenizer: Tokenizer, vocab: Vocabulary, 
     if len(ids) > max_len:
       if too_long == "error":
         where = locations[index] if locations else f"{what} {index + 1}"
-        raise TextgenError(f"{where}: {what} has {len(ids)} tokens, more than "
-                           f"data.max_len={max_len}: {text[:60]!r} (set data.too_long='truncate' "
-                           "to cut such sentences)")
+        raise TextgenError(
+          f"{where}: {what} has {len(ids)} tokens, more than "
+          f"data.max_len={max_len}: {text[:60]!r} (set data.too_long='truncate' "
+          "to cut such sentences)"
+        )
       ids, num_truncated = ids[:max_len], num_truncated + 1
     encoded.append(np.asarray(ids, np.int32))
   return encoded, num_truncated
@@ -62,16 +70,17 @@ def one_hot(ids: np.ndarray, vocab_size: int) -> np.ndarray:
   return rows
 
 
-def pad_batch(sources: Sequence[np.ndarray], targets: Sequence[np.ndarray], batch_size: int,
-              length: int) -> Batch:
+def pad_batch(
+  sources: Sequence[np.ndarray], targets: Sequence[np.ndarray], batch_size: int, length: int
+) -> Batch:
   """Pads examples to [batch_size, length]; targets get EOS appended; filler rows are PAD."""
   inputs = np.full((batch_size, length), PAD_ID, np.int32)
   input_lengths = np.zeros((batch_size,), np.int32)
   padded_targets = np.full((batch_size, length), PAD_ID, np.int32)
   for row, (source, target) in enumerate(zip(sources, targets)):
-    inputs[row, :len(source)] = source
+    inputs[row, : len(source)] = source
     input_lengths[row] = len(source)
-    padded_targets[row, :len(target)] = target
+    padded_targets[row, : len(target)] = target
     padded_targets[row, len(target)] = EOS_ID
   return {"inputs": inputs, "input_lengths": input_lengths, "targets": padded_targets}
 
@@ -82,8 +91,9 @@ def padded_rows(num_rows: int, batch_size: int) -> int:
   return min(batch_size, 1 << (num_rows - 1).bit_length())
 
 
-def sorted_batches(sources: Sequence[np.ndarray], batch_size: int,
-                   buckets: Sequence[int]) -> Iterator[tuple[np.ndarray, Batch]]:
+def sorted_batches(
+  sources: Sequence[np.ndarray], batch_size: int, buckets: Sequence[int]
+) -> Iterator[tuple[np.ndarray, Batch]]:
   """Inference batches over `sources` sorted by length: (indices into sources, batch).
 
   Each batch is padded to its bucket length and to a power-of-two number of rows (at most
@@ -92,7 +102,7 @@ def sorted_batches(sources: Sequence[np.ndarray], batch_size: int,
   """
   order = np.argsort([len(x) for x in sources], kind="stable")
   for start in range(0, len(order), batch_size):
-    indices = order[start:start + batch_size]
+    indices = order[start : start + batch_size]
     padded_size = padded_rows(len(indices), batch_size)
     longest = max(len(sources[i]) + 1 for i in indices)  # +1: the target's EOS.
     length = next((n for n in buckets if n >= longest), longest)
@@ -100,7 +110,9 @@ def sorted_batches(sources: Sequence[np.ndarray], batch_size: int,
     yield indices, pad_batch(chosen, chosen, padded_size, length)
 
 
-def split_indices(num_examples: int, valid_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(
+  num_examples: int, valid_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
   """A seeded (train, valid) split of example indices."""
   if not 0.0 < valid_fraction < 1.0:
     raise TextgenError(f"data.valid_fraction must be in (0, 1), got {valid_fraction}")
@@ -111,8 +123,9 @@ def split_indices(num_examples: int, valid_fraction: float, seed: int) -> tuple[
   return np.sort(order[num_valid:]), np.sort(order[:num_valid])
 
 
-def grouped_split_indices(keys: Sequence[str], valid_fraction: float,
-                          seed: int) -> tuple[np.ndarray, np.ndarray]:
+def grouped_split_indices(
+  keys: Sequence[str], valid_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
   """A seeded (train, valid) split that keeps examples with the same key on one side: whole
   groups (in a seeded order) are held out until they reach valid_fraction of the examples. For
   pairs keyed by their source, no source is both trained on and held out, and every reference of
@@ -122,8 +135,10 @@ def grouped_split_indices(keys: Sequence[str], valid_fraction: float,
     groups.setdefault(key, []).append(index)
   members = list(groups.values())
   if len(members) < 2:
-    raise TextgenError(f"too few distinct sources ({len(members)}) to hold out a validation "
-                       "split by source (data.valid_split='grouped')")
+    raise TextgenError(
+      f"too few distinct sources ({len(members)}) to hold out a validation "
+      "split by source (data.valid_split='grouped')"
+    )
   wanted, _ = split_indices(len(keys), valid_fraction, seed)  # Checks the fraction and count.
   num_valid = len(keys) - len(wanted)
   valid = []
@@ -132,10 +147,12 @@ def grouped_split_indices(keys: Sequence[str], valid_fraction: float,
       break
     valid.extend(members[group])
   if len(valid) >= len(keys):  # One group holds nearly everything: keep one group for training.
-    valid = valid[:-len(members[group])]
+    valid = valid[: -len(members[group])]
   valid_set = set(valid)
-  return (np.array([i for i in range(len(keys)) if i not in valid_set], np.int64),
-          np.sort(np.array(valid, np.int64)))
+  return (
+    np.array([i for i in range(len(keys)) if i not in valid_set], np.int64),
+    np.sort(np.array(valid, np.int64)),
+  )
 
 
 @dataclasses.dataclass
@@ -160,7 +177,9 @@ class BucketedBatches:
       raise TextgenError("batching needs the same, non-zero number of sources and targets")
     needed = [max(len(s), len(t) + 1) for s, t in zip(self.sources, self.targets)]
     if max(needed) > self.buckets[-1]:
-      raise TextgenError(f"an example needs length {max(needed)} > largest bucket {self.buckets[-1]}")
+      raise TextgenError(
+        f"an example needs length {max(needed)} > largest bucket {self.buckets[-1]}"
+      )
     bucket_of = np.searchsorted(np.asarray(self.buckets), needed)
     self._members = [np.flatnonzero(bucket_of == b) for b in range(len(self.buckets))]
     self._epoch, self._epoch_plan = None, None
@@ -188,14 +207,18 @@ class BucketedBatches:
       if self.shuffle:
         members = rng.permutation(members)
       for start in range(0, len(members), self.batch_size):
-        chunks.append((bucket, members[start:start + self.batch_size]))
+        chunks.append((bucket, members[start : start + self.batch_size]))
     return chunks
 
   def _pad(self, bucket: int, members: np.ndarray, row_slice: slice) -> Batch:
     start, stop, _ = row_slice.indices(self.batch_size)
     chosen = members[start:stop]
-    return pad_batch([self.sources[i] for i in chosen], [self.targets[i] for i in chosen],
-                     stop - start, self.buckets[bucket])
+    return pad_batch(
+      [self.sources[i] for i in chosen],
+      [self.targets[i] for i in chosen],
+      stop - start,
+      self.buckets[bucket],
+    )
 
   def epoch(self, epoch: int) -> list[Batch]:
     return [self._pad(bucket, members, slice(None)) for bucket, members in self._plan(epoch)]

@@ -82,8 +82,9 @@ def _read_text_lines(path: str) -> list[str]:
     lines = split_lines(data.decode("utf-8").removeprefix(_BOM))
   except UnicodeDecodeError as e:
     line_number = data.count(b"\n", 0, e.start) + 1
-    raise TextgenError(f"{path}:{line_number}: not UTF-8 text ({e.reason} at byte "
-                       f"{e.start})") from None
+    raise TextgenError(
+      f"{path}:{line_number}: not UTF-8 text ({e.reason} at byte {e.start})"
+    ) from None
   if not any(line.strip() for line in lines):
     raise TextgenError(f"{path}: file is empty")
   return lines
@@ -108,8 +109,10 @@ def read_input_lines(data: bytes, name: str = "<stdin>") -> list[str]:
       line = line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     lines.append(line)
   if undecodable:
-    print(f"warning: {name} {_line_list(undecodable)}: not UTF-8; undecodable bytes read as "
-          "U+FFFD", file=sys.stderr)
+    print(
+      f"warning: {name} {_line_list(undecodable)}: not UTF-8; undecodable bytes read as U+FFFD",
+      file=sys.stderr,
+    )
   return lines
 
 
@@ -136,8 +139,9 @@ def parallel_paths(path: str) -> tuple[str, str] | None:
   return source_path, target_path
 
 
-def read_pairs(path: str, skip_malformed: bool = False,
-               verbose: bool = True) -> tuple[list[tuple[str, str]], ReadReport]:
+def read_pairs(
+  path: str, skip_malformed: bool = False, verbose: bool = True
+) -> tuple[list[tuple[str, str]], ReadReport]:
   """Reads `source<TAB>target[<TAB>anything]` lines (Tatoeba/Anki format), or with a path
   "SOURCE_FILE,TARGET_FILE" the same lines of two parallel files (Multi30k's train.de,train.en;
   .gz files are read as they are).
@@ -167,29 +171,36 @@ def read_pairs(path: str, skip_malformed: bool = False,
       continue
     if not skip_malformed:
       expected = "" if problem == _NUL_PROBLEM else "; expected 'source<TAB>target'"
-      raise TextgenError(f"{path}:{line_number}: {problem}{expected} "
-                         "(set data.skip_malformed=True to skip such lines)")
+      raise TextgenError(
+        f"{path}:{line_number}: {problem}{expected} "
+        "(set data.skip_malformed=True to skip such lines)"
+      )
     report.skipped.append((line_number, problem))
   report.num_kept = len(pairs)
   _finish(report, skip_malformed, verbose)
   return pairs, report
 
 
-def _read_parallel(path: str, source_path: str, target_path: str, skip_malformed: bool,
-                   verbose: bool) -> tuple[list[tuple[str, str]], ReadReport]:
+def _read_parallel(
+  path: str, source_path: str, target_path: str, skip_malformed: bool, verbose: bool
+) -> tuple[list[tuple[str, str]], ReadReport]:
   """Line i of the source file with line i of the target file; an empty side is malformed."""
   sources, targets = _read_text_lines(source_path), _read_text_lines(target_path)
   if len(sources) != len(targets):
-    raise TextgenError(f"{source_path} has {len(sources)} lines but {target_path} has "
-                       f"{len(targets)}: parallel files must align line by line")
+    raise TextgenError(
+      f"{source_path} has {len(sources)} lines but {target_path} has "
+      f"{len(targets)}: parallel files must align line by line"
+    )
   report = ReadReport(path)
   pairs = []
   for line_number, (source, target) in enumerate(zip(sources, targets), start=1):
     nul_path = source_path if _NUL in source else target_path if _NUL in target else None
     if nul_path:
       if not skip_malformed:
-        raise TextgenError(f"{nul_path}:{line_number}: {_NUL_PROBLEM} "
-                           "(set data.skip_malformed=True to skip such lines)")
+        raise TextgenError(
+          f"{nul_path}:{line_number}: {_NUL_PROBLEM} "
+          "(set data.skip_malformed=True to skip such lines)"
+        )
       report.skipped.append((line_number, f"{_NUL_PROBLEM} in {nul_path}"))
       continue
     if not source.strip() and not target.strip():
@@ -201,16 +212,19 @@ def _read_parallel(path: str, source_path: str, target_path: str, skip_malformed
       continue
     empty = source_path if not source.strip() else target_path
     if not skip_malformed:
-      raise TextgenError(f"{empty}:{line_number}: empty line where the other file has a "
-                         "sentence (set data.skip_malformed=True to skip such lines)")
+      raise TextgenError(
+        f"{empty}:{line_number}: empty line where the other file has a "
+        "sentence (set data.skip_malformed=True to skip such lines)"
+      )
     report.skipped.append((line_number, f"empty in {empty}"))
   report.num_kept = len(pairs)
   _finish(report, skip_malformed, verbose)
   return pairs, report
 
 
-def read_lines(path: str, skip_malformed: bool = False,
-               verbose: bool = True) -> tuple[list[str], ReadReport]:
+def read_lines(
+  path: str, skip_malformed: bool = False, verbose: bool = True
+) -> tuple[list[str], ReadReport]:
   """Reads one sentence per line (Penn Treebank style); an empty line is malformed."""
   report = ReadReport(path)
   sentences = []
@@ -221,8 +235,9 @@ def read_lines(path: str, skip_malformed: bool = False,
       continue
     problem = _NUL_PROBLEM if _NUL in line else "empty line"
     if not skip_malformed:
-      raise TextgenError(f"{path}:{line_number}: {problem} "
-                         "(set data.skip_malformed=True to skip such lines)")
+      raise TextgenError(
+        f"{path}:{line_number}: {problem} (set data.skip_malformed=True to skip such lines)"
+      )
     report.skipped.append((line_number, problem))
   report.num_kept = len(sentences)
   _finish(report, skip_malformed, verbose)
@@ -247,8 +262,12 @@ def _read_located(reader: Reader, path: str, skip_malformed: bool) -> tuple[list
   return examples, [f"{path}:{n}" for n in report.line_numbers]
 
 
-def read_splits(data_cfg: ml_collections.ConfigDict, seed: int, reader: Reader,
-                group_key: Callable[[Any], str] | None = None) -> Splits:
+def read_splits(
+  data_cfg: ml_collections.ConfigDict,
+  seed: int,
+  reader: Reader,
+  group_key: Callable[[Any], str] | None = None,
+) -> Splits:
   """Examples of data.train_path (its first data.max_examples, when set) and of data.valid_path,
   or a seeded data.valid_fraction split of train_path when valid_path is empty: with
   data.valid_split "grouped", examples with the same group_key (a pair's normalised source) fall
@@ -257,14 +276,19 @@ def read_splits(data_cfg: ml_collections.ConfigDict, seed: int, reader: Reader,
     raise TextgenError("--config.data.train_path is empty; set it to the training data file")
   examples, locations = _read_located(reader, data_cfg.train_path, data_cfg.skip_malformed)
   if data_cfg.max_examples:
-    examples, locations = examples[:data_cfg.max_examples], locations[:data_cfg.max_examples]
+    examples, locations = examples[: data_cfg.max_examples], locations[: data_cfg.max_examples]
   if data_cfg.valid_path:
     valid, valid_locations = _read_located(reader, data_cfg.valid_path, data_cfg.skip_malformed)
     return Splits(examples, valid, locations, valid_locations)
   if data_cfg.get("valid_split", "random") == "grouped":
-    train_idx, valid_idx = grouped_split_indices([group_key(e) for e in examples],
-                                                 data_cfg.valid_fraction, seed)
+    train_idx, valid_idx = grouped_split_indices(
+      [group_key(e) for e in examples], data_cfg.valid_fraction, seed
+    )
   else:
     train_idx, valid_idx = split_indices(len(examples), data_cfg.valid_fraction, seed)
-  return Splits([examples[i] for i in train_idx], [examples[i] for i in valid_idx],
-                [locations[i] for i in train_idx], [locations[i] for i in valid_idx])
+  return Splits(
+    [examples[i] for i in train_idx],
+    [examples[i] for i in valid_idx],
+    [locations[i] for i in train_idx],
+    [locations[i] for i in valid_idx],
+  )

@@ -70,7 +70,7 @@ class WordTokenizer:
     pieces = []
     for i, token in enumerate(tokens):
       if token.startswith(JOINER):
-        pieces.append(token[len(JOINER):])
+        pieces.append(token[len(JOINER) :])
       else:
         pieces.append(token if i == 0 else " " + token)
     return "".join(pieces)

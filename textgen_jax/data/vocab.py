@@ -16,7 +16,7 @@ class Vocabulary:
   """A bijection between tokens and ids; ids 0-3 are PAD, BOS, EOS, UNK."""
 
   def __init__(self, tokens: Sequence[str]):
-    if tuple(tokens[:len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
+    if tuple(tokens[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
       raise TextgenError(f"a vocabulary must start with {SPECIAL_TOKENS}")
     if len(set(tokens)) != len(tokens):
       raise TextgenError("a vocabulary must not repeat a token")
@@ -24,20 +24,27 @@ class Vocabulary:
     self._ids = {token: i for i, token in enumerate(self.tokens)}
 
   @classmethod
-  def build(cls, token_lists: Iterable[Sequence[str]], min_count: int = 1,
-            max_size: int | None = None, size_multiple: int = 1) -> "Vocabulary":
+  def build(
+    cls,
+    token_lists: Iterable[Sequence[str]],
+    min_count: int = 1,
+    max_size: int | None = None,
+    size_multiple: int = 1,
+  ) -> "Vocabulary":
     """Most frequent tokens first (ties alphabetical); max_size counts the specials.
 
     size_multiple > 1 appends never-seen "<unused_i>" tokens up to a multiple of it, so that the
     vocabulary matrices split evenly over devices (see parallel.py).
     """
     counts = collections.Counter(t for tokens in token_lists for t in tokens)
-    ranked = sorted((t for t, c in counts.items() if c >= min_count and t not in SPECIAL_TOKENS),
-                    key=lambda t: (-counts[t], t))
+    ranked = sorted(
+      (t for t, c in counts.items() if c >= min_count and t not in SPECIAL_TOKENS),
+      key=lambda t: (-counts[t], t),
+    )
     if max_size is not None:
       if max_size < len(SPECIAL_TOKENS) + 1:
         raise TextgenError(f"max_size must be at least {len(SPECIAL_TOKENS) + 1}, got {max_size}")
-      ranked = ranked[:max_size - len(SPECIAL_TOKENS)]
+      ranked = ranked[: max_size - len(SPECIAL_TOKENS)]
     tokens = list(SPECIAL_TOKENS) + ranked
     if size_multiple < 1:
       raise TextgenError(f"data.vocab_size_multiple must be at least 1, got {size_multiple}")
@@ -70,8 +77,9 @@ class Vocabulary:
 
   def save(self, path: str, tokenizer_config: dict[str, Any]) -> None:
     """Writes the vocabulary and the tokenizer that made it, atomically."""
-    write_atomically(path, json.dumps({"tokenizer": tokenizer_config, "tokens": self.tokens},
-                                      ensure_ascii=False))
+    write_atomically(
+      path, json.dumps({"tokenizer": tokenizer_config, "tokens": self.tokens}, ensure_ascii=False)
+    )
 
 
 def load_vocabulary(path: str) -> tuple[Vocabulary, dict[str, Any]]:

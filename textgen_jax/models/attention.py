@@ -47,11 +47,15 @@ class Attention(nn.Module):
   def setup(self):
     if self.kind not in KINDS[1:]:
       raise ValueError(f"unknown attention {self.kind!r}; choose one of {KINDS[1:]}")
-    dense = lambda name, bias=False: nn.Dense(self.hidden_size, use_bias=bias, dtype=self.dtype,
-                                              name=name)
+    dense = lambda name, bias=False: nn.Dense(
+      self.hidden_size, use_bias=bias, dtype=self.dtype, name=name
+    )
     # Keys are the memory itself only for dot scores between vectors of one size.
-    self.key_projection = (None if self.kind == "dot" and self.memory_size == self.hidden_size
-                           else dense("key_projection"))
+    self.key_projection = (
+      None
+      if self.kind == "dot" and self.memory_size == self.hidden_size
+      else dense("key_projection")
+    )
     if self.kind == "additive":
       self.query_projection = dense("query_projection", bias=True)
       self.score_vector = nn.Dense(1, use_bias=False, dtype=self.dtype, name="score_vector")
@@ -59,21 +63,24 @@ class Attention(nn.Module):
 
   def memory(self, values_BxSxM: jax.Array, lengths_B: jax.Array) -> Memory:
     """The memory of a batch of encoded sources (values at positions >= length are ignored)."""
-    keys_BxSxK = (values_BxSxM if self.key_projection is None
-                  else self.key_projection(values_BxSxM))
+    keys_BxSxK = values_BxSxM if self.key_projection is None else self.key_projection(values_BxSxM)
     mask_BxS = jnp.arange(values_BxSxM.shape[1])[None, :] < lengths_B[:, None]
     return Memory(values_BxSxM, keys_BxSxK, mask_BxS)
 
   def weights(self, query_BxTxH: jax.Array, memory: Memory) -> jax.Array:
     """a_BxTxS: each query's distribution over its source's real positions (0 on padding)."""
     if self.kind == "additive":
-      hidden_BxTxSxK = jnp.tanh(self.query_projection(query_BxTxH)[:, :, None, :] +
-                                memory.keys_BxSxK[:, None, :, :])
+      hidden_BxTxSxK = jnp.tanh(
+        self.query_projection(query_BxTxH)[:, :, None, :] + memory.keys_BxSxK[:, None, :, :]
+      )
       scores_BxTxS = self.score_vector(hidden_BxTxSxK)[..., 0]
     else:
-      scores_BxTxS = jnp.einsum("bth,bsh->bts", query_BxTxH.astype(self.dtype),
-                                memory.keys_BxSxK.astype(self.dtype),
-                                preferred_element_type=jnp.float32)
+      scores_BxTxS = jnp.einsum(
+        "bth,bsh->bts",
+        query_BxTxH.astype(self.dtype),
+        memory.keys_BxSxK.astype(self.dtype),
+        preferred_element_type=jnp.float32,
+      )
     mask_Bx1xS = memory.mask_BxS[:, None, :]
     scores_BxTxS = jnp.where(mask_Bx1xS, scores_BxTxS.astype(jnp.float32), -jnp.inf)
     # An empty source (length 0) attends to nothing: weights 0, context 0, not NaN.
@@ -83,9 +90,13 @@ class Attention(nn.Module):
   def __call__(self, query_BxTxH: jax.Array, memory: Memory) -> tuple[jax.Array, jax.Array]:
     """(h~_BxTxH, a_BxTxS) for each query."""
     weights_BxTxS = self.weights(query_BxTxH, memory)
-    context_BxTxM = jnp.einsum("bts,bsm->btm", weights_BxTxS.astype(self.dtype),
-                               memory.values_BxSxM.astype(self.dtype),
-                               preferred_element_type=jnp.float32)
-    attentional_BxTxH = jnp.tanh(self.combine(
-        jnp.concatenate([context_BxTxM, query_BxTxH.astype(jnp.float32)], -1)))
+    context_BxTxM = jnp.einsum(
+      "bts,bsm->btm",
+      weights_BxTxS.astype(self.dtype),
+      memory.values_BxSxM.astype(self.dtype),
+      preferred_element_type=jnp.float32,
+    )
+    attentional_BxTxH = jnp.tanh(
+      self.combine(jnp.concatenate([context_BxTxM, query_BxTxH.astype(jnp.float32)], -1))
+    )
     return attentional_BxTxH, weights_BxTxS

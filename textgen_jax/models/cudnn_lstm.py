@@ -37,17 +37,21 @@ def cudnn_available() -> bool:
 
 
 def resolve_backend(name: str, dtype: str) -> str:
-  """"auto" -> "cudnn" on a GPU for float32 models, else "scan"; "cudnn" where it cannot run
+  """ "auto" -> "cudnn" on a GPU for float32 models, else "scan"; "cudnn" where it cannot run
   is a one-line error naming the flag."""
   if name not in BACKENDS:
     raise TextgenError(f"--config.model.lstm_backend={name!r}: choose auto, scan or cudnn")
   if name == "cudnn":
     if not cudnn_available():
-      raise TextgenError("--config.model.lstm_backend=cudnn: cuDNN's LSTM needs a CUDA GPU and "
-                         f"this JAX runs on {jax.default_backend()}; use auto or scan")
+      raise TextgenError(
+        "--config.model.lstm_backend=cudnn: cuDNN's LSTM needs a CUDA GPU and "
+        f"this JAX runs on {jax.default_backend()}; use auto or scan"
+      )
     if dtype != "float32":
-      raise TextgenError(f"--config.model.lstm_backend=cudnn: cuDNN's LSTM in JAX is float32 "
-                         f"only (--config.model.dtype={dtype}); use auto or scan")
+      raise TextgenError(
+        f"--config.model.lstm_backend=cudnn: cuDNN's LSTM in JAX is float32 "
+        f"only (--config.model.dtype={dtype}); use auto or scan"
+      )
   if name == "auto":
     return "cudnn" if cudnn_available() and dtype == "float32" else "scan"
   return name
@@ -61,8 +65,12 @@ def pack_weights(layers: Sequence[LayerWeights]) -> jax.Array:
   return jnp.concatenate([w.reshape(-1) for w in linear + biases]).astype(jnp.float32)
 
 
-def lstm_layer(x_BxTxE: jax.Array, carries: Sequence[Carry], lengths_B: jax.Array | None,
-               weights: Sequence[LayerWeights]) -> tuple[list[Carry], jax.Array]:
+def lstm_layer(
+  x_BxTxE: jax.Array,
+  carries: Sequence[Carry],
+  lengths_B: jax.Array | None,
+  weights: Sequence[LayerWeights],
+) -> tuple[list[Carry], jax.Array]:
   """One layer, one direction per entry of weights (forward, backward); returns each
   direction's final carry (at each sequence's true end) and outputs y_BxTx(D*H)."""
   batch_size, time_steps, input_size = x_BxTxE.shape
@@ -75,22 +83,56 @@ def lstm_layer(x_BxTxE: jax.Array, carries: Sequence[Carry], lengths_B: jax.Arra
   c0_DxBxH = jnp.stack([c for c, _ in carries])
   h0_DxBxH = jnp.stack([h for _, h in carries])
   y_BxTxDH, h_DxBxH, c_DxBxH = lstm_kernel(
-      x_BxTxE.astype(jnp.float32), h0_DxBxH, c0_DxBxH, pack_weights(weights),
-      jnp.maximum(lengths_B, 1).astype(jnp.int32), input_size=input_size,
-      hidden_size=hidden_size, num_layers=1, dropout=0.0, bidirectional=len(weights) == 2)
+    x_BxTxE.astype(jnp.float32),
+    h0_DxBxH,
+    c0_DxBxH,
+    pack_weights(weights),
+    jnp.maximum(lengths_B, 1).astype(jnp.int32),
+    input_size=input_size,
+    hidden_size=hidden_size,
+    num_layers=1,
+    dropout=0.0,
+    bidirectional=len(weights) == 2,
+  )
   keep = lambda new, old: jnp.where(empty_B[:, None], old, new)
-  finals = [(keep(c_DxBxH[d], c0_DxBxH[d]), keep(h_DxBxH[d], h0_DxBxH[d]))
-            for d in range(len(weights))]
+  finals = [
+    (keep(c_DxBxH[d], c0_DxBxH[d]), keep(h_DxBxH[d], h0_DxBxH[d])) for d in range(len(weights))
+  ]
   return finals, y_BxTxDH
 
 
-def reference_lstm(x, h_0, c_0, weights, seq_lengths, input_size, hidden_size, num_layers,
-                   dropout, bidirectional, precision=None):
+def reference_lstm(
+  x,
+  h_0,
+  c_0,
+  weights,
+  seq_lengths,
+  input_size,
+  hidden_size,
+  num_layers,
+  dropout,
+  bidirectional,
+  precision=None,
+):
   """`rnn.lstm` computed by its pure-JAX reference `rnn.lstm_ref` (runs anywhere): the packed
   weights unpacked by jax's own `unpack_lstm_weights`, so a test of our packing against it
   checks the layout cuDNN reads."""
   del precision
-  w_ih, w_hh, b_ih, b_hh = rnn.unpack_lstm_weights(weights, input_size, hidden_size, num_layers,
-                                                   bidirectional)
-  return rnn.lstm_ref(x, h_0, c_0, w_ih, w_hh, b_ih, b_hh, seq_lengths, input_size, hidden_size,
-                      num_layers, dropout, bidirectional)
+  w_ih, w_hh, b_ih, b_hh = rnn.unpack_lstm_weights(
+    weights, input_size, hidden_size, num_layers, bidirectional
+  )
+  return rnn.lstm_ref(
+    x,
+    h_0,
+    c_0,
+    w_ih,
+    w_hh,
+    b_ih,
+    b_hh,
+    seq_lengths,
+    input_size,
+    hidden_size,
+    num_layers,
+    dropout,
+    bidirectional,
+  )

@@ -56,8 +56,9 @@ def _project_bwd(residuals, dlogits_MxV):
 _project.defvjp(_project_fwd, _project_bwd)
 
 
-def vocabulary_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers: Any,
-                           precision: Any = None) -> jax.Array:
+def vocabulary_dot_general(
+  lhs: jax.Array, rhs: jax.Array, dimension_numbers: Any, precision: Any = None
+) -> jax.Array:
   """nn.Dense's dot_general for a vocabulary projection ([..., H] x [H, V], float32 result)."""
   del dimension_numbers, precision  # Dense's: the last input axis against the kernel's first.
   logits = _project(lhs.reshape(-1, lhs.shape[-1]), rhs)
@@ -68,7 +69,7 @@ def forget_bias_init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.floa
   """Zero biases except +1 on the forget gate, so early training remembers (Jozefowicz 2015)."""
   del key
   hidden_size = shape[-1] // 4
-  return jnp.zeros(shape, dtype).at[hidden_size:2 * hidden_size].set(1.0)
+  return jnp.zeros(shape, dtype).at[hidden_size : 2 * hidden_size].set(1.0)
 
 
 def zero_carry(batch_size: int, hidden_size: int) -> Carry:
@@ -80,10 +81,12 @@ def reverse_padded(x_TxBx_: jax.Array, lengths_B: jax.Array) -> jax.Array:
   """Reverses each sequence (time-major) within its length; padding stays at the end."""
   time_steps = x_TxBx_.shape[0]
   t_T = jnp.arange(time_steps)
-  source_TxB = jnp.where(t_T[:, None] < lengths_B[None, :], lengths_B[None, :] - 1 - t_T[:, None],
-                         t_T[:, None])
-  return jnp.take_along_axis(x_TxBx_, source_TxB.reshape(source_TxB.shape + (1,) *
-                                                         (x_TxBx_.ndim - 2)), axis=0)
+  source_TxB = jnp.where(
+    t_T[:, None] < lengths_B[None, :], lengths_B[None, :] - 1 - t_T[:, None], t_T[:, None]
+  )
+  return jnp.take_along_axis(
+    x_TxBx_, source_TxB.reshape(source_TxB.shape + (1,) * (x_TxBx_.ndim - 2)), axis=0
+  )
 
 
 def uses_input_table(vocab_size: int, num_tokens: int) -> bool:
@@ -105,14 +108,24 @@ class LSTMLayer(nn.Module):
   scan_unroll: int = 1  # Timesteps per iteration of the compiled time loop.
 
   def setup(self):
-    self.input_projection = nn.Dense(4 * self.hidden_size, dtype=self.dtype,
-                                     bias_init=forget_bias_init, dot_general=dot_general_float32,
-                                     name="input_projection")
-    self.recurrent_kernel = self.param("recurrent_kernel", nn.initializers.orthogonal(),
-                                       (self.hidden_size, 4 * self.hidden_size))
+    self.input_projection = nn.Dense(
+      4 * self.hidden_size,
+      dtype=self.dtype,
+      bias_init=forget_bias_init,
+      dot_general=dot_general_float32,
+      name="input_projection",
+    )
+    self.recurrent_kernel = self.param(
+      "recurrent_kernel", nn.initializers.orthogonal(), (self.hidden_size, 4 * self.hidden_size)
+    )
 
-  def __call__(self, x_TxBxE: jax.Array | None, carry: Carry, mask_TxB: jax.Array | None = None,
-               gates_x_TxBxG: jax.Array | None = None) -> tuple[Carry, jax.Array]:
+  def __call__(
+    self,
+    x_TxBxE: jax.Array | None,
+    carry: Carry,
+    mask_TxB: jax.Array | None = None,
+    gates_x_TxBxG: jax.Array | None = None,
+  ) -> tuple[Carry, jax.Array]:
     """Runs over all timesteps; where mask is False the carry is held, not updated.
 
     Holding the carry makes the final carry the state after each sequence's last real token.
@@ -121,8 +134,9 @@ class LSTMLayer(nn.Module):
     """
     if gates_x_TxBxG is None:
       gates_x_TxBxG = self.input_projection(x_TxBxE)
-    return lstm_recurrence(jnp.dtype(self.dtype), self.scan_unroll, gates_x_TxBxG,
-                           self.recurrent_kernel, carry, mask_TxB)
+    return lstm_recurrence(
+      jnp.dtype(self.dtype), self.scan_unroll, gates_x_TxBxG, self.recurrent_kernel, carry, mask_TxB
+    )
 
   def weights(self, input_size: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(input kernel [E, G], bias [G], recurrent kernel [H, G]), for cuDNN's LSTM."""
@@ -135,8 +149,9 @@ class LSTMLayer(nn.Module):
     """input_projection of every row of inputs_VxE (the embedding table): [V, G]."""
     return self.input_projection(inputs_VxE)
 
-  def step(self, carry: Carry, x_BxE: jax.Array | None = None,
-           gates_x_BxG: jax.Array | None = None) -> Carry:
+  def step(
+    self, carry: Carry, x_BxE: jax.Array | None = None, gates_x_BxG: jax.Array | None = None
+  ) -> Carry:
     """One timestep, for decoding; returns the new carry (its h is the output).
 
     Takes the input x, or its projection gates_x = input_projection(x) when the caller has
@@ -160,16 +175,25 @@ class StackedLSTM(nn.Module):
   backend: str = "scan"  # "scan" or "cudnn" (resolved by cudnn_lstm.resolve_backend).
 
   def setup(self):
-    self.forward_layers = [LSTMLayer(self.hidden_size, self.dtype, self.scan_unroll,
-                                     name=f"forward_{i}") for i in range(self.num_layers)]
+    self.forward_layers = [
+      LSTMLayer(self.hidden_size, self.dtype, self.scan_unroll, name=f"forward_{i}")
+      for i in range(self.num_layers)
+    ]
     if self.bidirectional:
-      self.backward_layers = [LSTMLayer(self.hidden_size, self.dtype, self.scan_unroll,
-                                        name=f"backward_{i}") for i in range(self.num_layers)]
+      self.backward_layers = [
+        LSTMLayer(self.hidden_size, self.dtype, self.scan_unroll, name=f"backward_{i}")
+        for i in range(self.num_layers)
+      ]
     self.dropout = Dropout(self.dropout_rate)
 
-  def __call__(self, x_TxBxE: jax.Array | None, lengths_B: jax.Array | None,
-               initial_carries: Sequence[Carry] | None = None, deterministic: bool = True,
-               first_gates_x: Sequence[jax.Array] | None = None) -> tuple[list[Carry], jax.Array]:
+  def __call__(
+    self,
+    x_TxBxE: jax.Array | None,
+    lengths_B: jax.Array | None,
+    initial_carries: Sequence[Carry] | None = None,
+    deterministic: bool = True,
+    first_gates_x: Sequence[jax.Array] | None = None,
+  ) -> tuple[list[Carry], jax.Array]:
     """Returns each layer's final carry (at each sequence's true end) and the top outputs
     out_TxBxH (time-major in and out).
 
@@ -197,15 +221,21 @@ class StackedLSTM(nn.Module):
       if self.bidirectional:
         back_x = None if gates[1] is not None else reverse_padded(x_TxBxE, lengths_B)
         back_carry, back_out_TxBxH = self.backward_layers[i](
-            back_x, zero_carry(batch_size, self.hidden_size), mask_TxB, gates[1])
+          back_x, zero_carry(batch_size, self.hidden_size), mask_TxB, gates[1]
+        )
         carry = jax.tree.map(lambda a, b: jnp.concatenate([a, b], -1), carry, back_carry)
         out_TxBxH = jnp.concatenate([out_TxBxH, reverse_padded(back_out_TxBxH, lengths_B)], -1)
       final_carries.append(carry)
       x_TxBxE = out_TxBxH
     return final_carries, x_TxBxE
 
-  def _cudnn(self, x_TxBxE: jax.Array, lengths_B: jax.Array | None,
-             initial_carries: Sequence[Carry], deterministic: bool) -> tuple[list[Carry], jax.Array]:
+  def _cudnn(
+    self,
+    x_TxBxE: jax.Array,
+    lengths_B: jax.Array | None,
+    initial_carries: Sequence[Carry],
+    deterministic: bool,
+  ) -> tuple[list[Carry], jax.Array]:
     """The same layers through cuDNN's kernel, one call per layer (batch-major, as it wants)."""
     x_BxTxE = jnp.swapaxes(x_TxBxE, 0, 1)
     final_carries = []
@@ -214,9 +244,11 @@ class StackedLSTM(nn.Module):
         x_BxTxE = self.dropout(x_BxTxE, deterministic=deterministic)
       layers = [self.forward_layers[i]] + ([self.backward_layers[i]] if self.bidirectional else [])
       carries = [initial_carries[i]] + [zero_carry(x_BxTxE.shape[0], self.hidden_size)] * (
-          len(layers) - 1)
+        len(layers) - 1
+      )
       finals, x_BxTxE = cudnn_lstm.lstm_layer(
-          x_BxTxE, carries, lengths_B, [layer.weights(x_BxTxE.shape[-1]) for layer in layers])
+        x_BxTxE, carries, lengths_B, [layer.weights(x_BxTxE.shape[-1]) for layer in layers]
+      )
       final_carries.append(jax.tree.map(lambda *parts: jnp.concatenate(parts, -1), *finals))
     return final_carries, jnp.swapaxes(x_BxTxE, 0, 1)
 
@@ -225,9 +257,13 @@ class StackedLSTM(nn.Module):
     layers = [self.forward_layers[0]] + ([self.backward_layers[0]] if self.bidirectional else [])
     return [layer.input_table(inputs_VxE) for layer in layers]
 
-  def step(self, carries: Sequence[Carry], x_BxE: jax.Array | None = None,
-           first_gates_x_BxG: jax.Array | None = None,
-           deterministic: bool = True) -> tuple[list[Carry], jax.Array]:
+  def step(
+    self,
+    carries: Sequence[Carry],
+    x_BxE: jax.Array | None = None,
+    first_gates_x_BxG: jax.Array | None = None,
+    deterministic: bool = True,
+  ) -> tuple[list[Carry], jax.Array]:
     """One timestep through all layers (unidirectional only); dropout between layers only when
     not deterministic (a teacher-forced pass that steps, as input feeding does).
 

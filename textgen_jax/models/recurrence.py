@@ -41,18 +41,26 @@ def lstm_cell(gates_BxG: jax.Array, c_BxH: jax.Array) -> tuple[jax.Array, jax.Ar
   return c_BxH, o * jnp.tanh(c_BxH), s_BxG
 
 
-def lstm_step(dtype: Any, gates_x_BxG: jax.Array, kernel_HxG: jax.Array,
-              carry: Carry) -> tuple[jax.Array, jax.Array, jax.Array]:
+def lstm_step(
+  dtype: Any, gates_x_BxG: jax.Array, kernel_HxG: jax.Array, carry: Carry
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """One timestep from input gates: (new c, new h, s) as in lstm_cell; the recurrent matmul in
   dtype with float32 accumulation. The decoding step and the time loop share it."""
   c_BxH, h_BxH = carry
   gates_BxG = gates_x_BxG.astype(jnp.float32) + jnp.dot(
-      h_BxH.astype(dtype), kernel_HxG.astype(dtype), preferred_element_type=jnp.float32)
+    h_BxH.astype(dtype), kernel_HxG.astype(dtype), preferred_element_type=jnp.float32
+  )
   return lstm_cell(gates_BxG, c_BxH)
 
 
-def _forward(dtype: Any, unroll: int, gates_x_TxBxG: jax.Array, kernel_HxG: jax.Array,
-             carry: Carry, mask_TxB: jax.Array | None):
+def _forward(
+  dtype: Any,
+  unroll: int,
+  gates_x_TxBxG: jax.Array,
+  kernel_HxG: jax.Array,
+  carry: Carry,
+  mask_TxB: jax.Array | None,
+):
   """The time loop; returns (final carry, h_TxBxH) and the residuals for the backward pass."""
   kernel_HxG = kernel_HxG.astype(dtype)
 
@@ -66,13 +74,20 @@ def _forward(dtype: Any, unroll: int, gates_x_TxBxG: jax.Array, kernel_HxG: jax.
     return (new_c_BxH, new_h_BxH), (new_c_BxH, new_h_BxH, act_BxG)
 
   final, (c_TxBxH, h_TxBxH, act_TxBxG) = jax.lax.scan(
-      time_step, carry, (gates_x_TxBxG, mask_TxB), unroll=unroll)
+    time_step, carry, (gates_x_TxBxG, mask_TxB), unroll=unroll
+  )
   return (final, h_TxBxH), (c_TxBxH, h_TxBxH, act_TxBxG)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def lstm_recurrence(dtype: Any, unroll: int, gates_x_TxBxG: jax.Array, kernel_HxG: jax.Array,
-                    carry: Carry, mask_TxB: jax.Array | None = None) -> tuple[Carry, jax.Array]:
+def lstm_recurrence(
+  dtype: Any,
+  unroll: int,
+  gates_x_TxBxG: jax.Array,
+  kernel_HxG: jax.Array,
+  carry: Carry,
+  mask_TxB: jax.Array | None = None,
+) -> tuple[Carry, jax.Array]:
   """(final carry, h_TxBxH) of the LSTM over precomputed input gates gates_x = x W_x + b.
 
   dtype: of the recurrent matmul (float32 accumulation; the cell state is float32).
@@ -82,8 +97,9 @@ def lstm_recurrence(dtype: Any, unroll: int, gates_x_TxBxG: jax.Array, kernel_Hx
 
 
 def _recurrence_fwd(dtype, unroll, gates_x_TxBxG, kernel_HxG, carry, mask_TxB):
-  outputs, (c_TxBxH, h_TxBxH, act_TxBxG) = _forward(dtype, unroll, gates_x_TxBxG, kernel_HxG,
-                                                    carry, mask_TxB)
+  outputs, (c_TxBxH, h_TxBxH, act_TxBxG) = _forward(
+    dtype, unroll, gates_x_TxBxG, kernel_HxG, carry, mask_TxB
+  )
   # An empty array carries the input gates' dtype (residuals must be arrays).
   dtype_marker = jnp.zeros((0,), gates_x_TxBxG.dtype)
   residuals = (dtype_marker, kernel_HxG, carry, mask_TxB, c_TxBxH, h_TxBxH, act_TxBxG)
@@ -106,13 +122,21 @@ def _recurrence_bwd(dtype, unroll, residuals, cotangents):
     tanh_c_BxH = jnp.tanh(c_BxH)
     dc_cell_BxH = dc_BxH + dh_BxH * o * (1.0 - tanh_c_BxH**2)
     # d(gate)/d(pre-activation) is s(1 - s) for each sigmoid gate and 4 s(1 - s) for g.
-    dact_BxG = jnp.concatenate([dc_cell_BxH * (2.0 * s_g - 1.0), dc_cell_BxH * c_prev_BxH,
-                                4.0 * dc_cell_BxH * i, dh_BxH * tanh_c_BxH], -1)
+    dact_BxG = jnp.concatenate(
+      [
+        dc_cell_BxH * (2.0 * s_g - 1.0),
+        dc_cell_BxH * c_prev_BxH,
+        4.0 * dc_cell_BxH * i,
+        dh_BxH * tanh_c_BxH,
+      ],
+      -1,
+    )
     dgates_BxG = dact_BxG * act_BxG * (1.0 - act_BxG)
     if mask_B is not None:
       dgates_BxG = jnp.where(mask_B[:, None], dgates_BxG, 0.0)
-    dh_prev_BxH = jnp.dot(dgates_BxG.astype(dtype), kernel_T_GxH,
-                          preferred_element_type=jnp.float32)
+    dh_prev_BxH = jnp.dot(
+      dgates_BxG.astype(dtype), kernel_T_GxH, preferred_element_type=jnp.float32
+    )
     dc_prev_BxH = dc_cell_BxH * f
     if mask_B is not None:  # A held step passes its gradient through unchanged.
       dh_prev_BxH = jnp.where(mask_B[:, None], dh_prev_BxH, dh_BxH)
@@ -120,12 +144,18 @@ def _recurrence_bwd(dtype, unroll, residuals, cotangents):
     return (dc_prev_BxH, dh_prev_BxH), dgates_BxG
 
   (dc0_BxH, dh0_BxH), dgates_TxBxG = jax.lax.scan(
-      reverse_step, (dc_final_BxH, dh_final_BxH),
-      (dh_out_TxBxH, c_TxBxH, c_prev_TxBxH, act_TxBxG, mask_TxB), reverse=True, unroll=unroll)
+    reverse_step,
+    (dc_final_BxH, dh_final_BxH),
+    (dh_out_TxBxH, c_TxBxH, c_prev_TxBxH, act_TxBxG, mask_TxB),
+    reverse=True,
+    unroll=unroll,
+  )
   hidden, gates = kernel_HxG.shape
-  dkernel_HxG = jnp.dot(h_prev_TxBxH.reshape(-1, hidden).astype(dtype).T,
-                        dgates_TxBxG.reshape(-1, gates).astype(dtype),
-                        preferred_element_type=jnp.float32).astype(kernel_HxG.dtype)
+  dkernel_HxG = jnp.dot(
+    h_prev_TxBxH.reshape(-1, hidden).astype(dtype).T,
+    dgates_TxBxG.reshape(-1, gates).astype(dtype),
+    preferred_element_type=jnp.float32,
+  ).astype(kernel_HxG.dtype)
   mask_cotangent = None
   return (dgates_TxBxG.astype(dtype_marker.dtype), dkernel_HxG, (dc0_BxH, dh0_BxH), mask_cotangent)
 

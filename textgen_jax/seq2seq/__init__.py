@@ -1,12 +1,12 @@
 """The LSTM seq2seq family: an encoder reads the source, its final state starts the decoder.
 
-  config.py      the config schema (`get_config`) and its validation
-  model.py       the linen module `Seq2Seq` (encode, teacher-forced logits, one decoding step)
-  loss.py        masked token cross-entropy with label smoothing
-  translator.py  `Translator`: text in, text out, batched and compiled; load and save
-  metrics.py     corpus BLEU and chrF (sacreBLEU) and exact match, every reference of a source
-  plots.py       attention heatmaps (source tokens against output tokens)
-  train.py       the recipe: `train_and_evaluate(config, workdir)` and `fit(tsv, workdir)`
+config.py      the config schema (`get_config`) and its validation
+model.py       the linen module `Seq2Seq` (encode, teacher-forced logits, one decoding step)
+loss.py        masked token cross-entropy with label smoothing
+translator.py  `Translator`: text in, text out, batched and compiled; load and save
+metrics.py     corpus BLEU and chrF (sacreBLEU) and exact match, every reference of a source
+plots.py       attention heatmaps (source tokens against output tokens)
+train.py       the recipe: `train_and_evaluate(config, workdir)` and `fit(tsv, workdir)`
 """
 
 from textgen_jax.seq2seq.config import get_config

@@ -16,13 +16,15 @@ from textgen_jax.errors import TextgenError
 from textgen_jax.models.attention import KINDS as ATTENTION_KINDS
 
 FAMILY = "seq2seq"
-DEFAULT_CORPUS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "corpora",
-                              "fra_eng_40k.tsv")
+DEFAULT_CORPUS = os.path.join(
+  os.path.dirname(os.path.dirname(__file__)), "data", "corpora", "fra_eng_40k.tsv"
+)
 INPUT_ENCODINGS = ("embedding", "one_hot")
 
 
 # What the members of a population may vary besides their seed (textgen_jax/population.py).
 PER_MEMBER_FIELDS = population.ENGINE_FIELDS | {"train.label_smoothing", "model.dropout_rate"}
+
 
 def get_config() -> ml_collections.ConfigDict:
   """Word-level English->French on the bundled Tatoeba pairs."""
@@ -59,10 +61,16 @@ def get_config() -> ml_collections.ConfigDict:
   return config
 
 
-RANGES = {**shared.RANGES, "model.embed_dim": ">= 1", "model.hidden_size": ">= 1",
-          "model.encoder_layers": ">= 1", "model.decoder_layers": ">= 1",
-          "model.dropout_rate": "[0, 1)", "train.label_smoothing": "[0, 1)",
-          "train.max_greedy_eval_pairs": ">= 0"}
+RANGES = {
+  **shared.RANGES,
+  "model.embed_dim": ">= 1",
+  "model.hidden_size": ">= 1",
+  "model.encoder_layers": ">= 1",
+  "model.decoder_layers": ">= 1",
+  "model.dropout_rate": "[0, 1)",
+  "train.label_smoothing": "[0, 1)",
+  "train.max_greedy_eval_pairs": ">= 0",
+}
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -74,11 +82,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
 def _validate_run(config: ml_collections.ConfigDict) -> None:
   shared.validate_shared(config, FAMILY, RANGES)
   if config.model.input_encoding not in INPUT_ENCODINGS:
-    raise TextgenError(f"--config.model.input_encoding={config.model.input_encoding!r}: "
-                       "choose embedding or one_hot")
+    raise TextgenError(
+      f"--config.model.input_encoding={config.model.input_encoding!r}: choose embedding or one_hot"
+    )
   if config.model.attention not in ATTENTION_KINDS:
-    raise TextgenError(f"--config.model.attention={config.model.attention!r}: choose one of "
-                       f"{', '.join(ATTENTION_KINDS)}")
+    raise TextgenError(
+      f"--config.model.attention={config.model.attention!r}: choose one of "
+      f"{', '.join(ATTENTION_KINDS)}"
+    )
   if config.model.input_feeding and config.model.attention == "none":
-    raise TextgenError("--config.model.input_feeding=True feeds the attentional vector, so it "
-                       "needs --config.model.attention (dot, general or additive)")
+    raise TextgenError(
+      "--config.model.input_feeding=True feeds the attentional vector, so it "
+      "needs --config.model.attention (dot, general or additive)"
+    )

@@ -12,16 +12,29 @@ from textgen_jax.models.static import is_static_zero
 from textgen_jax.seq2seq.model import Seq2Seq
 
 
-def loss(params: Any, batch: batching.Batch, rng: jax.Array, deterministic: bool, *,
-         model: Seq2Seq, label_smoothing: float = 0.0,
-         step: jax.Array | None = None) -> tuple[jax.Array, dict]:
+def loss(
+  params: Any,
+  batch: batching.Batch,
+  rng: jax.Array,
+  deterministic: bool,
+  *,
+  model: Seq2Seq,
+  label_smoothing: float = 0.0,
+  step: jax.Array | None = None,
+) -> tuple[jax.Array, dict]:
   """Mean masked cross-entropy per target token (EOS included, PAD excluded), and metric sums.
 
   With label smoothing the loss is the smoothed cross-entropy; the metric sums stay the true NLL.
   """
   del step  # No schedule inside this loss.
-  logits_BxTxV = model.apply(params, batch["inputs"], batch["input_lengths"], batch["targets"],
-                             deterministic=deterministic, rngs={"dropout": rng})
+  logits_BxTxV = model.apply(
+    params,
+    batch["inputs"],
+    batch["input_lengths"],
+    batch["targets"],
+    deterministic=deterministic,
+    rngs={"dropout": rng},
+  )
   nll_BxT = token_cross_entropy(logits_BxTxV, batch["targets"])
   sums = sequence_metric_sums(logits_BxTxV, batch["targets"], nll_BxT)
   if not is_static_zero(label_smoothing):  # A population member's traced value included.

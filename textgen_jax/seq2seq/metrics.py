@@ -27,8 +27,12 @@ def reference_streams(references: Sequence[Sequence[str]]) -> list[list[str | No
   return [[refs[i] if i < len(refs) else None for refs in references] for i in range(most)]
 
 
-def corpus_scores(hypotheses: Sequence[str], references: Sequence[Sequence[str]],
-                  lowercase: bool = False, tokenize: str = "13a") -> tuple[dict[str, float], str]:
+def corpus_scores(
+  hypotheses: Sequence[str],
+  references: Sequence[Sequence[str]],
+  lowercase: bool = False,
+  tokenize: str = "13a",
+) -> tuple[dict[str, float], str]:
   """({"bleu", "chrf", "exact_match"}, sacreBLEU's signatures) for one hypothesis per source.
 
   lowercase: score case-insensitively (a model trained on lowercased text; the signature says

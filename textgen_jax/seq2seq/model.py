@@ -24,8 +24,14 @@ import ml_collections
 from textgen_jax.models import cudnn_lstm
 from textgen_jax.models.attention import Attention, Memory
 from textgen_jax.models.dropout import Dropout
-from textgen_jax.models.lstm import (Carry, StackedLSTM, dot_general_float32, reverse_padded,
-                                     uses_input_table, vocabulary_dot_general)
+from textgen_jax.models.lstm import (
+  Carry,
+  StackedLSTM,
+  dot_general_float32,
+  reverse_padded,
+  uses_input_table,
+  vocabulary_dot_general,
+)
 from textgen_jax.models.tokens import TokenInputs, shift_right
 from textgen_jax.models.static import is_static_zero
 
@@ -75,9 +81,12 @@ class Seq2Seq(nn.Module):
 
   # Parameters with a vocabulary dimension, (module, parameter) -> that dimension, for
   # parallel.Layout to shard (model_shards > 1). One-hot inputs have no embedding tables.
-  VOCABULARY_MATRICES = {("source_inputs", "embedding", "embedding"): 0,
-                         ("target_inputs", "embedding", "embedding"): 0,
-                         ("output_layer", "kernel"): 1, ("output_layer", "bias"): 0}
+  VOCABULARY_MATRICES = {
+    ("source_inputs", "embedding", "embedding"): 0,
+    ("target_inputs", "embedding", "embedding"): 0,
+    ("output_layer", "kernel"): 1,
+    ("output_layer", "bias"): 0,
+  }
 
   def decoder_modules(self) -> tuple[str, ...]:
     """The top-level modules of the decoder side; the rest (inputs, encoder, bridges) encode."""
@@ -89,36 +98,54 @@ class Seq2Seq(nn.Module):
     self.source_inputs = TokenInputs(cfg.source_vocab_size, cfg.embed_dim, cfg.input_encoding)
     self.target_inputs = TokenInputs(cfg.target_vocab_size, cfg.embed_dim, cfg.input_encoding)
     backend = cudnn_lstm.resolve_backend(cfg.lstm_backend, cfg.dtype)
-    self.encoder = StackedLSTM(cfg.hidden_size, cfg.encoder_layers, cfg.dropout_rate,
-                               cfg.bidirectional, dtype, cfg.scan_unroll, backend)
-    self.decoder = StackedLSTM(cfg.hidden_size, cfg.decoder_layers, cfg.dropout_rate, False, dtype,
-                               cfg.scan_unroll, backend)
+    self.encoder = StackedLSTM(
+      cfg.hidden_size,
+      cfg.encoder_layers,
+      cfg.dropout_rate,
+      cfg.bidirectional,
+      dtype,
+      cfg.scan_unroll,
+      backend,
+    )
+    self.decoder = StackedLSTM(
+      cfg.hidden_size, cfg.decoder_layers, cfg.dropout_rate, False, dtype, cfg.scan_unroll, backend
+    )
     if cfg.bidirectional:
-      self.bridge_c = [nn.Dense(cfg.hidden_size, name=f"bridge_c_{i}")
-                       for i in range(cfg.decoder_layers)]
-      self.bridge_h = [nn.Dense(cfg.hidden_size, name=f"bridge_h_{i}")
-                       for i in range(cfg.decoder_layers)]
+      self.bridge_c = [
+        nn.Dense(cfg.hidden_size, name=f"bridge_c_{i}") for i in range(cfg.decoder_layers)
+      ]
+      self.bridge_h = [
+        nn.Dense(cfg.hidden_size, name=f"bridge_h_{i}") for i in range(cfg.decoder_layers)
+      ]
     if cfg.attention != "none":
       memory_size = cfg.hidden_size * (2 if cfg.bidirectional else 1)
       self.attention = Attention(cfg.attention, cfg.hidden_size, memory_size, dtype)
     if cfg.input_feeding:
       # The fed h~'s share of the first decoder layer's input gates: [emb; h~] x W equals
       # emb x W_emb + h~ x W_feed, and keeping them apart lets emb x W_emb stay a table lookup.
-      self.feed_projection = nn.Dense(4 * cfg.hidden_size, use_bias=False, dtype=dtype,
-                                      dot_general=dot_general_float32, name="feed_projection")
+      self.feed_projection = nn.Dense(
+        4 * cfg.hidden_size,
+        use_bias=False,
+        dtype=dtype,
+        dot_general=dot_general_float32,
+        name="feed_projection",
+      )
     self.dropout = Dropout(cfg.dropout_rate)
-    self.output_layer = nn.Dense(cfg.target_vocab_size, dtype=dtype,
-                                 dot_general=vocabulary_dot_general, name="output_layer")
+    self.output_layer = nn.Dense(
+      cfg.target_vocab_size, dtype=dtype, dot_general=vocabulary_dot_general, name="output_layer"
+    )
 
   def _uses_table(self, vocab_size: int, tokens: jax.Array, deterministic: bool) -> bool:
     """Teacher-forced first-layer input gates from a table: small vocabulary, no dropout on
     the embeddings it would bypass, and the scan (cuDNN projects its inputs itself)."""
     no_dropout = deterministic or is_static_zero(self.config.dropout_rate)
-    return (no_dropout and self.encoder.backend == "scan" and
-            uses_input_table(vocab_size, tokens.size))
+    return (
+      no_dropout and self.encoder.backend == "scan" and uses_input_table(vocab_size, tokens.size)
+    )
 
-  def encode(self, inputs_BxS: jax.Array, input_lengths_B: jax.Array,
-             deterministic: bool = True) -> list[Carry] | AttentiveState:
+  def encode(
+    self, inputs_BxS: jax.Array, input_lengths_B: jax.Array, deterministic: bool = True
+  ) -> list[Carry] | AttentiveState:
     """The decoder's initial state: one (c, h) per decoder layer, from the encoder's final state,
     and with attention the source's memory.
 
@@ -131,12 +158,14 @@ class Seq2Seq(nn.Module):
       gates = [tables[0][inputs_SxB]]
       if cfg.bidirectional:
         gates.append(tables[1][reverse_padded(inputs_SxB, input_lengths_B)])
-      final_carries, out_SxBxM = self.encoder(None, input_lengths_B, deterministic=deterministic,
-                                              first_gates_x=gates)
+      final_carries, out_SxBxM = self.encoder(
+        None, input_lengths_B, deterministic=deterministic, first_gates_x=gates
+      )
     else:
       emb_SxBxE = self.dropout(self.source_inputs(inputs_SxB), deterministic=deterministic)
-      final_carries, out_SxBxM = self.encoder(emb_SxBxE, input_lengths_B,
-                                              deterministic=deterministic)
+      final_carries, out_SxBxM = self.encoder(
+        emb_SxBxE, input_lengths_B, deterministic=deterministic
+      )
     carries = []
     for i in range(cfg.decoder_layers):
       c_BxH, h_BxH = final_carries[min(i, cfg.encoder_layers - 1)]
@@ -149,8 +178,9 @@ class Seq2Seq(nn.Module):
     feed_BxH = jnp.zeros_like(carries[-1][1]) if cfg.input_feeding else None
     return AttentiveState(carries, feed_BxH, memory)
 
-  def _decoder_outputs(self, state: list[Carry] | AttentiveState, decoder_inputs_BxT: jax.Array,
-                       deterministic: bool) -> tuple[jax.Array, jax.Array | None]:
+  def _decoder_outputs(
+    self, state: list[Carry] | AttentiveState, decoder_inputs_BxT: jax.Array, deterministic: bool
+  ) -> tuple[jax.Array, jax.Array | None]:
     """Teacher forcing: what the output layer reads at every position (the top LSTM output, or
     with attention h~), out_BxTxH, and the attention weights a_BxTxS (None without)."""
     cfg = self.config
@@ -166,51 +196,58 @@ class Seq2Seq(nn.Module):
       return self._feeding_loop(state, gates_TxBxG, deterministic)
     carries = state if cfg.attention == "none" else state.carries
     first_gates = None if gates_TxBxG is None else [gates_TxBxG]
-    _, out_TxBxH = self.decoder(emb_TxBxE, None, carries, deterministic=deterministic,
-                                first_gates_x=first_gates)
+    _, out_TxBxH = self.decoder(
+      emb_TxBxE, None, carries, deterministic=deterministic, first_gates_x=first_gates
+    )
     out_BxTxH = jnp.swapaxes(out_TxBxH, 0, 1)
     if cfg.attention == "none":
       return out_BxTxH, None
     # Without feeding no step depends on an earlier h~: attention runs for all T at once.
     return self.attention(out_BxTxH, state.memory)
 
-  def _attentive_step(self, state: AttentiveState, gates_x_BxG: jax.Array, deterministic: bool
-                      ) -> tuple[AttentiveState, jax.Array, jax.Array]:
+  def _attentive_step(
+    self, state: AttentiveState, gates_x_BxG: jax.Array, deterministic: bool
+  ) -> tuple[AttentiveState, jax.Array, jax.Array]:
     """One attentive decoder step from the token's first-layer input gates:
     (new state, h~_BxH, a_BxS)."""
     if self.config.input_feeding:
       gates_x_BxG = gates_x_BxG + self.feed_projection(state.feed_BxH)
-    carries, out_BxH = self.decoder.step(state.carries, first_gates_x_BxG=gates_x_BxG,
-                                         deterministic=deterministic)
+    carries, out_BxH = self.decoder.step(
+      state.carries, first_gates_x_BxG=gates_x_BxG, deterministic=deterministic
+    )
     attentional_Bx1xH, weights_Bx1xS = self.attention(out_BxH[:, None], state.memory)
     attentional_BxH = attentional_Bx1xH[:, 0]
     feed_BxH = attentional_BxH if self.config.input_feeding else None
     return AttentiveState(carries, feed_BxH, state.memory), attentional_BxH, weights_Bx1xS[:, 0]
 
-  def _feeding_loop(self, state: AttentiveState, gates_TxBxG: jax.Array,
-                    deterministic: bool) -> tuple[jax.Array, jax.Array]:
+  def _feeding_loop(
+    self, state: AttentiveState, gates_TxBxG: jax.Array, deterministic: bool
+  ) -> tuple[jax.Array, jax.Array]:
     """Input feeding's teacher-forced pass: a scan of `_attentive_step` (the decoding step
     itself), parameters shared across steps, a fresh dropout key per step."""
 
     def step(model, state, gates_x_BxG):
-      state, attentional_BxH, weights_BxS = model._attentive_step(state, gates_x_BxG,
-                                                                  deterministic)
+      state, attentional_BxH, weights_BxS = model._attentive_step(state, gates_x_BxG, deterministic)
       return state, (attentional_BxH, weights_BxS)
 
-    scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False,
-                                                                  "dropout": True})
+    scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False, "dropout": True})
     _, (attentional_TxBxH, weights_TxBxS) = scan(self, state, gates_TxBxG)
     return jnp.swapaxes(attentional_TxBxH, 0, 1), jnp.swapaxes(weights_TxBxS, 0, 1)
 
-  def teacher_forced_logits(self, state: list[Carry] | AttentiveState,
-                            decoder_inputs_BxT: jax.Array, deterministic: bool = True) -> jax.Array:
+  def teacher_forced_logits(
+    self,
+    state: list[Carry] | AttentiveState,
+    decoder_inputs_BxT: jax.Array,
+    deterministic: bool = True,
+  ) -> jax.Array:
     """Teacher-forced logits_BxTxV for all positions at once."""
     out_BxTxH, _ = self._decoder_outputs(state, decoder_inputs_BxT, deterministic)
     out_BxTxH = self.dropout(out_BxTxH, deterministic=deterministic)
     return self.output_layer(out_BxTxH).astype(jnp.float32)
 
-  def attention_weights(self, inputs_BxS: jax.Array, input_lengths_B: jax.Array,
-                        outputs_BxT: jax.Array) -> jax.Array:
+  def attention_weights(
+    self, inputs_BxS: jax.Array, input_lengths_B: jax.Array, outputs_BxT: jax.Array
+  ) -> jax.Array:
     """a_BxTxS: where each output token's step attended in its source (rows of PAD outputs
     included; the caller cuts them). Teacher-forced on the given outputs, so for a decoded
     output these are exactly the weights its decoding used."""
@@ -228,16 +265,22 @@ class Seq2Seq(nn.Module):
     tokens_V = jnp.arange(self.config.target_vocab_size)
     return self.decoder.input_tables(self.target_inputs(tokens_V))[0]
 
-  def decode_step(self, state: list[Carry] | AttentiveState, tokens_B: jax.Array,
-                  input_gates_VxG: jax.Array | None = None
-                  ) -> tuple[list[Carry] | AttentiveState, jax.Array]:
+  def decode_step(
+    self,
+    state: list[Carry] | AttentiveState,
+    tokens_B: jax.Array,
+    input_gates_VxG: jax.Array | None = None,
+  ) -> tuple[list[Carry] | AttentiveState, jax.Array]:
     """One decoding step: previous tokens in, (new state, logits_BxV) out.
 
     With input_gates_VxG (from decoder_input_gates) the first layer's input is a table lookup.
     """
     if self.config.attention != "none":
-      gates_x_BxG = (self.decoder.input_tables(self.target_inputs(tokens_B))[0]
-                     if input_gates_VxG is None else input_gates_VxG[tokens_B])
+      gates_x_BxG = (
+        self.decoder.input_tables(self.target_inputs(tokens_B))[0]
+        if input_gates_VxG is None
+        else input_gates_VxG[tokens_B]
+      )
       state, out_BxH, _ = self._attentive_step(state, gates_x_BxG, deterministic=True)
     elif input_gates_VxG is None:
       state, out_BxH = self.decoder.step(state, self.target_inputs(tokens_B))
@@ -245,18 +288,29 @@ class Seq2Seq(nn.Module):
       state, out_BxH = self.decoder.step(state, first_gates_x_BxG=input_gates_VxG[tokens_B])
     return state, self.output_layer(out_BxH).astype(jnp.float32)
 
-  def __call__(self, inputs_BxS: jax.Array, input_lengths_B: jax.Array, targets_BxT: jax.Array,
-               deterministic: bool = True) -> jax.Array:
+  def __call__(
+    self,
+    inputs_BxS: jax.Array,
+    input_lengths_B: jax.Array,
+    targets_BxT: jax.Array,
+    deterministic: bool = True,
+  ) -> jax.Array:
     """Teacher forcing: the decoder reads BOS + targets[:-1] and predicts targets."""
     state = self.encode(inputs_BxS, input_lengths_B, deterministic)
     return self.teacher_forced_logits(state, shift_right(targets_BxT), deterministic)
 
 
-def build_model(model_cfg: ml_collections.ConfigDict, source_vocab: Sequence[str],
-                target_vocab: Sequence[str]) -> Seq2Seq:
+def build_model(
+  model_cfg: ml_collections.ConfigDict, source_vocab: Sequence[str], target_vocab: Sequence[str]
+) -> Seq2Seq:
   """The model a config's `model` section describes, for these vocabularies."""
-  return Seq2Seq(Seq2SeqConfig(source_vocab_size=len(source_vocab),
-                               target_vocab_size=len(target_vocab), **model_cfg.to_dict()))
+  return Seq2Seq(
+    Seq2SeqConfig(
+      source_vocab_size=len(source_vocab),
+      target_vocab_size=len(target_vocab),
+      **model_cfg.to_dict(),
+    )
+  )
 
 
 def init_params(model: Seq2Seq, rng: jax.Array) -> Any:

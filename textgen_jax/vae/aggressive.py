@@ -43,10 +43,17 @@ StepFn = Callable[[TrainState, int], tuple[TrainState, dict[str, jax.Array]]]
 def side_labels(decoder_modules: tuple[str, ...]) -> Callable[[Any], Any]:
   """params -> DECODER_SIDE for the leaves of the decoder's top-level modules, else ENCODER_SIDE
   (make_optimizer's `sides`)."""
+
   def sides(params):
-    return {"params": {name: jax.tree.map(
-        lambda _, side=DECODER_SIDE if name in decoder_modules else ENCODER_SIDE: side, module)
-        for name, module in params["params"].items()}}
+    return {
+      "params": {
+        name: jax.tree.map(
+          lambda _, side=DECODER_SIDE if name in decoder_modules else ENCODER_SIDE: side, module
+        )
+        for name, module in params["params"].items()
+      }
+    }
+
   return sides
 
 
@@ -70,13 +77,28 @@ class AggressiveTraining:
   def __post_init__(self):
     keep = functools.partial(training.keep_side, sides=self.sides)
     # Donated like the loop's step; an encoder update keeps the step count where it was.
-    self._encoder_step = jax.jit(lambda state, batch, rng: self._without_step_count(
-        state, training.train_step(state, batch, rng, loss_fn=self.loss_fn,
-                                   after_update=functools.partial(keep, side=DECODER_SIDE))),
-        donate_argnums=0)
-    self._decoder_step = jax.jit(functools.partial(
-        training.train_step, loss_fn=self.loss_fn, before_update=self.before_update,
-        after_update=functools.partial(keep, side=ENCODER_SIDE)), donate_argnums=0)
+    self._encoder_step = jax.jit(
+      lambda state, batch, rng: self._without_step_count(
+        state,
+        training.train_step(
+          state,
+          batch,
+          rng,
+          loss_fn=self.loss_fn,
+          after_update=functools.partial(keep, side=DECODER_SIDE),
+        ),
+      ),
+      donate_argnums=0,
+    )
+    self._decoder_step = jax.jit(
+      functools.partial(
+        training.train_step,
+        loss_fn=self.loss_fn,
+        before_update=self.before_update,
+        after_update=functools.partial(keep, side=ENCODER_SIDE),
+      ),
+      donate_argnums=0,
+    )
     self.active, self.last_mi = True, -np.inf
 
   @staticmethod
@@ -87,8 +109,7 @@ class AggressiveTraining:
   def run_state(self) -> dict[str, Any]:
     return {"active": self.active, "last_mi": self.last_mi}
 
-  def restore(self, saved: Mapping[str, Any] | None,
-              records: Sequence[Mapping[str, Any]]) -> None:
+  def restore(self, saved: Mapping[str, Any] | None, records: Sequence[Mapping[str, Any]]) -> None:
     """The phase as the checkpoint's run state holds it, or (saved None: a checkpoint written
     before the run state) as the last epoch check in the log before the restored step left it."""
     if saved is not None:
@@ -98,8 +119,9 @@ class AggressiveTraining:
     if checks:
       self.active, self.last_mi = bool(checks[-1]["aggressive"]), checks[-1]["aggressive_mi"]
 
-  def wrap(self, ordinary_step: StepFn, device_batch: Callable[[int], Any],
-           writer: MetricWriter) -> StepFn:
+  def wrap(
+    self, ordinary_step: StepFn, device_batch: Callable[[int], Any], writer: MetricWriter
+  ) -> StepFn:
     """The loop's step: aggressive while the phase lasts, then `ordinary_step`. Every step's
     sums carry encoder_steps (0 once the phase is over)."""
 
@@ -115,8 +137,9 @@ class AggressiveTraining:
 
     return step
 
-  def _train_encoder(self, state: TrainState, index: int,
-                     device_batch: Callable[[int], Any]) -> tuple[TrainState, int]:
+  def _train_encoder(
+    self, state: TrainState, index: int, device_batch: Callable[[int], Any]
+  ) -> tuple[TrainState, int]:
     """Encoder updates until the loss per token rises from one block to the next."""
     epoch_start = index - index % self.num_batches
     random_batches = np.random.default_rng((self.data_seed, index))
@@ -124,14 +147,16 @@ class AggressiveTraining:
     block, previous = None, np.inf
     batch_index = index  # The step's own batch first, as in He et al.'s code.
     for update in range(1, self.max_steps + 1):
-      state, sums = self._encoder_step(state, device_batch(batch_index),
-                                       jax.random.fold_in(step_key, update))
+      state, sums = self._encoder_step(
+        state, device_batch(batch_index), jax.random.fold_in(step_key, update)
+      )
       block = sums if block is None else jax.tree.map(jnp.add, block, sums)
       batch_index = epoch_start + int(random_batches.integers(self.num_batches))
       if update % self.check_every == 0:
         block = jax.device_get(block)  # One host sync per block.
         loss = (block["nll_sum"] + block["kl_weight"] / self.check_every * block["kl_sum"]) / (
-            max(block["tokens"], 1.0))
+          max(block["tokens"], 1.0)
+        )
         if loss > previous:
           break
         block, previous = None, loss
@@ -142,5 +167,7 @@ class AggressiveTraining:
     mi = float(self.mutual_information(params))
     self.active, self.last_mi = mi >= self.last_mi, mi
     writer.write(step, {"aggressive_mi": mi, "aggressive": self.active})
-    print(f"step {step}: held-out mutual information {mi:.3f}; aggressive encoder training "
-          f"{'goes on' if self.active else 'stops here'}")
+    print(
+      f"step {step}: held-out mutual information {mi:.3f}; aggressive encoder training "
+      f"{'goes on' if self.active else 'stops here'}"
+    )

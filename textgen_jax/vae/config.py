@@ -13,19 +13,43 @@ from textgen_jax.vae.model import KINDS
 
 FAMILY = "vae"
 # Penn Treebank is research-only and not shipped: $PTB_DIR, else ../shared/data/ptb beside the repo.
-PTB_DIR = os.environ.get("PTB_DIR", os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), os.pardir,
-    "shared", "data", "ptb"))
+PTB_DIR = os.environ.get(
+  "PTB_DIR",
+  os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    os.pardir,
+    "shared",
+    "data",
+    "ptb",
+  ),
+)
 
 
 # What the members of a population may vary besides their seed (textgen_jax/population.py).
-PER_MEMBER_FIELDS = population.ENGINE_FIELDS | {
-    f"vae.{name}" for name in ("kl_schedule", "beta_max", "anneal_steps", "cycle_steps",
-                               "cycle_ratio", "free_bits", "free_bits_mode", "word_dropout",
-                               "pretrain_steps")} | {"model.embedding_dropout", "model.output_dropout"}
+PER_MEMBER_FIELDS = (
+  population.ENGINE_FIELDS
+  | {
+    f"vae.{name}"
+    for name in (
+      "kl_schedule",
+      "beta_max",
+      "anneal_steps",
+      "cycle_steps",
+      "cycle_ratio",
+      "free_bits",
+      "free_bits_mode",
+      "word_dropout",
+      "pretrain_steps",
+    )
+  }
+  | {"model.embedding_dropout", "model.output_dropout"}
+)
 # The per-member fields named by a word, and their words (a member carries the word's index).
-MEMBER_CHOICES = {"vae.kl_schedule": objective.KL_SCHEDULES,
-                  "vae.free_bits_mode": objective.FREE_BITS_MODES}
+MEMBER_CHOICES = {
+  "vae.kl_schedule": objective.KL_SCHEDULES,
+  "vae.free_bits_mode": objective.FREE_BITS_MODES,
+}
+
 
 def get_config() -> ml_collections.ConfigDict:
   """A sentence VAE (or, with model.kind="lm", a language model) at the literature's PTB size.
@@ -37,8 +61,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.family = FAMILY  # Recorded in the workdir's config.json.
   config.seed = 0  # One seed for parameters, dropout, latent samples, data split and order.
   # One sentence per line; an empty line is malformed. PTB's longest sentence has 82 tokens.
-  config.data = shared.data_section(tokenizer="whitespace", lowercase=False, max_len=100,
-                                    min_count=1, num_buckets=8, batch_size=32)
+  config.data = shared.data_section(
+    tokenizer="whitespace", lowercase=False, max_len=100, min_count=1, num_buckets=8, batch_size=32
+  )
 
   config.model = ml_collections.ConfigDict()
   config.model.kind = "vae"  # "vae", or "lm": the same decoder with no latent.
@@ -57,22 +82,36 @@ def get_config() -> ml_collections.ConfigDict:
   config.vae = ml_collections.ConfigDict(dataclasses.asdict(objective.VAEObjective()))
   config.parallel = shared.parallel_section()
   config.population = shared.population_section()
-  config.opt = shared.opt_section(learning_rate=1e-3, warmup_steps=0, schedule="constant",
-                                  grad_clip_norm=5.0)
-  config.train = shared.train_section(num_steps=20000, log_every=200, eval_every=2000,
-                                      checkpoint_every=1000, num_examples_to_print=4,
-                                      held_out_metric="valid_neg_elbo")
+  config.opt = shared.opt_section(
+    learning_rate=1e-3, warmup_steps=0, schedule="constant", grad_clip_norm=5.0
+  )
+  config.train = shared.train_section(
+    num_steps=20000,
+    log_every=200,
+    eval_every=2000,
+    checkpoint_every=1000,
+    num_examples_to_print=4,
+    held_out_metric="valid_neg_elbo",
+  )
   # Importance-weighted NLL, mutual information and active units at each evaluation.
   config.train.eval_num_samples = 10  # K for the periodic importance-weighted NLL (0: skip it).
   config.train.eval_max_sentences = 1000  # Held-out sentences used for them (0: all).
   return config
 
 
-RANGES = {**shared.RANGES, **objective.RANGES, "model.embed_dim": ">= 1",
-          "model.hidden_size": ">= 1", "model.latent_size": ">= 1", "model.encoder_layers": ">= 1",
-          "model.decoder_layers": ">= 1", "model.embedding_dropout": "[0, 1)",
-          "model.output_dropout": "[0, 1)", "train.eval_num_samples": ">= 0",
-          "train.eval_max_sentences": ">= 0"}
+RANGES = {
+  **shared.RANGES,
+  **objective.RANGES,
+  "model.embed_dim": ">= 1",
+  "model.hidden_size": ">= 1",
+  "model.latent_size": ">= 1",
+  "model.encoder_layers": ">= 1",
+  "model.decoder_layers": ">= 1",
+  "model.embedding_dropout": "[0, 1)",
+  "model.output_dropout": "[0, 1)",
+  "train.eval_num_samples": ">= 0",
+  "train.eval_max_sentences": ">= 0",
+}
 
 
 def ptb_config(kind: str = "vae") -> ml_collections.ConfigDict:
@@ -107,23 +146,34 @@ def _check_aggressive(config: ml_collections.ConfigDict, num_members: int) -> No
   """Aggressive training needs an encoder, one run, and one process (it reads its phase back
   from metrics.jsonl, which process 0 alone writes)."""
   if config.model.kind != "vae":
-    raise TextgenError("--config.vae.aggressive=True trains a VAE's encoder; "
-                       f"model.kind={config.model.kind!r} has none")
+    raise TextgenError(
+      "--config.vae.aggressive=True trains a VAE's encoder; "
+      f"model.kind={config.model.kind!r} has none"
+    )
   if num_members > 1:
-    raise TextgenError("--config.vae.aggressive=True runs one model per program (its encoder "
-                       "loop's length is decided per run); train a population without it, or "
-                       "its members as separate runs")
+    raise TextgenError(
+      "--config.vae.aggressive=True runs one model per program (its encoder "
+      "loop's length is decided per run); train a population without it, or "
+      "its members as separate runs"
+    )
   if config.parallel.distributed:
-    raise TextgenError("--config.vae.aggressive=True runs on one host (several devices are "
-                       "fine); unset --config.parallel.distributed")
+    raise TextgenError(
+      "--config.vae.aggressive=True runs on one host (several devices are "
+      "fine); unset --config.parallel.distributed"
+    )
 
 
 def _validate_run(config: ml_collections.ConfigDict) -> objective.VAEObjective:
   shared.validate_shared(config, FAMILY, RANGES)
   if config.model.kind not in KINDS:
     raise TextgenError(f"--config.model.kind={config.model.kind!r}: choose vae or lm")
-  if config.model.kind == "lm" and plateau.tracked(config) and any(
-      word in config.train.held_out_metric for word in ("elbo", "kl", "reconstruction")):
-    raise TextgenError(f"--config.train.held_out_metric={config.train.held_out_metric}: an LM "
-                       "has no latent, so no ELBO or KL; use valid_loss")
+  if (
+    config.model.kind == "lm"
+    and plateau.tracked(config)
+    and any(word in config.train.held_out_metric for word in ("elbo", "kl", "reconstruction"))
+  ):
+    raise TextgenError(
+      f"--config.train.held_out_metric={config.train.held_out_metric}: an LM "
+      "has no latent, so no ELBO or KL; use valid_loss"
+    )
   return objective.check_objective(config.vae)

@@ -30,14 +30,16 @@ ACTIVE_UNIT_THRESHOLD = 0.01
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-def diagonal_normal_log_density(z_BxZ: jax.Array, mean_BxZ: jax.Array,
-                                logvar_BxZ: jax.Array) -> jax.Array:
+def diagonal_normal_log_density(
+  z_BxZ: jax.Array, mean_BxZ: jax.Array, logvar_BxZ: jax.Array
+) -> jax.Array:
   """log N(z; mean, diag(exp(logvar))), summed over dimensions: [B]."""
-  return -0.5 * jnp.sum(_LOG_2PI + logvar_BxZ + (z_BxZ - mean_BxZ)**2 * jnp.exp(-logvar_BxZ), -1)
+  return -0.5 * jnp.sum(_LOG_2PI + logvar_BxZ + (z_BxZ - mean_BxZ) ** 2 * jnp.exp(-logvar_BxZ), -1)
 
 
-def _log_likelihood_given_z(module: SentenceVAE, z_BxZ: jax.Array | None,
-                            targets_BxT: jax.Array) -> jax.Array:
+def _log_likelihood_given_z(
+  module: SentenceVAE, z_BxZ: jax.Array | None, targets_BxT: jax.Array
+) -> jax.Array:
   """log p(x|z) per sentence [B] (teacher forced; words and EOS, no PAD)."""
   state = module.decoder_start(z_BxZ, targets_BxT.shape[0])
   logits_BxTxV = module.teacher_forced_logits(state, shift_right(targets_BxT))
@@ -45,43 +47,53 @@ def _log_likelihood_given_z(module: SentenceVAE, z_BxZ: jax.Array | None,
   return -nll_BxT.sum(-1)
 
 
-def importance_weighted_log_likelihood(params: Any, batch: dict[str, jax.Array], rng: jax.Array,
-                                       *, model: SentenceVAE, num_samples: int,
-                                       chunk_size: int) -> jax.Array:
+def importance_weighted_log_likelihood(
+  params: Any,
+  batch: dict[str, jax.Array],
+  rng: jax.Array,
+  *,
+  model: SentenceVAE,
+  num_samples: int,
+  chunk_size: int,
+) -> jax.Array:
   """log p(x) per sentence [B]: the K-sample importance-weighted bound (exact for the LM)."""
   tokens_BxT, lengths_B, targets_BxT = batch["inputs"], batch["input_lengths"], batch["targets"]
   if not model.config.has_latent:
-    return model.apply(params, None, targets_BxT,
-                       method=_log_likelihood_given_z)
+    return model.apply(params, None, targets_BxT, method=_log_likelihood_given_z)
   mean_BxZ, logvar_BxZ = model.apply(params, tokens_BxT, lengths_B, method=SentenceVAE.posterior)
   batch_size = tokens_BxT.shape[0]
   chunk_size = min(chunk_size, num_samples)
   num_chunks = -(-num_samples // chunk_size)
   targets_CBxT = jnp.tile(targets_BxT, (chunk_size, 1))
-  mean_CBxZ, logvar_CBxZ = jnp.tile(mean_BxZ, (chunk_size, 1)), jnp.tile(logvar_BxZ, (chunk_size, 1))
+  mean_CBxZ, logvar_CBxZ = (
+    jnp.tile(mean_BxZ, (chunk_size, 1)),
+    jnp.tile(logvar_BxZ, (chunk_size, 1)),
+  )
 
   def add_chunk(log_sum_B, chunk):
     index, key = chunk
     z_CBxZ = mean_CBxZ + jnp.exp(0.5 * logvar_CBxZ) * jax.random.normal(key, mean_CBxZ.shape)
-    log_px_given_z_CB = model.apply(params, z_CBxZ, targets_CBxT,
-                                    method=_log_likelihood_given_z)
+    log_px_given_z_CB = model.apply(params, z_CBxZ, targets_CBxT, method=_log_likelihood_given_z)
     log_prior_CB = diagonal_normal_log_density(z_CBxZ, 0.0, jnp.zeros_like(z_CBxZ))
     log_posterior_CB = diagonal_normal_log_density(z_CBxZ, mean_CBxZ, logvar_CBxZ)
-    log_w_CxB = (log_px_given_z_CB + log_prior_CB - log_posterior_CB).reshape(chunk_size,
-                                                                               batch_size)
+    log_w_CxB = (log_px_given_z_CB + log_prior_CB - log_posterior_CB).reshape(
+      chunk_size, batch_size
+    )
     # The last chunk may run past K; its extra samples get zero weight.
     in_range_Cx1 = (index * chunk_size + jnp.arange(chunk_size) < num_samples)[:, None]
     log_w_CxB = jnp.where(in_range_Cx1, log_w_CxB, -jnp.inf)
     return jnp.logaddexp(log_sum_B, jax.nn.logsumexp(log_w_CxB, 0)), None
 
   keys = jax.random.split(rng, num_chunks)
-  log_sum_B, _ = jax.lax.scan(add_chunk, jnp.full((batch_size,), -jnp.inf),
-                              (jnp.arange(num_chunks), keys))
+  log_sum_B, _ = jax.lax.scan(
+    add_chunk, jnp.full((batch_size,), -jnp.inf), (jnp.arange(num_chunks), keys)
+  )
   return log_sum_B - math.log(num_samples)
 
 
-def mutual_information(mean_NxZ: jax.Array, logvar_NxZ: jax.Array, rng: jax.Array,
-                       rows_per_chunk: int = 256) -> jax.Array:
+def mutual_information(
+  mean_NxZ: jax.Array, logvar_NxZ: jax.Array, rng: jax.Array, rows_per_chunk: int = 256
+) -> jax.Array:
   """I(x; z) = E_x E_q(z|x)[log q(z|x)] - E_q(z)[log q(z)], one z per sentence (He et al.).
 
   log q(z_i) = logsumexp_j log q(z_i|x_j) - log N over all N sentences, computed directly (not
@@ -99,8 +111,9 @@ def mutual_information(mean_NxZ: jax.Array, logvar_NxZ: jax.Array, rng: jax.Arra
   return negative_entropy - jnp.mean(log_aggregate_N)
 
 
-def active_units(mean_NxZ: np.ndarray, threshold: float = ACTIVE_UNIT_THRESHOLD
-                 ) -> tuple[int | None, np.ndarray | None]:
+def active_units(
+  mean_NxZ: np.ndarray, threshold: float = ACTIVE_UNIT_THRESHOLD
+) -> tuple[int | None, np.ndarray | None]:
   """(number of dimensions with Var_x(E_q[z_d]) > threshold, the per-dimension variances);
   (None, None) for fewer than 2 sentences, whose variance across sentences is undefined."""
   if len(mean_NxZ) < 2:

@@ -62,15 +62,21 @@ class SentenceVAE(nn.Module):
   config: SentenceVAEConfig
 
   # Parameters with a vocabulary dimension, (module, parameter) -> that dimension.
-  VOCABULARY_MATRICES = {("encoder_embedding", "embedding"): 0,
-                         ("decoder_embedding", "embedding"): 0,
-                         ("decoder_output", "kernel"): 1, ("decoder_output", "bias"): 0}
+  VOCABULARY_MATRICES = {
+    ("encoder_embedding", "embedding"): 0,
+    ("decoder_embedding", "embedding"): 0,
+    ("decoder_output", "kernel"): 1,
+    ("decoder_output", "bias"): 0,
+  }
 
   def decoder_modules(self) -> tuple[str, ...]:
     """The top-level modules of the decoder side: everything p(x|z) uses, Dense(z) included."""
     cfg = self.config
-    initial_state = [f"decoder_initial_state_{i}" for i in range(cfg.decoder_layers)
-                     if cfg.has_latent and cfg.z_to_initial_state]
+    initial_state = [
+      f"decoder_initial_state_{i}"
+      for i in range(cfg.decoder_layers)
+      if cfg.has_latent and cfg.z_to_initial_state
+    ]
     return (*initial_state, "decoder_embedding", "decoder_lstm", "decoder_output")
 
   def setup(self):
@@ -79,24 +85,31 @@ class SentenceVAE(nn.Module):
     backend = cudnn_lstm.resolve_backend(cfg.lstm_backend, cfg.dtype)
     if cfg.has_latent:
       self.encoder_embedding = nn.Embed(cfg.vocab_size, cfg.embed_dim)
-      self.encoder_lstm = StackedLSTM(cfg.hidden_size, cfg.encoder_layers, dtype=dtype,
-                                      scan_unroll=cfg.scan_unroll, backend=backend)
+      self.encoder_lstm = StackedLSTM(
+        cfg.hidden_size,
+        cfg.encoder_layers,
+        dtype=dtype,
+        scan_unroll=cfg.scan_unroll,
+        backend=backend,
+      )
       self.encoder_to_posterior = nn.Dense(2 * cfg.latent_size)
       if cfg.z_to_initial_state:
-        self.decoder_initial_state = [nn.Dense(cfg.hidden_size)
-                                      for _ in range(cfg.decoder_layers)]
+        self.decoder_initial_state = [nn.Dense(cfg.hidden_size) for _ in range(cfg.decoder_layers)]
     self.decoder_embedding = nn.Embed(cfg.vocab_size, cfg.embed_dim)
-    self.decoder_lstm = StackedLSTM(cfg.hidden_size, cfg.decoder_layers, dtype=dtype,
-                                    scan_unroll=cfg.scan_unroll, backend=backend)
+    self.decoder_lstm = StackedLSTM(
+      cfg.hidden_size, cfg.decoder_layers, dtype=dtype, scan_unroll=cfg.scan_unroll, backend=backend
+    )
     self.decoder_output = nn.Dense(cfg.vocab_size, dtype=dtype, dot_general=vocabulary_dot_general)
     self.embedding_dropout = Dropout(cfg.embedding_dropout)
     self.output_dropout = Dropout(cfg.output_dropout)
 
-  def posterior(self, tokens_BxT: jax.Array, lengths_B: jax.Array,
-                deterministic: bool = True) -> tuple[jax.Array, jax.Array]:
+  def posterior(
+    self, tokens_BxT: jax.Array, lengths_B: jax.Array, deterministic: bool = True
+  ) -> tuple[jax.Array, jax.Array]:
     """Mean and log-variance of q(z|x), each [B, Z], from the encoder's state at each true end."""
-    emb_TxBxE = self.embedding_dropout(self.encoder_embedding(tokens_BxT.T),
-                                       deterministic=deterministic)
+    emb_TxBxE = self.embedding_dropout(
+      self.encoder_embedding(tokens_BxT.T), deterministic=deterministic
+    )
     final_carries, _ = self.encoder_lstm(emb_TxBxE, lengths_B)
     mean_BxZ, logvar_BxZ = jnp.split(self.encoder_to_posterior(final_carries[-1][1]), 2, -1)
     return mean_BxZ, logvar_BxZ
@@ -113,8 +126,7 @@ class SentenceVAE(nn.Module):
       carries = [zero_carry(batch_size, cfg.hidden_size)] * cfg.decoder_layers
     return carries, z_BxZ if cfg.has_latent else None
 
-  def _inputs(self, tokens: jax.Array, z_BxZ: jax.Array | None,
-              deterministic: bool) -> jax.Array:
+  def _inputs(self, tokens: jax.Array, z_BxZ: jax.Array | None, deterministic: bool) -> jax.Array:
     """Embeddings of `tokens` ([B], or time-major [T, B]), z appended when configured."""
     emb = self.embedding_dropout(self.decoder_embedding(tokens), deterministic=deterministic)
     if self.config.has_latent and self.config.z_to_every_input:
@@ -122,8 +134,9 @@ class SentenceVAE(nn.Module):
       emb = jnp.concatenate([emb, z.astype(emb.dtype)], -1)
     return emb
 
-  def teacher_forced_logits(self, state: DecoderState, inputs_BxT: jax.Array,
-                            deterministic: bool = True) -> jax.Array:
+  def teacher_forced_logits(
+    self, state: DecoderState, inputs_BxT: jax.Array, deterministic: bool = True
+  ) -> jax.Array:
     """Teacher-forced logits_BxTxV (float32) for all positions in one pass."""
     carries, z_BxZ = state
     x_TxBxE = self._inputs(inputs_BxT.T, z_BxZ, deterministic)
@@ -137,14 +150,20 @@ class SentenceVAE(nn.Module):
     carries, out_BxH = self.decoder_lstm.step(carries, self._inputs(tokens_B, z_BxZ, True))
     return (carries, z_BxZ), self.decoder_output(out_BxH).astype(jnp.float32)
 
-  def __call__(self, tokens_BxT: jax.Array, lengths_B: jax.Array, decoder_inputs_BxT: jax.Array,
-               z_BxZ: jax.Array | None = None) -> Any:
+  def __call__(
+    self,
+    tokens_BxT: jax.Array,
+    lengths_B: jax.Array,
+    decoder_inputs_BxT: jax.Array,
+    z_BxZ: jax.Array | None = None,
+  ) -> Any:
     """Touches every parameter (for init): posterior, then the decoder from z (zeros if None)."""
     if self.config.has_latent:
       mean_BxZ, _ = self.posterior(tokens_BxT, lengths_B)
       z_BxZ = mean_BxZ if z_BxZ is None else z_BxZ
-    return self.teacher_forced_logits(self.decoder_start(z_BxZ, tokens_BxT.shape[0]),
-                                      decoder_inputs_BxT)
+    return self.teacher_forced_logits(
+      self.decoder_start(z_BxZ, tokens_BxT.shape[0]), decoder_inputs_BxT
+    )
 
 
 def build_model(model_cfg: ml_collections.ConfigDict, vocab: Sequence[str]) -> SentenceVAE:

@@ -57,10 +57,17 @@ class VAEObjective:
 
 
 # The valid range of each numeric field above (see textgen_jax/config.py).
-RANGES = {"vae.beta_max": ">= 0", "vae.anneal_steps": ">= 1", "vae.cycle_steps": ">= 1",
-          "vae.cycle_ratio": "(0, 1]", "vae.free_bits": ">= 0", "vae.word_dropout": "[0, 1]",
-          "vae.pretrain_steps": ">= 0", "vae.aggressive_max_steps": ">= 1",
-          "vae.aggressive_check_every": ">= 1"}
+RANGES = {
+  "vae.beta_max": ">= 0",
+  "vae.anneal_steps": ">= 1",
+  "vae.cycle_steps": ">= 1",
+  "vae.cycle_ratio": "(0, 1]",
+  "vae.free_bits": ">= 0",
+  "vae.word_dropout": "[0, 1]",
+  "vae.pretrain_steps": ">= 0",
+  "vae.aggressive_max_steps": ">= 1",
+  "vae.aggressive_check_every": ">= 1",
+}
 
 
 def check_objective(vae_cfg: ml_collections.ConfigDict) -> VAEObjective:
@@ -70,11 +77,14 @@ def check_objective(vae_cfg: ml_collections.ConfigDict) -> VAEObjective:
   except TypeError as e:
     raise TextgenError(f"config section vae: {e}") from None
   if objective.kl_schedule not in KL_SCHEDULES:
-    raise TextgenError(f"--config.vae.kl_schedule={objective.kl_schedule!r}: choose one of "
-                       f"{', '.join(KL_SCHEDULES)}")
+    raise TextgenError(
+      f"--config.vae.kl_schedule={objective.kl_schedule!r}: choose one of {', '.join(KL_SCHEDULES)}"
+    )
   if objective.free_bits_mode not in FREE_BITS_MODES:
-    raise TextgenError(f"--config.vae.free_bits_mode={objective.free_bits_mode!r}: choose one of "
-                       f"{', '.join(FREE_BITS_MODES)}")
+    raise TextgenError(
+      f"--config.vae.free_bits_mode={objective.free_bits_mode!r}: choose one of "
+      f"{', '.join(FREE_BITS_MODES)}"
+    )
   return objective  # Its numeric fields are checked against RANGES with the rest of the config.
 
 
@@ -88,8 +98,9 @@ def reparameterize(rng: jax.Array, mean_BxZ: jax.Array, logvar_BxZ: jax.Array) -
   return mean_BxZ + jnp.exp(0.5 * logvar_BxZ) * jax.random.normal(rng, mean_BxZ.shape)
 
 
-def _choose(choice: str | jax.Array, choices: Sequence[str],
-            value_of: Callable[[str], jax.Array]) -> jax.Array:
+def _choose(
+  choice: str | jax.Array, choices: Sequence[str], value_of: Callable[[str], jax.Array]
+) -> jax.Array:
   """value_of(choice); a population member's choice is a traced index into `choices`, and then
   every choice's value is computed and the member's picked."""
   if isinstance(choice, str):
@@ -114,13 +125,15 @@ def _schedule_fraction(schedule: str, s: jax.Array, objective: VAEObjective) -> 
 def kl_weight(objective: VAEObjective, step: jax.Array) -> jax.Array:
   """beta at `step` (0-based); 0 during encoder pretraining, the schedule counted after it."""
   s = jnp.asarray(step, jnp.float32) - objective.pretrain_steps
-  fraction = _choose(objective.kl_schedule, KL_SCHEDULES,
-                     lambda schedule: _schedule_fraction(schedule, s, objective))
+  fraction = _choose(
+    objective.kl_schedule, KL_SCHEDULES, lambda schedule: _schedule_fraction(schedule, s, objective)
+  )
   return jnp.where(s < 0, 0.0, objective.beta_max * fraction)
 
 
-def kl_objective(kl_BxZ: jax.Array, sentence_mask_B: jax.Array,
-                 objective: VAEObjective) -> jax.Array:
+def kl_objective(
+  kl_BxZ: jax.Array, sentence_mask_B: jax.Array, objective: VAEObjective
+) -> jax.Array:
   """The KL term to minimise, per sentence on average over the batch's real sentences.
 
   With free bits, max(lambda, batch-mean KL) per latent dimension (Kingma et al. 2016) or for the
@@ -130,9 +143,15 @@ def kl_objective(kl_BxZ: jax.Array, sentence_mask_B: jax.Array,
   mean_kl_Z = jnp.sum(kl_BxZ * sentence_mask_B[:, None], 0) / num_sentences
   if is_static_zero(objective.free_bits):
     return mean_kl_Z.sum()
-  return _choose(objective.free_bits_mode, FREE_BITS_MODES, lambda mode: (
-      jnp.maximum(mean_kl_Z, objective.free_bits).sum() if mode == "per_dimension"
-      else jnp.maximum(mean_kl_Z.sum(), objective.free_bits)))
+  return _choose(
+    objective.free_bits_mode,
+    FREE_BITS_MODES,
+    lambda mode: (
+      jnp.maximum(mean_kl_Z, objective.free_bits).sum()
+      if mode == "per_dimension"
+      else jnp.maximum(mean_kl_Z.sum(), objective.free_bits)
+    ),
+  )
 
 
 def word_dropout(rng: jax.Array, decoder_inputs_BxT: jax.Array, rate: float) -> jax.Array:
@@ -144,9 +163,16 @@ def word_dropout(rng: jax.Array, decoder_inputs_BxT: jax.Array, rate: float) -> 
   return jnp.where(drop_BxT, UNK_ID, decoder_inputs_BxT)
 
 
-def sentence_loss(params: Any, batch: dict[str, jax.Array], rng: jax.Array, deterministic: bool,
-                  *, model: SentenceVAE, objective: VAEObjective,
-                  step: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+def sentence_loss(
+  params: Any,
+  batch: dict[str, jax.Array],
+  rng: jax.Array,
+  deterministic: bool,
+  *,
+  model: SentenceVAE,
+  objective: VAEObjective,
+  step: jax.Array | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The objective per sentence (mean over the batch) and metric sums, for the VAE and the LM.
 
   With step=None (evaluation) beta is 1 and free bits are off: the loss is the negative ELBO.
@@ -163,14 +189,16 @@ def sentence_loss(params: Any, batch: dict[str, jax.Array], rng: jax.Array, dete
 
   z_BxZ, kl_BxZ = None, None
   if model.config.has_latent:
-    mean_BxZ, logvar_BxZ = model.apply(params, tokens_BxT, lengths_B, deterministic,
-                                       method=SentenceVAE.posterior, rngs=rngs)
+    mean_BxZ, logvar_BxZ = model.apply(
+      params, tokens_BxT, lengths_B, deterministic, method=SentenceVAE.posterior, rngs=rngs
+    )
     z_BxZ = reparameterize(z_rng, mean_BxZ, logvar_BxZ)
     kl_BxZ = gaussian_kl(mean_BxZ, logvar_BxZ)
 
   def logits(module):
-    return module.teacher_forced_logits(module.decoder_start(z_BxZ, tokens_BxT.shape[0]),
-                                        decoder_inputs_BxT, deterministic)
+    return module.teacher_forced_logits(
+      module.decoder_start(z_BxZ, tokens_BxT.shape[0]), decoder_inputs_BxT, deterministic
+    )
 
   logits_BxTxV = model.apply(params, method=logits, rngs=rngs)
   nll_BxT = token_cross_entropy(logits_BxTxV, targets_BxT)
@@ -188,19 +216,28 @@ def sentence_loss(params: Any, batch: dict[str, jax.Array], rng: jax.Array, dete
   return loss, sums
 
 
-def reset_decoder(state: TrainState, fresh_params: Any,
-                  decoder_modules: Sequence[str]) -> TrainState:
+def reset_decoder(
+  state: TrainState, fresh_params: Any, decoder_modules: Sequence[str]
+) -> TrainState:
   """Li et al.'s reset: the decoder's modules back to `fresh_params`'s, a fresh optimizer state
   (a population member keeps its learning rate)."""
-  params = {"params": {name: fresh_params["params"][name] if name in decoder_modules else value
-                       for name, value in state.params["params"].items()}}
-  return state.replace(params=params, opt_state=training.fresh_optimizer_state(
-      state.tx, params, state.opt_state))
+  params = {
+    "params": {
+      name: fresh_params["params"][name] if name in decoder_modules else value
+      for name, value in state.params["params"].items()
+    }
+  }
+  return state.replace(
+    params=params, opt_state=training.fresh_optimizer_state(state.tx, params, state.opt_state)
+  )
 
 
-def pretraining_reset(objective: VAEObjective, model: SentenceVAE,
-                      init_params: Callable[[jax.Array], Any],
-                      rng: jax.Array) -> Callable[[TrainState], TrainState] | None:
+def pretraining_reset(
+  objective: VAEObjective,
+  model: SentenceVAE,
+  init_params: Callable[[jax.Array], Any],
+  rng: jax.Array,
+) -> Callable[[TrainState], TrainState] | None:
   """A compiled-step hook that resets the decoder when state.step == pretrain_steps (or None)."""
   if is_static_zero(objective.pretrain_steps):
     return None
@@ -208,8 +245,11 @@ def pretraining_reset(objective: VAEObjective, model: SentenceVAE,
   def before_update(state: TrainState) -> TrainState:
     # pretrain_steps = 0 (off) never resets, also when it is a population member's traced value.
     at_reset = (state.step == objective.pretrain_steps) & (objective.pretrain_steps > 0)
-    return jax.lax.cond(at_reset,
-                        lambda s: reset_decoder(s, init_params(rng), model.decoder_modules()),
-                        lambda s: s, state)
+    return jax.lax.cond(
+      at_reset,
+      lambda s: reset_decoder(s, init_params(rng), model.decoder_modules()),
+      lambda s: s,
+      state,
+    )
 
   return before_update

@@ -36,20 +36,36 @@ VOCABULARY_FILES = {"vocab.json": "sentence"}
 TRAIN_SCRIPT = "experiments/train_vae.py"
 
 
-def decode_from_latent(params: Any, z_BxZ: jax.Array | None, rng: jax.Array, *, model: SentenceVAE,
-                       batch_size: int, max_len: int, settings: DecodeSettings) -> jax.Array:
+def decode_from_latent(
+  params: Any,
+  z_BxZ: jax.Array | None,
+  rng: jax.Array,
+  *,
+  model: SentenceVAE,
+  batch_size: int,
+  max_len: int,
+  settings: DecodeSettings,
+) -> jax.Array:
   """Decodes one sentence per row of z (or batch_size LM samples); tokens_BxL, one program."""
   state = model.apply(params, z_BxZ, batch_size, method=SentenceVAE.decoder_start)
-  step_fn = lambda state, tokens_B: model.apply(params, state, tokens_B,
-                                                method=SentenceVAE.decode_step)
+  step_fn = lambda state, tokens_B: model.apply(
+    params, state, tokens_B, method=SentenceVAE.decode_step
+  )
   return decoding.decode(step_fn, state, batch_size, max_len, settings, rng)
 
 
 class SentenceModel:
   """A trained sentence VAE or LM: sample, reconstruct, interpolate and evaluate text."""
 
-  def __init__(self, config: ml_collections.ConfigDict, model: SentenceVAE, params: Any,
-               tokenizer: Tokenizer, vocab: Vocabulary, step: int | None = None):
+  def __init__(
+    self,
+    config: ml_collections.ConfigDict,
+    model: SentenceVAE,
+    params: Any,
+    tokenizer: Tokenizer,
+    vocab: Vocabulary,
+    step: int | None = None,
+  ):
     self.config, self.model, self.params, self.step = config, model, params, step
     self.tokenizer, self.vocab = tokenizer, vocab
     self.max_len = config.data.max_len
@@ -58,33 +74,45 @@ class SentenceModel:
     # Evaluation with K samples per sentence pays for padding K times: pad to 4-token steps.
     self._eval_buckets = batching.bucket_lengths(self.max_len, -(-(self.max_len + 1) // 4))
     self._decode = device_memory.CheckedJit(
-        jax.jit(functools.partial(decode_from_latent, model=model, max_len=self.max_len + 1),
-                static_argnames=("batch_size", "settings")), "decoding", "batch_size")
+      jax.jit(
+        functools.partial(decode_from_latent, model=model, max_len=self.max_len + 1),
+        static_argnames=("batch_size", "settings"),
+      ),
+      "decoding",
+      "batch_size",
+    )
     self._posterior = jax.jit(functools.partial(model.apply, method=SentenceVAE.posterior))
-    loss_fn = functools.partial(objective.sentence_loss, model=model,
-                                objective=objective.VAEObjective())
+    loss_fn = functools.partial(
+      objective.sentence_loss, model=model, objective=objective.VAEObjective()
+    )
     self._elbo_sums = jax.jit(lambda params, batch, rng: loss_fn(params, batch, rng, True)[1])
     self._iw_cache = {}
 
   # ---- Text in and out -------------------------------------------------------------------
 
-  def encode_sentences(self, texts: Sequence[str], what: str = "input",
-                       verbose: bool = True) -> list[np.ndarray]:
+  def encode_sentences(
+    self, texts: Sequence[str], what: str = "input", verbose: bool = True
+  ) -> list[np.ndarray]:
     """Token ids per text; unknown words become UNK and long texts are cut, both reported."""
     token_lists = [self.tokenizer.tokenize(text) for text in texts]
     for index, tokens in enumerate(token_lists):
       if not tokens:
         raise TextgenError(f"{what} {index + 1} is empty")
-    unknown = sorted({t for tokens in token_lists for t in tokens
-                      if self.vocab.count_unknown([t]) and t != UNK})
+    unknown = sorted(
+      {t for tokens in token_lists for t in tokens if self.vocab.count_unknown([t]) and t != UNK}
+    )
     if unknown and verbose:
       shown = ", ".join(repr(t) for t in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
-      print(f"note: {len(unknown)} words not in the vocabulary are read as {UNK}: {shown}",
-            file=sys.stderr)
+      print(
+        f"note: {len(unknown)} words not in the vocabulary are read as {UNK}: {shown}",
+        file=sys.stderr,
+      )
     ids, num_cut = batching.encode_texts(texts, self.tokenizer, self.vocab, self.max_len)
     if num_cut:
-      print(f"note: cut {num_cut} of {len(texts)} {what}s to data.max_len={self.max_len} tokens",
-            file=sys.stderr)
+      print(
+        f"note: cut {num_cut} of {len(texts)} {what}s to data.max_len={self.max_len} tokens",
+        file=sys.stderr,
+      )
     return ids
 
   def _texts(self, tokens_BxL: jax.Array) -> list[str]:
@@ -92,8 +120,10 @@ class SentenceModel:
 
   def _require_latent(self, what: str) -> None:
     if not self.has_latent:
-      raise TextgenError(f"{what} needs a VAE; this workdir holds a language model "
-                         "(model.kind='lm'), which has no latent code")
+      raise TextgenError(
+        f"{what} needs a VAE; this workdir holds a language model "
+        "(model.kind='lm'), which has no latent code"
+      )
 
   # ---- Latent codes ----------------------------------------------------------------------
 
@@ -102,19 +132,25 @@ class SentenceModel:
     self._require_latent("encoding text")
     return self._posterior_of_ids(self.encode_sentences(texts), batch_size)
 
-  def _posterior_of_ids(self, ids: Sequence[np.ndarray],
-                        batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+  def _posterior_of_ids(
+    self, ids: Sequence[np.ndarray], batch_size: int = 256
+  ) -> tuple[np.ndarray, np.ndarray]:
     mean_NxZ = np.zeros((len(ids), self.model.config.latent_size), np.float32)
     logvar_NxZ = np.zeros_like(mean_NxZ)
     for indices, batch in batching.sorted_batches(ids, batch_size, self._buckets):
       mean_BxZ, logvar_BxZ = self._posterior(self.params, batch["inputs"], batch["input_lengths"])
-      mean_NxZ[indices] = np.asarray(mean_BxZ)[:len(indices)]
-      logvar_NxZ[indices] = np.asarray(logvar_BxZ)[:len(indices)]
+      mean_NxZ[indices] = np.asarray(mean_BxZ)[: len(indices)]
+      logvar_NxZ[indices] = np.asarray(logvar_BxZ)[: len(indices)]
     return mean_NxZ, logvar_NxZ
 
-  def decode(self, z_NxZ: np.ndarray | None, rng: jax.Array | None = None,
-             settings: DecodeSettings = DecodeSettings(), num: int | None = None,
-             batch_size: int = 256) -> list[str]:
+  def decode(
+    self,
+    z_NxZ: np.ndarray | None,
+    rng: jax.Array | None = None,
+    settings: DecodeSettings = DecodeSettings(),
+    num: int | None = None,
+    batch_size: int = 256,
+  ) -> list[str]:
     """Decodes a sentence from each latent code (or `num` LM samples when z is None)."""
     settings.check(self.max_len + 1, len(self.vocab))
     settings.check_rng(rng)
@@ -127,14 +163,25 @@ class SentenceModel:
       z_BxZ = None
       if z_NxZ is not None:
         z_BxZ = np.zeros((padded_size, z_NxZ.shape[1]), np.float32)
-        z_BxZ[:num_rows] = z_NxZ[start:start + num_rows]
-      tokens_BxL = self._decode(self.params, z_BxZ, jax.random.fold_in(rng, index),
-                                num_rows=padded_size, batch_size=padded_size, settings=settings)
+        z_BxZ[:num_rows] = z_NxZ[start : start + num_rows]
+      tokens_BxL = self._decode(
+        self.params,
+        z_BxZ,
+        jax.random.fold_in(rng, index),
+        num_rows=padded_size,
+        batch_size=padded_size,
+        settings=settings,
+      )
       texts.extend(self._texts(tokens_BxL)[:num_rows])
     return texts
 
-  def sample(self, num: int, rng: jax.Array, settings: DecodeSettings = DecodeSettings(),
-             batch_size: int = 256) -> list[str]:
+  def sample(
+    self,
+    num: int,
+    rng: jax.Array,
+    settings: DecodeSettings = DecodeSettings(),
+    batch_size: int = 256,
+  ) -> list[str]:
     """`num` sentences: z ~ N(0, I) then decoding (a VAE), or ancestral samples (an LM)."""
     if num < 1:
       raise TextgenError(f"the number of samples must be positive, got {num}")
@@ -144,20 +191,30 @@ class SentenceModel:
     z_NxZ = np.asarray(jax.random.normal(prior_rng, (num, self.model.config.latent_size)))
     return self.decode(z_NxZ, decode_rng, settings, batch_size=batch_size)
 
-  def reconstruct(self, texts: Sequence[str], rng: jax.Array | None = None,
-                  settings: DecodeSettings = DecodeSettings()) -> list[str]:
+  def reconstruct(
+    self,
+    texts: Sequence[str],
+    rng: jax.Array | None = None,
+    settings: DecodeSettings = DecodeSettings(),
+  ) -> list[str]:
     """Encode, then decode the posterior mean (or, given `rng`, a posterior sample)."""
     mean_NxZ, logvar_NxZ = self.posterior(texts)
     z_NxZ = mean_NxZ
     if rng is not None:
       rng, noise_rng = jax.random.split(rng)
       z_NxZ = mean_NxZ + np.exp(0.5 * logvar_NxZ) * np.asarray(
-          jax.random.normal(noise_rng, mean_NxZ.shape))
+        jax.random.normal(noise_rng, mean_NxZ.shape)
+      )
     return self.decode(z_NxZ, rng, settings)
 
-  def interpolate(self, first: str, second: str, num_points: int = 5,
-                  settings: DecodeSettings = DecodeSettings(),
-                  rng: jax.Array | None = None) -> list[tuple[float, str]]:
+  def interpolate(
+    self,
+    first: str,
+    second: str,
+    num_points: int = 5,
+    settings: DecodeSettings = DecodeSettings(),
+    rng: jax.Array | None = None,
+  ) -> list[tuple[float, str]]:
     """Bowman et al.'s homotopy: decodes evenly spaced points between two posterior means."""
     if num_points < 2:
       raise TextgenError(f"interpolation needs at least 2 points, got {num_points}")
@@ -171,14 +228,25 @@ class SentenceModel:
   def _iw_fn(self, num_samples: int, chunk_size: int):
     key = (num_samples, chunk_size)
     if key not in self._iw_cache:
-      self._iw_cache[key] = jax.jit(functools.partial(
-          metrics.importance_weighted_log_likelihood, model=self.model,
-          num_samples=num_samples, chunk_size=chunk_size))
+      self._iw_cache[key] = jax.jit(
+        functools.partial(
+          metrics.importance_weighted_log_likelihood,
+          model=self.model,
+          num_samples=num_samples,
+          chunk_size=chunk_size,
+        )
+      )
     return self._iw_cache[key]
 
-  def evaluate(self, texts: Sequence[str], num_samples: int = 500, chunk_size: int = 50,
-               batch_size: int = 16, rng: jax.Array | None = None,
-               verbose: bool = True) -> dict[str, float]:
+  def evaluate(
+    self,
+    texts: Sequence[str],
+    num_samples: int = 500,
+    chunk_size: int = 50,
+    batch_size: int = 16,
+    rng: jax.Array | None = None,
+    verbose: bool = True,
+  ) -> dict[str, float]:
     """The literature's numbers on `texts` (see vae/metrics.py): per-sentence ELBO terms,
     K-sample importance-weighted NLL and its perplexity, MI and active units (VAE), with times.
 
@@ -187,8 +255,9 @@ class SentenceModel:
     if num_samples < 1:
       raise TextgenError(f"the number of importance samples K must be positive, got {num_samples}")
     if chunk_size < 1 or batch_size < 1:
-      raise TextgenError(f"chunk_size and batch_size must be positive, got {chunk_size} and "
-                         f"{batch_size}")
+      raise TextgenError(
+        f"chunk_size and batch_size must be positive, got {chunk_size} and {batch_size}"
+      )
     rng, mi_rng = jax.random.split(jax.random.key(0) if rng is None else rng)
     ids = self.encode_sentences(texts, "sentence", verbose)
     num_tokens = sum(len(x) + 1 for x in ids)  # Words plus EOS.
@@ -196,27 +265,35 @@ class SentenceModel:
     iw_fn = self._iw_fn(num_samples, chunk_size)
     log_px_N = np.zeros(len(ids))
     totals = None
-    batches = tqdm(batching.sorted_batches(ids, batch_size, self._eval_buckets),
-                   total=-(-len(ids) // batch_size), desc="evaluate", disable=not verbose,
-                   mininterval=1.0 if sys.stderr.isatty() else 60.0)
+    batches = tqdm(
+      batching.sorted_batches(ids, batch_size, self._eval_buckets),
+      total=-(-len(ids) // batch_size),
+      desc="evaluate",
+      disable=not verbose,
+      mininterval=1.0 if sys.stderr.isatty() else 60.0,
+    )
     for index, (indices, batch) in enumerate(batches):
       elbo_key, iw_key = jax.random.split(jax.random.fold_in(rng, index))
       sums = self._elbo_sums(self.params, batch, elbo_key)
       totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-      log_px_N[indices] = np.asarray(iw_fn(self.params, batch, iw_key))[:len(indices)]
+      log_px_N[indices] = np.asarray(iw_fn(self.params, batch, iw_key))[: len(indices)]
     nll = -log_px_N.sum()
-    results = {"num_sentences": len(ids), "num_tokens": num_tokens,
-               "nll_per_sentence": nll / len(ids),
-               "perplexity": float(np.exp(nll / num_tokens)),
-               "importance_samples": num_samples if self.has_latent else 0}
+    results = {
+      "num_sentences": len(ids),
+      "num_tokens": num_tokens,
+      "nll_per_sentence": nll / len(ids),
+      "perplexity": float(np.exp(nll / num_tokens)),
+      "importance_samples": num_samples if self.has_latent else 0,
+    }
     totals = jax.device_get(totals)
     if self.has_latent:
       results["reconstruction"] = float(totals["nll_sum"]) / len(ids)
       results["kl"] = float(totals["kl_sum"]) / len(ids)
       results["neg_elbo"] = results["reconstruction"] + results["kl"]
       mean_NxZ, logvar_NxZ = self._posterior_of_ids(ids)
-      results["mutual_information"] = float(metrics.mutual_information(
-          jnp.asarray(mean_NxZ), jnp.asarray(logvar_NxZ), mi_rng))
+      results["mutual_information"] = float(
+        metrics.mutual_information(jnp.asarray(mean_NxZ), jnp.asarray(logvar_NxZ), mi_rng)
+      )
       results["active_units"], _ = metrics.active_units(mean_NxZ)
     results["seconds"] = time.perf_counter() - start
     return results
@@ -229,15 +306,30 @@ class SentenceModel:
 
   def save(self, directory: str, step: int = 0) -> None:
     """Writes an inference-only copy (config, vocabulary, parameters) loadable by `load`."""
-    workdir_lib.save(directory, self.config, self.tokenizer, self.vocabularies(), self.params,
-                     step)
+    workdir_lib.save(directory, self.config, self.tokenizer, self.vocabularies(), self.params, step)
 
   @classmethod
-  def load(cls, workdir: str, step: int | None = None,
-           member: int | None = None, average_last: int = 0) -> "SentenceModel":
+  def load(
+    cls, workdir: str, step: int | None = None, member: int | None = None, average_last: int = 0
+  ) -> "SentenceModel":
     """The VAE or LM in a workdir, at its latest checkpoint (or at `step`); of a population, its
     `member` (default: the best); average_last=K averages the last K kept checkpoints."""
-    loaded = workdir_lib.load(workdir, get_config(), list(VOCABULARY_FILES), TRAIN_SCRIPT,
-                              build_model, init_params, step, member, average_last)
-    return cls(loaded.config, loaded.model, loaded.params, loaded.tokenizer,
-               *loaded.vocabularies, loaded.step)
+    loaded = workdir_lib.load(
+      workdir,
+      get_config(),
+      list(VOCABULARY_FILES),
+      TRAIN_SCRIPT,
+      build_model,
+      init_params,
+      step,
+      member,
+      average_last,
+    )
+    return cls(
+      loaded.config,
+      loaded.model,
+      loaded.params,
+      loaded.tokenizer,
+      *loaded.vocabularies,
+      loaded.step,
+    )

@@ -1,7 +1,7 @@
 """The sentence VAE / LM recipe: train (or resume) in a workdir, evaluating the literature's way.
 
-  from textgen_jax import vae
-  model = vae.train_and_evaluate(vae.ptb_config(), workdir="runs/ptb_vae")
+from textgen_jax import vae
+model = vae.train_and_evaluate(vae.ptb_config(), workdir="runs/ptb_vae")
 """
 
 import dataclasses
@@ -23,23 +23,34 @@ from textgen_jax.vae.model import build_model, init_params
 from textgen_jax.vae.sentence_model import VOCABULARY_FILES, SentenceModel
 
 
-
-def periodic_evaluation(sentence_model: SentenceModel, sentences: Sequence[str],
-                        train_cfg: ml_collections.ConfigDict, rng: jax.Array):
+def periodic_evaluation(
+  sentence_model: SentenceModel,
+  sentences: Sequence[str],
+  train_cfg: ml_collections.ConfigDict,
+  rng: jax.Array,
+):
   """The evaluate_generation hook: IW-NLL, MI and active units on a held-out subset, samples
   and reconstructions; the same `rng` at every evaluation, so they compare across steps."""
-  sentences = sentences[:train_cfg.eval_max_sentences or None]
+  sentences = sentences[: train_cfg.eval_max_sentences or None]
 
   def evaluate(params):
     sentence_model.params = params
     metrics, lines = {}, []
     if train_cfg.eval_num_samples:
-      results = sentence_model.evaluate(sentences, train_cfg.eval_num_samples, rng=rng,
-                                        verbose=False)
-      metrics = {"iw_nll_per_sentence": results["nll_per_sentence"],
-                 "iw_perplexity": results["perplexity"]}
-      metrics.update({k: results[k] for k in ("mutual_information", "active_units")
-                      if results.get(k) is not None})
+      results = sentence_model.evaluate(
+        sentences, train_cfg.eval_num_samples, rng=rng, verbose=False
+      )
+      metrics = {
+        "iw_nll_per_sentence": results["nll_per_sentence"],
+        "iw_perplexity": results["perplexity"],
+      }
+      metrics.update(
+        {
+          k: results[k]
+          for k in ("mutual_information", "active_units")
+          if results.get(k) is not None
+        }
+      )
     num = train_cfg.num_examples_to_print
     if num:
       nucleus = DecodeSettings("sample", top_p=0.9)
@@ -53,11 +64,15 @@ def periodic_evaluation(sentence_model: SentenceModel, sentences: Sequence[str],
   return evaluate
 
 
-def held_out_mutual_information(sentence_model: SentenceModel, sentences: Sequence[str],
-                                train_cfg: ml_collections.ConfigDict, rng: jax.Array):
+def held_out_mutual_information(
+  sentence_model: SentenceModel,
+  sentences: Sequence[str],
+  train_cfg: ml_collections.ConfigDict,
+  rng: jax.Array,
+):
   """params -> I(x; z) on the held-out sentences (eval_max_sentences of them), one z each from
   `rng`: the aggressive phase's stopping rule."""
-  sentences = sentences[:train_cfg.eval_max_sentences or None]
+  sentences = sentences[: train_cfg.eval_max_sentences or None]
 
   def mutual_information(params):
     sentence_model.params = params
@@ -82,32 +97,49 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Sente
   def member_hooks(hyperparameters, member_keys):
     """The loss and reset hook of a member whose `vae` fields and dropout rates may differ
     (traced values)."""
-    member_objective = dataclasses.replace(objective, **recipe.section_values(hyperparameters,
-                                                                              "vae"))
+    member_objective = dataclasses.replace(
+      objective, **recipe.section_values(hyperparameters, "vae")
+    )
     member_model = recipe.member_model(model, hyperparameters)
     reset = objective_lib.pretraining_reset(member_objective, model, model_init, member_keys.reset)
-    return (functools.partial(objective_lib.sentence_loss, model=member_model,
-                              objective=member_objective),
-            reset if model.config.has_latent else None)
+    return (
+      functools.partial(
+        objective_lib.sentence_loss, model=member_model, objective=member_objective
+      ),
+      reset if model.config.has_latent else None,
+    )
 
   loss_fn, before_update = member_hooks({}, keys)
   aggressive = None
   if objective.aggressive:
     aggressive = aggressive_lib.AggressiveTraining(
-        loss_fn, before_update, aggressive_lib.side_labels(model.decoder_modules()),
-        data.train_batches.num_batches,
-        held_out_mutual_information(sentence_model, data.valid_examples, config.train,
-                                    keys.evaluation),
-        shared_config.data_seed(config), keys.dropout, keys.aggressive,
-        objective.aggressive_max_steps, objective.aggressive_check_every)
+      loss_fn,
+      before_update,
+      aggressive_lib.side_labels(model.decoder_modules()),
+      data.train_batches.num_batches,
+      held_out_mutual_information(
+        sentence_model, data.valid_examples, config.train, keys.evaluation
+      ),
+      shared_config.data_seed(config),
+      keys.dropout,
+      keys.aggressive,
+      objective.aggressive_max_steps,
+      objective.aggressive_check_every,
+    )
   task = train_loop.Task(
-      init_params=model_init, loss_fn=loss_fn, before_update=before_update,
-      train_batches=data.train_batches, valid_batches=data.valid_batches,
-      evaluate_generation=periodic_evaluation(sentence_model, data.valid_examples, config.train,
-                                              keys.evaluation),
-      vocabulary_matrices=model.VOCABULARY_MATRICES,
-      member_choices=schema.MEMBER_CHOICES, member_hooks=member_hooks,
-      optimizer_sides=None if aggressive is None else aggressive.sides,
-      procedure=aggressive)
+    init_params=model_init,
+    loss_fn=loss_fn,
+    before_update=before_update,
+    train_batches=data.train_batches,
+    valid_batches=data.valid_batches,
+    evaluate_generation=periodic_evaluation(
+      sentence_model, data.valid_examples, config.train, keys.evaluation
+    ),
+    vocabulary_matrices=model.VOCABULARY_MATRICES,
+    member_choices=schema.MEMBER_CHOICES,
+    member_hooks=member_hooks,
+    optimizer_sides=None if aggressive is None else aggressive.sides,
+    procedure=aggressive,
+  )
   sentence_model.params = recipe.train(spec, workdir, task)
   return sentence_model
