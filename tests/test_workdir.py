@@ -15,6 +15,7 @@ import pytest
 from tests.helpers import (
   SENTENCES,
   assert_trees_equal,
+  strip_run_state,
   make_pairs,
   read_metrics,
   tiny_config,
@@ -43,12 +44,15 @@ def saved_translator(directory, hidden_size=16, num_pairs=20):
   return translator
 
 
-def drop_family(directory):
-  """Rewrites config.json as workdirs were written before configs named their family."""
+def drop_family(directory, added_later=False):
+  """Rewrites config.json as workdirs were written before configs named their family (and,
+  with added_later, before any field of ADDED_LATER existed)."""
   path = os.path.join(directory, workdir_lib.CONFIG_FILE)
   with open(path, encoding="utf-8") as f:
     saved = json.load(f)
   del saved["family"]
+  for section, field in workdir_lib.ADDED_LATER if added_later else ():
+    saved.get(section, {}).pop(field, None)
   with open(path, "w", encoding="utf-8") as f:
     json.dump(saved, f)
 
@@ -95,7 +99,8 @@ def test_a_vae_workdir_from_before_family_was_recorded_loads_and_resumes(tmp_pat
   workdir = str(tmp_path / "run")
   config = tiny_vae_config(corpus, train__num_steps=2, train__log_every=1)
   trained = vae.train_and_evaluate(config, workdir)
-  drop_family(workdir)
+  drop_family(workdir, added_later=True)  # The oldest vintage: no run state either.
+  strip_run_state(workdir)
   with pytest.raises(TextgenError, match="holds a vae model, not a seq2seq model"):
     seq2seq.Translator.load(workdir)
   assert_trees_equal(vae.SentenceModel.load(workdir).params, trained.params)
@@ -330,3 +335,15 @@ def test_resume_compares_data_files_by_content_not_by_path_text(tmp_path, monkey
     r"data this run trained on \(.*copy.tsv; SHA-256 in .*data_files.json\)",
   ):
     seq2seq.train_and_evaluate(tiny_config(changed, train__num_steps=5), workdir)
+
+
+def test_fields_added_later_take_the_familys_default_but_the_old_values_named():
+  families = {name: workdir_lib.family_defaults(name) for name in ("seq2seq", "vae")}
+  assert families["seq2seq"].family == "seq2seq" and families["vae"].family == "vae"
+  for section, field in workdir_lib.ADDED_LATER:  # Each is some family's field.
+    assert any(section in c and field in c[section] for c in families.values()), (section, field)
+  seq2seq_defaults = families["seq2seq"]
+  assert seq2seq_defaults.data.valid_split == "grouped"  # Today's default, not the old runs'.
+  assert workdir_lib.old_value("data", "valid_split", seq2seq_defaults) == "random"
+  assert workdir_lib.old_value("model", "attention", seq2seq_defaults) == "none"
+  assert workdir_lib.old_value("vae", "aggressive_max_steps", families["vae"]) == 100

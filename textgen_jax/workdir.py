@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import fcntl
 import functools
+import importlib
 import json
 import os
 import re
@@ -53,22 +54,40 @@ MUST_MATCH_ON_RESUME = ("data", "model", "seed", "population")
 # Fields of other sections that must match too: vae.aggressive gives the encoder and the decoder
 # an optimizer state each, another checkpoint structure.
 MUST_MATCH_FIELDS = (("vae", "aggressive"),)
-# Fields added to those sections later, with the value that behaves as before they existed: a
-# workdir written before them resumes when the current config keeps that value.
-ADDED_LATER = {
-  ("data", "vocab_size_multiple"): 1,
-  ("model", "lstm_backend"): "auto",
-  ("data", "seed"): -1,
-  ("data", "shuffle_seed"): -1,
-  ("population", "data_order"): "shared",
-  ("population", "vmap_size"): 0,
-  ("vae", "aggressive"): False,
-  ("vae", "aggressive_max_steps"): 100,
-  ("vae", "aggressive_check_every"): 15,
-  ("model", "attention"): "none",
-  ("model", "input_feeding"): False,
-  ("data", "valid_split"): "random",
-}
+# Fields added to those sections after workdirs were first written. A workdir written before
+# one existed behaves as the field's default in its family's config (a workdir missing any
+# other field has had its config.json edited: an error), except for the fields in OLD_VALUES.
+ADDED_LATER = frozenset(
+  {
+    ("data", "vocab_size_multiple"),
+    ("data", "seed"),
+    ("data", "shuffle_seed"),
+    ("data", "valid_split"),
+    ("model", "lstm_backend"),
+    ("model", "attention"),
+    ("model", "input_feeding"),
+    ("population", "data_order"),
+    ("population", "vmap_size"),
+    ("vae", "aggressive"),
+    ("vae", "aggressive_max_steps"),
+    ("vae", "aggressive_check_every"),
+  }
+)
+# The exceptions: field -> the value that behaves as before it existed, where that is not today's
+# default. Held-out splits were all random before grouped splits (seq2seq's default) existed.
+OLD_VALUES = {("data", "valid_split"): "random"}
+
+
+def family_defaults(family: str) -> ml_collections.ConfigDict:
+  """The default config of a family: its package's get_config."""
+  return importlib.import_module(f"textgen_jax.{family}").get_config()
+
+
+def old_value(section: str, field: str, defaults: ml_collections.ConfigDict) -> Any:
+  """What a field of ADDED_LATER was for a workdir written before it existed."""
+  return OLD_VALUES.get((section, field), defaults[section][field])
+
+
 # Fields of those sections that change speed only, never the checkpoint's meaning: a run may
 # resume with other values (trained on a GPU with cuDNN, resumed on a CPU with the scan).
 SPEED_ONLY = {("model", "lstm_backend"), ("model", "scan_unroll"), ("population", "vmap_size")}
@@ -378,10 +397,11 @@ def check_resumable(
     )
   if changed is not None and isinstance(saved.get("data"), dict):
     saved["data"].update({field: config.data[field] for field in DATA_FIELDS})
-  for (section, field), value in ADDED_LATER.items():
+  defaults = family_defaults(family_of(config))
+  for section, field in ADDED_LATER:
     # Only the family's own fields: the VAE's model section has no attention.
     if isinstance(saved.get(section), dict) and field in current.get(section, {}):
-      saved[section].setdefault(field, value)
+      saved[section].setdefault(field, old_value(section, field, defaults))
   for section, field in FREE_ON_RESUME:
     for settings in (saved, current):
       if isinstance(settings.get(section), dict):
