@@ -10,7 +10,6 @@ import dataclasses
 import difflib
 import fcntl
 import functools
-import importlib
 import json
 import os
 import re
@@ -26,6 +25,7 @@ import ml_collections
 import numpy as np
 
 from textgen_jax import config as config_lib
+from textgen_jax import families
 from textgen_jax import population as population_lib
 from textgen_jax.checkpointing import (
   Checkpointer,
@@ -79,8 +79,8 @@ OLD_VALUES = {("data", "valid_split"): "random"}
 
 
 def family_defaults(family: str) -> ml_collections.ConfigDict:
-  """The default config of a family: its package's get_config."""
-  return importlib.import_module(f"textgen_jax.{family}").get_config()
+  """The default config of a (registered) family."""
+  return families.get(family).get_config()
 
 
 def old_value(section: str, field: str, defaults: ml_collections.ConfigDict) -> Any:

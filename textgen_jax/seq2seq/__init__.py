@@ -9,9 +9,12 @@ plots.py       attention heatmaps (source tokens against output tokens)
 train.py       the recipe: `train_and_evaluate(config, workdir)` and `fit(tsv, workdir)`
 """
 
-from textgen_jax.seq2seq.config import get_config
+from textgen_jax import families
+from textgen_jax.seq2seq.config import FAMILY, get_config
 from textgen_jax.seq2seq.model import Seq2Seq, Seq2SeqConfig
 from textgen_jax.seq2seq.train import fit, train_and_evaluate
-from textgen_jax.seq2seq.translator import Translator
+from textgen_jax.seq2seq.translator import TRAIN_SCRIPT, VOCABULARY_FILES, Translator
+
+families.register(families.Family(FAMILY, get_config, VOCABULARY_FILES, TRAIN_SCRIPT))
 
 __all__ = ["Seq2Seq", "Seq2SeqConfig", "Translator", "fit", "get_config", "train_and_evaluate"]

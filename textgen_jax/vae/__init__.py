@@ -10,10 +10,13 @@ sentence_model.py  `SentenceModel`: sample, reconstruct, interpolate, evaluate; 
 train.py           the recipe: `train_and_evaluate(config, workdir)`
 """
 
-from textgen_jax.vae.config import get_config, ptb_config
+from textgen_jax import families
+from textgen_jax.vae.config import FAMILY, get_config, ptb_config
 from textgen_jax.vae.model import SentenceVAE, SentenceVAEConfig
-from textgen_jax.vae.sentence_model import SentenceModel
+from textgen_jax.vae.sentence_model import TRAIN_SCRIPT, VOCABULARY_FILES, SentenceModel
 from textgen_jax.vae.train import train_and_evaluate
+
+families.register(families.Family(FAMILY, get_config, VOCABULARY_FILES, TRAIN_SCRIPT))
 
 __all__ = [
   "SentenceModel",
