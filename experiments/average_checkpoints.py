@@ -13,7 +13,7 @@ cli.exit_on_ctrl_c()
 
 from absl import flags
 
-from textgen_jax import seq2seq, vae
+from textgen_jax import families
 from textgen_jax import workdir as workdir_lib
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.", required=True)
@@ -22,14 +22,14 @@ _OUT = flags.DEFINE_string("out", None, "The new workdir.", required=True)
 _STEP = flags.DEFINE_integer("step", None, "The newest checkpoint averaged (default: the latest).")
 _MEMBER = flags.DEFINE_integer("member", None, "Of a population, which member (default: best).")
 
-INFERENCE = {"seq2seq": seq2seq.Translator, "vae": vae.SentenceModel}
-
 
 def main(argv):
   del argv
   cli.check_output_directory("--out", _OUT.value)  # Before loading and averaging.
   family = workdir_lib.family_of(workdir_lib.read_config(_WORKDIR.value))
-  model = INFERENCE[family].load(_WORKDIR.value, _STEP.value, _MEMBER.value, _LAST.value)
+  model = families.get(family).inference.load(
+    _WORKDIR.value, _STEP.value, _MEMBER.value, _LAST.value
+  )
   model.save(_OUT.value)
   print(
     f"Wrote the average of the last {_LAST.value} checkpoints of {_WORKDIR.value} to {_OUT.value}."

@@ -13,7 +13,7 @@ cli.exit_on_ctrl_c()
 
 from absl import flags
 
-from textgen_jax import seq2seq, vae
+from textgen_jax import families
 from textgen_jax import workdir as workdir_lib
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A population's training workdir.", required=True)
@@ -21,13 +21,11 @@ _MEMBER = flags.DEFINE_integer("member", None, "Which member (default: the best)
 _OUT = flags.DEFINE_string("out", None, "The new workdir.", required=True)
 _STEP = flags.DEFINE_integer("step", None, "The checkpoint (default: the latest).")
 
-INFERENCE = {"seq2seq": seq2seq.Translator, "vae": vae.SentenceModel}
-
 
 def main(argv):
   del argv
   family = workdir_lib.family_of(workdir_lib.read_config(_WORKDIR.value))
-  model = INFERENCE[family].load(_WORKDIR.value, _STEP.value, _MEMBER.value)
+  model = families.get(family).inference.load(_WORKDIR.value, _STEP.value, _MEMBER.value)
   model.save(_OUT.value)
   print(f"Wrote the {family} member to {_OUT.value} (seed {model.config.seed}).")
 

@@ -24,7 +24,7 @@ import sys
 import numpy as np
 from absl import flags
 
-from textgen_jax import cli, population, seq2seq, vae
+from textgen_jax import cli, families, population
 from textgen_jax.errors import TextgenError
 
 _CONFIG = cli.define_config_file(
@@ -37,11 +37,6 @@ _WORKDIR = flags.DEFINE_string(
 _GRID = flags.DEFINE_string("grid", "", "Knobs and their values: 'field=v1,v2;field=v1,v2'.")
 _SEEDS = flags.DEFINE_integer("seeds", 4, "Members (seeds) per grid point.")
 _METRIC = flags.DEFINE_string("metric", "valid_loss", "Held-out metric of the table and plot.")
-
-TRAIN = {
-  "seq2seq": (seq2seq.train_and_evaluate, "experiments/train_seq2seq.py"),
-  "vae": (vae.train_and_evaluate, "experiments/train_vae.py"),
-}
 
 
 def parse_grid(grid: str, config) -> dict[str, list]:
@@ -92,7 +87,8 @@ def command(script: str, point: dict[str, object], num_seeds: int, workdir: str)
 
 def run_point(config, point, workdir: str, metric: str) -> dict[str, object]:
   """Trains (or reads back) one grid point; its metric over the members that finished."""
-  train, script = TRAIN[config.family]
+  family = families.get(config.family)
+  train, script = family.train_and_evaluate, family.train_script
   summary_path = os.path.join(workdir, population.SUMMARY_FILE)
   if not os.path.exists(summary_path):
     train(config, workdir)
@@ -164,8 +160,10 @@ def main(argv):
   base, metric = _CONFIG.value, _METRIC.value
   if _SEEDS.value < 1:
     raise TextgenError(f"--seeds must be at least 1, got {_SEEDS.value}")
-  if base.get("family") not in TRAIN:
-    raise TextgenError(f"--config: family {base.get('family')!r} has no train script")
+  try:
+    families.get(str(base.get("family")))
+  except TextgenError as e:
+    raise TextgenError(f"--config: {e}") from None
   knobs = parse_grid(_GRID.value, base)
   rows = []
   for values in itertools.product(*knobs.values()):

@@ -79,7 +79,11 @@ def train_and_evaluate(config, workdir):
   return recipe.train(spec, workdir, task)
 
 
-families.register(families.Family(FAMILY, get_config, VOCABULARY_FILES, "tests/test_families.py"))
+families.register(
+  families.Family(
+    FAMILY, get_config, VOCABULARY_FILES, "tests/test_families.py", train_and_evaluate, None
+  )
+)
 
 
 def load(workdir):

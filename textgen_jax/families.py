@@ -7,6 +7,7 @@ The engine (workdir, the scripts' dispatch) looks a family up here by the name a
 import dataclasses
 import importlib
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import ml_collections
 
@@ -20,7 +21,10 @@ class Family:
   name: str  # As configs record it (config.family).
   get_config: Callable[[], ml_collections.ConfigDict]  # Its default config.
   vocabulary_files: Mapping[str, str]  # File name in the workdir -> what its column holds.
-  train_script: str  # Named in messages about a workdir with no checkpoint.
+  train_script: str  # The script that trains it (named in messages, run by sweeps).
+  train_and_evaluate: Callable[[ml_collections.ConfigDict, str], Any]  # (config, workdir).
+  # The inference class: `inference.load(workdir, step, member, average_last)` reads a workdir.
+  inference: Any
 
 
 _REGISTERED: dict[str, Family] = {}

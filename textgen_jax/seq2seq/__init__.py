@@ -15,6 +15,10 @@ from textgen_jax.seq2seq.model import Seq2Seq, Seq2SeqConfig
 from textgen_jax.seq2seq.train import fit, train_and_evaluate
 from textgen_jax.seq2seq.translator import TRAIN_SCRIPT, VOCABULARY_FILES, Translator
 
-families.register(families.Family(FAMILY, get_config, VOCABULARY_FILES, TRAIN_SCRIPT))
+families.register(
+  families.Family(
+    FAMILY, get_config, VOCABULARY_FILES, TRAIN_SCRIPT, train_and_evaluate, Translator
+  )
+)
 
 __all__ = ["Seq2Seq", "Seq2SeqConfig", "Translator", "fit", "get_config", "train_and_evaluate"]

@@ -16,7 +16,11 @@ from textgen_jax.vae.model import SentenceVAE, SentenceVAEConfig
 from textgen_jax.vae.sentence_model import TRAIN_SCRIPT, VOCABULARY_FILES, SentenceModel
 from textgen_jax.vae.train import train_and_evaluate
 
-families.register(families.Family(FAMILY, get_config, VOCABULARY_FILES, TRAIN_SCRIPT))
+families.register(
+  families.Family(
+    FAMILY, get_config, VOCABULARY_FILES, TRAIN_SCRIPT, train_and_evaluate, SentenceModel
+  )
+)
 
 __all__ = [
   "SentenceModel",
