@@ -9,6 +9,7 @@ import shutil
 import socket
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -51,7 +52,8 @@ def drop_family(directory, added_later=False):
   with open(path, encoding="utf-8") as f:
     saved = json.load(f)
   del saved["family"]
-  for section, field in workdir_lib.ADDED_LATER if added_later else ():
+  family = workdir_lib.family_of(ml_collections.ConfigDict(saved))
+  for section, field in workdir_lib.added_later(family) if added_later else ():
     saved.get(section, {}).pop(field, None)
   with open(path, "w", encoding="utf-8") as f:
     json.dump(saved, f)
@@ -340,10 +342,11 @@ def test_resume_compares_data_files_by_content_not_by_path_text(tmp_path, monkey
 def test_fields_added_later_take_the_familys_default_but_the_old_values_named():
   families = {name: workdir_lib.family_defaults(name) for name in ("seq2seq", "vae")}
   assert families["seq2seq"].family == "seq2seq" and families["vae"].family == "vae"
-  for section, field in workdir_lib.ADDED_LATER:  # Each is some family's field.
-    assert any(section in c and field in c[section] for c in families.values()), (section, field)
-  seq2seq_defaults = families["seq2seq"]
-  assert seq2seq_defaults.data.valid_split == "grouped"  # Today's default, not the old runs'.
-  assert workdir_lib.old_value("data", "valid_split", seq2seq_defaults) == "random"
-  assert workdir_lib.old_value("model", "attention", seq2seq_defaults) == "none"
-  assert workdir_lib.old_value("vae", "aggressive_max_steps", families["vae"]) == 100
+  for name, defaults in families.items():
+    for section, field in workdir_lib.added_later(name):  # Each is the family's own field.
+      assert field in defaults[section], (name, section, field)
+  assert ("model", "attention") not in workdir_lib.added_later("vae")
+  assert families["seq2seq"].data.valid_split == "grouped"  # Today's default, not old runs'.
+  assert workdir_lib.old_value("data", "valid_split", "seq2seq") == "random"
+  assert workdir_lib.old_value("model", "attention", "seq2seq") == "none"
+  assert workdir_lib.old_value("vae", "aggressive_max_steps", "vae") == 100

@@ -70,6 +70,8 @@ class Task:
   procedure: "StepProcedure | None" = None
   member_choices: Mapping[str, Sequence[str]] = dataclasses.field(default_factory=dict)
   member_hooks: MemberHooks | None = None
+  # The family's train metrics averaged over steps rather than tokens (the VAE's KL weight).
+  per_step: tuple[str, ...] = ()
 
   def hooks(self, hyperparameters: Any, keys: Any) -> tuple[LossFn, StateHook | None]:
     if self.member_hooks is None:
@@ -187,7 +189,8 @@ class Members:
         self.drop(index, step)
 
 
-_PER_STEP_KEYS = ("grad_norm", "param_norm", "kl_weight", "encoder_steps")
+# Train metrics averaged over steps rather than tokens (a family adds its own: Task.per_step).
+_PER_STEP_KEYS = ("grad_norm", "param_norm")
 
 
 def _raise_if_non_finite(sums: dict[str, Any], step: int, skip_allowed: bool = False) -> None:
@@ -207,7 +210,11 @@ def _raise_if_non_finite(sums: dict[str, Any], step: int, skip_allowed: bool = F
 
 
 def _train_record(
-  sums: dict[str, Any], num_steps: int, step: int, skip_allowed: bool = False
+  sums: dict[str, Any],
+  num_steps: int,
+  step: int,
+  skip_allowed: bool = False,
+  per_step: Sequence[str] = (),
 ) -> dict[str, float]:
   """Host-side summary of accumulated train sums; stops the run on a non-finite loss."""
   sums = jax.device_get(sums)
@@ -215,7 +222,7 @@ def _train_record(
   record = {f"train_{k}": v for k, v in metrics_lib.summarize(sums).items()}
   record["non_finite_steps"] = int(sums.get("non_finite_steps", 0))
   finite_steps = max(num_steps - record["non_finite_steps"], 1)
-  for key in _PER_STEP_KEYS:  # Averaged over steps rather than tokens.
+  for key in (*_PER_STEP_KEYS, *per_step):  # Averaged over steps rather than tokens.
     if key in sums:  # The parameter norm is kept for skipped steps too, the others are not.
       record[key] = float(sums[key]) / (num_steps if key == "param_norm" else finite_steps)
   return record
@@ -481,7 +488,7 @@ def _train_steps(
     is_last = done == train_cfg.num_steps
     if done % train_cfg.log_every == 0 or is_last:
       _write_train_records(
-        writer, members, accumulated, accumulated_steps, done, progress, skip_allowed
+        writer, members, accumulated, accumulated_steps, done, progress, skip_allowed, task.per_step
       )
       accumulated, accumulated_steps = None, 0
     if done % train_cfg.eval_every == 0 or is_last:
@@ -517,6 +524,7 @@ def _write_train_records(
   step: int,
   progress: tqdm,
   skip_allowed: bool,
+  per_step: Sequence[str],
 ) -> None:
   """One train record per (live) member; one run stops on a non-finite step, a member drops."""
   accumulated = jax.device_get(accumulated)  # One transfer for the check and the records.
@@ -525,7 +533,7 @@ def _write_train_records(
   for index, sums in enumerate(members.split(accumulated)):
     if index in members.dropped:
       continue
-    record = _train_record(sums, num_steps, step, skip_allowed)
+    record = _train_record(sums, num_steps, step, skip_allowed, per_step)
     writer.write(step, {**members.label(index), **record})
     losses.append(record["train_loss"])
     accuracies.append(record["train_token_accuracy"])

@@ -51,12 +51,10 @@ DATA_CHECKSUMS = "data_files.json"
 DATA_FIELDS = ("train_path", "valid_path")
 # Config sections whose change makes an existing checkpoint meaningless.
 MUST_MATCH_ON_RESUME = ("data", "model", "seed", "population")
-# Fields of other sections that must match too: vae.aggressive gives the encoder and the decoder
-# an optimizer state each, another checkpoint structure.
-MUST_MATCH_FIELDS = (("vae", "aggressive"),)
-# Fields added to those sections after workdirs were first written. A workdir written before
-# one existed behaves as the field's default in its family's config (a workdir missing any
-# other field has had its config.json edited: an error), except for the fields in OLD_VALUES.
+# Fields of the shared sections added after workdirs were first written (a family adds its own:
+# Family.added_later). A workdir written before one existed behaves as the field's default in
+# its family's config (a workdir missing any other field has had its config.json edited: an
+# error), except for the fields in OLD_VALUES.
 ADDED_LATER = frozenset(
   {
     ("data", "vocab_size_multiple"),
@@ -64,13 +62,8 @@ ADDED_LATER = frozenset(
     ("data", "shuffle_seed"),
     ("data", "valid_split"),
     ("model", "lstm_backend"),
-    ("model", "attention"),
-    ("model", "input_feeding"),
     ("population", "data_order"),
     ("population", "vmap_size"),
-    ("vae", "aggressive"),
-    ("vae", "aggressive_max_steps"),
-    ("vae", "aggressive_check_every"),
   }
 )
 # The exceptions: field -> the value that behaves as before it existed, where that is not today's
@@ -83,9 +76,17 @@ def family_defaults(family: str) -> ml_collections.ConfigDict:
   return families.get(family).get_config()
 
 
-def old_value(section: str, field: str, defaults: ml_collections.ConfigDict) -> Any:
-  """What a field of ADDED_LATER was for a workdir written before it existed."""
-  return OLD_VALUES.get((section, field), defaults[section][field])
+def added_later(family: str) -> frozenset[tuple[str, str]]:
+  """The fields a workdir of `family` may lack: the shared sections' and the family's own."""
+  return ADDED_LATER | families.get(family).added_later
+
+
+def old_value(section: str, field: str, family: str) -> Any:
+  """What a field of added_later(family) was for a workdir written before it existed."""
+  old_values = {**OLD_VALUES, **families.get(family).old_values}
+  if (section, field) in old_values:
+    return old_values[section, field]
+  return family_defaults(family)[section][field]
 
 
 # Fields of those sections that change speed only, never the checkpoint's meaning: a run may
@@ -205,7 +206,7 @@ def check_saved_config(
 ) -> None:
   """A one-line error naming config.json when a section loading reads (model, data, population)
   is missing, has a field the family's config (`template`) does not know, lacks one it has, or
-  holds a value of another type. Fields added since the workdir was written (ADDED_LATER) may be
+  holds a value of another type. Fields added since the workdir was written (added_later) may be
   missing, and so may the population section (written before populations existed)."""
   path = os.path.join(workdir, CONFIG_FILE)
   for section in ("model", "data", "population"):
@@ -228,7 +229,7 @@ def check_saved_config(
         )
     for field, default in expected.items():
       if field not in fields:
-        if (section, field) in ADDED_LATER:
+        if (section, field) in added_later(template.family):
           continue
         raise TextgenError(f"{path}: {section}.{field} is missing")
       if not _same_type(fields[field], default):
@@ -397,16 +398,15 @@ def check_resumable(
     )
   if changed is not None and isinstance(saved.get("data"), dict):
     saved["data"].update({field: config.data[field] for field in DATA_FIELDS})
-  defaults = family_defaults(family_of(config))
-  for section, field in ADDED_LATER:
-    # Only the family's own fields: the VAE's model section has no attention.
+  family = family_of(config)
+  for section, field in added_later(family):
     if isinstance(saved.get(section), dict) and field in current.get(section, {}):
-      saved[section].setdefault(field, old_value(section, field, defaults))
+      saved[section].setdefault(field, old_value(section, field, family))
   for section, field in FREE_ON_RESUME:
     for settings in (saved, current):
       if isinstance(settings.get(section), dict):
         settings[section].pop(field, None)
-  for section, field in MUST_MATCH_FIELDS:
+  for section, field in families.get(family).must_match:
     if section in current and saved.get(section, {}).get(field) != current[section][field]:
       raise TextgenError(
         f"{workdir} holds checkpoints of a run with other settings (differing "

@@ -17,7 +17,13 @@ from textgen_jax.seq2seq.translator import TRAIN_SCRIPT, VOCABULARY_FILES, Trans
 
 families.register(
   families.Family(
-    FAMILY, get_config, VOCABULARY_FILES, TRAIN_SCRIPT, train_and_evaluate, Translator
+    FAMILY,
+    get_config,
+    VOCABULARY_FILES,
+    TRAIN_SCRIPT,
+    train_and_evaluate,
+    Translator,
+    added_later=frozenset({("model", "attention"), ("model", "input_feeding")}),
   )
 )
 

@@ -18,7 +18,18 @@ from textgen_jax.vae.train import train_and_evaluate
 
 families.register(
   families.Family(
-    FAMILY, get_config, VOCABULARY_FILES, TRAIN_SCRIPT, train_and_evaluate, SentenceModel
+    FAMILY,
+    get_config,
+    VOCABULARY_FILES,
+    TRAIN_SCRIPT,
+    train_and_evaluate,
+    SentenceModel,
+    added_later=frozenset(
+      {("vae", "aggressive"), ("vae", "aggressive_max_steps"), ("vae", "aggressive_check_every")}
+    ),
+    # Aggressive training gives the encoder and the decoder an optimizer state each: another
+    # checkpoint structure.
+    must_match=(("vae", "aggressive"),),
   )
 )
 

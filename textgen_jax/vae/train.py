@@ -140,6 +140,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Sente
     member_hooks=member_hooks,
     optimizer_sides=None if aggressive is None else aggressive.sides,
     procedure=aggressive,
+    per_step=("kl_weight", "encoder_steps"),
   )
   sentence_model.params = recipe.train(spec, workdir, task)
   return sentence_model
