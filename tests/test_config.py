@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from textgen_jax import config as shared
+from textgen_jax import config as config_lib
 from textgen_jax import seq2seq, vae
 from textgen_jax.errors import TextgenError
 from textgen_jax.seq2seq import config as seq2seq_config
@@ -29,7 +29,7 @@ def outside(interval: str, default: float) -> list[float]:
 def cases() -> list[tuple[str, str, float]]:
   found = []
   for family, (get_config, schema) in FAMILIES.items():
-    for name, default in shared.numeric_fields(get_config()):
+    for name, default in config_lib.numeric_fields(get_config()):
       found += [(family, name, value) for value in outside(schema.RANGES[name], default)]
   return found
 
@@ -37,9 +37,9 @@ def cases() -> list[tuple[str, str, float]]:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_numeric_field_declares_a_range_its_default_is_in(family):
   get_config, schema = FAMILIES[family]
-  fields = dict(shared.numeric_fields(get_config()))
+  fields = dict(config_lib.numeric_fields(get_config()))
   assert set(fields) == set(schema.RANGES)
-  assert all(shared.in_range(value, schema.RANGES[name]) for name, value in fields.items())
+  assert all(config_lib.in_range(value, schema.RANGES[name]) for name, value in fields.items())
   schema.validate(get_config())  # The defaults pass.
 
 
@@ -68,8 +68,8 @@ def test_a_value_outside_its_range_is_a_one_line_error_naming_the_flag(family, n
   ],
 )
 def test_in_range(interval, inside, out):
-  assert all(shared.in_range(v, interval) for v in inside)
-  assert not any(shared.in_range(v, interval) for v in out)
+  assert all(config_lib.in_range(v, interval) for v in inside)
+  assert not any(config_lib.in_range(v, interval) for v in out)
 
 
 def test_the_reported_values_are_refused():

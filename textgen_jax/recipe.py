@@ -23,7 +23,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from textgen_jax import config as shared_config
+from textgen_jax import config as config_lib
 from textgen_jax import parallel, population, train_loop, training
 from textgen_jax import workdir as workdir_lib
 from textgen_jax.data import batching, readers
@@ -90,7 +90,7 @@ def read_splits(
   first_column = lambda example: example if isinstance(example, str) else example[0]
   return readers.read_splits(
     config.data,
-    shared_config.data_seed(config),
+    config_lib.data_seed(config),
     reader,
     group_key=lambda example: tokenizer.normalize(first_column(example)),
   )
@@ -102,7 +102,7 @@ def read_data(
   """Reads and splits the data, builds one vocabulary per column from the training split, and
   batches both splits. vocabulary_files: file name -> what its column holds ("source")."""
   data_cfg = config.data
-  seed = shared_config.data_seed(config)  # Shared by the members of a population.
+  seed = config_lib.data_seed(config)  # Shared by the members of a population.
   tokenizer = make_tokenizer(data_cfg.tokenizer, data_cfg.lowercase)
   columns = list(vocabulary_files.values())
   splits = read_splits(config, reader, tokenizer)
@@ -131,7 +131,7 @@ def read_data(
     data_cfg.batch_size, len(splits.train), config.parallel.num_devices or jax.device_count()
   )
   train_batches = batching.BucketedBatches(
-    train_ids[0], train_ids[-1], batch_size, lengths, seed, shared_config.shuffle_seed(config)
+    train_ids[0], train_ids[-1], batch_size, lengths, seed, config_lib.shuffle_seed(config)
   )
   valid_batches = batching.BucketedBatches(
     valid_ids[0], valid_ids[-1], data_cfg.batch_size, lengths, shuffle=False

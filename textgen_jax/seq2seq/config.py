@@ -10,7 +10,7 @@ import os
 
 import ml_collections
 
-from textgen_jax import config as shared
+from textgen_jax import config as config_lib
 from textgen_jax import population
 from textgen_jax.errors import TextgenError
 from textgen_jax.models.attention import KINDS as ATTENTION_KINDS
@@ -35,7 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
   # malformed.
   # Held out by source: Tatoeba lists several translations of many sentences, and a source on
   # both sides would be scored on what was trained on; metrics use all its references.
-  config.data = shared.data_section(train_path=DEFAULT_CORPUS, valid_split="grouped")
+  config.data = config_lib.data_section(train_path=DEFAULT_CORPUS, valid_split="grouped")
 
   config.model = ml_collections.ConfigDict()
   config.model.embed_dim = 256
@@ -49,12 +49,12 @@ def get_config() -> ml_collections.ConfigDict:
   # Luong's "dot" or "general", or Bahdanau's "additive" score (textgen_jax/models/attention.py).
   config.model.attention = "none"
   config.model.input_feeding = False  # Luong's input feeding: h~ feeds the next decoder step.
-  shared.model_dtype_and_backend(config.model)
+  config_lib.model_dtype_and_backend(config.model)
 
-  config.parallel = shared.parallel_section()
-  config.population = shared.population_section()
-  config.opt = shared.opt_section()
-  config.train = shared.train_section()
+  config.parallel = config_lib.parallel_section()
+  config.population = config_lib.population_section()
+  config.opt = config_lib.opt_section()
+  config.train = config_lib.train_section()
   config.train.label_smoothing = 0.0
   # Held-out sources greedily decoded per eval for BLEU, chrF and exact match (0: all).
   config.train.max_greedy_eval_pairs = 1000
@@ -62,7 +62,7 @@ def get_config() -> ml_collections.ConfigDict:
 
 
 RANGES = {
-  **shared.RANGES,
+  **config_lib.RANGES,
   "model.embed_dim": ">= 1",
   "model.hidden_size": ">= 1",
   "model.encoder_layers": ">= 1",
@@ -75,12 +75,12 @@ RANGES = {
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises naming the flag when a field is out of range (of every member of a population)."""
-  for member in shared.members(config, PER_MEMBER_FIELDS):
+  for member in config_lib.members(config, PER_MEMBER_FIELDS):
     _validate_run(member)
 
 
 def _validate_run(config: ml_collections.ConfigDict) -> None:
-  shared.validate_shared(config, FAMILY, RANGES)
+  config_lib.validate_shared(config, FAMILY, RANGES)
   if config.model.input_encoding not in INPUT_ENCODINGS:
     raise TextgenError(
       f"--config.model.input_encoding={config.model.input_encoding!r}: choose embedding or one_hot"

@@ -5,7 +5,7 @@ import os
 
 import ml_collections
 
-from textgen_jax import config as shared
+from textgen_jax import config as config_lib
 from textgen_jax import plateau, population
 from textgen_jax.errors import TextgenError
 from textgen_jax.vae import objective
@@ -61,7 +61,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.family = FAMILY  # Recorded in the workdir's config.json.
   config.seed = 0  # One seed for parameters, dropout, latent samples, data split and order.
   # One sentence per line; an empty line is malformed. PTB's longest sentence has 82 tokens.
-  config.data = shared.data_section(
+  config.data = config_lib.data_section(
     tokenizer="whitespace", lowercase=False, max_len=100, min_count=1, num_buckets=8, batch_size=32
   )
 
@@ -76,16 +76,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.z_to_every_input = True  # z concatenated to every decoder input.
   config.model.embedding_dropout = 0.5  # On input embeddings.
   config.model.output_dropout = 0.5  # On decoder outputs, before the vocabulary projection.
-  shared.model_dtype_and_backend(config.model)
+  config_lib.model_dtype_and_backend(config.model)
 
   # The remedies for posterior collapse; fields and defaults are VAEObjective's (objective.py).
   config.vae = ml_collections.ConfigDict(dataclasses.asdict(objective.VAEObjective()))
-  config.parallel = shared.parallel_section()
-  config.population = shared.population_section()
-  config.opt = shared.opt_section(
+  config.parallel = config_lib.parallel_section()
+  config.population = config_lib.population_section()
+  config.opt = config_lib.opt_section(
     learning_rate=1e-3, warmup_steps=0, schedule="constant", grad_clip_norm=5.0
   )
-  config.train = shared.train_section(
+  config.train = config_lib.train_section(
     num_steps=20000,
     log_every=200,
     eval_every=2000,
@@ -100,7 +100,7 @@ def get_config() -> ml_collections.ConfigDict:
 
 
 RANGES = {
-  **shared.RANGES,
+  **config_lib.RANGES,
   **objective.RANGES,
   "model.embed_dim": ">= 1",
   "model.hidden_size": ">= 1",
@@ -133,7 +133,7 @@ def ptb_config(kind: str = "vae") -> ml_collections.ConfigDict:
 def validate(config: ml_collections.ConfigDict) -> objective.VAEObjective:
   """Raises naming the flag when a field is out of range (of every member of a population);
   returns the objective of the config's own `vae` section."""
-  members = shared.members(config, PER_MEMBER_FIELDS)
+  members = config_lib.members(config, PER_MEMBER_FIELDS)
   for member in members:
     _validate_run(member)
   checked = _validate_run(config)
@@ -164,7 +164,7 @@ def _check_aggressive(config: ml_collections.ConfigDict, num_members: int) -> No
 
 
 def _validate_run(config: ml_collections.ConfigDict) -> objective.VAEObjective:
-  shared.validate_shared(config, FAMILY, RANGES)
+  config_lib.validate_shared(config, FAMILY, RANGES)
   if config.model.kind not in KINDS:
     raise TextgenError(f"--config.model.kind={config.model.kind!r}: choose vae or lm")
   if (

@@ -11,7 +11,7 @@ from typing import Sequence
 import jax
 import ml_collections
 
-from textgen_jax import config as shared_config
+from textgen_jax import config as config_lib
 from textgen_jax import parallel, recipe, run_spec, train_loop
 from textgen_jax.data import readers
 from textgen_jax.decoding import DecodeSettings
@@ -120,7 +120,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Sente
       held_out_mutual_information(
         sentence_model, data.valid_examples, config.train, keys.evaluation
       ),
-      shared_config.data_seed(config),
+      config_lib.data_seed(config),
       keys.dropout,
       keys.aggressive,
       objective.aggressive_max_steps,
