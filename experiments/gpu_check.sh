@@ -31,7 +31,7 @@ flax.__version__, optax.__version__, torch.__version__, torch.cuda.is_available(
 
 timeout 240 python3 -m pytest -p no:cacheprovider -q -n 8 tests/models/test_cudnn_lstm.py \
     tests/models/test_recurrence.py tests/models/test_lstm.py tests/seq2seq/test_model.py \
-    tests/test_training.py tests/test_decoding.py tests/vae/test_objective.py 2>&1 | tee "$out/tests.txt"
+    tests/test_training.py tests/test_decoding.py tests/vae/test_loss.py 2>&1 | tee "$out/tests.txt"
 
 timeout 200 python3 -m experiments.bench.train --lstm_backends=scan,cudnn --rounds=3 \
     --min_seconds=0.5 --output="$out/bench_train.jsonl" 2> "$out/bench_train.err"

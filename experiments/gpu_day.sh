@@ -69,7 +69,7 @@ else
   export PTB_DIR=${PTB_DIR:-.ptb}
   tests=(tests/models/test_cudnn_lstm.py tests/models/test_recurrence.py tests/models/test_lstm.py
          tests/seq2seq/test_model.py tests/test_training.py tests/test_decoding.py
-         tests/vae/test_objective.py)
+         tests/vae/test_loss.py)
   bench=(--rounds=3 --min_seconds=0.5)
   train_sizes=()
   decode_sizes=(--batch_sizes=1,64,1024)

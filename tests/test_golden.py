@@ -16,7 +16,7 @@ import pytest
 
 from textgen_jax import training
 from textgen_jax import seq2seq
-from textgen_jax.vae import objective as vae_objective
+from textgen_jax.vae import loss as vae_loss
 from textgen_jax.seq2seq.model import Seq2Seq, Seq2SeqConfig
 from textgen_jax.vae.model import SentenceVAE, SentenceVAEConfig
 from textgen_jax.seq2seq.loss import loss as seq2seq_loss
@@ -47,9 +47,9 @@ def first_step(family):
       )
     )
     loss_fn = functools.partial(
-      vae_objective.sentence_loss,
+      vae_loss.sentence_loss,
       model=model,
-      objective=vae_objective.VAEObjective(kl_schedule="constant"),
+      objective=vae_loss.VAEObjective(kl_schedule="constant"),
     )
   params = model.init(jax.random.key(0), BATCH["inputs"], BATCH["input_lengths"], BATCH["targets"])
   opt = seq2seq.get_config().opt

@@ -18,7 +18,7 @@ from textgen_jax.config import parallel_section
 from textgen_jax.models import cudnn_lstm
 from textgen_jax.seq2seq import loss as seq2seq_loss
 from textgen_jax.seq2seq.model import Seq2Seq, Seq2SeqConfig
-from textgen_jax.vae import objective
+from textgen_jax.vae import loss as vae_loss
 from textgen_jax.vae.model import SentenceVAE, SentenceVAEConfig
 
 
@@ -63,7 +63,7 @@ def model_and_loss(
     SentenceVAEConfig(shape["vocab_size"], latent_size=shape["latent_size"], **model_kw)
   )
   return model, functools.partial(
-    objective.sentence_loss, model=model, objective=objective.VAEObjective()
+    vae_loss.sentence_loss, model=model, objective=vae_loss.VAEObjective()
   )
 
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from textgen_jax.vae import objective as vae_objective
+from textgen_jax.vae import loss as vae_loss
 from textgen_jax import seq2seq
 from textgen_jax.models import lstm
 from textgen_jax.models.recurrence import lstm_recurrence
@@ -196,7 +196,7 @@ def test_vae_and_lm_fast_path_equals_the_reference(reference_lstm, kind, layers)
   batch = padded_batch(30)
   params = model.init(jax.random.key(1), batch["inputs"], batch["input_lengths"], batch["targets"])
   loss_fn = functools.partial(
-    vae_objective.sentence_loss, model=model, objective=vae_objective.VAEObjective()
+    vae_loss.sentence_loss, model=model, objective=vae_loss.VAEObjective()
   )
   fast = loss_and_grads(loss_fn, params, batch)
   reference_lstm()

@@ -67,7 +67,7 @@ def test_k1_equals_the_elbo_in_expectation(tiny_vae):
   mean, logvar = model.apply(
     params, batch["inputs"], batch["input_lengths"], method=SentenceVAE.posterior
   )
-  from textgen_jax.vae.objective import gaussian_kl
+  from textgen_jax.vae.loss import gaussian_kl
 
   zs = mean[None] + jnp.exp(0.5 * logvar)[None] * jax.random.normal(
     jax.random.key(3), (2000,) + mean.shape

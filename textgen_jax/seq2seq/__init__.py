@@ -6,13 +6,13 @@ loss.py        masked token cross-entropy with label smoothing
 translator.py  `Translator`: text in, text out, batched and compiled; load and save
 metrics.py     corpus BLEU and chrF (sacreBLEU) and exact match, every reference of a source
 plots.py       attention heatmaps (source tokens against output tokens)
-train.py       the recipe: `train_and_evaluate(config, workdir)` and `fit(tsv, workdir)`
+recipe.py      the recipe: `train_and_evaluate(config, workdir)` and `fit(tsv, workdir)`
 """
 
 from textgen_jax import families
 from textgen_jax.seq2seq.config import FAMILY, get_config
 from textgen_jax.seq2seq.model import Seq2Seq, Seq2SeqConfig
-from textgen_jax.seq2seq.train import fit, train_and_evaluate
+from textgen_jax.seq2seq.recipe import fit, train_and_evaluate
 from textgen_jax.seq2seq.translator import TRAIN_SCRIPT, VOCABULARY_FILES, Translator
 
 families.register(

@@ -3,18 +3,18 @@
 config.py          the config schema (`get_config`, `ptb_config`) and its validation
 model.py           the linen module `SentenceVAE`: posterior, decoder start, teacher-forced
                    logits, one decoding step
-objective.py       reconstruction + beta * KL and the remedies for posterior collapse
+loss.py            reconstruction + beta * KL and the remedies for posterior collapse
 aggressive.py      He et al. 2019's aggressive encoder training, around the compiled step
 metrics.py         importance-weighted NLL, mutual information, active units
 sentence_model.py  `SentenceModel`: sample, reconstruct, interpolate, evaluate; load and save
-train.py           the recipe: `train_and_evaluate(config, workdir)`
+recipe.py          the recipe: `train_and_evaluate(config, workdir)`
 """
 
 from textgen_jax import families
 from textgen_jax.vae.config import FAMILY, get_config, ptb_config
 from textgen_jax.vae.model import SentenceVAE, SentenceVAEConfig
 from textgen_jax.vae.sentence_model import TRAIN_SCRIPT, VOCABULARY_FILES, SentenceModel
-from textgen_jax.vae.train import train_and_evaluate
+from textgen_jax.vae.recipe import train_and_evaluate
 
 families.register(
   families.Family(

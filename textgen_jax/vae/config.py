@@ -8,7 +8,7 @@ import ml_collections
 from textgen_jax import config as config_lib
 from textgen_jax import plateau, population
 from textgen_jax.errors import TextgenError
-from textgen_jax.vae import objective
+from textgen_jax.vae import loss as loss_lib
 from textgen_jax.vae.model import KINDS
 
 FAMILY = "vae"
@@ -46,8 +46,8 @@ PER_MEMBER_FIELDS = (
 )
 # The per-member fields named by a word, and their words (a member carries the word's index).
 MEMBER_CHOICES = {
-  "vae.kl_schedule": objective.KL_SCHEDULES,
-  "vae.free_bits_mode": objective.FREE_BITS_MODES,
+  "vae.kl_schedule": loss_lib.KL_SCHEDULES,
+  "vae.free_bits_mode": loss_lib.FREE_BITS_MODES,
 }
 
 
@@ -78,8 +78,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.output_dropout = 0.5  # On decoder outputs, before the vocabulary projection.
   config_lib.model_dtype_and_backend(config.model)
 
-  # The remedies for posterior collapse; fields and defaults are VAEObjective's (objective.py).
-  config.vae = ml_collections.ConfigDict(dataclasses.asdict(objective.VAEObjective()))
+  # The remedies for posterior collapse; fields and defaults are VAEObjective's (loss.py).
+  config.vae = ml_collections.ConfigDict(dataclasses.asdict(loss_lib.VAEObjective()))
   config.parallel = config_lib.parallel_section()
   config.population = config_lib.population_section()
   config.opt = config_lib.opt_section(
@@ -101,7 +101,7 @@ def get_config() -> ml_collections.ConfigDict:
 
 RANGES = {
   **config_lib.RANGES,
-  **objective.RANGES,
+  **loss_lib.RANGES,
   "model.embed_dim": ">= 1",
   "model.hidden_size": ">= 1",
   "model.latent_size": ">= 1",
@@ -130,7 +130,7 @@ def ptb_config(kind: str = "vae") -> ml_collections.ConfigDict:
   return config
 
 
-def validate(config: ml_collections.ConfigDict) -> objective.VAEObjective:
+def validate(config: ml_collections.ConfigDict) -> loss_lib.VAEObjective:
   """Raises naming the flag when a field is out of range (of every member of a population);
   returns the objective of the config's own `vae` section."""
   members = config_lib.members(config, PER_MEMBER_FIELDS)
@@ -163,7 +163,7 @@ def _check_aggressive(config: ml_collections.ConfigDict, num_members: int) -> No
     )
 
 
-def _validate_run(config: ml_collections.ConfigDict) -> objective.VAEObjective:
+def _validate_run(config: ml_collections.ConfigDict) -> loss_lib.VAEObjective:
   config_lib.validate_shared(config, FAMILY, RANGES)
   if config.model.kind not in KINDS:
     raise TextgenError(f"--config.model.kind={config.model.kind!r}: choose vae or lm")
@@ -176,4 +176,4 @@ def _validate_run(config: ml_collections.ConfigDict) -> objective.VAEObjective:
       f"--config.train.held_out_metric={config.train.held_out_metric}: an LM "
       "has no latent, so no ELBO or KL; use valid_loss"
     )
-  return objective.check_objective(config.vae)
+  return loss_lib.check_objective(config.vae)

@@ -28,7 +28,8 @@ from textgen_jax.data.tokenizers import Tokenizer
 from textgen_jax.data.vocab import UNK, Vocabulary
 from textgen_jax.decoding import DecodeSettings
 from textgen_jax.errors import TextgenError
-from textgen_jax.vae import metrics, objective
+from textgen_jax.vae import loss as loss_lib
+from textgen_jax.vae import metrics
 from textgen_jax.vae.config import get_config
 from textgen_jax.vae.model import SentenceVAE, build_model, init_params
 
@@ -83,7 +84,7 @@ class SentenceModel:
     )
     self._posterior = jax.jit(functools.partial(model.apply, method=SentenceVAE.posterior))
     loss_fn = functools.partial(
-      objective.sentence_loss, model=model, objective=objective.VAEObjective()
+      loss_lib.sentence_loss, model=model, objective=loss_lib.VAEObjective()
     )
     self._elbo_sums = jax.jit(lambda params, batch, rng: loss_fn(params, batch, rng, True)[1])
     self._iw_cache = {}

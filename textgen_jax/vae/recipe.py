@@ -18,7 +18,7 @@ from textgen_jax.decoding import DecodeSettings
 from textgen_jax.vae import config as schema
 from textgen_jax.vae import aggressive as aggressive_lib
 from textgen_jax.vae import metrics as vae_metrics
-from textgen_jax.vae import objective as objective_lib
+from textgen_jax.vae import loss as loss_lib
 from textgen_jax.vae.model import build_model, init_params
 from textgen_jax.vae.sentence_model import VOCABULARY_FILES, SentenceModel
 
@@ -101,11 +101,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Sente
       objective, **recipe.section_values(hyperparameters, "vae")
     )
     member_model = recipe.member_model(model, hyperparameters)
-    reset = objective_lib.pretraining_reset(member_objective, model, model_init, member_keys.reset)
+    reset = loss_lib.pretraining_reset(member_objective, model, model_init, member_keys.reset)
     return (
-      functools.partial(
-        objective_lib.sentence_loss, model=member_model, objective=member_objective
-      ),
+      functools.partial(loss_lib.sentence_loss, model=member_model, objective=member_objective),
       reset if model.config.has_latent else None,
     )
 

@@ -1,4 +1,4 @@
-"""Tests for textgen_jax.vae.objective: KL, reparameterisation, annealing, word dropout, free bits,
+"""Tests for textgen_jax.vae.loss: KL, reparameterisation, annealing, word dropout, free bits,
 and the decoder reset of encoder pretraining."""
 
 import functools
@@ -11,11 +11,11 @@ import pytest
 
 from textgen_jax import training, vae
 from textgen_jax.vae import config as vae_config
-from textgen_jax.vae import objective as vae_objective
+from textgen_jax.vae import loss as vae_loss
 from textgen_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from textgen_jax.errors import TextgenError
 from textgen_jax.vae.model import SentenceVAE, SentenceVAEConfig
-from textgen_jax.vae.objective import VAEObjective, kl_weight
+from textgen_jax.vae.loss import VAEObjective, kl_weight
 
 
 def test_gaussian_kl_matches_closed_form_per_dimension():
@@ -24,25 +24,25 @@ def test_gaussian_kl_matches_closed_form_per_dimension():
   variance = np.exp(np.asarray(logvar))
   # KL(N(m, s^2) || N(0, 1)) = (s^2 + m^2 - 1 - log s^2) / 2, written out independently.
   expected = (variance + np.asarray(mean) ** 2 - 1.0 - np.log(variance)) / 2.0
-  np.testing.assert_allclose(vae_objective.gaussian_kl(mean, logvar), expected, rtol=1e-6)
-  assert float(vae_objective.gaussian_kl(jnp.zeros((1, 3)), jnp.zeros((1, 3))).sum()) == 0.0
+  np.testing.assert_allclose(vae_loss.gaussian_kl(mean, logvar), expected, rtol=1e-6)
+  assert float(vae_loss.gaussian_kl(jnp.zeros((1, 3)), jnp.zeros((1, 3))).sum()) == 0.0
 
 
 def test_gaussian_kl_matches_a_monte_carlo_estimate():
   mean, logvar = jnp.array([[0.5, -1.0]]), jnp.array([[-0.7, 0.4]])
-  z = vae_objective.reparameterize(
+  z = vae_loss.reparameterize(
     jax.random.key(0), jnp.broadcast_to(mean, (200_000, 2)), jnp.broadcast_to(logvar, (200_000, 2))
   )
   log_q = jax.scipy.stats.norm.logpdf(z, mean, jnp.exp(0.5 * logvar))
   log_p = jax.scipy.stats.norm.logpdf(z)
   estimate = np.asarray(jnp.mean(log_q - log_p, 0))
-  np.testing.assert_allclose(estimate, vae_objective.gaussian_kl(mean, logvar)[0], atol=0.01)
+  np.testing.assert_allclose(estimate, vae_loss.gaussian_kl(mean, logvar)[0], atol=0.01)
 
 
 def test_reparameterisation_gradient_reaches_mean_and_log_variance():
   # E[z^2] = mean^2 + exp(logvar): d/dmean = 2 mean, d/dlogvar = exp(logvar).
   def expected_square(mean, logvar):
-    z = vae_objective.reparameterize(
+    z = vae_loss.reparameterize(
       jax.random.key(1),
       jnp.broadcast_to(mean, (100_000, 1)),
       jnp.broadcast_to(logvar, (100_000, 1)),
@@ -58,9 +58,9 @@ def test_reparameterisation_gradient_reaches_mean_and_log_variance():
 
 def test_reparameterisation_is_deterministic_given_the_key():
   mean, logvar = jnp.zeros((2, 3)), jnp.zeros((2, 3))
-  a = vae_objective.reparameterize(jax.random.key(3), mean, logvar)
-  b = vae_objective.reparameterize(jax.random.key(3), mean, logvar)
-  c = vae_objective.reparameterize(jax.random.key(4), mean, logvar)
+  a = vae_loss.reparameterize(jax.random.key(3), mean, logvar)
+  b = vae_loss.reparameterize(jax.random.key(3), mean, logvar)
+  c = vae_loss.reparameterize(jax.random.key(4), mean, logvar)
   np.testing.assert_array_equal(a, b)
   assert not np.array_equal(a, c)
 
@@ -110,7 +110,7 @@ def test_word_dropout_rate_and_what_it_never_drops():
   inputs[:, 0] = BOS_ID
   inputs[:, 1:9] = np.arange(10, 18)
   inputs[:, 9] = EOS_ID
-  dropped = np.asarray(vae_objective.word_dropout(jax.random.key(0), jnp.asarray(inputs), 0.3))
+  dropped = np.asarray(vae_loss.word_dropout(jax.random.key(0), jnp.asarray(inputs), 0.3))
   words = inputs >= 4
   assert np.all(dropped[~words] == inputs[~words])  # BOS, EOS and PAD untouched.
   changed = dropped[words] != inputs[words]
@@ -121,9 +121,9 @@ def test_word_dropout_rate_and_what_it_never_drops():
 
 def test_word_dropout_extremes():
   inputs = jnp.array([[BOS_ID, 5, 6, 7, EOS_ID, PAD_ID]])
-  np.testing.assert_array_equal(vae_objective.word_dropout(jax.random.key(0), inputs, 0.0), inputs)
+  np.testing.assert_array_equal(vae_loss.word_dropout(jax.random.key(0), inputs, 0.0), inputs)
   np.testing.assert_array_equal(
-    vae_objective.word_dropout(jax.random.key(0), inputs, 1.0),
+    vae_loss.word_dropout(jax.random.key(0), inputs, 1.0),
     [[BOS_ID, UNK_ID, UNK_ID, UNK_ID, EOS_ID, PAD_ID]],
   )
 
@@ -134,9 +134,7 @@ def test_free_bits_give_no_kl_gradient_below_the_threshold(mode):
   mask = jnp.ones((2,))
 
   def term(mean):
-    return vae_objective.kl_objective(
-      vae_objective.gaussian_kl(mean, jnp.zeros_like(mean)), mask, objective
-    )
+    return vae_loss.kl_objective(vae_loss.gaussian_kl(mean, jnp.zeros_like(mean)), mask, objective)
 
   small = jnp.full((2, 3), 0.1)  # KL 0.005 per dimension: below 0.5 both ways.
   np.testing.assert_array_equal(jax.grad(term)(small), np.zeros((2, 3)))
@@ -149,8 +147,8 @@ def test_free_bits_per_dimension_only_frees_the_dimensions_below():
   objective = VAEObjective(free_bits=0.5, free_bits_mode="per_dimension")
   mean = jnp.array([[0.1, 2.0]])
   grad = jax.grad(
-    lambda m: vae_objective.kl_objective(
-      vae_objective.gaussian_kl(m, jnp.zeros_like(m)), jnp.ones((1,)), objective
+    lambda m: vae_loss.kl_objective(
+      vae_loss.gaussian_kl(m, jnp.zeros_like(m)), jnp.ones((1,)), objective
     )
   )(mean)
   np.testing.assert_allclose(grad, [[0.0, 2.0]], rtol=1e-6)
@@ -159,7 +157,7 @@ def test_free_bits_per_dimension_only_frees_the_dimensions_below():
 def test_kl_objective_ignores_filler_rows():
   objective = VAEObjective()
   kl = jnp.array([[1.0, 2.0], [100.0, 100.0]])
-  np.testing.assert_allclose(vae_objective.kl_objective(kl, jnp.array([1.0, 0.0]), objective), 3.0)
+  np.testing.assert_allclose(vae_loss.kl_objective(kl, jnp.array([1.0, 0.0]), objective), 3.0)
 
 
 @pytest.mark.parametrize(
@@ -218,9 +216,7 @@ def test_decoder_reset_restores_the_decoder_and_keeps_the_encoder():
     opt_state=jax.tree.map(lambda x: x + 1, state.opt_state),
     step=7,
   )
-  hook = vae_objective.pretraining_reset(
-    VAEObjective(pretrain_steps=7), model, init, jax.random.key(9)
-  )
+  hook = vae_loss.pretraining_reset(VAEObjective(pretrain_steps=7), model, init, jax.random.key(9))
   reset = jax.jit(hook)(state)
   for name, value in reset.params["params"].items():
     expected = fresh if name in model.decoder_modules() else state.params
@@ -229,7 +225,7 @@ def test_decoder_reset_restores_the_decoder_and_keeps_the_encoder():
   assert int(reset.step) == 7
   untouched = jax.jit(hook)(state.replace(step=8))
   jax.tree.map(np.testing.assert_array_equal, untouched.params, state.params)
-  assert vae_objective.pretraining_reset(VAEObjective(), model, init, jax.random.key(9)) is None
+  assert vae_loss.pretraining_reset(VAEObjective(), model, init, jax.random.key(9)) is None
 
 
 def test_the_declared_decoder_side_is_what_p_x_given_z_uses():
@@ -268,7 +264,7 @@ def test_eval_loss_is_the_negative_elbo_whatever_the_schedule():
   batch = {"inputs": tokens, "input_lengths": jnp.array([3, 1]), "targets": targets}
   params = model.init(jax.random.key(0), tokens, jnp.array([3, 1]), tokens, jnp.zeros((2, 2)))
   loss_fn = functools.partial(
-    vae_objective.sentence_loss, params, batch, jax.random.key(1), True, model=model
+    vae_loss.sentence_loss, params, batch, jax.random.key(1), True, model=model
   )
   loss, sums = loss_fn(objective=VAEObjective(free_bits=5.0, beta_max=0.1))
   np.testing.assert_allclose(loss, (sums["nll_sum"] + sums["kl_sum"]) / 2, rtol=1e-6)
@@ -277,13 +273,13 @@ def test_eval_loss_is_the_negative_elbo_whatever_the_schedule():
   assert float(sums["tokens"]) == 6 and float(sums["sequences"]) == 2
 
 
-@pytest.mark.parametrize("schedule", vae_objective.KL_SCHEDULES)
+@pytest.mark.parametrize("schedule", vae_loss.KL_SCHEDULES)
 def test_a_population_members_schedule_index_gives_that_schedules_beta(schedule):
   """A member's KL schedule is traced as its index among KL_SCHEDULES."""
   objective = VAEObjective(
     kl_schedule=schedule, anneal_steps=20, cycle_steps=10, pretrain_steps=3, beta_max=0.7
   )
-  index = float(vae_objective.KL_SCHEDULES.index(schedule))
+  index = float(vae_loss.KL_SCHEDULES.index(schedule))
   member = jax.jit(
     lambda i, step: kl_weight(
       VAEObjective(kl_schedule=i, anneal_steps=20, cycle_steps=10, pretrain_steps=3, beta_max=0.7),
@@ -296,17 +292,13 @@ def test_a_population_members_schedule_index_gives_that_schedules_beta(schedule)
   )
 
 
-@pytest.mark.parametrize("mode", vae_objective.FREE_BITS_MODES)
+@pytest.mark.parametrize("mode", vae_loss.FREE_BITS_MODES)
 def test_a_population_members_free_bits_mode_index_gives_that_modes_term(mode):
   kl_BxZ = jnp.array([[0.1, 0.9, 0.2], [0.3, 0.5, 0.0]])
   mask_B = jnp.array([1.0, 1.0])
-  expected = vae_objective.kl_objective(
-    kl_BxZ, mask_B, VAEObjective(free_bits=0.3, free_bits_mode=mode)
-  )
-  index = float(vae_objective.FREE_BITS_MODES.index(mode))
+  expected = vae_loss.kl_objective(kl_BxZ, mask_B, VAEObjective(free_bits=0.3, free_bits_mode=mode))
+  index = float(vae_loss.FREE_BITS_MODES.index(mode))
   got = jax.jit(
-    lambda i: vae_objective.kl_objective(
-      kl_BxZ, mask_B, VAEObjective(free_bits=0.3, free_bits_mode=i)
-    )
+    lambda i: vae_loss.kl_objective(kl_BxZ, mask_B, VAEObjective(free_bits=0.3, free_bits_mode=i))
   )(index)
   np.testing.assert_allclose(got, expected, rtol=1e-6)
