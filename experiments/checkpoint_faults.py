@@ -11,7 +11,7 @@ copy). Then, on the damaged copy:
 - inference (Translator.load, which skips damaged checkpoints and moves nothing) must load the
   parameters of the newest intact checkpoint exactly as they were saved, or fail in one line
   when every checkpoint is damaged;
-- training's restore (Checkpointer.set_aside_corrupt, then restore: what train_loop.train runs)
+- training's restore (Checkpointer.set_aside_corrupt, then restore: what loop.train runs)
   must move aside exactly the damaged checkpoints newer than the newest intact one and restore
   that one's state (parameters, optimizer state, step) exactly;
 - in the first --resume_trials trials, the damaged copy is also trained on to step 300 with

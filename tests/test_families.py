@@ -11,7 +11,7 @@ import pytest
 
 from tests.helpers import SENTENCES, assert_trees_equal, write_text
 from textgen_jax import config as config_lib
-from textgen_jax import families, losses, parallel, population, recipe, run_spec, train_loop
+from textgen_jax import families, losses, parallel, population, recipe, run_spec, loop
 from textgen_jax import workdir as workdir_lib
 from textgen_jax.data import readers
 from textgen_jax.errors import TextgenError
@@ -70,7 +70,7 @@ def train_and_evaluate(config, workdir):
   data = recipe.read_data(config, readers.read_lines, VOCABULARY_FILES)
   recipe.prepare_workdir(workdir, config, data)
   model = build_model(spec.model_config, *data.vocabularies.values())
-  task = train_loop.Task(
+  task = loop.Task(
     init_params=functools.partial(init_params, model),
     loss_fn=functools.partial(loss, model=model),
     train_batches=data.train_batches,

@@ -1,5 +1,5 @@
 """Tests for textgen_jax.workdir: the family a workdir records, loading and saving a model with
-it, older workdirs (no `family`), and the run keys a seed gives (textgen_jax.train_loop)."""
+it, older workdirs (no `family`), and the run keys a seed gives (textgen_jax.loop)."""
 
 import functools
 import json

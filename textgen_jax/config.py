@@ -155,7 +155,7 @@ OPT_RANGES = {
 
 
 def train_section(**defaults: Any) -> ml_collections.ConfigDict:
-  """The loop's schedule of steps, logs, evaluations and checkpoints (textgen_jax/train_loop.py)."""
+  """The loop's schedule of steps, logs, evaluations and checkpoints (textgen_jax/loop.py)."""
   train = ml_collections.ConfigDict()
   train.num_steps = 3500  # Length of the run, in optimizer steps.
   train.log_every = 100  # Steps between train-metric records.

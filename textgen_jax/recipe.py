@@ -8,7 +8,7 @@ A family's `train_and_evaluate` reads top to bottom as
     data = recipe.read_data(config, reader, vocabulary_files)
     recipe.prepare_workdir(workdir, config, data)
     model, inference = ...                       # built from spec.model_config
-    task = train_loop.Task(...)                  # its loss, evaluation and hooks
+    task = loop.Task(...)                  # its loss, evaluation and hooks
     inference.params = recipe.train(spec, workdir, task)
 
 An example is a tuple of texts, one per column (seq2seq: source and target; the VAE: one
@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 
 from textgen_jax import config as config_lib
-from textgen_jax import parallel, population, train_loop, training
+from textgen_jax import parallel, population, loop, training
 from textgen_jax import workdir as workdir_lib
 from textgen_jax.data import batching, readers
 from textgen_jax.data.tokenizers import Tokenizer, make_tokenizer
@@ -188,12 +188,12 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, data: TextD
     raise
 
 
-def train(spec: RunSpec, workdir: str, task: train_loop.Task) -> Any:
+def train(spec: RunSpec, workdir: str, task: loop.Task) -> Any:
   """Trains (or resumes) to the end; the final parameters, whole on this process's device. Of a
   population, those of its best member (workdir.best_member; export any other with
   export_member)."""
   try:
-    state = train_loop.train(spec, workdir, task)
+    state = loop.train(spec, workdir, task)
   finally:
     workdir_lib.unlock(workdir)
   params = parallel.local_copy(state.params)

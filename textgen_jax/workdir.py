@@ -102,7 +102,7 @@ def checkpoint_dir(workdir: str) -> str:
 
 
 def best_dir(workdir: str) -> str:
-  """The parameters of the best held-out evaluation, with early stopping (train_loop)."""
+  """The parameters of the best held-out evaluation, with early stopping (loop)."""
   return os.path.join(workdir, "best")
 
 

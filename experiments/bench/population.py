@@ -114,7 +114,7 @@ def _member_keys(num_members: int) -> jax.Array:
 
 def _states(model: Any, batch: dict[str, jax.Array], num_members: int) -> Any:
   """num_members train states (distinct seeds), stacked on a leading member axis."""
-  # lax.map: a vmapped orthogonal init (batched QR) deadlocks XLA:CPU here; see train_loop.
+  # lax.map: a vmapped orthogonal init (batched QR) deadlocks XLA:CPU here; see loop.
   states = jax.jit(lambda keys: jax.lax.map(_init_fn(model, batch), keys))(
     _member_keys(num_members)
   )

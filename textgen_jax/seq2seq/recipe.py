@@ -5,7 +5,7 @@ from typing import Any
 
 import ml_collections
 
-from textgen_jax import parallel, recipe, run_spec, train_loop
+from textgen_jax import parallel, recipe, run_spec, loop
 from textgen_jax.data import readers
 from textgen_jax.errors import TextgenError
 from textgen_jax.seq2seq import config as schema
@@ -41,7 +41,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Trans
       loss, model=recipe.member_model(model, hyperparameters), label_smoothing=smoothing
     ), None
 
-  task = train_loop.Task(
+  task = loop.Task(
     init_params=functools.partial(init_params, model),
     loss_fn=loss_fn,
     train_batches=data.train_batches,

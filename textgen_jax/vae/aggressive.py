@@ -19,7 +19,7 @@ All of it is a pure function of the seed and the step (random batches from
 (data seed, step), the encoder updates' dropout keys from RunKeys.aggressive, the decoder
 update's from RunKeys.dropout as an ordinary step's), so a resumed run is the uninterrupted
 one; the state of the phase (on or off, the last MI) is saved in every checkpoint's run state
-(train_loop.StepProcedure) and restored from it. Each epoch's check is also logged as a record
+(loop.StepProcedure) and restored from it. Each epoch's check is also logged as a record
 {"aggressive_mi", "aggressive"}, which only checkpoints written before the run state are resumed
 from.
 """
@@ -59,7 +59,7 @@ def side_labels(decoder_modules: tuple[str, ...]) -> Callable[[Any], Any]:
 
 @dataclasses.dataclass
 class AggressiveTraining:
-  """The procedure around the loop's compiled step (a train_loop.StepProcedure)."""
+  """The procedure around the loop's compiled step (a loop.StepProcedure)."""
 
   name = "aggressive"  # Of its entry in a checkpoint's run state.
 

@@ -12,7 +12,7 @@ import jax
 import ml_collections
 
 from textgen_jax import config as config_lib
-from textgen_jax import parallel, recipe, run_spec, train_loop
+from textgen_jax import parallel, recipe, run_spec, loop
 from textgen_jax.data import readers
 from textgen_jax.decoding import DecodeSettings
 from textgen_jax.vae import config as schema
@@ -124,7 +124,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Sente
       objective.aggressive_max_steps,
       objective.aggressive_check_every,
     )
-  task = train_loop.Task(
+  task = loop.Task(
     init_params=model_init,
     loss_fn=loss_fn,
     before_update=before_update,

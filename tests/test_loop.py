@@ -1,4 +1,4 @@
-"""Tests for textgen_jax.train_loop: overfitting, bit-identical reruns and resumes, non-finite steps,
+"""Tests for textgen_jax.loop: overfitting, bit-identical reruns and resumes, non-finite steps,
 mixed precision."""
 
 import functools
@@ -13,7 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from tests.helpers import assert_trees_equal, make_pairs, opt_config, tiny_config, write_tsv
-from textgen_jax import metrics, population, recipe, run_spec, seq2seq, train_loop, training
+from textgen_jax import metrics, population, recipe, run_spec, seq2seq, loop, training
 from textgen_jax.checkpointing import Checkpointer
 from textgen_jax.data import batching, readers
 from textgen_jax.data.tokenizers import make_tokenizer
@@ -131,9 +131,9 @@ def test_non_finite_loss_stops_the_run():
     "param_norm": 1.0,
   }
   with pytest.raises(TextgenError, match="non-finite"):
-    train_loop._train_record(sums, 1, 7)
+    loop._train_record(sums, 1, 7)
   sums["nll_sum"] = 1.0
-  assert train_loop._train_record(sums, 2, 7)["grad_norm"] == 0.5
+  assert loop._train_record(sums, 2, 7)["grad_norm"] == 0.5
 
 
 def test_non_finite_loss_between_logs_never_reaches_a_checkpoint(tmp_path):
@@ -145,7 +145,7 @@ def test_non_finite_loss_between_logs_never_reaches_a_checkpoint(tmp_path):
   )
   config.train.update(num_steps=10, log_every=100, eval_every=100, checkpoint_every=1)
   one_example = [np.array([4], np.int32)]
-  task = train_loop.Task(
+  task = loop.Task(
     init_params=lambda rng: {"w": jnp.float32(1.0)},
     loss_fn=lambda params, batch, rng, deterministic, step: (
       jnp.log(params["w"]),
@@ -161,8 +161,8 @@ def test_non_finite_loss_between_logs_never_reaches_a_checkpoint(tmp_path):
     valid_batches=[],
   )
   with pytest.raises(TextgenError, match="non-finite loss or gradient by step 2"):
-    train_loop.train(spec_of(config), str(tmp_path), task)
-  checkpointer = Checkpointer(train_loop.checkpoint_dir(str(tmp_path)))
+    loop.train(spec_of(config), str(tmp_path), task)
+  checkpointer = Checkpointer(loop.checkpoint_dir(str(tmp_path)))
   assert checkpointer.latest_step() == 1
   assert float(checkpointer.restore_params({"w": jnp.float32(0.0)})["w"]) == 0.0
 
@@ -188,7 +188,7 @@ def _loss_that_is_nan_at_step(nan_step):
 def _scalar_task(loss_fn):
   one_example = [np.array([4], np.int32)]
   batches = batching.BucketedBatches(one_example, one_example, 1, [2])
-  return train_loop.Task(
+  return loop.Task(
     init_params=lambda rng: {"w": jnp.float32(1.0)},
     loss_fn=loss_fn,
     train_batches=batches,
@@ -212,10 +212,10 @@ def test_a_non_finite_step_stops_the_run_or_is_skipped_and_counted(tmp_path, ski
   task = _scalar_task(_loss_that_is_nan_at_step(3))
   if not skip_non_finite:
     with pytest.raises(TextgenError, match="non-finite loss or gradient by step 3"):
-      train_loop.train(spec_of(config), str(tmp_path), task)
-    assert Checkpointer(train_loop.checkpoint_dir(str(tmp_path))).latest_step() == 2
+      loop.train(spec_of(config), str(tmp_path), task)
+    assert Checkpointer(loop.checkpoint_dir(str(tmp_path))).latest_step() == 2
     return
-  state = train_loop.train(spec_of(config), str(tmp_path), task)
+  state = loop.train(spec_of(config), str(tmp_path), task)
   records = [r for r in metrics.MetricWriter(str(tmp_path)).read() if "train_loss" in r]
   assert [r["non_finite_steps"] for r in records] == [0, 0, 1, 0, 0, 0]
   norms = [r["param_norm"] for r in records]
@@ -251,8 +251,8 @@ def test_more_non_finite_steps_in_a_row_than_allowed_stop_the_run(tmp_path):
     )
   )
   with pytest.raises(TextgenError, match="by step 5"):  # Steps 2-4 skipped, step 5 applied.
-    train_loop.train(spec_of(config), str(tmp_path), task)
-  assert Checkpointer(train_loop.checkpoint_dir(str(tmp_path))).latest_step() == 4
+    loop.train(spec_of(config), str(tmp_path), task)
+  assert Checkpointer(loop.checkpoint_dir(str(tmp_path))).latest_step() == 4
 
 
 def test_bfloat16_mixed_precision_keeps_parameters_and_optimizer_state_in_float32(tmp_path):
@@ -303,19 +303,19 @@ def test_a_batch_larger_than_the_training_data_is_capped_at_it(tmp_path, capsys)
 
 
 def test_the_members_run_state_round_trips_through_json_and_old_logs_give_the_held_out_rows():
-  members = train_loop.Members(population.Population(seeds=(0, 5, 7), values={}))
+  members = loop.Members(population.Population(seeds=(0, 5, 7), values={}))
   members.dropped = {2: 40}
   members.held_out = {0: {"step": 50, "valid_loss": 2.5}, 1: {"step": 50, "valid_loss": 2.0}}
   assert members.rank("valid_loss")["best"] == 1 and members.best == 1
   saved = json.loads(json.dumps(members.run_state()))  # As a checkpoint's run_state.json.
-  restored = train_loop.Members(members.population)
+  restored = loop.Members(members.population)
   restored.restore(saved, records=[{"step": 1, "member": 0, "valid_loss": 9.0}])  # Log unread.
   assert (restored.dropped, restored.held_out, restored.best) == (
     members.dropped,
     members.held_out,
     1,
   )
-  old = train_loop.Members(members.population)  # A checkpoint from before the run state.
+  old = loop.Members(members.population)  # A checkpoint from before the run state.
   old.restore(
     None,
     [
