@@ -115,8 +115,15 @@ def test_a_vae_workdir_from_before_family_was_recorded_loads_and_resumes(tmp_pat
 def test_run_keys_are_one_per_purpose_and_keep_the_old_parameter_and_dropout_keys():
   for seed in (0, 1, 17):
     keys = run_spec.run_keys(seed)
-    data = [tuple(np.asarray(jax.random.key_data(key)).tolist()) for key in keys]
-    assert len(set(data)) == len(keys) == 5
+    family_keys = [run_spec.family_key(keys, i) for i in (0, 1)]  # The VAE's reset, aggressive.
+    data = [tuple(np.asarray(jax.random.key_data(key)).tolist()) for key in [*keys, *family_keys]]
+    assert len(set(data)) == len(keys) + 2 == 6
+    # Each purpose keeps the key it had when RunKeys listed the VAE's keys: fold_in(root, i).
+    root = jax.random.key(seed)
+    for key, index in zip([*keys[:3], *family_keys], range(5)):
+      assert np.array_equal(
+        jax.random.key_data(key), jax.random.key_data(jax.random.fold_in(root, index))
+      )
     old_params, old_dropout = jax.random.split(jax.random.key(seed))
     assert data[0] == tuple(np.asarray(jax.random.key_data(old_params)).tolist())
     assert data[1] == tuple(np.asarray(jax.random.key_data(old_dropout)).tolist())

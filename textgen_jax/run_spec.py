@@ -23,15 +23,23 @@ class RunKeys(NamedTuple):
   params: jax.Array  # Parameter initialisation.
   dropout: jax.Array  # Dropout and every other noise of the train step (folded with the step).
   evaluation: jax.Array  # Held-out sampling and importance samples at evaluations.
-  reset: jax.Array  # Fresh parameters for a reset during the run (the VAE's decoder).
-  aggressive: jax.Array  # Dropout of the VAE's extra encoder updates (vae/aggressive.py).
+  root: jax.Array  # key(seed), which a family's own keys are folded from (family_key).
+
+
+_ENGINE_KEYS = 3  # params, dropout, evaluation: fold_in indices 0, 1, 2.
 
 
 def run_keys(seed: int) -> RunKeys:
   """Key i is fold_in(key(seed), i). For i = 0 and 1 those are jax.random.split(key(seed))'s two
   keys, the parameter and dropout keys runs have always used, so older runs resume exactly."""
   root = jax.random.key(seed)
-  return RunKeys(*(jax.random.fold_in(root, i) for i in range(len(RunKeys._fields))))
+  return RunKeys(*(jax.random.fold_in(root, i) for i in range(_ENGINE_KEYS)), root)
+
+
+def family_key(keys: RunKeys, index: int) -> jax.Array:
+  """A family's own key number `index` (0, 1, ...; one per purpose, the family numbers them):
+  fold_in(key(seed), 3 + index), after the engine's. Traced per member in a population."""
+  return jax.random.fold_in(keys.root, _ENGINE_KEYS + index)
 
 
 @dataclasses.dataclass(frozen=True)

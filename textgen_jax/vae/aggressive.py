@@ -16,7 +16,7 @@ Encoder and decoder have optimizer states of their own (two optimizers, as in th
 side's moments and step count move only with its own updates); gradients are clipped jointly.
 Encoder updates do not advance the train step, so schedules (KL annealing) count outer steps.
 All of it is a pure function of the seed and the step (random batches from
-(data seed, step), the encoder updates' dropout keys from RunKeys.aggressive, the decoder
+(data seed, step), the encoder updates' dropout keys from the VAE's own run key, the decoder
 update's from RunKeys.dropout as an ordinary step's), so a resumed run is the uninterrupted
 one; the state of the phase (on or off, the last MI) is saved in every checkpoint's run state
 (loop.StepProcedure) and restored from it. Each epoch's check is also logged as a record
@@ -70,7 +70,7 @@ class AggressiveTraining:
   mutual_information: Callable[[Any], float]  # params -> held-out I(x; z).
   data_seed: int
   dropout_key: jax.Array  # RunKeys.dropout: the decoder update's, as an ordinary step's.
-  encoder_key: jax.Array  # RunKeys.aggressive: the encoder updates'.
+  encoder_key: jax.Array  # The family's AGGRESSIVE_KEY (vae/recipe.py): the encoder updates'.
   max_steps: int = 100
   check_every: int = 15
 

@@ -23,6 +23,11 @@ from textgen_jax.vae.model import build_model, init_params
 from textgen_jax.vae.sentence_model import VOCABULARY_FILES, SentenceModel
 
 
+# The family's own run keys (run_spec.family_key): fresh decoder parameters for a reset during
+# the run, and the dropout of aggressive training's extra encoder updates.
+RESET_KEY, AGGRESSIVE_KEY = 0, 1
+
+
 def periodic_evaluation(
   sentence_model: SentenceModel,
   sentences: Sequence[str],
@@ -101,7 +106,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Sente
       objective, **recipe.section_values(hyperparameters, "vae")
     )
     member_model = recipe.member_model(model, hyperparameters)
-    reset = loss_lib.pretraining_reset(member_objective, model, model_init, member_keys.reset)
+    reset = loss_lib.pretraining_reset(
+      member_objective, model, model_init, run_spec.family_key(member_keys, RESET_KEY)
+    )
     return (
       functools.partial(loss_lib.sentence_loss, model=member_model, objective=member_objective),
       reset if model.config.has_latent else None,
@@ -120,7 +127,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Sente
       ),
       config_lib.data_seed(config),
       keys.dropout,
-      keys.aggressive,
+      run_spec.family_key(keys, AGGRESSIVE_KEY),
       objective.aggressive_max_steps,
       objective.aggressive_check_every,
     )
