@@ -354,6 +354,7 @@ def test_fields_added_later_take_the_familys_default_but_the_old_values_named():
       assert field in defaults[section], (name, section, field)
   assert ("model", "attention") not in workdir_lib.added_later("vae")
   assert families["seq2seq"].data.valid_split == "grouped"  # Today's default, not old runs'.
-  assert workdir_lib.old_value("data", "valid_split", "seq2seq") == "random"
-  assert workdir_lib.old_value("model", "attention", "seq2seq") == "none"
-  assert workdir_lib.old_value("vae", "aggressive_max_steps", "vae") == 100
+  before = {name: workdir_lib.values_before(name) for name in families}
+  assert before["seq2seq"]["data", "valid_split"] == "random"
+  assert before["seq2seq"]["model", "attention"] == "none"
+  assert before["vae"]["vae", "aggressive_max_steps"] == 100

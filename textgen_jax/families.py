@@ -25,9 +25,9 @@ class Family:
   train_and_evaluate: Callable[[ml_collections.ConfigDict, str], Any]  # (config, workdir).
   # The inference class: `inference.load(workdir, step, member, average_last)` reads a workdir.
   inference: Any
-  # Compatibility with older workdirs (textgen_jax/workdir/resume.py): the family's fields added after
-  # its first workdirs, which take its default config's values unless `old_values` names
-  # another ((section, field) -> value); and fields outside the model, data, seed and
+  # Compatibility with older workdirs (textgen_jax/workdir/resume.py): the family's fields
+  # added after its first workdirs, which take its default config's values unless `old_values`
+  # names another ((section, field) -> value); and fields outside the model, data, seed and
   # population sections whose change also makes a checkpoint meaningless on resume.
   added_later: frozenset[tuple[str, str]] = frozenset()
   old_values: Mapping[tuple[str, str], Any] = dataclasses.field(default_factory=dict)

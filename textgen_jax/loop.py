@@ -136,11 +136,7 @@ class Members:
     """What ranks the members, as JSON (member indices as strings); {} for one run."""
     if self.population is None:
       return {}
-    return {
-      "dropped": {str(k): v for k, v in self.dropped.items()},
-      "held_out": {str(k): v for k, v in self.held_out.items()},
-      "best": self.best,
-    }
+    return population_lib.ranking_to_json(self.held_out, self.dropped, self.best)
 
   def restore(self, saved: Mapping[str, Any] | None, records: Sequence[dict[str, Any]]) -> None:
     """From a checkpoint's run state, or from the log's records (saved None: a checkpoint
@@ -150,9 +146,8 @@ class Members:
     if saved is None:
       self.held_out = population_lib.held_out_from_records(records)
       return
-    self.dropped.update({int(k): v for k, v in saved.get("dropped", {}).items()})
-    self.held_out = {int(k): v for k, v in saved.get("held_out", {}).items()}
-    self.best = saved.get("best")
+    self.held_out, dropped, self.best = population_lib.ranking_from_json(saved)
+    self.dropped.update(dropped)
 
   def rank(self, select_metric: str) -> dict[str, Any]:
     """The members' table (population.summary), its best kept as `best`."""
@@ -283,9 +278,6 @@ def train(spec: RunSpec, workdir: str, task: Task) -> TrainState:
   device_batch = lambda step: layout.global_batch(
     task.train_batches.batch_at(step, row_slice), batch_size
   )
-  train_step = lambda state, step: compiled_step(state, device_batch(step), step_inputs)
-  if procedure is not None:
-    train_step = procedure.wrap(train_step, device_batch, writer)
   if members.own_data_order:
     member_batches = [
       dataclasses.replace(task.train_batches, shuffle_seed=seed)
@@ -301,6 +293,10 @@ def train(spec: RunSpec, workdir: str, task: Task) -> TrainState:
       ),
       step_inputs,
     )
+  else:
+    train_step = lambda state, step: compiled_step(state, device_batch(step), step_inputs)
+  if procedure is not None:  # Around whichever step the data order gave.
+    train_step = procedure.wrap(train_step, device_batch, writer)
   eval_step = lambda params, batch: (
     compiled_eval(params, layout.shard_batch(batch))
     if members.population is None

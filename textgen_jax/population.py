@@ -229,6 +229,26 @@ def summary(
   return {"select_metric": select_metric, "best": best, "members": rows}
 
 
+def ranking_to_json(
+  held_out: Mapping[int, Mapping[str, Any]], dropped: Mapping[int, int], best: int | None
+) -> dict[str, Any]:
+  """What ranks the members, as a checkpoint's run state holds it (member indices as strings)."""
+  return {
+    "dropped": {str(k): v for k, v in dropped.items()},
+    "held_out": {str(k): v for k, v in held_out.items()},
+    "best": best,
+  }
+
+
+def ranking_from_json(
+  saved: Mapping[str, Any],
+) -> tuple[dict[int, dict[str, Any]], dict[int, int], int | None]:
+  """(held_out, dropped, best) from what ranking_to_json wrote."""
+  held_out = {int(k): v for k, v in saved.get("held_out", {}).items()}
+  dropped = {int(k): v for k, v in saved.get("dropped", {}).items()}
+  return held_out, dropped, saved.get("best")
+
+
 def held_out_from_records(records: Sequence[Mapping[str, Any]]) -> dict[int, dict[str, Any]]:
   """Each member's last evaluation ("step" and "valid_*" values) as metrics.jsonl logged it:
   for a workdir whose checkpoints predate the run state."""

@@ -40,7 +40,7 @@ from textgen_jax.workdir.resume import (  # noqa: F401 (the package's interface)
   OLD_VALUES,
   family_defaults,
   added_later,
-  old_value,
+  values_before,
   SPEED_ONLY,
   FREE_ON_RESUME,
   check_saved_config,

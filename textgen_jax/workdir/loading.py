@@ -147,14 +147,11 @@ def best_member(
     checkpointer.close()
   if saved is None:
     return population_lib.read_summary(workdir)["best"]
-  if saved.get("best") is not None:
-    return saved["best"]
-  return population_lib.summary(
-    {int(k): v for k, v in saved["held_out"].items()},
-    population,
-    {int(k): v for k, v in saved["dropped"].items()},
-    config.population.select_metric,
-  )["best"]
+  held_out, dropped, best = population_lib.ranking_from_json(saved)
+  if best is not None:
+    return best
+  table = population_lib.summary(held_out, population, dropped, config.population.select_metric)
+  return table["best"]
 
 
 def _restore_params(

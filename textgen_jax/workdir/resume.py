@@ -60,12 +60,16 @@ def added_later(family: str) -> frozenset[tuple[str, str]]:
   return ADDED_LATER | families.get(family).added_later
 
 
-def old_value(section: str, field: str, family: str) -> Any:
-  """What a field of added_later(family) was for a workdir written before it existed."""
-  old_values = {**OLD_VALUES, **families.get(family).old_values}
-  if (section, field) in old_values:
-    return old_values[section, field]
-  return family_defaults(family)[section][field]
+def values_before(family: str) -> dict[tuple[str, str], Any]:
+  """What each field of added_later(family) was for a workdir written before it existed: the
+  family's default, or the old value OLD_VALUES or the Family names where that differs."""
+  registered = families.get(family)
+  defaults = registered.get_config()
+  old_values = {**OLD_VALUES, **registered.old_values}
+  return {
+    (section, field): old_values.get((section, field), defaults[section][field])
+    for section, field in added_later(family)
+  }
 
 
 # Fields of those sections that change speed only, never the checkpoint's meaning: a run may
@@ -159,9 +163,9 @@ def check_resumable(
   if changed is not None and isinstance(saved.get("data"), dict):
     saved["data"].update({field: config.data[field] for field in DATA_FIELDS})
   family = family_of(config)
-  for section, field in added_later(family):
+  for (section, field), value in values_before(family).items():
     if isinstance(saved.get(section), dict) and field in current.get(section, {}):
-      saved[section].setdefault(field, old_value(section, field, family))
+      saved[section].setdefault(field, value)
   for section, field in FREE_ON_RESUME:
     for settings in (saved, current):
       if isinstance(settings.get(section), dict):
