@@ -8,6 +8,7 @@ input; `read_metrics` reads a workdir's metrics.jsonl.
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import dataclasses
@@ -20,6 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 
 from textgen_jax import checkpointing, seq2seq, training, vae
 from textgen_jax.data import batching
@@ -235,6 +237,20 @@ def strip_run_state(workdir: str) -> None:
   directory = os.path.join(workdir, "checkpoints")
   for name in filter(str.isdigit, os.listdir(directory)):
     os.remove(os.path.join(directory, name, checkpointing.RUN_STATE))
+    checkpointing.write_checksums(os.path.join(directory, name))
+
+
+def rename_in_checkpoints(workdir: str, names: dict[str, str]) -> None:
+  """Makes a workdir's checkpoints look written when modules had other names (names: today's
+  name -> the old one): each item read as saved, renamed, written back; checksums again."""
+  directory = os.path.join(workdir, "checkpoints")
+  for name in filter(str.isdigit, os.listdir(directory)):
+    for item in ("params", "optimizer"):
+      path = os.path.join(directory, name, item)
+      with ocp.StandardCheckpointer() as checkpointer:
+        tree = checkpointer.restore(path)
+        shutil.rmtree(path)
+        checkpointer.save(path, checkpointing.renamed(tree, names))
     checkpointing.write_checksums(os.path.join(directory, name))
 
 

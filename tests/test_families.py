@@ -1,8 +1,10 @@
 """A third model family in a few lines (a character bigram LM), trained, resumed and loaded
 through the engine alone: the proof that a family is one folder over textgen_jax's engine."""
 
+import dataclasses
 import functools
 import os
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -11,20 +13,19 @@ import pytest
 
 from tests.helpers import SENTENCES, assert_trees_equal, write_text
 from textgen_jax import config as config_lib
-from textgen_jax import families, losses, parallel, population, recipe, run_spec, loop
+from textgen_jax import families, losses, population, recipe
 from textgen_jax import workdir as workdir_lib
 from textgen_jax.data import readers
 from textgen_jax.errors import TextgenError
 from textgen_jax.models.tokens import shift_right
 
-FAMILY = "toy_char_lm"
-VOCABULARY_FILES = {"chars.json": "text"}
+NAME = "toy_char_lm"
 RANGES = {**config_lib.RANGES, "model.embedding_size": ">= 1"}
 
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.family, config.seed = FAMILY, 0
+  config.family, config.seed = NAME, 0
   config.data = config_lib.data_section(tokenizer="char", max_len=12, batch_size=8, min_count=1)
   config.model = ml_collections.ConfigDict({"embedding_size": 8})
   config_lib.model_dtype_and_backend(config.model)
@@ -40,7 +41,6 @@ def get_config() -> ml_collections.ConfigDict:
 class BigramLM(nn.Module):
   vocab_size: int
   embedding_size: int
-  VOCABULARY_MATRICES = {}  # Nothing split over devices.
 
   @nn.compact
   def __call__(self, tokens_BxT):
@@ -63,33 +63,52 @@ def loss(params, batch, rng, deterministic, *, step, model):
   return sums["nll_sum"] / jnp.maximum(sums["tokens"], 1.0), sums
 
 
-def train_and_evaluate(config, workdir):
-  parallel.initialize(config.parallel)
-  config_lib.validate_shared(config, FAMILY, RANGES)
-  spec = run_spec.build(config, FAMILY, population.ENGINE_FIELDS)
-  data = recipe.read_data(config, readers.read_lines, VOCABULARY_FILES)
-  recipe.prepare_workdir(workdir, config, data)
-  model = build_model(spec.model_config, *data.vocabularies.values())
-  task = loop.Task(
-    init_params=functools.partial(init_params, model),
-    loss_fn=functools.partial(loss, model=model),
-    train_batches=data.train_batches,
-    valid_batches=data.valid_batches,
+@dataclasses.dataclass
+class CharLM:
+  """The inference class: what a trained model is used with (here, nothing more)."""
+
+  config: ml_collections.ConfigDict
+  model: BigramLM
+  params: Any
+  tokenizer: Any
+  vocab: Any
+  step: int | None = None
+
+  @classmethod
+  def load(cls, workdir, step=None, member=None, average_last=0):
+    loaded = workdir_lib.load(workdir, families.get(NAME), step, member, average_last)
+    return cls(
+      loaded.config,
+      loaded.model,
+      loaded.params,
+      loaded.tokenizer,
+      *loaded.vocabularies,
+      loaded.step,
+    )
+
+
+def hooks(run):
+  return lambda hyperparameters, keys: (
+    functools.partial(loss, model=recipe.member_model(run.model, hyperparameters)),
+    None,
   )
-  return recipe.train(spec, workdir, task)
 
 
-families.register(
+FAMILY = families.register(
   families.Family(
-    FAMILY, get_config, VOCABULARY_FILES, "tests/test_families.py", train_and_evaluate, None
+    NAME,
+    get_config=get_config,
+    validate=lambda config: config_lib.validate_shared(config, NAME, RANGES),
+    per_member_fields=population.ENGINE_FIELDS,
+    reader=readers.read_lines,
+    vocabulary_files={"chars.json": "text"},
+    build_model=build_model,
+    init_params=init_params,
+    hooks=hooks,
+    inference=CharLM,
+    train_script="tests/test_families.py",
   )
 )
-
-
-def load(workdir):
-  return workdir_lib.load(
-    workdir, get_config(), list(VOCABULARY_FILES), __file__, build_model, init_params
-  )
 
 
 @pytest.mark.slow  # Three short trainings.
@@ -97,18 +116,18 @@ def test_a_family_of_a_few_lines_trains_resumes_and_loads_through_the_engine(tmp
   config = get_config()
   config.data.train_path = write_text(tmp_path / "text.txt", "\n".join(SENTENCES * 2) + "\n")
   straight = str(tmp_path / "straight")
-  params = train_and_evaluate(config, straight)
-  assert load(straight).step == 4 and load(straight).config.family == FAMILY
-  assert_trees_equal(load(straight).params, params)
+  params = FAMILY.train_and_evaluate(config, straight).params
+  assert CharLM.load(straight).step == 4 and CharLM.load(straight).config.family == NAME
+  assert_trees_equal(CharLM.load(straight).params, params)
   resumed = str(tmp_path / "resumed")
   config.train.num_steps = 2
-  train_and_evaluate(config, resumed)
+  FAMILY.train_and_evaluate(config, resumed)
   os.remove(os.path.join(resumed, "metrics.jsonl"))
   config.train.num_steps = 4
-  assert_trees_equal(train_and_evaluate(config, resumed), params)
+  assert_trees_equal(FAMILY.train_and_evaluate(config, resumed).params, params)
   config.model.embedding_size = 16  # Another model: the engine's resume check refuses it.
   with pytest.raises(TextgenError, match="model.embedding_size"):
-    train_and_evaluate(config, resumed)
+    FAMILY.train_and_evaluate(config, resumed)
 
 
 def test_an_unknown_family_is_a_one_line_error_naming_the_known_ones():

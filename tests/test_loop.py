@@ -13,7 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from tests.helpers import assert_trees_equal, make_pairs, opt_config, tiny_config, write_tsv
-from textgen_jax import metrics, population, recipe, run_spec, seq2seq, loop, training
+from textgen_jax import families, loop, metrics, population, recipe, run_spec, seq2seq, training
 from textgen_jax.checkpointing import Checkpointer
 from textgen_jax.data import batching, readers
 from textgen_jax.data.tokenizers import make_tokenizer
@@ -37,8 +37,8 @@ OVERFIT_PAIRS = [
 
 
 def spec_of(config):
-  """The run spec of a config whose members may vary the engine's fields only."""
-  return run_spec.build(config, "seq2seq", population.ENGINE_FIELDS)
+  """The run spec of a seq2seq config."""
+  return run_spec.build(config, families.get("seq2seq"))
 
 
 def test_tiny_model_overfits_a_handful_of_pairs():

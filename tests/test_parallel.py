@@ -57,8 +57,8 @@ def test_vae_vocabulary_matrices_are_the_split_leaves(kind):
   params = jax.eval_shape(functools.partial(vae.model.init_params, model), jax.random.key(0))
   expected = {
     "['params']['decoder_embedding']['embedding']": ("model", None),
-    "['params']['decoder_output']['kernel']": (None, "model"),
-    "['params']['decoder_output']['bias']": ("model",),
+    "['params']['output_layer']['kernel']": (None, "model"),
+    "['params']['output_layer']['bias']": ("model",),
   }
   if kind == "vae":
     expected["['params']['encoder_embedding']['embedding']"] = ("model", None)

@@ -19,11 +19,12 @@ from tests.helpers import (
   strip_run_state,
   make_pairs,
   read_metrics,
+  rename_in_checkpoints,
   tiny_config,
   tiny_vae_config,
   write_tsv,
 )
-from textgen_jax import run_spec, seq2seq, vae
+from textgen_jax import checkpointing, run_spec, seq2seq, vae
 from textgen_jax import workdir as workdir_lib
 from textgen_jax.data.tokenizers import make_tokenizer
 from textgen_jax.data.vocab import Vocabulary
@@ -112,15 +113,33 @@ def test_a_vae_workdir_from_before_family_was_recorded_loads_and_resumes(tmp_pat
   assert vae.SentenceModel.load(workdir).step == 3
 
 
+@pytest.mark.slow
+def test_a_vae_workdir_from_before_the_output_layer_was_renamed_loads_and_resumes_exactly(tmp_path):
+  corpus = tmp_path / "corpus.txt"
+  corpus.write_text("\n".join(SENTENCES * 4) + "\n", encoding="utf-8")
+  config = tiny_vae_config(corpus, train__num_steps=3, train__log_every=1)
+  straight = vae.train_and_evaluate(config, str(tmp_path / "straight"))
+  old = str(tmp_path / "old")
+  config.train.num_steps = 2
+  vae.train_and_evaluate(config, old)
+  rename_in_checkpoints(old, {"output_layer": "decoder_output"})
+  saved = checkpointing.Checkpointer(os.path.join(old, "checkpoints"))
+  assert "decoder_output" in dict(saved._manager.item_metadata(2)["params"])["params"]
+  assert set(vae.SentenceModel.load(old).params["params"]) == set(straight.params["params"])
+  config.train.num_steps = 3  # Resumes the old checkpoint's Adam moments under today's names.
+  assert_trees_equal(vae.train_and_evaluate(config, old).params, straight.params)
+
+
 def test_run_keys_are_one_per_purpose_and_keep_the_old_parameter_and_dropout_keys():
   for seed in (0, 1, 17):
-    keys = run_spec.run_keys(seed)
-    family_keys = [run_spec.family_key(keys, i) for i in (0, 1)]  # The VAE's reset, aggressive.
-    data = [tuple(np.asarray(jax.random.key_data(key)).tolist()) for key in [*keys, *family_keys]]
-    assert len(set(data)) == len(keys) + 2 == 6
+    keys = run_spec.run_keys(seed, vae.FAMILY.run_keys)
+    assert list(keys.family) == ["reset", "aggressive"]
+    all_keys = [keys.params, keys.dropout, keys.evaluation, *keys.family.values()]
+    data = [tuple(np.asarray(jax.random.key_data(key)).tolist()) for key in all_keys]
+    assert len(set(data)) == 5
     # Each purpose keeps the key it had when RunKeys listed the VAE's keys: fold_in(root, i).
     root = jax.random.key(seed)
-    for key, index in zip([*keys[:3], *family_keys], range(5)):
+    for key, index in zip(all_keys, range(5)):
       assert np.array_equal(
         jax.random.key_data(key), jax.random.key_data(jax.random.fold_in(root, index))
       )

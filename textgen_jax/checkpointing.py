@@ -29,7 +29,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jax
@@ -247,6 +247,34 @@ def _abstract(tree: Any) -> Any:
   return jax.tree.map(target, tree)
 
 
+# Modules renamed since checkpoints of them were first written: today's name -> the name older
+# checkpoints hold. A checkpoint that holds the old name restores into today's model.
+RENAMED = {
+  "output_layer": "decoder_output",  # The VAE's output layer, named as seq2seq's since issue 23.
+}
+
+
+def renamed(tree: Any, names: Mapping[str, str]) -> Any:
+  """`tree` with every dict key k renamed names.get(k, k), in dicts, lists and (named) tuples at
+  any depth (parameters, and the optimizer states that mirror them)."""
+  if not names:
+    return tree
+  if isinstance(tree, dict):
+    return {names.get(key, key): renamed(value, names) for key, value in tree.items()}
+  if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+    return type(tree)(*(renamed(value, names) for value in tree))
+  if isinstance(tree, (list, tuple)):
+    return type(tree)(renamed(value, names) for value in tree)
+  return tree
+
+
+def _dict_keys(tree: Any) -> set[str]:
+  """Every dict key at any depth of a nested dict (a checkpoint's metadata tree)."""
+  if not isinstance(tree, Mapping):
+    return set()
+  return set(tree).union(*(_dict_keys(value) for value in tree.values()))
+
+
 def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
   leaves = jax.tree_util.tree_leaves_with_path(tree)
   return {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in leaves}
@@ -422,10 +450,16 @@ class Checkpointer:
       for name in os.listdir(deleted):
         shutil.rmtree(os.path.join(deleted, name), ignore_errors=True)
 
+  def _old_names(self, step: int) -> dict[str, str]:
+    """Today's name -> the old one, for each renamed module the checkpoint holds by its old name
+    (RENAMED)."""
+    saved = _dict_keys(dict(self._manager.item_metadata(step)["params"]))
+    return {new: old for new, old in RENAMED.items() if old in saved and new not in saved}
+
   def _check_params_match(self, params_like: Any, step: int) -> None:
     """Raises a one-line error when the stored parameter shapes differ from the model's."""
     stored = _shapes(dict(self._manager.item_metadata(step)["params"]))
-    expected = _shapes(params_like)
+    expected = _shapes(renamed(params_like, self._old_names(step)))
     if stored != expected:
       differing = sorted(set(stored.items()) ^ set(expected.items()))[:2]
       raise ParamsMismatch(
@@ -438,13 +472,14 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     self.verify(step)
     self._check_params_match(state.params, step)
+    old_names = self._old_names(step)
     try:
       restored = self._manager.restore(
         step,
         args=ocp.args.Composite(
-          params=ocp.args.StandardRestore(_abstract(state.params)),
+          params=ocp.args.StandardRestore(_abstract(renamed(state.params, old_names))),
           optimizer=ocp.args.StandardRestore(
-            _abstract({"opt_state": state.opt_state, "step": state.step})
+            _abstract(renamed({"opt_state": state.opt_state, "step": state.step}, old_names))
           ),
         ),
       )
@@ -454,9 +489,10 @@ class Checkpointer:
         f"in the config ({str(e).splitlines()[0][:200]}"
         f"{self._unverified_note(step)})"
       ) from None
+    today = {old: new for new, old in old_names.items()}
     return state.replace(
-      params=restored.params,
-      opt_state=restored.optimizer["opt_state"],
+      params=renamed(restored.params, today),
+      opt_state=renamed(restored.optimizer["opt_state"], today),
       step=restored.optimizer["step"],
     )
 
@@ -467,9 +503,13 @@ class Checkpointer:
       raise TextgenError(f"{self.directory}: no checkpoint found")
     self.verify(step)
     self._check_params_match(params_like, step)
+    old_names = self._old_names(step)
     try:
       restored = self._manager.restore(
-        step, args=ocp.args.Composite(params=ocp.args.StandardRestore(_abstract(params_like)))
+        step,
+        args=ocp.args.Composite(
+          params=ocp.args.StandardRestore(_abstract(renamed(params_like, old_names)))
+        ),
       )
     except (ValueError, KeyError, TypeError) as e:
       raise ParamsMismatch(
@@ -477,7 +517,7 @@ class Checkpointer:
         f"model in config.json ({str(e).splitlines()[0][:200]}"
         f"{self._unverified_note(step)})"
       ) from None
-    return restored.params
+    return renamed(restored.params, {old: new for new, old in old_names.items()})
 
   def restore_run_state(self, step: int) -> dict[str, Any] | None:
     """The run state saved with the (verified) checkpoint at `step`; None for a checkpoint

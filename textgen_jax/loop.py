@@ -27,7 +27,7 @@ from textgen_jax import parallel, plateau
 from textgen_jax.checkpointing import Checkpointer
 from textgen_jax.data.batching import Batch, BucketedBatches
 from textgen_jax.errors import TextgenError, TrainingStopped
-from textgen_jax.run_spec import RunSpec, run_keys
+from textgen_jax.run_spec import RunSpec
 from textgen_jax import population as population_lib
 from textgen_jax.training import (
   LossFn,
@@ -44,9 +44,16 @@ from textgen_jax.training import (
 from textgen_jax.workdir import best_dir, checkpoint_dir
 
 
+def no_generation(params: Any) -> tuple[dict[str, float], list[str]]:
+  """The held-out evaluation of a family that has nothing beyond the loss."""
+  del params
+  return {}, []
+
+
 @dataclasses.dataclass
 class Task:
-  """What the loop needs to know about a model family and its data."""
+  """What the loop needs to know about a model family and its data (recipe.train_and_evaluate
+  builds it from the family's hooks)."""
 
   init_params: Callable[[jax.Array], Any]  # rng -> params
   loss_fn: LossFn  # (params, batch, rng, deterministic, *, step) -> (loss, metric sums)
@@ -54,20 +61,15 @@ class Task:
   valid_batches: Sequence[Batch]
   # Held-out evaluation beyond the loss: params -> (metrics such as greedy exact match, or a
   # VAE's mutual information; lines to print, such as translations or samples).
-  evaluate_generation: Callable[[Any], tuple[dict[str, float], list[str]]] = lambda params: ({}, [])
+  evaluate_generation: Callable[[Any], tuple[dict[str, float], list[str]]] = no_generation
   # Runs inside the compiled step before the update (see training.train_step).
   before_update: StateHook | None = None
-  # The model's vocabulary matrices, which parallel.model_shards > 1 splits over devices.
-  vocabulary_matrices: parallel.VocabularyMatrices = dataclasses.field(default_factory=dict)
-  # Populations (textgen_jax/population.py): the fields members may vary, and
-  # (member hyperparameters, member RunKeys) -> (loss_fn, before_update) for one member. The
-  # default serves families whose members vary only in seed and learning rate.
-  # params -> ENCODER_SIDE / DECODER_SIDE per leaf: an optimizer state per side
-  # (training.make_optimizer), for recipes that update one side alone.
-  optimizer_sides: Callable[[Any], Any] | None = None
   # A host-side procedure around the compiled step, for recipes that are not one update per
   # step (the VAE's aggressive encoder training); see StepProcedure.
   procedure: "StepProcedure | None" = None
+  # Populations (textgen_jax/population.py): the choice fields' values, and
+  # (member hyperparameters, member RunKeys) -> (loss_fn, before_update) for one member. None
+  # serves families whose members vary only in seed and learning rate.
   member_choices: Mapping[str, Sequence[str]] = dataclasses.field(default_factory=dict)
   member_hooks: MemberHooks | None = None
   # The family's train metrics averaged over steps rather than tokens (the VAE's KL weight).
@@ -88,6 +90,9 @@ class StepProcedure(Protocol):
   from the checkpoint, never from the log."""
 
   name: str
+  # params -> ENCODER_SIDE / DECODER_SIDE per leaf: an optimizer state per side
+  # (training.make_optimizer) for a procedure that updates one side alone; None otherwise.
+  sides: Callable[[Any], Any] | None
 
   def wrap(
     self, step: StepFn, device_batch: Callable[[int], Any], writer: metrics_lib.MetricWriter
@@ -250,7 +255,7 @@ def train(spec: RunSpec, workdir: str, task: Task) -> TrainState:
   """
   config, train_cfg = spec.config, spec.config.train
   members = Members(spec.population)
-  layout = _layout(config, task, members)
+  layout = spec.layout
   batch_size = task.train_batches.batch_size
   layout.check_batch_size(batch_size)
   state, state_sharding, step_inputs = _initial_state(spec, task, layout, members)
@@ -347,16 +352,6 @@ def train(spec: RunSpec, workdir: str, task: Task) -> TrainState:
   return state
 
 
-def _layout(config: ml_collections.ConfigDict, task: Task, members: Members) -> parallel.Layout:
-  if members.population is not None and config.parallel.model_shards > 1:
-    raise TextgenError(
-      "--config.parallel.model_shards > 1 does not combine with a population "
-      "yet: its members split over parallel.member_shards, its batch over the "
-      "other devices"
-    )
-  return parallel.make_layout(config.parallel, task.vocabulary_matrices)
-
-
 def _compile(
   task: Task, members: Members, state_sharding: Any, layout: parallel.Layout
 ) -> tuple[Callable, Callable]:
@@ -389,14 +384,14 @@ def _initial_state(
     config.opt,
     config.train.num_steps,
     per_member_rate=population is not None,
-    sides=task.optimizer_sides,
+    sides=None if task.procedure is None else task.procedure.sides,
     follow_held_out=plateau.tracked(config),
   )
   if population is None:
     inputs = lambda: spec.keys.dropout
     make_state = lambda: create_train_state(None, task.init_params(spec.keys.params), optimizer)
   else:
-    member_keys = lambda: jax.vmap(run_keys)(jnp.asarray(population.seeds, jnp.int32))
+    member_keys = lambda: spec.member_keys(jnp.asarray(population.seeds, jnp.int32))
     inputs = lambda: (member_keys(), population.hyperparameters(task.member_choices))
 
     def make_state():

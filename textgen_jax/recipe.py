@@ -1,21 +1,21 @@
-"""The train-and-evaluate skeleton every model family's recipe follows, written once.
+"""Train and evaluate, written once for every model family: `train_and_evaluate(family, ...)`
+reads top to bottom as
 
-A family's `train_and_evaluate` reads top to bottom as
-
-    parallel.initialize(config.parallel)         # before any JAX work: may join other hosts
-    validate(config)                             # the family's checks (shared ones included)
-    spec = run_spec.build(config, FAMILY, PER_MEMBER_FIELDS)  # parsed once, passed down
-    data = recipe.read_data(config, reader, vocabulary_files)
-    recipe.prepare_workdir(workdir, config, data)
-    model, inference = ...                       # built from spec.model_config
-    task = loop.Task(...)                  # its loss, evaluation and hooks
-    inference.params = recipe.train(spec, workdir, task)
+    parallel.initialize(config.parallel)     # before any JAX work: may join other hosts
+    settings = family.validate(config)       # the family's checks (shared ones included)
+    spec = run_spec.build(config, family)    # the config parsed once, passed down
+    data = read_data(config, family.reader, family.vocabulary_files)
+    prepare_workdir(workdir, config, data)   # lock, resume checks, assets
+    model, inference = ...                   # built from spec.model_config
+    task = loop.Task(...)                    # from the family's hooks: loss, evaluation
+    inference.params = train(spec, workdir, task)
 
 An example is a tuple of texts, one per column (seq2seq: source and target; the VAE: one
 sentence); each column has a vocabulary. The model reads the first column and predicts the last.
 """
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,11 +24,12 @@ import ml_collections
 import numpy as np
 
 from textgen_jax import config as config_lib
-from textgen_jax import parallel, population, loop, training
+from textgen_jax import loop, parallel, population, run_spec, training
 from textgen_jax import workdir as workdir_lib
 from textgen_jax.data import batching, readers
 from textgen_jax.data.tokenizers import Tokenizer, make_tokenizer
 from textgen_jax.data.vocab import Vocabulary
+from textgen_jax.families import Family
 from textgen_jax.run_spec import RunSpec
 
 
@@ -201,3 +202,45 @@ def train(spec: RunSpec, workdir: str, task: loop.Task) -> Any:
     return params
   best = workdir_lib.best_member(workdir, training.step_of(state), spec.config, spec.population)
   return population.member(params, best)
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyRun:
+  """What a family's hooks build a run's loss, evaluation and procedure from."""
+
+  spec: RunSpec
+  settings: Any  # What family.validate returned (the VAE's objective; None for seq2seq).
+  data: TextData
+  model: Any  # The linen module, built from spec.model_config.
+  inference: Any  # The family's inference object; each evaluation sets its params.
+
+
+def train_and_evaluate(family: Family, config: ml_collections.ConfigDict, workdir: str) -> Any:
+  """Trains (or resumes) a model of `family` in workdir, printing held-out metrics and examples;
+  the inference object (a Translator, a SentenceModel) with the final parameters."""
+  parallel.initialize(config.parallel)  # Before any JAX work: may join other hosts.
+  settings = family.validate(config)
+  spec = run_spec.build(config, family)
+  data = read_data(config, family.reader, family.vocabulary_files)
+  prepare_workdir(workdir, config, data)
+  model = family.build_model(spec.model_config, *data.vocabularies.values())
+  inference = family.inference(config, model, None, data.tokenizer, *data.vocabularies.values())
+  run = FamilyRun(spec, settings, data, model, inference)
+  member_hooks = family.hooks(run)
+  loss_fn, before_update = member_hooks({}, spec.keys)
+  task = loop.Task(
+    init_params=functools.partial(family.init_params, model),
+    loss_fn=loss_fn,
+    before_update=before_update,
+    train_batches=data.train_batches,
+    valid_batches=data.valid_batches,
+    evaluate_generation=(
+      loop.no_generation if family.evaluation is None else family.evaluation(run)
+    ),
+    procedure=None if family.procedure is None else family.procedure(run, loss_fn, before_update),
+    member_choices=family.member_choices,
+    member_hooks=member_hooks,
+    per_step=family.per_step,
+  )
+  inference.params = train(spec, workdir, task)
+  return inference

@@ -1,19 +1,22 @@
-"""A run's spec: its config parsed once, at the top of a family's train-and-evaluate.
+"""A run's spec: its config parsed once, at the top of recipe.train_and_evaluate.
 
-    spec = run_spec.build(config, schema.FAMILY, schema.PER_MEMBER_FIELDS)  # once validated
+    spec = run_spec.build(config, family)  # once the family validated it
 
 The recipe and the loop below read the spec (the population or none, the run keys, the LSTM
-backend the model runs) and never parse the config again.
+backend the model runs, the device layout) and never parse the config again.
 """
 
 import dataclasses
-from collections.abc import Collection
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
 import ml_collections
 
+from textgen_jax import parallel
 from textgen_jax import population as population_lib
+from textgen_jax.errors import TextgenError
+from textgen_jax.families import Family
 from textgen_jax.models import cudnn_lstm
 
 
@@ -23,23 +26,22 @@ class RunKeys(NamedTuple):
   params: jax.Array  # Parameter initialisation.
   dropout: jax.Array  # Dropout and every other noise of the train step (folded with the step).
   evaluation: jax.Array  # Held-out sampling and importance samples at evaluations.
-  root: jax.Array  # key(seed), which a family's own keys are folded from (family_key).
+  # The family's own keys by purpose (Family.run_keys), such as the VAE's "reset" key.
+  family: dict[str, jax.Array]
 
 
 _ENGINE_KEYS = 3  # params, dropout, evaluation: fold_in indices 0, 1, 2.
 
 
-def run_keys(seed: int) -> RunKeys:
-  """Key i is fold_in(key(seed), i). For i = 0 and 1 those are jax.random.split(key(seed))'s two
+def run_keys(seed: int, family_keys: Sequence[str] = ()) -> RunKeys:
+  """Key i is fold_in(key(seed), i): the engine's three, then the family's in the order it
+  lists them (Family.run_keys). For i = 0 and 1 those are jax.random.split(key(seed))'s two
   keys, the parameter and dropout keys runs have always used, so older runs resume exactly."""
   root = jax.random.key(seed)
-  return RunKeys(*(jax.random.fold_in(root, i) for i in range(_ENGINE_KEYS)), root)
-
-
-def family_key(keys: RunKeys, index: int) -> jax.Array:
-  """A family's own key number `index` (0, 1, ...; one per purpose, the family numbers them):
-  fold_in(key(seed), 3 + index), after the engine's. Traced per member in a population."""
-  return jax.random.fold_in(keys.root, _ENGINE_KEYS + index)
+  return RunKeys(
+    *(jax.random.fold_in(root, i) for i in range(_ENGINE_KEYS)),
+    {name: jax.random.fold_in(root, _ENGINE_KEYS + i) for i, name in enumerate(family_keys)},
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,10 +49,11 @@ class RunSpec:
   """A validated config and what it implies, computed once."""
 
   config: ml_collections.ConfigDict  # As validated; written to the workdir as it is.
-  family: str
+  family: Family
   population: population_lib.Population | None  # None: one ordinary run.
-  keys: RunKeys  # One run's (a population's members have their own, from their seeds).
+  keys: RunKeys  # One run's (a population's members have their own: member_keys).
   lstm_backend: str  # What the model runs: "scan" or "cudnn" (config.model.lstm_backend resolved).
+  layout: parallel.Layout  # The devices' mesh and how the train state and batches split over it.
 
   @property
   def model_config(self) -> ml_collections.ConfigDict:
@@ -59,15 +62,39 @@ class RunSpec:
     model.lstm_backend = self.lstm_backend
     return model
 
+  def member_keys(self, seeds: jax.Array) -> RunKeys:
+    """The RunKeys of each member seed, stacked."""
+    return jax.vmap(lambda seed: run_keys(seed, self.family.run_keys))(seeds)
 
-def build(config: ml_collections.ConfigDict, family: str, per_member: Collection[str]) -> RunSpec:
-  """The spec of a validated config. per_member: the fields the family's members may vary. A
-  population runs the scan: cuDNN's LSTM in JAX cannot be vmapped over members (speed only:
-  backends share parameters)."""
-  population = population_lib.parse(config, per_member)
+
+def build(config: ml_collections.ConfigDict, family: Family) -> RunSpec:
+  """The spec of a config the family validated. A population runs the scan: cuDNN's LSTM in JAX
+  cannot be vmapped over members (speed only: backends share parameters)."""
+  population = population_lib.parse(config, family.per_member_fields)
   backend = (
     "scan"
     if population is not None
     else cudnn_lstm.resolve_backend(config.model.lstm_backend, config.model.dtype)
   )
-  return RunSpec(config, family, population, run_keys(config.seed), backend)
+  return RunSpec(
+    config,
+    family,
+    population,
+    run_keys(config.seed, family.run_keys),
+    backend,
+    _layout(config.parallel, family, population),
+  )
+
+
+def _layout(
+  parallel_cfg: ml_collections.ConfigDict,
+  family: Family,
+  population: population_lib.Population | None,
+) -> parallel.Layout:
+  if population is not None and parallel_cfg.model_shards > 1:
+    raise TextgenError(
+      "--config.parallel.model_shards > 1 does not combine with a population "
+      "yet: its members split over parallel.member_shards, its batch over the "
+      "other devices"
+    )
+  return parallel.make_layout(parallel_cfg, family.vocabulary_matrices)

@@ -240,7 +240,7 @@ def test_the_declared_decoder_side_is_what_p_x_given_z_uses():
     "decoder_initial_state_0",
     "decoder_embedding",
     "decoder_lstm",
-    "decoder_output",
+    "output_layer",
   }
   assert set(model.decoder_modules()) == names - {
     "encoder_embedding",
@@ -252,7 +252,7 @@ def test_the_declared_decoder_side_is_what_p_x_given_z_uses():
   assert (
     set(lm_params["params"])
     == set(lm.decoder_modules())
-    == {"decoder_embedding", "decoder_lstm", "decoder_output"}
+    == {"decoder_embedding", "decoder_lstm", "output_layer"}
   )
 
 

@@ -173,7 +173,7 @@ def test_any_lines_reconstruct_to_one_line_each_or_name_the_empty_one(trained_va
 def test_language_model_trains_from_the_same_script_with_one_switch(corpus, tmp_path):
   config = tiny_vae_config(corpus, model__kind="lm", train__num_steps=40)
   model = vae.train_and_evaluate(config, str(tmp_path))
-  assert set(model.params["params"]) == {"decoder_embedding", "decoder_lstm", "decoder_output"}
+  assert set(model.params["params"]) == {"decoder_embedding", "decoder_lstm", "output_layer"}
   results = model.evaluate(SENTENCES, num_samples=3)
   assert "kl" not in results and results["importance_samples"] == 0
   # The LM's NLL is exact: it equals the validation loss that training logged (same sentences).

@@ -6,25 +6,15 @@ loss.py        masked token cross-entropy with label smoothing
 translator.py  `Translator`: text in, text out, batched and compiled; load and save
 metrics.py     corpus BLEU and chrF (sacreBLEU) and exact match, every reference of a source
 plots.py       attention heatmaps (source tokens against output tokens)
-recipe.py      the recipe: `train_and_evaluate(config, workdir)` and `fit(tsv, workdir)`
+recipe.py      the family's hooks and `Family`; `train_and_evaluate(config, workdir)`, `fit`
 """
 
 from textgen_jax import families
-from textgen_jax.seq2seq.config import FAMILY, get_config
+from textgen_jax.seq2seq.config import get_config
 from textgen_jax.seq2seq.model import Seq2Seq, Seq2SeqConfig
-from textgen_jax.seq2seq.recipe import fit, train_and_evaluate
-from textgen_jax.seq2seq.translator import TRAIN_SCRIPT, VOCABULARY_FILES, Translator
+from textgen_jax.seq2seq.recipe import FAMILY, fit, train_and_evaluate
+from textgen_jax.seq2seq.translator import Translator
 
-families.register(
-  families.Family(
-    FAMILY,
-    get_config,
-    VOCABULARY_FILES,
-    TRAIN_SCRIPT,
-    train_and_evaluate,
-    Translator,
-    added_later=frozenset({("model", "attention"), ("model", "input_feeding")}),
-  )
-)
+families.register(FAMILY)
 
 __all__ = ["Seq2Seq", "Seq2SeqConfig", "Translator", "fit", "get_config", "train_and_evaluate"]

@@ -15,7 +15,7 @@ from textgen_jax import population
 from textgen_jax.errors import TextgenError
 from textgen_jax.models.attention import KINDS as ATTENTION_KINDS
 
-FAMILY = "seq2seq"
+NAME = "seq2seq"
 DEFAULT_CORPUS = os.path.join(
   os.path.dirname(os.path.dirname(__file__)), "data", "corpora", "fra_eng_40k.tsv"
 )
@@ -29,7 +29,7 @@ PER_MEMBER_FIELDS = population.ENGINE_FIELDS | {"train.label_smoothing", "model.
 def get_config() -> ml_collections.ConfigDict:
   """Word-level English->French on the bundled Tatoeba pairs."""
   config = ml_collections.ConfigDict()
-  config.family = FAMILY  # Recorded in the workdir's config.json.
+  config.family = NAME  # Recorded in the workdir's config.json.
   config.seed = 0  # One seed for parameters, dropout, data split and data order.
   # TSV: source<TAB>target[<TAB>ignored...]; a line without a tab or with an empty side is
   # malformed.
@@ -80,7 +80,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def _validate_run(config: ml_collections.ConfigDict) -> None:
-  config_lib.validate_shared(config, FAMILY, RANGES)
+  config_lib.validate_shared(config, NAME, RANGES)
   if config.model.input_encoding not in INPUT_ENCODINGS:
     raise TextgenError(
       f"--config.model.input_encoding={config.model.input_encoding!r}: choose embedding or one_hot"

@@ -1,57 +1,70 @@
-"""The seq2seq recipe: train (or resume) a translator in a workdir, or `fit` a TSV file."""
+"""The seq2seq family's hooks and its `Family` (registered by the package): train (or resume) a
+translator in a workdir, or `fit` a TSV file."""
 
 import functools
 from typing import Any
 
 import ml_collections
 
-from textgen_jax import parallel, recipe, run_spec, loop
+from textgen_jax import families, recipe
 from textgen_jax.data import readers
 from textgen_jax.errors import TextgenError
 from textgen_jax.seq2seq import config as schema
 from textgen_jax.seq2seq.loss import loss
-from textgen_jax.seq2seq.model import build_model, init_params
-from textgen_jax.seq2seq.translator import VOCABULARY_FILES, Translator
+from textgen_jax.seq2seq.model import Seq2Seq, build_model, init_params
+from textgen_jax.seq2seq.translator import TRAIN_SCRIPT, VOCABULARY_FILES, Translator
+
+
+def evaluation(run: recipe.FamilyRun):
+  """params -> greedy exact match, BLEU and chrF on the held-out pairs, and a few translations."""
+  train_cfg = run.spec.config.train
+
+  def evaluate(params):
+    run.inference.params = params
+    return run.inference.evaluate(
+      run.data.valid_examples,
+      train_cfg.num_examples_to_print,
+      max_sources=train_cfg.max_greedy_eval_pairs,
+    )
+
+  return evaluate
+
+
+def hooks(run: recipe.FamilyRun):
+  """The loss of a member, whose label smoothing and dropout rate may differ (traced values);
+  members differ in seed through their init and dropout keys alone."""
+  default_smoothing = run.spec.config.train.label_smoothing
+
+  def member_hooks(hyperparameters, keys):
+    del keys
+    smoothing = hyperparameters.get("train.label_smoothing", default_smoothing)
+    model = recipe.member_model(run.model, hyperparameters)
+    return functools.partial(loss, model=model, label_smoothing=smoothing), None
+
+  return member_hooks
+
+
+FAMILY = families.Family(
+  schema.NAME,
+  get_config=schema.get_config,
+  validate=schema.validate,
+  per_member_fields=schema.PER_MEMBER_FIELDS,
+  reader=readers.read_pairs,
+  vocabulary_files=VOCABULARY_FILES,
+  build_model=build_model,
+  init_params=init_params,
+  hooks=hooks,
+  inference=Translator,
+  train_script=TRAIN_SCRIPT,
+  evaluation=evaluation,
+  vocabulary_matrices=Seq2Seq.VOCABULARY_MATRICES,
+  added_later=frozenset({("model", "attention"), ("model", "input_feeding")}),
+)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Translator:
   """Trains (or resumes) a translator in workdir; prints held-out metrics and examples."""
-  parallel.initialize(config.parallel)  # Before any JAX work: may join other hosts.
-  schema.validate(config)
-  spec = run_spec.build(config, schema.FAMILY, schema.PER_MEMBER_FIELDS)
-  data = recipe.read_data(config, readers.read_pairs, VOCABULARY_FILES)
-  recipe.prepare_workdir(workdir, config, data)
-  model = build_model(spec.model_config, *data.vocabularies.values())
-  translator = Translator(config, model, None, data.tokenizer, *data.vocabularies.values())
-
-  def evaluate_generation(params):
-    translator.params = params
-    return translator.evaluate(
-      data.valid_examples,
-      config.train.num_examples_to_print,
-      max_sources=config.train.max_greedy_eval_pairs,
-    )
-
-  loss_fn = functools.partial(loss, model=model, label_smoothing=config.train.label_smoothing)
-
-  def member_hooks(hyperparameters, keys):
-    del keys  # Members differ in seed through their init and dropout keys alone.
-    smoothing = hyperparameters.get("train.label_smoothing", config.train.label_smoothing)
-    return functools.partial(
-      loss, model=recipe.member_model(model, hyperparameters), label_smoothing=smoothing
-    ), None
-
-  task = loop.Task(
-    init_params=functools.partial(init_params, model),
-    loss_fn=loss_fn,
-    train_batches=data.train_batches,
-    valid_batches=data.valid_batches,
-    evaluate_generation=evaluate_generation,
-    vocabulary_matrices=model.VOCABULARY_MATRICES,
-    member_hooks=member_hooks,
-  )
-  translator.params = recipe.train(spec, workdir, task)
-  return translator
+  return FAMILY.train_and_evaluate(config, workdir)
 
 
 def fit(

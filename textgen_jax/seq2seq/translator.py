@@ -19,15 +19,15 @@ import jax
 import ml_collections
 import numpy as np
 
-from textgen_jax import decoding, device_memory
+from textgen_jax import decoding, device_memory, families
 from textgen_jax import workdir as workdir_lib
 from textgen_jax.data import batching
 from textgen_jax.data.tokenizers import Tokenizer
 from textgen_jax.data.vocab import EOS, EOS_ID, Vocabulary
 from textgen_jax.errors import TextgenError
 from textgen_jax.seq2seq import metrics
-from textgen_jax.seq2seq.config import get_config
-from textgen_jax.seq2seq.model import Seq2Seq, build_model, init_params, uses_decoding_table
+from textgen_jax.seq2seq import config as schema
+from textgen_jax.seq2seq.model import Seq2Seq, uses_decoding_table
 
 # Vocabulary file -> the column of each example it encodes.
 VOCABULARY_FILES = {"source_vocab.json": "source", "target_vocab.json": "target"}
@@ -358,15 +358,5 @@ class Translator:
     """The translator in a workdir (or a `save`d directory), at its latest checkpoint or `step`;
     of a population, its `member` (default: the best); average_last=K averages the parameters
     of the last K kept checkpoints (workdir.load)."""
-    loaded = workdir_lib.load(
-      workdir,
-      get_config(),
-      list(VOCABULARY_FILES),
-      TRAIN_SCRIPT,
-      build_model,
-      init_params,
-      step,
-      member,
-      average_last,
-    )
+    loaded = workdir_lib.load(workdir, families.get(schema.NAME), step, member, average_last)
     return cls(loaded.config, loaded.model, loaded.params, loaded.tokenizer, *loaded.vocabularies)

@@ -7,31 +7,16 @@ loss.py            reconstruction + beta * KL and the remedies for posterior col
 aggressive.py      He et al. 2019's aggressive encoder training, around the compiled step
 metrics.py         importance-weighted NLL, mutual information, active units
 sentence_model.py  `SentenceModel`: sample, reconstruct, interpolate, evaluate; load and save
-recipe.py          the recipe: `train_and_evaluate(config, workdir)`
+recipe.py          the family's hooks and `Family`; `train_and_evaluate(config, workdir)`
 """
 
 from textgen_jax import families
-from textgen_jax.vae.config import FAMILY, get_config, ptb_config
+from textgen_jax.vae.config import get_config, ptb_config
 from textgen_jax.vae.model import SentenceVAE, SentenceVAEConfig
-from textgen_jax.vae.sentence_model import TRAIN_SCRIPT, VOCABULARY_FILES, SentenceModel
-from textgen_jax.vae.recipe import train_and_evaluate
+from textgen_jax.vae.recipe import FAMILY, train_and_evaluate
+from textgen_jax.vae.sentence_model import SentenceModel
 
-families.register(
-  families.Family(
-    FAMILY,
-    get_config,
-    VOCABULARY_FILES,
-    TRAIN_SCRIPT,
-    train_and_evaluate,
-    SentenceModel,
-    added_later=frozenset(
-      {("vae", "aggressive"), ("vae", "aggressive_max_steps"), ("vae", "aggressive_check_every")}
-    ),
-    # Aggressive training gives the encoder and the decoder an optimizer state each: another
-    # checkpoint structure.
-    must_match=(("vae", "aggressive"),),
-  )
-)
+families.register(FAMILY)
 
 __all__ = [
   "SentenceModel",

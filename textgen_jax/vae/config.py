@@ -11,7 +11,7 @@ from textgen_jax.errors import TextgenError
 from textgen_jax.vae import loss as loss_lib
 from textgen_jax.vae.model import KINDS
 
-FAMILY = "vae"
+NAME = "vae"
 # Penn Treebank is research-only and not shipped: $PTB_DIR, else ../shared/data/ptb beside the repo.
 PTB_DIR = os.environ.get(
   "PTB_DIR",
@@ -58,7 +58,7 @@ def get_config() -> ml_collections.ConfigDict:
   32); dropout and clipping follow He et al. 2019. data.train_path must be set.
   """
   config = ml_collections.ConfigDict()
-  config.family = FAMILY  # Recorded in the workdir's config.json.
+  config.family = NAME  # Recorded in the workdir's config.json.
   config.seed = 0  # One seed for parameters, dropout, latent samples, data split and order.
   # One sentence per line; an empty line is malformed. PTB's longest sentence has 82 tokens.
   config.data = config_lib.data_section(
@@ -164,7 +164,7 @@ def _check_aggressive(config: ml_collections.ConfigDict, num_members: int) -> No
 
 
 def _validate_run(config: ml_collections.ConfigDict) -> loss_lib.VAEObjective:
-  config_lib.validate_shared(config, FAMILY, RANGES)
+  config_lib.validate_shared(config, NAME, RANGES)
   if config.model.kind not in KINDS:
     raise TextgenError(f"--config.model.kind={config.model.kind!r}: choose vae or lm")
   if (

@@ -65,8 +65,8 @@ class SentenceVAE(nn.Module):
   VOCABULARY_MATRICES = {
     ("encoder_embedding", "embedding"): 0,
     ("decoder_embedding", "embedding"): 0,
-    ("decoder_output", "kernel"): 1,
-    ("decoder_output", "bias"): 0,
+    ("output_layer", "kernel"): 1,
+    ("output_layer", "bias"): 0,
   }
 
   def decoder_modules(self) -> tuple[str, ...]:
@@ -77,7 +77,7 @@ class SentenceVAE(nn.Module):
       for i in range(cfg.decoder_layers)
       if cfg.has_latent and cfg.z_to_initial_state
     ]
-    return (*initial_state, "decoder_embedding", "decoder_lstm", "decoder_output")
+    return (*initial_state, "decoder_embedding", "decoder_lstm", "output_layer")
 
   def setup(self):
     cfg = self.config
@@ -99,7 +99,7 @@ class SentenceVAE(nn.Module):
     self.decoder_lstm = StackedLSTM(
       cfg.hidden_size, cfg.decoder_layers, dtype=dtype, scan_unroll=cfg.scan_unroll, backend=backend
     )
-    self.decoder_output = nn.Dense(cfg.vocab_size, dtype=dtype, dot_general=vocabulary_dot_general)
+    self.output_layer = nn.Dense(cfg.vocab_size, dtype=dtype, dot_general=vocabulary_dot_general)
     self.embedding_dropout = Dropout(cfg.embedding_dropout)
     self.output_dropout = Dropout(cfg.output_dropout)
 
@@ -142,13 +142,13 @@ class SentenceVAE(nn.Module):
     x_TxBxE = self._inputs(inputs_BxT.T, z_BxZ, deterministic)
     _, out_TxBxH = self.decoder_lstm(x_TxBxE, None, carries)
     out_BxTxH = self.output_dropout(jnp.swapaxes(out_TxBxH, 0, 1), deterministic=deterministic)
-    return self.decoder_output(out_BxTxH).astype(jnp.float32)
+    return self.output_layer(out_BxTxH).astype(jnp.float32)
 
   def decode_step(self, state: DecoderState, tokens_B: jax.Array) -> tuple[DecoderState, jax.Array]:
     """One decoding step: previous tokens in, (new state, logits_BxV) out."""
     carries, z_BxZ = state
     carries, out_BxH = self.decoder_lstm.step(carries, self._inputs(tokens_B, z_BxZ, True))
-    return (carries, z_BxZ), self.decoder_output(out_BxH).astype(jnp.float32)
+    return (carries, z_BxZ), self.output_layer(out_BxH).astype(jnp.float32)
 
   def __call__(
     self,

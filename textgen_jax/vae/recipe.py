@@ -1,4 +1,5 @@
-"""The sentence VAE / LM recipe: train (or resume) in a workdir, evaluating the literature's way.
+"""The sentence VAE / LM family's hooks and its `Family` (registered by the package): train (or
+resume) in a workdir, evaluating the literature's way.
 
 from textgen_jax import vae
 model = vae.train_and_evaluate(vae.ptb_config(), workdir="runs/ptb_vae")
@@ -12,20 +13,15 @@ import jax
 import ml_collections
 
 from textgen_jax import config as config_lib
-from textgen_jax import parallel, recipe, run_spec, loop
+from textgen_jax import families, recipe
 from textgen_jax.data import readers
 from textgen_jax.decoding import DecodeSettings
 from textgen_jax.vae import config as schema
 from textgen_jax.vae import aggressive as aggressive_lib
 from textgen_jax.vae import metrics as vae_metrics
 from textgen_jax.vae import loss as loss_lib
-from textgen_jax.vae.model import build_model, init_params
-from textgen_jax.vae.sentence_model import VOCABULARY_FILES, SentenceModel
-
-
-# The family's own run keys (run_spec.family_key): fresh decoder parameters for a reset during
-# the run, and the dropout of aggressive training's extra encoder updates.
-RESET_KEY, AGGRESSIVE_KEY = 0, 1
+from textgen_jax.vae.model import SentenceVAE, build_model, init_params
+from textgen_jax.vae.sentence_model import TRAIN_SCRIPT, VOCABULARY_FILES, SentenceModel
 
 
 def periodic_evaluation(
@@ -87,65 +83,87 @@ def held_out_mutual_information(
   return mutual_information
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> SentenceModel:
-  """Trains (or resumes) a sentence VAE or LM in workdir; prints held-out metrics and samples."""
-  parallel.initialize(config.parallel)  # Before any JAX work: may join other hosts.
-  objective = schema.validate(config)
-  spec = run_spec.build(config, schema.FAMILY, schema.PER_MEMBER_FIELDS)
-  data = recipe.read_data(config, readers.read_lines, VOCABULARY_FILES)
-  recipe.prepare_workdir(workdir, config, data)
-  model = build_model(spec.model_config, *data.vocabularies.values())
-  sentence_model = SentenceModel(config, model, None, data.tokenizer, *data.vocabularies.values())
-  keys = spec.keys
+def evaluation(run: recipe.FamilyRun):
+  return periodic_evaluation(
+    run.inference, run.data.valid_examples, run.spec.config.train, run.spec.keys.evaluation
+  )
+
+
+def hooks(run: recipe.FamilyRun):
+  """The loss and reset hook of a member whose `vae` fields and dropout rates may differ
+  (traced values)."""
+  objective, model = run.settings, run.model
   model_init = functools.partial(init_params, model)
 
   def member_hooks(hyperparameters, member_keys):
-    """The loss and reset hook of a member whose `vae` fields and dropout rates may differ
-    (traced values)."""
     member_objective = dataclasses.replace(
       objective, **recipe.section_values(hyperparameters, "vae")
     )
-    member_model = recipe.member_model(model, hyperparameters)
     reset = loss_lib.pretraining_reset(
-      member_objective, model, model_init, run_spec.family_key(member_keys, RESET_KEY)
+      member_objective, model, model_init, member_keys.family["reset"]
     )
     return (
-      functools.partial(loss_lib.sentence_loss, model=member_model, objective=member_objective),
+      functools.partial(
+        loss_lib.sentence_loss,
+        model=recipe.member_model(model, hyperparameters),
+        objective=member_objective,
+      ),
       reset if model.config.has_latent else None,
     )
 
-  loss_fn, before_update = member_hooks({}, keys)
-  aggressive = None
-  if objective.aggressive:
-    aggressive = aggressive_lib.AggressiveTraining(
-      loss_fn,
-      before_update,
-      aggressive_lib.side_labels(model.decoder_modules()),
-      data.train_batches.num_batches,
-      held_out_mutual_information(
-        sentence_model, data.valid_examples, config.train, keys.evaluation
-      ),
-      config_lib.data_seed(config),
-      keys.dropout,
-      run_spec.family_key(keys, AGGRESSIVE_KEY),
-      objective.aggressive_max_steps,
-      objective.aggressive_check_every,
-    )
-  task = loop.Task(
-    init_params=model_init,
-    loss_fn=loss_fn,
-    before_update=before_update,
-    train_batches=data.train_batches,
-    valid_batches=data.valid_batches,
-    evaluate_generation=periodic_evaluation(
-      sentence_model, data.valid_examples, config.train, keys.evaluation
+  return member_hooks
+
+
+def procedure(run: recipe.FamilyRun, loss_fn, before_update):
+  """He et al. 2019's aggressive encoder training, when vae.aggressive asks for it."""
+  objective, config, keys = run.settings, run.spec.config, run.spec.keys
+  if not objective.aggressive:
+    return None
+  return aggressive_lib.AggressiveTraining(
+    loss_fn,
+    before_update,
+    aggressive_lib.side_labels(run.model.decoder_modules()),
+    run.data.train_batches.num_batches,
+    held_out_mutual_information(
+      run.inference, run.data.valid_examples, config.train, keys.evaluation
     ),
-    vocabulary_matrices=model.VOCABULARY_MATRICES,
-    member_choices=schema.MEMBER_CHOICES,
-    member_hooks=member_hooks,
-    optimizer_sides=None if aggressive is None else aggressive.sides,
-    procedure=aggressive,
-    per_step=("kl_weight", "encoder_steps"),
+    config_lib.data_seed(config),
+    keys.dropout,
+    keys.family["aggressive"],
+    objective.aggressive_max_steps,
+    objective.aggressive_check_every,
   )
-  sentence_model.params = recipe.train(spec, workdir, task)
-  return sentence_model
+
+
+FAMILY = families.Family(
+  schema.NAME,
+  get_config=schema.get_config,
+  validate=schema.validate,
+  per_member_fields=schema.PER_MEMBER_FIELDS,
+  reader=readers.read_lines,
+  vocabulary_files=VOCABULARY_FILES,
+  build_model=build_model,
+  init_params=init_params,
+  hooks=hooks,
+  inference=SentenceModel,
+  train_script=TRAIN_SCRIPT,
+  evaluation=evaluation,
+  procedure=procedure,
+  member_choices=schema.MEMBER_CHOICES,
+  # Fresh decoder parameters for a reset during the run, and the dropout of aggressive
+  # training's extra encoder updates: fold_in positions 3 and 4, as they always were.
+  run_keys=("reset", "aggressive"),
+  per_step=("kl_weight", "encoder_steps"),
+  vocabulary_matrices=SentenceVAE.VOCABULARY_MATRICES,
+  added_later=frozenset(
+    {("vae", "aggressive"), ("vae", "aggressive_max_steps"), ("vae", "aggressive_check_every")}
+  ),
+  # Aggressive training gives the encoder and the decoder an optimizer state each: another
+  # checkpoint structure.
+  must_match=(("vae", "aggressive"),),
+)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> SentenceModel:
+  """Trains (or resumes) a sentence VAE or LM in workdir; prints held-out metrics and samples."""
+  return FAMILY.train_and_evaluate(config, workdir)

@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from textgen_jax import decoding, device_memory
+from textgen_jax import decoding, device_memory, families
 from textgen_jax import workdir as workdir_lib
 from textgen_jax.data import batching
 from textgen_jax.data.tokenizers import Tokenizer
@@ -30,8 +30,8 @@ from textgen_jax.decoding import DecodeSettings
 from textgen_jax.errors import TextgenError
 from textgen_jax.vae import loss as loss_lib
 from textgen_jax.vae import metrics
-from textgen_jax.vae.config import get_config
-from textgen_jax.vae.model import SentenceVAE, build_model, init_params
+from textgen_jax.vae import config as schema
+from textgen_jax.vae.model import SentenceVAE
 
 VOCABULARY_FILES = {"vocab.json": "sentence"}
 TRAIN_SCRIPT = "experiments/train_vae.py"
@@ -315,17 +315,7 @@ class SentenceModel:
   ) -> "SentenceModel":
     """The VAE or LM in a workdir, at its latest checkpoint (or at `step`); of a population, its
     `member` (default: the best); average_last=K averages the last K kept checkpoints."""
-    loaded = workdir_lib.load(
-      workdir,
-      get_config(),
-      list(VOCABULARY_FILES),
-      TRAIN_SCRIPT,
-      build_model,
-      init_params,
-      step,
-      member,
-      average_last,
-    )
+    loaded = workdir_lib.load(workdir, families.get(schema.NAME), step, member, average_last)
     return cls(
       loaded.config,
       loaded.model,

@@ -5,7 +5,7 @@ import dataclasses
 import functools
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -23,6 +23,7 @@ from textgen_jax.checkpointing import (
 from textgen_jax.data.tokenizers import Tokenizer, tokenizer_from_config
 from textgen_jax.data.vocab import Vocabulary, load_vocabulary
 from textgen_jax.errors import TextgenError
+from textgen_jax.families import Family
 from textgen_jax.workdir.assets import (
   CONFIG_FILE,
   best_dir,
@@ -50,53 +51,48 @@ class Loaded:
 
 def load(
   workdir: str,
-  template: ml_collections.ConfigDict,
-  vocabulary_files: Sequence[str],
-  train_script: str,
-  build_model: Callable[..., nn.Module],
-  init_params: Callable[[nn.Module, jax.Array], Any],
+  family: Family,
   step: int | None = None,
   member: int | None = None,
   average_last: int = 0,
 ) -> Loaded:
-  """The model in a workdir (or a `save`d directory) at its latest checkpoint, or at `step`;
-  with average_last = K > 1, the mean of the parameters of the last K kept checkpoints (those up
-  to `step`), the checkpoint averaging of the NMT literature (Vaswani et al. 2017; Junczys-Dowmunt
-  et al. 2016): a small, free gain at the end of training.
+  """The `family` model in a workdir (or a `save`d directory) at its latest checkpoint, or at
+  `step`; with average_last = K > 1, the mean of the parameters of the last K kept checkpoints
+  (those up to `step`), the checkpoint averaging of the NMT literature (Vaswani et al. 2017;
+  Junczys-Dowmunt et al. 2016): a small, free gain at the end of training.
 
-  template is the family's default config (which names the family); build_model(model_config,
-  *vocabularies) and init_params(model, rng) are the family's. Of a
-  population's workdir, `member` (default: the best, see best_member) as an ordinary run: its
-  config is population.member_config's, so `save` exports it as an ordinary workdir.
+  Of a population's workdir, `member` (default: the best, see best_member) as an ordinary run:
+  its config is population.member_config's, so `save` exports it as an ordinary workdir.
   """
+  train_script, vocabulary_files = family.train_script, list(family.vocabulary_files)
   if not has_checkpoints(workdir):
     raise TextgenError(
       f"{workdir}: no checkpoint found; train one with {train_script} --workdir={workdir}"
     )
   config = read_model_config(workdir)
-  family, found = template.family, family_of(config)
-  if found != family:
+  found = family_of(config)
+  if found != family.name:
     raise TextgenError(
-      f"{workdir} holds a {found} model, not a {family} model; train one with "
+      f"{workdir} holds a {found} model, not a {family.name} model; train one with "
       f"{train_script} --workdir=<new directory>"
     )
-  check_saved_config(workdir, config, template)
+  check_saved_config(workdir, config, family.get_config())
   vocabularies, tokenizer_cfg = [], None
   for filename in vocabulary_files:
     vocab, tokenizer_cfg = load_vocabulary(os.path.join(workdir, filename))
     vocabularies.append(vocab)
   check_vocabulary_files(workdir, vocabulary_files)
   try:
-    model = build_model(config.model, *vocabularies)
+    model = family.build_model(config.model, *vocabularies)
   except (TypeError, ValueError) as e:  # A value the model rejects (config.json edited).
     raise TextgenError(
       f"{os.path.join(workdir, CONFIG_FILE)}: its model section does not "
-      f"describe a {family} model ({e})"
+      f"describe a {family.name} model ({e})"
     ) from None
   members = population_lib.parse(config, per_member=None)
   if members is None and member is not None:
     raise TextgenError(f"--member={member}: {workdir} holds one run, not a population")
-  init = functools.partial(init_params, model)
+  init = functools.partial(family.init_params, model)
   params_shape = jax.eval_shape(
     init if members is None else jax.vmap(init),
     jax.random.key(0) if members is None else jax.random.split(jax.random.key(0), members.size),
