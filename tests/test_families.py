@@ -77,14 +77,8 @@ class CharLM:
   @classmethod
   def load(cls, workdir, step=None, member=None, average_last=0):
     loaded = workdir_lib.load(workdir, families.get(NAME), step, member, average_last)
-    return cls(
-      loaded.config,
-      loaded.model,
-      loaded.params,
-      loaded.tokenizer,
-      *loaded.vocabularies,
-      loaded.step,
-    )
+    (vocab,) = loaded.vocabularies
+    return cls(loaded.config, loaded.model, loaded.params, loaded.tokenizer, vocab, loaded.step)
 
 
 def hooks(run):
