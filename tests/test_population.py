@@ -90,10 +90,11 @@ def assert_members_equal_single_runs(family, config, tmp_path):
 
 
 def assert_close(params, expected):
-  """Equal to float rounding: Adam's normalisation turns last-bit gradient differences into
-  update differences of up to ~1e-4 of the learning rate's scale over a few steps."""
+  """Equal to float rounding: Adam's normalisation turns last-bit differences of a near-zero
+  gradient into update differences of a fraction of the learning rate (1-2e-2 here; 1.7e-4 seen
+  in one of 4096 weights of a VAE's decoder after 6 steps). The members differ by over 1e-2."""
   jax.tree.map(
-    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), params, expected
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=5e-4), params, expected
   )
 
 

@@ -396,8 +396,10 @@ class Checkpointer:
     if (not self.is_due(step) and not force) or step in self._manager.all_steps():
       return False
     self._empty_deleted()
-    # Written by the commit (_ChecksummedRename), with the checksums that cover it.
-    _PENDING_RUN_STATES[_step_key(self.step_dir(step))] = json.dumps(run_state(), indent=1)
+    # Written by the commit (_ChecksummedRename), with the checksums that cover it. Only the
+    # primary host commits (orbax's primary_host, process 0): the others keep nothing.
+    if jax.process_index() == 0:
+      _PENDING_RUN_STATES[_step_key(self.step_dir(step))] = json.dumps(run_state(), indent=1)
     with self._write_errors_reported():  # This save's, or the previous asynchronous one's.
       return self._manager.save(
         step,
