@@ -9,7 +9,7 @@ import ml_collections
 from textgen_jax import families, recipe
 from textgen_jax.data import readers
 from textgen_jax.errors import TextgenError
-from textgen_jax.seq2seq import config as schema
+from textgen_jax.seq2seq import config as seq2seq_config
 from textgen_jax.seq2seq.loss import loss
 from textgen_jax.seq2seq.model import Seq2Seq, build_model, init_params
 from textgen_jax.seq2seq.translator import TRAIN_SCRIPT, VOCABULARY_FILES, Translator
@@ -45,10 +45,10 @@ def hooks(run: recipe.FamilyRun):
 
 
 FAMILY = families.Family(
-  schema.NAME,
-  get_config=schema.get_config,
-  validate=schema.validate,
-  per_member_fields=schema.PER_MEMBER_FIELDS,
+  seq2seq_config.NAME,
+  get_config=seq2seq_config.get_config,
+  validate=seq2seq_config.validate,
+  per_member_fields=seq2seq_config.PER_MEMBER_FIELDS,
   reader=readers.read_pairs,
   vocabulary_files=VOCABULARY_FILES,
   build_model=build_model,
@@ -77,7 +77,9 @@ def fit(
 
   Keyword arguments override `config.train` fields, e.g. `fit(path, workdir, num_steps=500)`.
   """
-  config = schema.get_config() if config is None else ml_collections.ConfigDict(config.to_dict())
+  config = (
+    seq2seq_config.get_config() if config is None else ml_collections.ConfigDict(config.to_dict())
+  )
   config.data.train_path = train_path
   for name, value in train_overrides.items():
     if name not in config.train:

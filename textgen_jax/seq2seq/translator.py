@@ -26,7 +26,7 @@ from textgen_jax.data.tokenizers import Tokenizer
 from textgen_jax.data.vocab import EOS, EOS_ID, Vocabulary
 from textgen_jax.errors import TextgenError
 from textgen_jax.seq2seq import metrics
-from textgen_jax.seq2seq import config as schema
+from textgen_jax.seq2seq import config as seq2seq_config
 from textgen_jax.seq2seq.model import Seq2Seq, uses_decoding_table
 
 # Vocabulary file -> the column of each example it encodes.
@@ -358,5 +358,7 @@ class Translator:
     """The translator in a workdir (or a `save`d directory), at its latest checkpoint or `step`;
     of a population, its `member` (default: the best); average_last=K averages the parameters
     of the last K kept checkpoints (workdir.load)."""
-    loaded = workdir_lib.load(workdir, families.get(schema.NAME), step, member, average_last)
+    loaded = workdir_lib.load(
+      workdir, families.get(seq2seq_config.NAME), step, member, average_last
+    )
     return cls(loaded.config, loaded.model, loaded.params, loaded.tokenizer, *loaded.vocabularies)

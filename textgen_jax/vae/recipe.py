@@ -16,7 +16,7 @@ from textgen_jax import config as config_lib
 from textgen_jax import families, recipe
 from textgen_jax.data import readers
 from textgen_jax.decoding import DecodeSettings
-from textgen_jax.vae import config as schema
+from textgen_jax.vae import config as vae_config
 from textgen_jax.vae import aggressive as aggressive_lib
 from textgen_jax.vae import metrics as vae_metrics
 from textgen_jax.vae import loss as loss_lib
@@ -136,10 +136,10 @@ def procedure(run: recipe.FamilyRun, loss_fn, before_update):
 
 
 FAMILY = families.Family(
-  schema.NAME,
-  get_config=schema.get_config,
-  validate=schema.validate,
-  per_member_fields=schema.PER_MEMBER_FIELDS,
+  vae_config.NAME,
+  get_config=vae_config.get_config,
+  validate=vae_config.validate,
+  per_member_fields=vae_config.PER_MEMBER_FIELDS,
   reader=readers.read_lines,
   vocabulary_files=VOCABULARY_FILES,
   build_model=build_model,
@@ -149,7 +149,7 @@ FAMILY = families.Family(
   train_script=TRAIN_SCRIPT,
   evaluation=evaluation,
   procedure=procedure,
-  member_choices=schema.MEMBER_CHOICES,
+  member_choices=vae_config.MEMBER_CHOICES,
   # Fresh decoder parameters for a reset during the run, and the dropout of aggressive
   # training's extra encoder updates: fold_in positions 3 and 4, as they always were.
   run_keys=("reset", "aggressive"),

@@ -30,7 +30,7 @@ from textgen_jax.decoding import DecodeSettings
 from textgen_jax.errors import TextgenError
 from textgen_jax.vae import loss as loss_lib
 from textgen_jax.vae import metrics
-from textgen_jax.vae import config as schema
+from textgen_jax.vae import config as vae_config
 from textgen_jax.vae.model import SentenceVAE
 
 VOCABULARY_FILES = {"vocab.json": "sentence"}
@@ -315,7 +315,7 @@ class SentenceModel:
   ) -> "SentenceModel":
     """The VAE or LM in a workdir, at its latest checkpoint (or at `step`); of a population, its
     `member` (default: the best); average_last=K averages the last K kept checkpoints."""
-    loaded = workdir_lib.load(workdir, families.get(schema.NAME), step, member, average_last)
+    loaded = workdir_lib.load(workdir, families.get(vae_config.NAME), step, member, average_last)
     return cls(
       loaded.config,
       loaded.model,
