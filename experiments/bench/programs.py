@@ -138,13 +138,15 @@ def threaded(compiled: Any, state: Any, batch: Any, rng: Any) -> Callable[[], An
 def torch_program(
   torch_reference: Any, shape: dict[str, int], batch_size: int, dtype: str
 ) -> Program:
+  """PyTorch's step; in bfloat16 its mixed precision (torch.autocast: float32 weights and Adam
+  state, bfloat16 matmuls and LSTM), as textgen-jax's bfloat16 keeps float32 master weights."""
   decoder = torch_reference.make_decoder(
     shape["vocab_size"],
     shape["embed_dim"],
     shape["hidden_size"],
     1,
     shape["latent_size"],
-    dtype,
+    "float32",
     device=torch_reference.device_like(jax.devices()[0]),
   )
   step = torch_reference.make_train_step(
@@ -154,6 +156,7 @@ def torch_program(
     encoder_layers=1,
     source_length=shape["source_length"],
     source_vocab_size=shape["source_vocab_size"],
+    autocast=dtype if dtype != "float32" else None,
   )
   return Program(
     dict(
@@ -161,6 +164,7 @@ def torch_program(
       dtype=dtype,
       num_devices=1,
       device=torch_reference.device_name(decoder),
+      **({} if dtype == "float32" else {"precision": "autocast"}),
     ),
     step,
   )

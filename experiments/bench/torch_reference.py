@@ -173,9 +173,13 @@ def make_train_step(
   encoder_layers: int = 0,
   source_length: int = 0,
   source_vocab_size: int = 0,
+  autocast: str | None = None,
 ):
   """A function running one Adam training step of teacher-forced cross-entropy over
   [batch, length] on fixed random tokens (it returns the loss).
+
+  autocast="bfloat16": PyTorch's mixed precision (torch.autocast; on a CPU its matmuls and
+  nn.LSTM run oneDNN's bfloat16 kernels), the modules, gradients and Adam state in float32.
 
   With encoder_layers > 0 an nn.LSTM encoder reads a source first (source_length tokens of
   source_vocab_size; by default the target's) and its final state starts the decoder (the
@@ -194,10 +198,16 @@ def make_train_step(
     decoder, batch_size, length, source_length or length, source_vocab_size
   )
 
+  device_type = decoder.output.weight.device.type
+  mixed = lambda: torch.autocast(
+    device_type, dtype=_tensor_dtype(autocast or "bfloat16"), enabled=autocast is not None
+  )
+
   def step():
-    state, z, kl = encoder(sources, length)
-    logits, _ = decoder(inputs, state, z)
-    loss = nn.functional.cross_entropy(logits.reshape(-1, vocab_size), targets.reshape(-1)) + kl
+    with mixed():
+      state, z, kl = encoder(sources, length)
+      logits, _ = decoder(inputs, state, z)
+      loss = nn.functional.cross_entropy(logits.reshape(-1, vocab_size), targets.reshape(-1)) + kl
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
