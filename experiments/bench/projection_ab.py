@@ -1,10 +1,11 @@
-r"""The vocabulary projection's gradient: plain autodiff against models.lstm's custom VJP.
+r"""The Dense layers' gradients (input, feed and vocabulary projections): plain autodiff against
+models.lstm's custom VJP (dense_dot_general).
 
   python -m experiments.bench.projection_ab vae,seq2seq        # one run's train step
   python -m experiments.bench.projection_ab vae 2              # a population of 2, vmapped
 
-Both programs are built in one process, the plain one by swapping `vocabulary_dot_general` for
-`dot_general_float32` (the projection the models used before) while its model is traced, then
+Both programs are built in one process, the plain one by swapping `dense_dot_general` for
+`dot_general_float32` (the matmul the models used before) while its model is traced, then
 timed in interleaved rounds (A B, A B, ...). One JSON line per workload: tokens/s of each and the
 median of the round-by-round ratios (custom over plain) with its range.
 """
@@ -30,8 +31,10 @@ ROUNDS, MIN_CALLS, MIN_SECONDS = 5, 3, 2.0
 def program(name: str, num_members: int, projection) -> tuple:
   """(step, target tokens per step) of a train step whose models project with `projection`."""
   shape = WORKLOADS[name]
-  saved = seq2seq_model.vocabulary_dot_general, vae_model.vocabulary_dot_general
-  seq2seq_model.vocabulary_dot_general = vae_model.vocabulary_dot_general = projection
+  modules = (lstm, seq2seq_model, vae_model)
+  saved = [module.dense_dot_general for module in modules]
+  for module in modules:
+    module.dense_dot_general = projection
   try:
     batch = programs_lib.random_batch(shape, shape["batch_size"])
     model, loss_fn = programs_lib.model_and_loss(name, shape, "float32", 1, "scan")
@@ -52,7 +55,8 @@ def program(name: str, num_members: int, projection) -> tuple:
       inputs, step = jax.random.key(1), training.jit_train_step(loss_fn)
     _, compiled = common.time_compile(step, state, batch, inputs)  # Traced here, patched.
   finally:
-    seq2seq_model.vocabulary_dot_general, vae_model.vocabulary_dot_general = saved
+    for module, original in zip(modules, saved):
+      module.dense_dot_general = original
   tokens = max(num_members, 1) * shape["batch_size"] * shape["length"]
   return programs_lib.threaded(compiled, state, batch, inputs), tokens
 
@@ -63,7 +67,7 @@ def main(argv):
   for name in names:
     programs = [
       program(name, num_members, lstm.dot_general_float32),
-      program(name, num_members, lstm.vocabulary_dot_general),
+      program(name, num_members, lstm.dense_dot_general),
     ]
     medians = common.time_in_rounds([step for step, _ in programs], ROUNDS, MIN_CALLS, MIN_SECONDS)
     rates = [[tokens / s for s in seconds] for (_, tokens), seconds in zip(programs, medians)]

@@ -23,46 +23,59 @@ from textgen_jax.models.dropout import Dropout
 from textgen_jax.models.recurrence import Carry, lstm_recurrence, lstm_step
 
 
-# The matmul of Dense layers that run in the model's dtype (input projections, vocabulary
-# projections): inputs in that dtype, products accumulated and returned in float32, so that in
-# bfloat16 no activation or gradient is converted around the matmul. A no-op in float32.
-# Measured on a CPU with native BF16 (speed.md): bfloat16 training at 1.15x (seq2seq) and 1.21x
-# (VAE) of float32 with it, 1.08x and 0.91x with bfloat16 results.
+# Plain autodiff's matmul with float32 accumulation and result (the models used it before
+# dense_dot_general; experiments/bench/projection_ab.py compares the two).
 dot_general_float32 = functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32)
 
 
+def transposed(a_MxN: jax.Array) -> jax.Array:
+  """a.T laid out row-major. XLA lays a plain transpose out column-major, and XLA:CPU's matmul
+  library (YNNPACK) takes row-major operands only: a bfloat16 matmul with a transposed operand
+  was computed in float32 instead, both operands converted, at half the bfloat16 rate (the PTB
+  VAE's two vocabulary-gradient matmuls: 61 ms each of a 220 ms step). Transposed through a
+  unit axis, the result is an ordinary row-major array."""
+  return jax.lax.transpose(a_MxN[:, :, None], (1, 0, 2)).reshape(a_MxN.shape[::-1])
+
+
 @jax.custom_vjp
-def _project(x_MxH: jax.Array, kernel_HxV: jax.Array) -> jax.Array:
-  return jnp.dot(x_MxH, kernel_HxV, preferred_element_type=jnp.float32)
+def _matmul(x_MxK: jax.Array, kernel_KxN: jax.Array) -> jax.Array:
+  return jnp.dot(x_MxK, kernel_KxN, preferred_element_type=jnp.float32)
 
 
-def _project_fwd(x_MxH, kernel_HxV):
-  return _project(x_MxH, kernel_HxV), (x_MxH, kernel_HxV)
+def _matmul_fwd(x_MxK, kernel_KxN):
+  return _matmul(x_MxK, kernel_KxN), (x_MxK, kernel_KxN)
 
 
-def _project_bwd(residuals, dlogits_MxV):
-  x_MxH, kernel_HxV = residuals
+def _matmul_bwd(residuals, dy_MxN):
+  x_MxK, kernel_KxN = residuals
   # The transposes are materialised (the barrier stops XLA folding them into the dots), so
   # both gradient matmuls are plain [M, K] x [K, N] ones, also when vmapped over a population's
   # members: folded, XLA:CPU made batched dots with transposed operands and copied the
   # [M, V] logits' gradient into two more layouts (profiled at the PTB VAE's shape, N = 2).
-  kernel_VxH, x_HxM = jax.lax.optimization_barrier((kernel_HxV.T, x_MxH.T))
-  dlogits_MxV = dlogits_MxV.astype(x_MxH.dtype)
-  dx_MxH = jnp.dot(dlogits_MxV, kernel_VxH, preferred_element_type=jnp.float32)
-  dkernel_HxV = jnp.dot(x_HxM, dlogits_MxV, preferred_element_type=jnp.float32)
-  return dx_MxH.astype(x_MxH.dtype), dkernel_HxV.astype(kernel_HxV.dtype)
+  kernel_NxK, x_KxM = jax.lax.optimization_barrier((transposed(kernel_KxN), transposed(x_MxK)))
+  # In the inputs' dtype, as the forward matmul: bfloat16 matmuls accumulating in float32 (the
+  # gradient of a float32 result rounded once to bfloat16, as PyTorch's autocast does).
+  dy_MxN = dy_MxN.astype(x_MxK.dtype)
+  dx_MxK = jnp.dot(dy_MxN, kernel_NxK, preferred_element_type=jnp.float32)
+  dkernel_KxN = jnp.dot(x_KxM, dy_MxN, preferred_element_type=jnp.float32)
+  return dx_MxK.astype(x_MxK.dtype), dkernel_KxN.astype(kernel_KxN.dtype)
 
 
-_project.defvjp(_project_fwd, _project_bwd)
+_matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
-def vocabulary_dot_general(
+def dense_dot_general(
   lhs: jax.Array, rhs: jax.Array, dimension_numbers: Any, precision: Any = None
 ) -> jax.Array:
-  """nn.Dense's dot_general for a vocabulary projection ([..., H] x [H, V], float32 result)."""
-  del dimension_numbers, precision  # Dense's: the last input axis against the kernel's first.
-  logits = _project(lhs.reshape(-1, lhs.shape[-1]), rhs)
-  return logits.reshape(lhs.shape[:-1] + rhs.shape[-1:])
+  """nn.Dense's dot_general for the layers that run in the model's dtype (input, feed and
+  vocabulary projections): inputs in that dtype, products accumulated and returned in float32,
+  so that in bfloat16 no activation is converted around the matmul (a no-op in float32), and
+  gradients computed by the same row-major bfloat16 matmuls (_matmul_bwd)."""
+  del precision
+  if dimension_numbers != (((lhs.ndim - 1,), (0,)), ((), ())):
+    raise ValueError(f"dense_dot_general: not nn.Dense's contraction {dimension_numbers}")
+  y_MxN = _matmul(lhs.reshape(-1, lhs.shape[-1]), rhs)
+  return y_MxN.reshape(lhs.shape[:-1] + rhs.shape[-1:])
 
 
 def forget_bias_init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
@@ -112,7 +125,7 @@ class LSTMLayer(nn.Module):
       4 * self.hidden_size,
       dtype=self.dtype,
       bias_init=forget_bias_init,
-      dot_general=dot_general_float32,
+      dot_general=dense_dot_general,
       name="input_projection",
     )
     self.recurrent_kernel = self.param(

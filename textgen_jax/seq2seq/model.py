@@ -27,10 +27,9 @@ from textgen_jax.models.dropout import Dropout
 from textgen_jax.models.lstm import (
   Carry,
   StackedLSTM,
-  dot_general_float32,
   reverse_padded,
   uses_input_table,
-  vocabulary_dot_general,
+  dense_dot_general,
 )
 from textgen_jax.models.tokens import TokenInputs, shift_right
 from textgen_jax.models.static import is_static_zero
@@ -127,12 +126,12 @@ class Seq2Seq(nn.Module):
         4 * cfg.hidden_size,
         use_bias=False,
         dtype=dtype,
-        dot_general=dot_general_float32,
+        dot_general=dense_dot_general,
         name="feed_projection",
       )
     self.dropout = Dropout(cfg.dropout_rate)
     self.output_layer = nn.Dense(
-      cfg.target_vocab_size, dtype=dtype, dot_general=vocabulary_dot_general, name="output_layer"
+      cfg.target_vocab_size, dtype=dtype, dot_general=dense_dot_general, name="output_layer"
     )
 
   def _uses_table(self, vocab_size: int, tokens: jax.Array, deterministic: bool) -> bool:

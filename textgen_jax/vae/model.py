@@ -23,7 +23,7 @@ import ml_collections
 
 from textgen_jax.models import cudnn_lstm
 from textgen_jax.models.dropout import Dropout
-from textgen_jax.models.lstm import Carry, StackedLSTM, vocabulary_dot_general, zero_carry
+from textgen_jax.models.lstm import Carry, StackedLSTM, dense_dot_general, zero_carry
 
 KINDS = ("vae", "lm")
 
@@ -99,7 +99,7 @@ class SentenceVAE(nn.Module):
     self.decoder_lstm = StackedLSTM(
       cfg.hidden_size, cfg.decoder_layers, dtype=dtype, scan_unroll=cfg.scan_unroll, backend=backend
     )
-    self.output_layer = nn.Dense(cfg.vocab_size, dtype=dtype, dot_general=vocabulary_dot_general)
+    self.output_layer = nn.Dense(cfg.vocab_size, dtype=dtype, dot_general=dense_dot_general)
     self.embedding_dropout = Dropout(cfg.embedding_dropout)
     self.output_dropout = Dropout(cfg.output_dropout)
 
