@@ -458,10 +458,11 @@ class Checkpointer:
     saved = _dict_keys(dict(self._manager.item_metadata(step)["params"]))
     return {new: old for new, old in RENAMED.items() if old in saved and new not in saved}
 
-  def _check_params_match(self, params_like: Any, step: int) -> None:
-    """Raises a one-line error when the stored parameter shapes differ from the model's."""
+  def _check_params_match(self, params_like: Any, step: int, old_names: dict[str, str]) -> None:
+    """Raises a one-line error when the stored parameter shapes differ from the model's (with
+    the checkpoint's old module names, _old_names)."""
     stored = _shapes(dict(self._manager.item_metadata(step)["params"]))
-    expected = _shapes(renamed(params_like, self._old_names(step)))
+    expected = _shapes(renamed(params_like, old_names))
     if stored != expected:
       differing = sorted(set(stored.items()) ^ set(expected.items()))[:2]
       raise ParamsMismatch(
@@ -473,8 +474,8 @@ class Checkpointer:
     """Restores into the structure of `state` (a freshly initialised state)."""
     step = self.latest_step() if step is None else step
     self.verify(step)
-    self._check_params_match(state.params, step)
     old_names = self._old_names(step)
+    self._check_params_match(state.params, step, old_names)
     try:
       restored = self._manager.restore(
         step,
@@ -504,8 +505,8 @@ class Checkpointer:
     if step is None:
       raise TextgenError(f"{self.directory}: no checkpoint found")
     self.verify(step)
-    self._check_params_match(params_like, step)
     old_names = self._old_names(step)
+    self._check_params_match(params_like, step, old_names)
     try:
       restored = self._manager.restore(
         step,
