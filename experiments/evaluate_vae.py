@@ -33,6 +33,14 @@ _BATCH_SIZE = flags.DEFINE_integer(
 _MAX_SENTENCES = flags.DEFINE_integer("max_sentences", 0, "Evaluate the first N only (0: all).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for the importance and MI samples.")
 _STEP = flags.DEFINE_integer("step", None, "Evaluate this checkpoint (default: the latest).")
+_DTYPE = flags.DEFINE_enum(
+  "dtype",
+  None,
+  ["float32", "bfloat16"],
+  "Matmul type of the importance-weighted pass (float32 accumulation, log-sum-exp and sums; "
+  "default: the model's own). On a CPU with native BF16 it ran 1.6x faster, within 0.001 nats "
+  "per sentence of float32 (experiments/results/ptb.md).",
+)
 _OUTPUT = flags.DEFINE_string("output", None, "Also append the JSON line to this file.")
 
 
@@ -51,7 +59,12 @@ def main(argv):
   if _MAX_SENTENCES.value:
     sentences = sentences[: _MAX_SENTENCES.value]
   results = model.evaluate(
-    sentences, _NUM_SAMPLES.value, _CHUNK_SIZE.value, _BATCH_SIZE.value, jax.random.key(_SEED.value)
+    sentences,
+    _NUM_SAMPLES.value,
+    _CHUNK_SIZE.value,
+    _BATCH_SIZE.value,
+    jax.random.key(_SEED.value),
+    dtype=_DTYPE.value,
   )
   record = {
     "workdir": _WORKDIR.value,

@@ -186,6 +186,9 @@ TRAIN_RANGES = {
 }
 
 
+DTYPES = ("float32", "bfloat16")  # What model.dtype may be: the matmul type.
+
+
 def model_dtype_and_backend(model: ml_collections.ConfigDict) -> None:
   """Adds the model fields both families have: speed and precision, not architecture."""
   model.dtype = "float32"  # Matmul dtype, "float32" or "bfloat16"; cell state is float32.
@@ -263,7 +266,7 @@ def validate_shared(
     raise TextgenError(
       f"--config.data.valid_split={config.data.valid_split!r}: choose random or grouped"
     )
-  if config.model.dtype not in ("float32", "bfloat16"):
+  if config.model.dtype not in DTYPES:
     raise TextgenError(f"--config.model.dtype={config.model.dtype!r}: choose float32 or bfloat16")
   cudnn_lstm.resolve_backend(config.model.lstm_backend, config.model.dtype)  # Raises if unusable.
   make_optimizer(config.opt, config.train.num_steps)  # Raises on an unknown name or schedule.

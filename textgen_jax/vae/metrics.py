@@ -14,6 +14,7 @@ Counting: log p(x) covers every word and the EOS of each sentence (PAD never), s
 exp(-sum log p(x) / (words + sentences)), as in Mikolov's PTB convention.
 """
 
+import functools
 import math
 from typing import Any
 
@@ -38,12 +39,36 @@ def diagonal_normal_log_density(
 
 
 def _log_likelihood_given_z(
-  module: SentenceVAE, z_BxZ: jax.Array | None, targets_BxT: jax.Array
+  params: Any,
+  z_BxZ: jax.Array | None,
+  targets_BxT: jax.Array,
+  *,
+  model: SentenceVAE,
+  rows_per_block: int | None,
 ) -> jax.Array:
-  """log p(x|z) per sentence [B] (teacher forced; words and EOS, no PAD)."""
-  state = module.decoder_start(z_BxZ, targets_BxT.shape[0])
-  logits_BxTxV = module.teacher_forced_logits(state, shift_right(targets_BxT))
-  nll_BxT = token_cross_entropy(logits_BxTxV, targets_BxT) * (targets_BxT != PAD_ID)
+  """log p(x|z) per sentence [B] (teacher forced; words and EOS, no PAD).
+
+  The vocabulary projection and its log-sum-exp run rows_per_block tokens at a time, so the
+  logits of a block stay in cache instead of [B, T, V] of them going through memory three times
+  (written, maximum, sum of exponentials): the pass is bound by that traffic at K=500.
+  """
+  batch_size, time_steps = targets_BxT.shape
+  state = model.apply(params, z_BxZ, batch_size, method=SentenceVAE.decoder_start)
+  out_BxTxH = model.apply(
+    params, state, shift_right(targets_BxT), method=SentenceVAE.teacher_forced_outputs
+  )
+
+  def block_nll(block):
+    out_RxH, targets_R = block
+    logits_RxV = model.apply(params, out_RxH, method=SentenceVAE.vocabulary_logits)
+    return token_cross_entropy(logits_RxV, targets_R)
+
+  rows = (out_BxTxH.reshape(batch_size * time_steps, -1), targets_BxT.reshape(-1))
+  if rows_per_block is None:
+    nll_N = block_nll(rows)
+  else:
+    nll_N = jax.lax.map(block_nll, rows, batch_size=rows_per_block)
+  nll_BxT = nll_N.reshape(batch_size, time_steps) * (targets_BxT != PAD_ID)
   return -nll_BxT.sum(-1)
 
 
@@ -55,11 +80,15 @@ def importance_weighted_log_likelihood(
   model: SentenceVAE,
   num_samples: int,
   chunk_size: int,
+  rows_per_block: int | None = 256,
 ) -> jax.Array:
   """log p(x) per sentence [B]: the K-sample importance-weighted bound (exact for the LM)."""
   tokens_BxT, lengths_B, targets_BxT = batch["inputs"], batch["input_lengths"], batch["targets"]
+  log_px_given_z = functools.partial(
+    _log_likelihood_given_z, params, model=model, rows_per_block=rows_per_block
+  )
   if not model.config.has_latent:
-    return model.apply(params, None, targets_BxT, method=_log_likelihood_given_z)
+    return log_px_given_z(None, targets_BxT)
   mean_BxZ, logvar_BxZ = model.apply(params, tokens_BxT, lengths_B, method=SentenceVAE.posterior)
   batch_size = tokens_BxT.shape[0]
   chunk_size = min(chunk_size, num_samples)
@@ -73,7 +102,7 @@ def importance_weighted_log_likelihood(
   def add_chunk(log_sum_B, chunk):
     index, key = chunk
     z_CBxZ = mean_CBxZ + jnp.exp(0.5 * logvar_CBxZ) * jax.random.normal(key, mean_CBxZ.shape)
-    log_px_given_z_CB = model.apply(params, z_CBxZ, targets_CBxT, method=_log_likelihood_given_z)
+    log_px_given_z_CB = log_px_given_z(z_CBxZ, targets_CBxT)
     log_prior_CB = diagonal_normal_log_density(z_CBxZ, 0.0, jnp.zeros_like(z_CBxZ))
     log_posterior_CB = diagonal_normal_log_density(z_CBxZ, mean_CBxZ, logvar_CBxZ)
     log_w_CxB = (log_px_given_z_CB + log_prior_CB - log_posterior_CB).reshape(

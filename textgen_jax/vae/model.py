@@ -138,11 +138,21 @@ class SentenceVAE(nn.Module):
     self, state: DecoderState, inputs_BxT: jax.Array, deterministic: bool = True
   ) -> jax.Array:
     """Teacher-forced logits_BxTxV (float32) for all positions in one pass."""
+    out_BxTxH = self.teacher_forced_outputs(state, inputs_BxT, deterministic)
+    return self.vocabulary_logits(out_BxTxH)
+
+  def teacher_forced_outputs(
+    self, state: DecoderState, inputs_BxT: jax.Array, deterministic: bool = True
+  ) -> jax.Array:
+    """The decoder's top-layer outputs out_BxTxH (after output dropout), before the projection."""
     carries, z_BxZ = state
     x_TxBxE = self._inputs(inputs_BxT.T, z_BxZ, deterministic)
     _, out_TxBxH = self.decoder_lstm(x_TxBxE, None, carries)
-    out_BxTxH = self.output_dropout(jnp.swapaxes(out_TxBxH, 0, 1), deterministic=deterministic)
-    return self.output_layer(out_BxTxH).astype(jnp.float32)
+    return self.output_dropout(jnp.swapaxes(out_TxBxH, 0, 1), deterministic=deterministic)
+
+  def vocabulary_logits(self, out_xH: jax.Array) -> jax.Array:
+    """The vocabulary projection of decoder outputs [..., H] -> float32 logits [..., V]."""
+    return self.output_layer(out_xH).astype(jnp.float32)
 
   def decode_step(self, state: DecoderState, tokens_B: jax.Array) -> tuple[DecoderState, jax.Array]:
     """One decoding step: previous tokens in, (new state, logits_BxV) out."""

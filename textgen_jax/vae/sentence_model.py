@@ -10,6 +10,7 @@
 A workdir holds config.json, vocab.json, checkpoints/, metrics.jsonl and loss_curve.png.
 """
 
+import dataclasses
 import functools
 import sys
 import time
@@ -21,6 +22,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
+from textgen_jax import config as config_lib
 from textgen_jax import decoding, device_memory, families
 from textgen_jax import workdir as workdir_lib
 from textgen_jax.data import batching
@@ -226,15 +228,20 @@ class SentenceModel:
 
   # ---- Evaluation ------------------------------------------------------------------------
 
-  def _iw_fn(self, num_samples: int, chunk_size: int):
-    key = (num_samples, chunk_size)
+  def _iw_fn(self, num_samples: int, chunk_size: int, dtype: str | None, rows_per_block):
+    key = (num_samples, chunk_size, dtype, rows_per_block)
     if key not in self._iw_cache:
+      model = self.model
+      if dtype is not None and dtype != model.config.dtype:
+        # Same float32 parameters, matmuls in `dtype` (float32 accumulation and logits).
+        model = model.clone(config=dataclasses.replace(model.config, dtype=dtype))
       self._iw_cache[key] = jax.jit(
         functools.partial(
           metrics.importance_weighted_log_likelihood,
-          model=self.model,
+          model=model,
           num_samples=num_samples,
           chunk_size=chunk_size,
+          rows_per_block=rows_per_block,
         )
       )
     return self._iw_cache[key]
@@ -247,12 +254,18 @@ class SentenceModel:
     batch_size: int = 16,
     rng: jax.Array | None = None,
     verbose: bool = True,
+    dtype: str | None = None,
+    rows_per_block: int | None = 256,
   ) -> dict[str, float]:
     """The literature's numbers on `texts` (see vae/metrics.py): per-sentence ELBO terms,
     K-sample importance-weighted NLL and its perplexity, MI and active units (VAE), with times.
 
-    NLL is in nats per sentence; perplexity counts words plus one EOS per sentence.
+    NLL is in nats per sentence; perplexity counts words plus one EOS per sentence. `dtype`
+    ("bfloat16") runs the importance-weighted pass's matmuls in that type, accumulating, taking
+    the log-sum-exp and summing in float32 (default: the model's own dtype).
     """
+    if dtype is not None and dtype not in config_lib.DTYPES:
+      raise TextgenError(f"dtype must be one of {', '.join(config_lib.DTYPES)}, got {dtype!r}")
     if num_samples < 1:
       raise TextgenError(f"the number of importance samples K must be positive, got {num_samples}")
     if chunk_size < 1 or batch_size < 1:
@@ -263,7 +276,7 @@ class SentenceModel:
     ids = self.encode_sentences(texts, "sentence", verbose)
     num_tokens = sum(len(x) + 1 for x in ids)  # Words plus EOS.
     start = time.perf_counter()
-    iw_fn = self._iw_fn(num_samples, chunk_size)
+    iw_fn = self._iw_fn(num_samples, chunk_size, dtype, rows_per_block)
     log_px_N = np.zeros(len(ids))
     totals = None
     batches = tqdm(
@@ -285,6 +298,7 @@ class SentenceModel:
       "nll_per_sentence": nll / len(ids),
       "perplexity": float(np.exp(nll / num_tokens)),
       "importance_samples": num_samples if self.has_latent else 0,
+      "dtype": dtype or self.model.config.dtype,
     }
     totals = jax.device_get(totals)
     if self.has_latent:
