@@ -54,4 +54,7 @@ def get_config(kind: str = "vae"):
     config.vae.aggressive = True
     config.vae.anneal_steps = 10 * STEPS_PER_EPOCH
     config.vae.free_bits = 0.0
+    # An aggressive step trains the encoder up to 100 times first: 5-15 s on one core, so 500
+    # steps between checkpoints would be over an hour of work at risk.
+    config.train.checkpoint_every = 50
   return config

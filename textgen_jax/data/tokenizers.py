@@ -1,7 +1,7 @@
-"""Reversible character-, word- and whitespace-level tokenizers.
+"""Reversible character-, word-, whitespace- and subword-level tokenizers.
 
 All tokenizers first normalise text (Unicode NFC, whitespace runs collapsed to one space,
-optional lowercasing); `detokenize(tokenize(s)) == normalize(s)` holds exactly for all three.
+optional lowercasing); `detokenize(tokenize(s)) == normalize(s)` holds exactly for all four.
 
 The word tokenizer splits punctuation from words. To stay reversible without language-specific
 detokenisation rules (English "Go." but French "Va !"), a token written directly after the
@@ -10,9 +10,11 @@ previous one, with no space between, carries the JOINER prefix: "Go." -> ["Go", 
 """
 
 import dataclasses
+import hashlib
+import io
 import re
 import unicodedata
-from typing import Any
+from typing import Any, Iterable
 
 from textgen_jax.errors import TextgenError
 
@@ -99,7 +101,125 @@ class WhitespaceTokenizer:
     return {"kind": self.kind, "lowercase": self.lowercase}
 
 
-Tokenizer = CharTokenizer | WordTokenizer | WhitespaceTokenizer
+# SentencePiece writes a space as this meta symbol, so the symbol itself cannot survive a round
+# trip: the subword tokenizer normalises it to a space first, as SentencePiece's own rules do.
+SPACE_SYMBOL = "\u2581"
+SENTENCEPIECE_TYPES = ("unigram", "bpe")
+
+
+@dataclasses.dataclass(frozen=True)
+class SentencePieceTokenizer:
+  """Subwords from a trained SentencePiece model (Kudo and Richardson 2018), byte fallback on:
+  a character the model lacks becomes its UTF-8 bytes ("<0xE6>"), so no text is ever unknown.
+
+  SentencePiece's own normalisation is off (rule "identity"): text is normalised here as by
+  every tokenizer, so that the same text gives the same pieces whichever tool reads it.
+  """
+
+  model: bytes  # The serialized model (what spm_train writes to a .model file).
+  lowercase: bool = False
+  kind: str = dataclasses.field(default="sentencepiece", init=False)
+  _processor: Any = dataclasses.field(default=None, init=False, repr=False, compare=False)
+
+  def __post_init__(self):
+    import sentencepiece  # Only runs with subwords need it.
+
+    try:
+      processor = sentencepiece.SentencePieceProcessor(model_proto=self.model)
+    except (RuntimeError, TypeError) as e:
+      raise TextgenError(f"not a SentencePiece model ({e})") from None
+    object.__setattr__(self, "_processor", processor)
+
+  @property
+  def sha256(self) -> str:
+    return hashlib.sha256(self.model).hexdigest()
+
+  def pieces(self) -> list[str]:
+    """Every piece of the model but its unknown and control pieces (<unk>, <s>, </s>), in
+    the model's order: the vocabulary a run builds from it."""
+    processor = self._processor
+    return [
+      processor.id_to_piece(i)
+      for i in range(processor.get_piece_size())
+      if not (processor.is_unknown(i) or processor.is_control(i))
+    ]
+
+  def normalize(self, text: str) -> str:
+    return normalize_text(text.replace(SPACE_SYMBOL, " "), self.lowercase)
+
+  def tokenize(self, text: str) -> list[str]:
+    return self._processor.encode(self.normalize(text), out_type=str)
+
+  def sample(self, text: str, alpha: float) -> list[str]:
+    """One segmentation drawn from the model (subword regularisation, Kudo 2018; for BPE
+    models BPE-dropout with probability alpha). SentencePiece draws with its own generator:
+    seed it once with `seed_sampling`."""
+    return self._processor.encode(
+      self.normalize(text), out_type=str, enable_sampling=True, alpha=alpha, nbest_size=-1
+    )
+
+  def detokenize(self, tokens: list[str]) -> str:
+    return self._processor.decode_pieces(list(tokens))
+
+  def to_config(self) -> dict[str, Any]:
+    return {"kind": self.kind, "lowercase": self.lowercase, "sha256": self.sha256}
+
+
+def seed_sampling(seed: int) -> None:
+  """Seeds SentencePiece's process-wide generator, which `sample` draws from."""
+  import sentencepiece
+
+  sentencepiece.set_random_generator_seed(seed)
+
+
+def train_sentencepiece(
+  texts: Iterable[str],
+  vocab_size: int,
+  model_type: str = "unigram",
+  lowercase: bool = False,
+) -> SentencePieceTokenizer:
+  """A SentencePiece model trained on `texts` (normalised as the tokenizer reads them), with
+  byte fallback. Deterministic: the same texts give the same model.
+
+  vocab_size counts SentencePiece's pieces, the 256 byte pieces and its three special pieces
+  included; a vocabulary built from it adds textgen-jax's PAD and BOS.
+  """
+  import sentencepiece
+
+  if model_type not in SENTENCEPIECE_TYPES:
+    raise TextgenError(f"unknown SentencePiece model type {model_type!r}; choose unigram or bpe")
+  lines = [
+    line
+    for line in (normalize_text(t.replace(SPACE_SYMBOL, " "), lowercase) for t in texts)
+    if line
+  ]
+  if not lines:
+    raise TextgenError("cannot train a SentencePiece model on no text")
+  model = io.BytesIO()
+  try:
+    sentencepiece.SentencePieceTrainer.train(
+      sentence_iterator=iter(lines),
+      model_writer=model,
+      vocab_size=vocab_size,
+      model_type=model_type,
+      byte_fallback=True,
+      # The rarest 0.05% of characters get no piece of their own and are read as bytes.
+      character_coverage=0.9995,
+      normalization_rule_name="identity",
+      split_digits=True,  # A number never seen in training is still its digits.
+      input_sentence_size=0,  # Every sentence, not a random sample of them.
+      num_threads=1,  # Threads would make the model depend on scheduling.
+      minloglevel=2,
+    )
+  except RuntimeError as e:
+    # Chiefly a size too high for the text, or too low for its characters and the 256 bytes;
+    # SentencePiece's message follows its source location and check ("...cc(638) [...] ").
+    message = str(e).split("] ", 1)[-1]
+    raise TextgenError(f"data.vocab_size={vocab_size}: SentencePiece says: {message}") from None
+  return SentencePieceTokenizer(model.getvalue(), lowercase)
+
+
+Tokenizer = CharTokenizer | WordTokenizer | WhitespaceTokenizer | SentencePieceTokenizer
 _TOKENIZERS = {"char": CharTokenizer, "word": WordTokenizer, "whitespace": WhitespaceTokenizer}
 
 

@@ -1,0 +1,114 @@
+"""Tests for the SentencePiece tokenizer in textgen_jax.data.tokenizers: round trips, byte
+fallback, determinism, sampling, and one-line errors."""
+
+import functools
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.helpers import bundled_pairs
+from textgen_jax.data.tokenizers import (
+  SPACE_SYMBOL,
+  SentencePieceTokenizer,
+  seed_sampling,
+  train_sentencepiece,
+)
+from textgen_jax.errors import TextgenError
+
+
+@functools.cache
+def tokenizer(model_type: str = "unigram", lowercase: bool = False) -> SentencePieceTokenizer:
+  """A 400-piece model trained on 2,000 bundled pairs (English and French: a joint model)."""
+  texts = [text for pair in bundled_pairs(2000) for text in pair]
+  return train_sentencepiece(texts, 400, model_type, lowercase)
+
+
+@pytest.mark.parametrize("model_type", ["unigram", "bpe"])
+def test_bundled_text_round_trips(model_type):
+  subwords = tokenizer(model_type)
+  for source, target in bundled_pairs(300):
+    for text in (source, target):
+      pieces = subwords.tokenize(text)
+      assert subwords.detokenize(pieces) == subwords.normalize(text), text
+      assert "<unk>" not in pieces
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(st.characters(codec="utf-8"), max_size=40), st.sampled_from(["unigram", "bpe"]))
+def test_any_unicode_text_round_trips_to_its_normalisation(text, model_type):
+  subwords = tokenizer(model_type)
+  assert subwords.detokenize(subwords.tokenize(text)) == subwords.normalize(text)
+
+
+def test_a_script_the_training_text_never_had_comes_back_as_bytes_not_unk():
+  subwords = tokenizer()
+  for text in ("日本語のテキスト", "Ελληνικά κείμενα", "emoji 😀 ok", "Tiếng Việt"):
+    pieces = subwords.tokenize(text)
+    assert any(piece.startswith("<0x") for piece in pieces), pieces  # Byte fallback ran.
+    assert "<unk>" not in pieces
+    assert subwords.detokenize(pieces) == text
+  assert set(subwords.tokenize("日本")) <= set(subwords.pieces())
+
+
+def test_the_space_symbol_reads_as_a_space():
+  subwords = tokenizer()
+  assert subwords.normalize(f"a{SPACE_SYMBOL}b") == "a b"
+  assert subwords.detokenize(subwords.tokenize(f"a{SPACE_SYMBOL}b")) == "a b"
+
+
+def test_pieces_leave_out_the_unknown_and_control_pieces_and_hold_every_byte():
+  pieces = tokenizer().pieces()
+  assert len(pieces) == 400 - 3  # <unk>, <s>, </s>.
+  assert not {"<unk>", "<s>", "</s>"} & set(pieces)
+  assert {f"<0x{b:02X}>" for b in range(256)} <= set(pieces)
+  assert len(set(pieces)) == len(pieces)
+
+
+def test_training_is_deterministic_and_the_checksum_names_the_model():
+  texts = [source for source, _ in bundled_pairs(500)]
+  first, second = (train_sentencepiece(texts, 350) for _ in range(2))
+  assert first.model == second.model and first.sha256 == second.sha256 and first == second
+  other = train_sentencepiece(texts, 360)
+  assert other.sha256 != first.sha256
+  assert first.to_config() == {"kind": "sentencepiece", "lowercase": False, "sha256": first.sha256}
+
+
+def test_numbers_are_split_into_digits():
+  # So that a number the training data never held is still made of known pieces.
+  # (A digit rare in the training text is its byte piece: "4" or "<0x34>".)
+  pieces = tokenizer().tokenize("Room 48213.")
+  digits = [p for p in pieces if any(c.isdigit() for c in p.removeprefix("<0x"))]
+  as_text = [chr(int(p[3:5], 16)) if p.startswith("<0x") else p for p in digits]
+  assert as_text == ["4", "8", "2", "1", "3"], pieces
+
+
+def test_lowercase_applies_before_the_model():
+  subwords = tokenizer(lowercase=True)
+  assert subwords.tokenize("HELLO There") == subwords.tokenize("hello there")
+
+
+def test_sampling_is_seeded_and_varies_the_segmentation_not_the_text():
+  subwords = tokenizer()
+  text = "I understand international relations perfectly."
+  seed_sampling(3)
+  first = [subwords.sample(text, 0.3) for _ in range(20)]
+  seed_sampling(3)
+  again = [subwords.sample(text, 0.3) for _ in range(20)]
+  assert first == again
+  assert len({tuple(pieces) for pieces in first}) > 1  # Regularisation: other segmentations.
+  assert {subwords.detokenize(pieces) for pieces in first} == {text}
+
+
+def test_bad_settings_and_models_are_one_line_errors():
+  texts = [source for source, _ in bundled_pairs(200)]
+  with pytest.raises(TextgenError, match=r"data.vocab_size=100000: SentencePiece says: Voc.*high"):
+    train_sentencepiece(texts, 100_000)
+  with pytest.raises(TextgenError, match=r"data.vocab_size=280: SentencePiece says: Voc.*smaller"):
+    train_sentencepiece(texts, 280)  # Fewer than the 256 bytes and the text's characters.
+  with pytest.raises(TextgenError, match="unknown SentencePiece model type 'word'"):
+    train_sentencepiece(texts, 350, "word")
+  with pytest.raises(TextgenError, match="no text"):
+    train_sentencepiece(["", "  "], 350)
+  with pytest.raises(TextgenError, match="not a SentencePiece model"):
+    SentencePieceTokenizer(b"not a model")
