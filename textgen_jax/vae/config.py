@@ -76,6 +76,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.z_to_every_input = True  # z concatenated to every decoder input.
   config.model.embedding_dropout = 0.5  # On input embeddings.
   config.model.output_dropout = 0.5  # On decoder outputs, before the vocabulary projection.
+  # Output layer = decoder input embedding transposed (Press and Wolf 2017), one array.
+  config.model.tie_embeddings = False
   config_lib.model_dtype_and_backend(config.model)
 
   # The remedies for posterior collapse; fields and defaults are VAEObjective's (loss.py).

@@ -23,7 +23,13 @@ import ml_collections
 
 from textgen_jax.models import cudnn_lstm
 from textgen_jax.models.dropout import Dropout
-from textgen_jax.models.lstm import Carry, StackedLSTM, dense_dot_general, zero_carry
+from textgen_jax.models.lstm import (
+  Carry,
+  StackedLSTM,
+  dense_dot_general,
+  transposed,
+  zero_carry,
+)
 
 KINDS = ("vae", "lm")
 
@@ -43,6 +49,10 @@ class SentenceVAEConfig:
   z_to_every_input: bool = True  # z concatenated to every decoder input embedding.
   embedding_dropout: Any = 0.0  # On encoder and decoder input embeddings (may be traced).
   output_dropout: Any = 0.0  # On decoder outputs before the vocabulary projection (may be traced).
+  # The output layer's kernel is the decoder's input embedding, transposed (Press and Wolf
+  # 2017): one [V, E] array, its gradient the sum of both uses; where hidden_size differs from
+  # embed_dim, a Dense layer first projects the decoder's outputs to embed_dim.
+  tie_embeddings: bool = False
   dtype: str = "float32"  # Matmul dtype; the LSTM cell state is float32 regardless.
   scan_unroll: int = 1  # Timesteps per iteration of the teacher-forced time loop.
   lstm_backend: str = "auto"  # Teacher-forced LSTM: "scan", "cudnn" or "auto" (cudnn on GPUs).
@@ -54,6 +64,23 @@ class SentenceVAEConfig:
 
 # The decoding state: one (c, h) per decoder layer, and z (read at every step; None for the LM).
 DecoderState = tuple[list[Carry], jax.Array | None]
+
+
+class TiedOutput(nn.Module):
+  """The output layer of tied embeddings: logits = x E^T + bias, E the decoder's input
+  embedding (passed in, not a parameter here); only the bias is this layer's own."""
+
+  vocab_size: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_xE: jax.Array, embedding_VxE: jax.Array) -> jax.Array:
+    bias_V = self.param("bias", nn.initializers.zeros_init(), (self.vocab_size,))
+    return dense_dot_general(
+      x_xE.astype(self.dtype),
+      transposed(embedding_VxE).astype(self.dtype),
+      (((x_xE.ndim - 1,), (0,)), ((), ())),
+    ) + bias_V.reshape((1,) * (x_xE.ndim - 1) + (-1,))
 
 
 class SentenceVAE(nn.Module):
@@ -77,7 +104,11 @@ class SentenceVAE(nn.Module):
       for i in range(cfg.decoder_layers)
       if cfg.has_latent and cfg.z_to_initial_state
     ]
-    return (*initial_state, "decoder_embedding", "decoder_lstm", "output_layer")
+    projection = ("tied_projection",) if self._projects_before_tying() else ()
+    return (*initial_state, "decoder_embedding", "decoder_lstm", *projection, "output_layer")
+
+  def _projects_before_tying(self) -> bool:
+    return self.config.tie_embeddings and self.config.hidden_size != self.config.embed_dim
 
   def setup(self):
     cfg = self.config
@@ -99,7 +130,12 @@ class SentenceVAE(nn.Module):
     self.decoder_lstm = StackedLSTM(
       cfg.hidden_size, cfg.decoder_layers, dtype=dtype, scan_unroll=cfg.scan_unroll, backend=backend
     )
-    self.output_layer = nn.Dense(cfg.vocab_size, dtype=dtype, dot_general=dense_dot_general)
+    if cfg.tie_embeddings:
+      if self._projects_before_tying():
+        self.tied_projection = nn.Dense(cfg.embed_dim, dtype=dtype, dot_general=dense_dot_general)
+      self.output_layer = TiedOutput(cfg.vocab_size, dtype)
+    else:
+      self.output_layer = nn.Dense(cfg.vocab_size, dtype=dtype, dot_general=dense_dot_general)
     self.embedding_dropout = Dropout(cfg.embedding_dropout)
     self.output_dropout = Dropout(cfg.output_dropout)
 
@@ -152,13 +188,17 @@ class SentenceVAE(nn.Module):
 
   def vocabulary_logits(self, out_xH: jax.Array) -> jax.Array:
     """The vocabulary projection of decoder outputs [..., H] -> float32 logits [..., V]."""
-    return self.output_layer(out_xH).astype(jnp.float32)
+    if not self.config.tie_embeddings:
+      return self.output_layer(out_xH).astype(jnp.float32)
+    if self._projects_before_tying():
+      out_xH = self.tied_projection(out_xH)
+    return self.output_layer(out_xH, self.decoder_embedding.embedding).astype(jnp.float32)
 
   def decode_step(self, state: DecoderState, tokens_B: jax.Array) -> tuple[DecoderState, jax.Array]:
     """One decoding step: previous tokens in, (new state, logits_BxV) out."""
     carries, z_BxZ = state
     carries, out_BxH = self.decoder_lstm.step(carries, self._inputs(tokens_B, z_BxZ, True))
-    return (carries, z_BxZ), self.output_layer(out_BxH).astype(jnp.float32)
+    return (carries, z_BxZ), self.vocabulary_logits(out_BxH)
 
   def __call__(
     self,

@@ -156,7 +156,12 @@ FAMILY = families.Family(
   per_step=("kl_weight", "encoder_steps"),
   vocabulary_matrices=SentenceVAE.VOCABULARY_MATRICES,
   added_later=frozenset(
-    {("vae", "aggressive"), ("vae", "aggressive_max_steps"), ("vae", "aggressive_check_every")}
+    {
+      ("vae", "aggressive"),
+      ("vae", "aggressive_max_steps"),
+      ("vae", "aggressive_check_every"),
+      ("model", "tie_embeddings"),
+    }
   ),
   # Aggressive training gives the encoder and the decoder an optimizer state each: another
   # checkpoint structure.
