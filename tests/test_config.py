@@ -86,3 +86,14 @@ def test_the_reported_values_are_refused():
     config[section][field] = value
     with pytest.raises(TextgenError, match=rf"^--config\.{name} must be"):
       seq2seq_config.validate(config)
+
+
+def test_tied_embeddings_with_one_hot_inputs_is_a_one_line_error():
+  config = seq2seq.get_config()
+  config.model.tie_embeddings = True
+  seq2seq_config.validate(config)  # Embedding inputs: fine.
+  config.model.input_encoding = "one_hot"
+  with pytest.raises(
+    TextgenError, match=r"^--config.model.tie_embeddings=True .* embedding inputs$"
+  ):
+    seq2seq_config.validate(config)

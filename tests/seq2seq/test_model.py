@@ -27,6 +27,8 @@ ENCODER_VARIANTS = {
   "bi-3layer-onehot": dict(
     bidirectional=True, encoder_layers=3, decoder_layers=2, input_encoding="one_hot"
   ),
+  # Output layer tied to the target embedding, the outputs projected from H = 16 to E = 8.
+  "uni-tied": dict(bidirectional=False, tie_embeddings=True),
 }
 
 # Two examples of different lengths (target lengths count the EOS).
@@ -253,3 +255,35 @@ def test_bfloat16_matmuls_stay_close_to_float32():
   assert np.all(np.isfinite(logits))
   np.testing.assert_allclose(logits, reference, atol=5e-2)
   assert not np.array_equal(logits, reference)
+
+
+@pytest.mark.parametrize("attention", ["none", "additive"])
+def test_tied_output_is_the_target_embedding_and_its_gradient_is_the_sum_of_both_uses(attention):
+  kwargs = dict(embed_dim=H, attention=attention)  # E = H: no projection.
+  tied, untied = (
+    Seq2Seq(Seq2SeqConfig(V, V, hidden_size=H, tie_embeddings=tie, **kwargs))
+    for tie in (True, False)
+  )
+  params = random_params(tied)
+  assert set(params["params"]["output_layer"]) == {"bias"}
+  embedding_VxE = params["params"]["target_inputs"]["embedding"]["embedding"]
+  untied_params = jax.tree.map(lambda x: x, params)
+  untied_params["params"]["output_layer"] = {
+    "kernel": embedding_VxE.T,
+    "bias": params["params"]["output_layer"]["bias"],
+  }
+  inputs, targets = pad_rows(SOURCES, S), pad_rows(TARGETS, T)
+
+  def loss(model, params):
+    logits = model.apply(params, inputs, LENGTHS, targets)
+    return jnp.sum(token_cross_entropy(logits, targets) * (targets != PAD_ID))
+
+  np.testing.assert_allclose(loss(tied, params), loss(untied, untied_params), rtol=1e-6)
+  grads = jax.grad(functools.partial(loss, tied))(params)["params"]
+  untied_grads = jax.grad(functools.partial(loss, untied))(untied_params)["params"]
+  input_use = untied_grads["target_inputs"]["embedding"]["embedding"]
+  output_use = untied_grads["output_layer"]["kernel"].T
+  assert np.abs(input_use).max() > 1e-4 and np.abs(output_use).max() > 1e-4
+  np.testing.assert_allclose(
+    grads["target_inputs"]["embedding"]["embedding"], input_use + output_use, rtol=1e-5, atol=1e-6
+  )

@@ -1,10 +1,14 @@
-"""Token ids to model inputs: embeddings or one-hot rows, and teacher forcing's shifted inputs."""
+"""Token ids to model inputs (embeddings or one-hot rows), teacher forcing's shifted inputs, and
+the output layer of tied embeddings."""
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from typing import Any
+
 from textgen_jax.data.vocab import BOS_ID, PAD_ID
+from textgen_jax.models.lstm import dense_dot_general, transposed
 
 
 def shift_right(targets_BxT: jax.Array) -> jax.Array:
@@ -25,3 +29,20 @@ class TokenInputs(nn.Module):
     if self.input_encoding == "one_hot":
       return jax.nn.one_hot(tokens, self.vocab_size) * (tokens != PAD_ID)[..., None]
     return nn.Embed(self.vocab_size, self.embed_dim, name="embedding")(tokens)
+
+
+class TiedOutput(nn.Module):
+  """The output layer of tied embeddings: logits = x E^T + bias, E the decoder's input
+  embedding (passed in, not a parameter here); only the bias is this layer's own."""
+
+  vocab_size: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_xE: jax.Array, embedding_VxE: jax.Array) -> jax.Array:
+    bias_V = self.param("bias", nn.initializers.zeros_init(), (self.vocab_size,))
+    return dense_dot_general(
+      x_xE.astype(self.dtype),
+      transposed(embedding_VxE).astype(self.dtype),
+      (((x_xE.ndim - 1,), (0,)), ((), ())),
+    ) + bias_V.reshape((1,) * (x_xE.ndim - 1) + (-1,))

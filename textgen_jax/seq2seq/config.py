@@ -49,6 +49,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Luong's "dot" or "general", or Bahdanau's "additive" score (textgen_jax/models/attention.py).
   config.model.attention = "none"
   config.model.input_feeding = False  # Luong's input feeding: h~ feeds the next decoder step.
+  # Output layer = target embedding transposed (Press and Wolf 2017), one array.
+  config.model.tie_embeddings = False
   config_lib.model_dtype_and_backend(config.model)
 
   config.parallel = config_lib.parallel_section()
@@ -89,6 +91,11 @@ def _validate_run(config: ml_collections.ConfigDict) -> None:
     raise TextgenError(
       f"--config.model.attention={config.model.attention!r}: choose one of "
       f"{', '.join(ATTENTION_KINDS)}"
+    )
+  if config.model.tie_embeddings and config.model.input_encoding == "one_hot":
+    raise TextgenError(
+      "--config.model.tie_embeddings=True ties the output layer to the target embedding, but "
+      "--config.model.input_encoding=one_hot has none: use embedding inputs"
     )
   if config.model.input_feeding and config.model.attention == "none":
     raise TextgenError(

@@ -31,7 +31,7 @@ from textgen_jax.models.lstm import (
   uses_input_table,
   dense_dot_general,
 )
-from textgen_jax.models.tokens import TokenInputs, shift_right
+from textgen_jax.models.tokens import TiedOutput, TokenInputs, shift_right
 from textgen_jax.models.static import is_static_zero
 
 
@@ -53,6 +53,10 @@ class Seq2SeqConfig:
   lstm_backend: str = "auto"  # Teacher-forced LSTM: "scan", "cudnn" or "auto" (cudnn on GPUs).
   attention: str = "none"  # "none", "dot", "general" or "additive" (models/attention.py).
   input_feeding: bool = False  # Feed h~ to the next decoder step (Luong); needs attention.
+  # The output layer's kernel is the target embedding, transposed (Press and Wolf 2017): one
+  # [V, E] array; a Dense layer first projects the decoder's outputs where hidden_size differs
+  # from embed_dim. Needs embedding inputs (one-hot rows are not parameters).
+  tie_embeddings: bool = False
 
 
 class AttentiveState(NamedTuple):
@@ -89,7 +93,17 @@ class Seq2Seq(nn.Module):
 
   def decoder_modules(self) -> tuple[str, ...]:
     """The top-level modules of the decoder side; the rest (inputs, encoder, bridges) encode."""
-    return ("target_inputs", "decoder", "attention", "feed_projection", "output_layer")
+    return (
+      "target_inputs",
+      "decoder",
+      "attention",
+      "feed_projection",
+      "tied_projection",
+      "output_layer",
+    )
+
+  def _projects_before_tying(self) -> bool:
+    return self.config.tie_embeddings and self.config.hidden_size != self.config.embed_dim
 
   def setup(self):
     cfg = self.config
@@ -130,9 +144,14 @@ class Seq2Seq(nn.Module):
         name="feed_projection",
       )
     self.dropout = Dropout(cfg.dropout_rate)
-    self.output_layer = nn.Dense(
-      cfg.target_vocab_size, dtype=dtype, dot_general=dense_dot_general, name="output_layer"
-    )
+    if cfg.tie_embeddings:
+      if self._projects_before_tying():
+        self.tied_projection = nn.Dense(cfg.embed_dim, dtype=dtype, dot_general=dense_dot_general)
+      self.output_layer = TiedOutput(cfg.target_vocab_size, dtype, name="output_layer")
+    else:
+      self.output_layer = nn.Dense(
+        cfg.target_vocab_size, dtype=dtype, dot_general=dense_dot_general, name="output_layer"
+      )
 
   def _uses_table(self, vocab_size: int, tokens: jax.Array, deterministic: bool) -> bool:
     """Teacher-forced first-layer input gates from a table: small vocabulary, no dropout on
@@ -242,7 +261,16 @@ class Seq2Seq(nn.Module):
     """Teacher-forced logits_BxTxV for all positions at once."""
     out_BxTxH, _ = self._decoder_outputs(state, decoder_inputs_BxT, deterministic)
     out_BxTxH = self.dropout(out_BxTxH, deterministic=deterministic)
-    return self.output_layer(out_BxTxH).astype(jnp.float32)
+    return self.vocabulary_logits(out_BxTxH)
+
+  def vocabulary_logits(self, out_xH: jax.Array) -> jax.Array:
+    """The output layer on decoder outputs [..., H]: float32 logits [..., V]."""
+    if not self.config.tie_embeddings:
+      return self.output_layer(out_xH).astype(jnp.float32)
+    if self._projects_before_tying():
+      out_xH = self.tied_projection(out_xH)
+    embedding_VxE = self.target_inputs.variables["params"]["embedding"]["embedding"]
+    return self.output_layer(out_xH, embedding_VxE).astype(jnp.float32)
 
   def attention_weights(
     self, inputs_BxS: jax.Array, input_lengths_B: jax.Array, outputs_BxT: jax.Array
@@ -285,7 +313,7 @@ class Seq2Seq(nn.Module):
       state, out_BxH = self.decoder.step(state, self.target_inputs(tokens_B))
     else:
       state, out_BxH = self.decoder.step(state, first_gates_x_BxG=input_gates_VxG[tokens_B])
-    return state, self.output_layer(out_BxH).astype(jnp.float32)
+    return state, self.vocabulary_logits(out_BxH)
 
   def __call__(
     self,

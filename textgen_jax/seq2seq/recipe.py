@@ -58,7 +58,9 @@ FAMILY = families.Family(
   train_script=TRAIN_SCRIPT,
   evaluation=evaluation,
   vocabulary_matrices=Seq2Seq.VOCABULARY_MATRICES,
-  added_later=frozenset({("model", "attention"), ("model", "input_feeding")}),
+  added_later=frozenset(
+    {("model", "attention"), ("model", "input_feeding"), ("model", "tie_embeddings")}
+  ),
 )
 
 

@@ -23,13 +23,8 @@ import ml_collections
 
 from textgen_jax.models import cudnn_lstm
 from textgen_jax.models.dropout import Dropout
-from textgen_jax.models.lstm import (
-  Carry,
-  StackedLSTM,
-  dense_dot_general,
-  transposed,
-  zero_carry,
-)
+from textgen_jax.models.lstm import Carry, StackedLSTM, dense_dot_general, zero_carry
+from textgen_jax.models.tokens import TiedOutput
 
 KINDS = ("vae", "lm")
 
@@ -64,23 +59,6 @@ class SentenceVAEConfig:
 
 # The decoding state: one (c, h) per decoder layer, and z (read at every step; None for the LM).
 DecoderState = tuple[list[Carry], jax.Array | None]
-
-
-class TiedOutput(nn.Module):
-  """The output layer of tied embeddings: logits = x E^T + bias, E the decoder's input
-  embedding (passed in, not a parameter here); only the bias is this layer's own."""
-
-  vocab_size: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x_xE: jax.Array, embedding_VxE: jax.Array) -> jax.Array:
-    bias_V = self.param("bias", nn.initializers.zeros_init(), (self.vocab_size,))
-    return dense_dot_general(
-      x_xE.astype(self.dtype),
-      transposed(embedding_VxE).astype(self.dtype),
-      (((x_xE.ndim - 1,), (0,)), ((), ())),
-    ) + bias_V.reshape((1,) * (x_xE.ndim - 1) + (-1,))
 
 
 class SentenceVAE(nn.Module):
