@@ -17,6 +17,7 @@ from typing import Any
 import ml_collections
 
 from textgen_jax import population as population_lib
+from textgen_jax.data import tokenizers
 from textgen_jax.errors import TextgenError
 from textgen_jax.models import cudnn_lstm
 from textgen_jax.training import make_optimizer
@@ -34,7 +35,11 @@ def data_section(**defaults: Any) -> ml_collections.ConfigDict:
   data.valid_split = "random"
   data.max_examples = 0  # Use only the first N examples of train_path (0: all).
   data.skip_malformed = False  # Skip (and count) malformed lines; default: error naming them.
-  data.tokenizer = "word"  # "word" (punctuation split off), "char" or "whitespace".
+  # "word" (punctuation split off), "char", "whitespace", or "sentencepiece": subwords trained
+  # on the training split (one model for every column; byte fallback, so nothing is unknown).
+  data.tokenizer = "word"
+  data.vocab_size = 8000  # SentencePiece's pieces (bytes and its specials included).
+  data.subword_model = "unigram"  # SentencePiece's "unigram" or "bpe".
   data.lowercase = True  # Lowercase before tokenising.
   data.max_len = 16  # Most tokens per sentence, EOS not counted.
   data.too_long = "truncate"  # Longer sentences: "truncate" (and count) or "error".
@@ -56,6 +61,7 @@ DATA_RANGES = {
   "data.max_examples": ">= 0",
   "data.max_len": ">= 1",
   "data.min_count": ">= 1",
+  "data.vocab_size": ">= 1",
   "data.max_size": ">= 0",
   "data.vocab_size_multiple": ">= 1",
   "data.num_buckets": ">= 1",
@@ -262,6 +268,15 @@ def validate_shared(
   if config.get("family", family) != family:
     raise TextgenError(f"--config.family={config.family!r}: this script trains {family} models")
   check_ranges(config, ranges)
+  if config.data.tokenizer not in tokenizers.KINDS:
+    raise TextgenError(
+      f"--config.data.tokenizer={config.data.tokenizer!r}: choose one of "
+      f"{', '.join(tokenizers.KINDS)}"
+    )
+  if config.data.subword_model not in tokenizers.SENTENCEPIECE_TYPES:
+    raise TextgenError(
+      f"--config.data.subword_model={config.data.subword_model!r}: choose unigram or bpe"
+    )
   if config.data.valid_split not in ("random", "grouped"):
     raise TextgenError(
       f"--config.data.valid_split={config.data.valid_split!r}: choose random or grouped"

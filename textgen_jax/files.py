@@ -9,8 +9,9 @@ import tempfile
 from textgen_jax.errors import TextgenError
 
 
-def write_atomically(path: str, text: str) -> None:
-  """Replaces `path` by a file holding `text` (UTF-8), with the permissions a new file gets.
+def write_atomically(path: str, text: str | bytes) -> None:
+  """Replaces `path` by a file holding `text` (UTF-8; bytes as they are), with the permissions a
+  new file gets.
 
   The temporary is created exclusively under an unpredictable name (mkstemp): a fixed name such
   as <path>.tmp, planted as a symlink by another user of a shared workdir, made the write
@@ -19,7 +20,8 @@ def write_atomically(path: str, text: str) -> None:
   directory, name = os.path.split(path)
   fd, tmp_path = tempfile.mkstemp(dir=directory or ".", prefix=f"{name}.", suffix=".tmp")
   try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+    binary = isinstance(text, bytes)
+    with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
       os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp's 0600 would hide it from the group.
       f.write(text)
     os.replace(tmp_path, path)

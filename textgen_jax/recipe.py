@@ -26,7 +26,7 @@ import numpy as np
 from textgen_jax import config as config_lib
 from textgen_jax import loop, parallel, population, run_spec, training
 from textgen_jax import workdir as workdir_lib
-from textgen_jax.data import batching, readers
+from textgen_jax.data import batching, readers, tokenizers
 from textgen_jax.data.tokenizers import Tokenizer, make_tokenizer
 from textgen_jax.data.vocab import Vocabulary
 from textgen_jax.families import Family
@@ -104,18 +104,33 @@ def read_data(
   batches both splits. vocabulary_files: file name -> what its column holds ("source")."""
   data_cfg = config.data
   seed = config_lib.data_seed(config)  # Shared by the members of a population.
-  tokenizer = make_tokenizer(data_cfg.tokenizer, data_cfg.lowercase)
   columns = list(vocabulary_files.values())
-  splits = read_splits(config, reader, tokenizer)
-  vocabularies = {
-    filename: Vocabulary.build(
-      [tokenizer.tokenize(text) for text in column(splits.train, index, len(columns))],
-      data_cfg.min_count,
-      data_cfg.max_size or None,
-      data_cfg.vocab_size_multiple,
+  if data_cfg.tokenizer == "sentencepiece":
+    # The split comes first (the model sees training text only); its grouping key needs only
+    # normalised text, which the whitespace tokenizer gives as the subword one does.
+    splits = read_splits(config, reader, make_tokenizer("whitespace", data_cfg.lowercase))
+    tokenizer = tokenizers.train_sentencepiece(
+      [text for index in range(len(columns)) for text in column(splits.train, index, len(columns))],
+      data_cfg.vocab_size,
+      data_cfg.subword_model,
+      data_cfg.lowercase,
     )
-    for index, filename in enumerate(vocabulary_files)
-  }
+    vocabularies = {
+      filename: Vocabulary.from_tokens(tokenizer.pieces(), data_cfg.vocab_size_multiple)
+      for filename in vocabulary_files
+    }
+  else:
+    tokenizer = make_tokenizer(data_cfg.tokenizer, data_cfg.lowercase)
+    splits = read_splits(config, reader, tokenizer)
+    vocabularies = {
+      filename: Vocabulary.build(
+        [tokenizer.tokenize(text) for text in column(splits.train, index, len(columns))],
+        data_cfg.min_count,
+        data_cfg.max_size or None,
+        data_cfg.vocab_size_multiple,
+      )
+      for index, filename in enumerate(vocabulary_files)
+    }
   sizes = ", ".join(f"{len(vocab)} {what}" for what, vocab in zip(columns, vocabularies.values()))
   print(
     f"{len(splits.train)} training and {len(splits.valid)} validation examples; "

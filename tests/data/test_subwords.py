@@ -1,14 +1,29 @@
-"""Tests for the SentencePiece tokenizer in textgen_jax.data.tokenizers: round trips, byte
-fallback, determinism, sampling, and one-line errors."""
+"""Tests for the SentencePiece tokenizer in textgen_jax.data.tokenizers (round trips, byte
+fallback, determinism, sampling, one-line errors) and for runs that use it (its model kept in
+the workdir and checked on load, raw text in and out of both families)."""
 
 import functools
+import os
+import re
+import shutil
 
+import jax
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import bundled_pairs
+from tests.helpers import (
+  SENTENCES,
+  bundled_pairs,
+  tiny_config,
+  tiny_vae_config,
+  write_text,
+  write_tsv,
+)
+from textgen_jax import seq2seq, vae
+from textgen_jax.data.vocab import UNK_ID
 from textgen_jax.data.tokenizers import (
+  SENTENCEPIECE_FILE,
   SPACE_SYMBOL,
   SentencePieceTokenizer,
   seed_sampling,
@@ -112,3 +127,70 @@ def test_bad_settings_and_models_are_one_line_errors():
     train_sentencepiece(["", "  "], 350)
   with pytest.raises(TextgenError, match="not a SentencePiece model"):
     SentencePieceTokenizer(b"not a model")
+
+
+# ---- Runs with subwords: the model kept in the workdir, raw text in and out ----------------
+
+
+@pytest.fixture(scope="module")
+def subword_run(tmp_path_factory):
+  """A tiny translator trained 4 steps on 400 bundled pairs with a joint 400-piece model."""
+  directory = tmp_path_factory.mktemp("subwords")
+  train = write_tsv(directory / "pairs.tsv", bundled_pairs(400))
+  config = tiny_config(
+    train, data__tokenizer="sentencepiece", data__vocab_size=400, data__max_len=30
+  )
+  workdir = str(directory / "run")
+  return seq2seq.train_and_evaluate(config, workdir), workdir
+
+
+@pytest.mark.slow
+def test_a_subword_run_keeps_its_model_and_loads_it(subword_run):
+  translator, workdir = subword_run
+  tokenizer = translator.tokenizer
+  assert isinstance(tokenizer, SentencePieceTokenizer)
+  with open(os.path.join(workdir, SENTENCEPIECE_FILE), "rb") as f:
+    assert f.read() == tokenizer.model
+  for vocab in (translator.source_vocab, translator.target_vocab):  # One joint model.
+    assert vocab.tokens == ["<pad>", "<bos>", "<eos>", "<unk>"] + tokenizer.pieces()
+  loaded = seq2seq.Translator.load(workdir)
+  assert loaded.tokenizer == tokenizer
+  # Raw text in, whatever its script: every input token is known (byte fallback), no UNK.
+  ids = loaded.source_vocab.encode(loaded.tokenizer.tokenize("Tom 日本 48213!"))
+  assert UNK_ID not in ids
+  outputs = loaded.translate(["Tom 日本 48213!", "Go."])
+  assert len(outputs) == 2 and all(isinstance(text, str) for text in outputs)
+  assert not any("▁" in text for text in outputs)  # Detokenised.
+
+
+@pytest.mark.slow
+def test_a_subword_model_from_elsewhere_is_a_one_line_error(subword_run, tmp_path):
+  _, workdir = subword_run
+  copy = str(tmp_path / "copy")
+  shutil.copytree(workdir, copy)
+  path = os.path.join(copy, SENTENCEPIECE_FILE)
+  other = train_sentencepiece([source for source, _ in bundled_pairs(300)], 350)
+  with open(path, "wb") as f:
+    f.write(other.model)
+  with pytest.raises(TextgenError, match=f"^{re.escape(path)}: not the SentencePiece model this"):
+    seq2seq.Translator.load(copy)
+  with open(path, "wb") as f:
+    f.write(b"garbage")
+  with pytest.raises(TextgenError, match=f"^{re.escape(path)}: not a SentencePiece model$"):
+    seq2seq.Translator.load(copy)
+  os.remove(path)
+  with pytest.raises(TextgenError, match=f"^{re.escape(path)}: cannot read the SentencePiece"):
+    seq2seq.Translator.load(copy)
+
+
+@pytest.mark.slow
+def test_a_subword_vae_reconstructs_detokenised_text(tmp_path):
+  corpus = write_text(tmp_path / "sentences.txt", "\n".join(SENTENCES * 4) + "\n")
+  config = tiny_vae_config(
+    corpus, data__tokenizer="sentencepiece", data__vocab_size=300, data__max_len=30
+  )
+  model = vae.train_and_evaluate(config, str(tmp_path / "vae"))
+  assert isinstance(model.tokenizer, SentencePieceTokenizer)
+  loaded = vae.SentenceModel.load(str(tmp_path / "vae"))
+  texts = loaded.reconstruct(SENTENCES[:2]) + loaded.sample(2, jax.random.key(0))
+  assert len(texts) == 4 and not any("▁" in text for text in texts)

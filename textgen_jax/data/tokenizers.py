@@ -12,6 +12,7 @@ previous one, with no space between, carries the JOINER prefix: "Go." -> ["Go", 
 import dataclasses
 import hashlib
 import io
+import os
 import re
 import unicodedata
 from typing import Any, Iterable
@@ -126,8 +127,8 @@ class SentencePieceTokenizer:
 
     try:
       processor = sentencepiece.SentencePieceProcessor(model_proto=self.model)
-    except (RuntimeError, TypeError) as e:
-      raise TextgenError(f"not a SentencePiece model ({e})") from None
+    except (RuntimeError, TypeError):
+      raise TextgenError("not a SentencePiece model") from None
     object.__setattr__(self, "_processor", processor)
 
   @property
@@ -223,12 +224,37 @@ Tokenizer = CharTokenizer | WordTokenizer | WhitespaceTokenizer | SentencePieceT
 _TOKENIZERS = {"char": CharTokenizer, "word": WordTokenizer, "whitespace": WhitespaceTokenizer}
 
 
+# The trained subword model, in a workdir beside the vocabulary files built from it.
+SENTENCEPIECE_FILE = "sentencepiece.model"
+KINDS = (*_TOKENIZERS, "sentencepiece")
+
+
 def make_tokenizer(kind: str, lowercase: bool = False) -> Tokenizer:
-  """Returns the tokenizer named `kind` ("char", "word" or "whitespace")."""
+  """Returns the tokenizer named `kind` ("char", "word" or "whitespace"; a "sentencepiece" one
+  is trained, see train_sentencepiece)."""
   if kind not in _TOKENIZERS:
-    raise TextgenError(f"unknown tokenizer {kind!r}; choose one of {sorted(_TOKENIZERS)}")
+    raise TextgenError(f"unknown tokenizer {kind!r}; choose one of {sorted(KINDS)}")
   return _TOKENIZERS[kind](lowercase=lowercase)
 
 
-def tokenizer_from_config(config: dict[str, Any]) -> Tokenizer:
-  return make_tokenizer(config["kind"], config.get("lowercase", False))
+def tokenizer_from_config(config: dict[str, Any], directory: str | None = None) -> Tokenizer:
+  """The tokenizer a vocabulary file records; a subword one reads its model from `directory`
+  (a workdir) and must be the model the vocabulary was built with (its SHA-256)."""
+  if config["kind"] != "sentencepiece":
+    return make_tokenizer(config["kind"], config.get("lowercase", False))
+  path = os.path.join(directory or ".", SENTENCEPIECE_FILE)
+  try:
+    with open(path, "rb") as f:
+      model = f.read()
+  except OSError as e:
+    raise TextgenError(f"{path}: cannot read the SentencePiece model ({e.strerror})") from None
+  try:
+    tokenizer = SentencePieceTokenizer(model, config.get("lowercase", False))
+  except TextgenError as e:
+    raise TextgenError(f"{path}: {e}") from None
+  if tokenizer.sha256 != config.get("sha256"):
+    raise TextgenError(
+      f"{path}: not the SentencePiece model this run's vocabulary was built with (its SHA-256 "
+      "differs from the one its vocabulary file records); was it copied from another run?"
+    )
+  return tokenizer

@@ -45,9 +45,18 @@ class Vocabulary:
       if max_size < len(SPECIAL_TOKENS) + 1:
         raise TextgenError(f"max_size must be at least {len(SPECIAL_TOKENS) + 1}, got {max_size}")
       ranked = ranked[: max_size - len(SPECIAL_TOKENS)]
-    tokens = list(SPECIAL_TOKENS) + ranked
+    return cls.from_tokens(ranked, size_multiple)
+
+  @classmethod
+  def from_tokens(cls, tokens: Sequence[str], size_multiple: int = 1) -> "Vocabulary":
+    """The specials, then `tokens` in their order (a subword model's pieces, say), padded with
+    never-seen "<unused_i>" tokens to a multiple of size_multiple."""
     if size_multiple < 1:
       raise TextgenError(f"data.vocab_size_multiple must be at least 1, got {size_multiple}")
+    clashing = sorted(set(tokens) & set(SPECIAL_TOKENS))
+    if clashing:
+      raise TextgenError(f"a vocabulary's tokens include the special token(s) {clashing}")
+    tokens = list(SPECIAL_TOKENS) + list(tokens)
     tokens += [f"<unused_{i}>" for i in range(-len(tokens) % size_multiple)]
     return cls(tokens)
 

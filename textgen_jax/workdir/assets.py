@@ -13,7 +13,7 @@ from textgen_jax.checkpointing import (
   file_sha256,
 )
 from textgen_jax.data.readers import parallel_paths
-from textgen_jax.data.tokenizers import Tokenizer
+from textgen_jax.data.tokenizers import SENTENCEPIECE_FILE, SentencePieceTokenizer, Tokenizer
 from textgen_jax.data.vocab import Vocabulary
 from textgen_jax.errors import TextgenError
 from textgen_jax.files import read_text, write_atomically
@@ -106,8 +106,11 @@ def write_assets(
   tokenizer: Tokenizer,
   vocabularies: Mapping[str, Vocabulary],
 ) -> None:
-  """Writes each vocabulary (file name -> vocabulary), their checksums and config.json, each
-  atomically."""
+  """Writes each vocabulary (file name -> vocabulary), their checksums, a subword tokenizer's
+  model and config.json, each atomically."""
+  if isinstance(tokenizer, SentencePieceTokenizer):
+    # Bound to the vocabulary files by the SHA-256 they record (tokenizer_from_config checks).
+    write_atomically(os.path.join(directory, SENTENCEPIECE_FILE), tokenizer.model)
   for filename, vocab in vocabularies.items():
     vocab.save(os.path.join(directory, filename), tokenizer.to_config())
   write_atomically(

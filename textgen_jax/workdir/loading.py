@@ -126,7 +126,9 @@ def load(
     member = best_member(workdir, step, config, members) if member is None else member
     config = population_lib.member_config(config, member, members)
     params = population_lib.member(params, member)
-  return Loaded(config, model, params, tokenizer_from_config(tokenizer_cfg), vocabularies, step)
+  return Loaded(
+    config, model, params, tokenizer_from_config(tokenizer_cfg, workdir), vocabularies, step
+  )
 
 
 def best_member(

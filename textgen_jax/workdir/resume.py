@@ -38,6 +38,8 @@ ADDED_LATER = frozenset(
     ("data", "seed"),
     ("data", "shuffle_seed"),
     ("data", "valid_split"),
+    ("data", "vocab_size"),
+    ("data", "subword_model"),
     ("model", "lstm_backend"),
     ("population", "data_order"),
     ("population", "vmap_size"),
