@@ -97,3 +97,12 @@ def test_tied_embeddings_with_one_hot_inputs_is_a_one_line_error():
     TextgenError, match=r"^--config.model.tie_embeddings=True .* embedding inputs$"
   ):
     seq2seq_config.validate(config)
+
+
+def test_shared_embeddings_without_a_joint_vocabulary_is_a_one_line_error():
+  config = seq2seq.get_config()
+  config.model.share_embeddings = True
+  with pytest.raises(TextgenError, match=r"^--config.model.share_embeddings=True .*sentencepiece$"):
+    seq2seq_config.validate(config)  # Word vocabularies: one per side.
+  config.data.tokenizer = "sentencepiece"
+  seq2seq_config.validate(config)

@@ -134,11 +134,17 @@ def test_bad_settings_and_models_are_one_line_errors():
 
 @pytest.fixture(scope="module")
 def subword_run(tmp_path_factory):
-  """A tiny translator trained 4 steps on 400 bundled pairs with a joint 400-piece model."""
+  """A tiny translator trained 4 steps on 400 bundled pairs with a joint 400-piece model, one
+  embedding table for source, target and output layer."""
   directory = tmp_path_factory.mktemp("subwords")
   train = write_tsv(directory / "pairs.tsv", bundled_pairs(400))
   config = tiny_config(
-    train, data__tokenizer="sentencepiece", data__vocab_size=400, data__max_len=30
+    train,
+    data__tokenizer="sentencepiece",
+    data__vocab_size=400,
+    data__max_len=30,
+    model__share_embeddings=True,
+    model__tie_embeddings=True,
   )
   workdir = str(directory / "run")
   return seq2seq.train_and_evaluate(config, workdir), workdir
@@ -155,6 +161,10 @@ def test_a_subword_run_keeps_its_model_and_loads_it(subword_run):
     assert vocab.tokens == ["<pad>", "<bos>", "<eos>", "<unk>"] + tokenizer.pieces()
   loaded = seq2seq.Translator.load(workdir)
   assert loaded.tokenizer == tokenizer
+  # Shared and tied: one [V, E] table is the only vocabulary matrix.
+  params = loaded.params["params"]
+  assert "source_inputs" not in params and set(params["output_layer"]) == {"bias"}
+  assert params["target_inputs"]["embedding"]["embedding"].shape == (len(loaded.target_vocab), 8)
   # Raw text in, whatever its script: every input token is known (byte fallback), no UNK.
   ids = loaded.source_vocab.encode(loaded.tokenizer.tokenize("Tom 日本 48213!"))
   assert UNK_ID not in ids

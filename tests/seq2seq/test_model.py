@@ -8,13 +8,16 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 from textgen_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from textgen_jax.losses import token_cross_entropy
 from textgen_jax.models.tokens import shift_right
-from textgen_jax.seq2seq.model import Seq2Seq, Seq2SeqConfig, init_params
+from textgen_jax.data.vocab import Vocabulary
+from textgen_jax.errors import TextgenError
+from textgen_jax.seq2seq.model import Seq2Seq, Seq2SeqConfig, build_model, init_params
 from tests.helpers import random_like
 
 B, S, T, E, H, V = 3, 7, 7, 8, 16, 11  # Two real rows and one all-PAD filler row.
@@ -287,3 +290,22 @@ def test_tied_output_is_the_target_embedding_and_its_gradient_is_the_sum_of_both
   np.testing.assert_allclose(
     grads["target_inputs"]["embedding"]["embedding"], input_use + output_use, rtol=1e-5, atol=1e-6
   )
+
+
+def test_shared_embeddings_are_one_table_read_by_both_sides():
+  shared = make_model(share_embeddings=True)
+  params = random_params(shared)
+  assert "source_inputs" not in params["params"]
+  inputs = pad_rows(SOURCES, S)
+  encode = lambda p: shared.apply(p, inputs, LENGTHS, method=Seq2Seq.encode)
+  changed = jax.tree.map(lambda x: x, params)
+  table = params["params"]["target_inputs"]["embedding"]["embedding"]
+  changed["params"]["target_inputs"]["embedding"]["embedding"] = table + 1.0
+  # The encoder reads the target side's table: changing it changes the source's encoding.
+  assert not np.allclose(jax.tree.leaves(encode(params))[0], jax.tree.leaves(encode(changed))[0])
+  with pytest.raises(TextgenError, match="^--config.model.share_embeddings=True needs one voc"):
+    build_model(
+      ml_collections.ConfigDict({"share_embeddings": True}),
+      Vocabulary.build([["a"]]),
+      Vocabulary.build([["b"]]),
+    )

@@ -51,6 +51,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.input_feeding = False  # Luong's input feeding: h~ feeds the next decoder step.
   # Output layer = target embedding transposed (Press and Wolf 2017), one array.
   config.model.tie_embeddings = False
+  # Source and target read one embedding table; needs a joint vocabulary (sentencepiece).
+  config.model.share_embeddings = False
   config_lib.model_dtype_and_backend(config.model)
 
   config.parallel = config_lib.parallel_section()
@@ -91,6 +93,11 @@ def _validate_run(config: ml_collections.ConfigDict) -> None:
     raise TextgenError(
       f"--config.model.attention={config.model.attention!r}: choose one of "
       f"{', '.join(ATTENTION_KINDS)}"
+    )
+  if config.model.share_embeddings and config.data.tokenizer != "sentencepiece":
+    raise TextgenError(
+      "--config.model.share_embeddings=True needs one vocabulary for both sides: train a joint "
+      "one with --config.data.tokenizer=sentencepiece"
     )
   if config.model.tie_embeddings and config.model.input_encoding == "one_hot":
     raise TextgenError(

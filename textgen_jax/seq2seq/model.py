@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from textgen_jax.errors import TextgenError
 from textgen_jax.models import cudnn_lstm
 from textgen_jax.models.attention import Attention, Memory
 from textgen_jax.models.dropout import Dropout
@@ -57,6 +58,8 @@ class Seq2SeqConfig:
   # [V, E] array; a Dense layer first projects the decoder's outputs where hidden_size differs
   # from embed_dim. Needs embedding inputs (one-hot rows are not parameters).
   tie_embeddings: bool = False
+  # Source and target read one embedding table (a joint vocabulary: data.tokenizer=sentencepiece).
+  share_embeddings: bool = False
 
 
 class AttentiveState(NamedTuple):
@@ -108,8 +111,13 @@ class Seq2Seq(nn.Module):
   def setup(self):
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
-    self.source_inputs = TokenInputs(cfg.source_vocab_size, cfg.embed_dim, cfg.input_encoding)
     self.target_inputs = TokenInputs(cfg.target_vocab_size, cfg.embed_dim, cfg.input_encoding)
+    # One module, so one table: its parameters are target_inputs'.
+    self.source_inputs = (
+      self.target_inputs
+      if cfg.share_embeddings
+      else TokenInputs(cfg.source_vocab_size, cfg.embed_dim, cfg.input_encoding)
+    )
     backend = cudnn_lstm.resolve_backend(cfg.lstm_backend, cfg.dtype)
     self.encoder = StackedLSTM(
       cfg.hidden_size,
@@ -331,6 +339,12 @@ def build_model(
   model_cfg: ml_collections.ConfigDict, source_vocab: Sequence[str], target_vocab: Sequence[str]
 ) -> Seq2Seq:
   """The model a config's `model` section describes, for these vocabularies."""
+  if model_cfg.get("share_embeddings") and list(source_vocab.tokens) != list(target_vocab.tokens):
+    raise TextgenError(
+      "--config.model.share_embeddings=True needs one vocabulary for both sides, but the "
+      "source and target vocabularies differ: train a joint one with "
+      "--config.data.tokenizer=sentencepiece"
+    )
   return Seq2Seq(
     Seq2SeqConfig(
       source_vocab_size=len(source_vocab),

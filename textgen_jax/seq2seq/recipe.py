@@ -59,7 +59,12 @@ FAMILY = families.Family(
   evaluation=evaluation,
   vocabulary_matrices=Seq2Seq.VOCABULARY_MATRICES,
   added_later=frozenset(
-    {("model", "attention"), ("model", "input_feeding"), ("model", "tie_embeddings")}
+    {
+      ("model", "attention"),
+      ("model", "input_feeding"),
+      ("model", "tie_embeddings"),
+      ("model", "share_embeddings"),
+    }
   ),
 )
 
