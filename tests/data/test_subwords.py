@@ -242,7 +242,8 @@ def test_subwords_let_attention_copy_names_it_never_saw(tokenizer, tmp_path):
     model__embed_dim=32,
     model__hidden_size=64,
     model__dropout_rate=0.0,
-    train__num_steps=800,
+    # Words cannot copy an unseen name however long they train: a short run shows it.
+    train__num_steps=800 if tokenizer == "sentencepiece" else 100,
     train__log_every=400,
   )
   translator = seq2seq.train_and_evaluate(config, str(tmp_path / "run"))
