@@ -17,6 +17,8 @@ import re
 import unicodedata
 from typing import Any, Iterable
 
+import sentencepiece
+
 from textgen_jax.errors import TextgenError
 
 JOINER = "\uffed"  # "￭", a character that does not occur in ordinary text.
@@ -123,8 +125,6 @@ class SentencePieceTokenizer:
   _processor: Any = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
   def __post_init__(self):
-    import sentencepiece  # Only runs with subwords need it.
-
     try:
       processor = sentencepiece.SentencePieceProcessor(model_proto=self.model)
     except (RuntimeError, TypeError):
@@ -146,7 +146,7 @@ class SentencePieceTokenizer:
     ]
 
   def normalize(self, text: str) -> str:
-    return normalize_text(text.replace(SPACE_SYMBOL, " "), self.lowercase)
+    return _subword_normalize(text, self.lowercase)
 
   def tokenize(self, text: str) -> list[str]:
     return self._processor.encode(self.normalize(text), out_type=str)
@@ -166,10 +166,12 @@ class SentencePieceTokenizer:
     return {"kind": self.kind, "lowercase": self.lowercase, "sha256": self.sha256}
 
 
+def _subword_normalize(text: str, lowercase: bool) -> str:
+  return normalize_text(text.replace(SPACE_SYMBOL, " "), lowercase)
+
+
 def seed_sampling(seed: int) -> None:
   """Seeds SentencePiece's process-wide generator, which `sample` draws from."""
-  import sentencepiece
-
   sentencepiece.set_random_generator_seed(seed)
 
 
@@ -185,15 +187,9 @@ def train_sentencepiece(
   vocab_size counts SentencePiece's pieces, the 256 byte pieces and its three special pieces
   included; a vocabulary built from it adds textgen-jax's PAD and BOS.
   """
-  import sentencepiece
-
   if model_type not in SENTENCEPIECE_TYPES:
     raise TextgenError(f"unknown SentencePiece model type {model_type!r}; choose unigram or bpe")
-  lines = [
-    line
-    for line in (normalize_text(t.replace(SPACE_SYMBOL, " "), lowercase) for t in texts)
-    if line
-  ]
+  lines = [line for line in (_subword_normalize(text, lowercase) for text in texts) if line]
   if not lines:
     raise TextgenError("cannot train a SentencePiece model on no text")
   model = io.BytesIO()
