@@ -12,8 +12,9 @@ same string on both sides. Each shared name becomes a made-up one (two or three 
 a seeded generator, capitalised) and each shared number of two or more digits a random number
 with as many digits (every single digit occurs in training), both checked against every word of
 the training split (case-insensitively), so that a word vocabulary can only read them as <unk>.
-The same substitute replaces a string on both sides (and in every reference of a source); since only strings copied verbatim between
-the languages are replaced, the target stays a translation of the source.
+The same substitute replaces a string on both sides (and in every reference of a source);
+since only strings copied verbatim between the languages are replaced, the target stays a
+translation of the source.
 """
 
 import random

@@ -5,8 +5,8 @@ shape, and how far bfloat16's NLL lies from float32's.
       --data_path=../shared/data/ptb/ptb.test.txt --num_sentences=64 \
       --variants=float32:50:16:0,bfloat16:50:16:256,bfloat16:50:16:1024
 
-Each variant (dtype:chunk_size:batch_size:rows_per_block) evaluates the same sentences (drawn with a fixed seed
-from the file) with the same importance-sampling key; one untimed call each compiles every
+Each variant (dtype:chunk_size:batch_size:rows_per_block) evaluates the same sentences (drawn
+with a fixed seed from the file) with the same importance-sampling key; one untimed call each compiles every
 length bucket, then the variants run in interleaved rounds (A B C, A B C, ...). One JSON line
 per variant and round (seconds, sentences/s, NLL per sentence), then one per variant: median
 seconds, the median of the round-by-round speed-ups over the first variant, and its NLL per
@@ -14,12 +14,12 @@ sentence minus the first variant's.
 """
 
 import json
-import platform
 
 import jax
 import numpy as np
 from absl import flags
 
+from experiments.bench import common
 from textgen_jax import cli, vae
 from textgen_jax.data import readers
 
@@ -33,14 +33,6 @@ _VARIANTS = flags.DEFINE_list(
   "dtype:chunk_size:batch_size:rows_per_block (0: one block), the first the base.",
 )
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved rounds.")
-
-
-def cpu_name() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  except (OSError, StopIteration):
-    return platform.processor()
 
 
 def main(argv):
@@ -86,7 +78,7 @@ def main(argv):
       json.dumps(
         {
           "variant": ":".join(map(str, variant)),
-          "cpu": cpu_name(),
+          "cpu": common.cpu_description(),
           "num_sentences": len(sentences),
           "num_samples": _NUM_SAMPLES.value,
           "median_s": float(np.median(seconds[variant])),

@@ -164,7 +164,10 @@ def test_a_subword_run_keeps_its_model_and_loads_it(subword_run):
   assert loaded.tokenizer == tokenizer
   # Shared and tied: one [V, E] table is the only vocabulary matrix.
   params = loaded.params["params"]
-  assert "source_inputs" not in params and set(params["output_layer"]) == {"bias"}
+  assert "source_inputs" not in params and "kernel" not in params["output_layer"]
+  # Hidden 16, embedding 8: the output layer projects to 8 first; that is not a vocabulary matrix.
+  assert set(params["output_layer"]) == {"bias", "projection"}
+  assert params["output_layer"]["projection"]["kernel"].shape == (16, 8)
   assert params["target_inputs"]["embedding"]["embedding"].shape == (len(loaded.target_vocab), 8)
   # Raw text in, whatever its script: every input token is known (byte fallback), no UNK.
   ids = loaded.source_vocab.encode(loaded.tokenizer.tokenize("Tom 日本 48213!"))

@@ -57,8 +57,8 @@ def test_tied_output_is_the_embedding_and_its_gradient_is_the_sum_of_both_uses()
 def test_tied_with_a_projection_decodes_step_by_step_as_teacher_forced():
   tied = model(True, hidden_size=24)  # 24 != 16: the outputs are projected to 16 first.
   params = init_params(tied, jax.random.key(2))
-  assert params["params"]["tied_projection"]["kernel"].shape == (24, 16)
-  assert "tied_projection" in tied.decoder_modules()
+  assert params["params"]["output_layer"]["projection"]["kernel"].shape == (24, 16)
+  assert "output_layer" in tied.decoder_modules()
   z_BxZ = jax.random.normal(jax.random.key(3), (2, 3))
   inputs_BxT = shift_right(TARGETS)
   state = tied.apply(params, z_BxZ, 2, method=SentenceVAE.decoder_start)

@@ -1,11 +1,11 @@
 """Token ids to model inputs (embeddings or one-hot rows), teacher forcing's shifted inputs, and
 the output layer of tied embeddings."""
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-
-from typing import Any
 
 from textgen_jax.data.vocab import BOS_ID, PAD_ID
 from textgen_jax.models.lstm import dense_dot_general, transposed
@@ -33,13 +33,20 @@ class TokenInputs(nn.Module):
 
 class TiedOutput(nn.Module):
   """The output layer of tied embeddings: logits = x E^T + bias, E the decoder's input
-  embedding (passed in, not a parameter here); only the bias is this layer's own."""
+  embedding (passed in, not a parameter here). Its own parameters are the bias and, where the
+  decoder's outputs are not embedding-sized, a Dense `projection` to that size first."""
 
   vocab_size: int
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x_xE: jax.Array, embedding_VxE: jax.Array) -> jax.Array:
+  def __call__(self, x_xH: jax.Array, embedding_VxE: jax.Array) -> jax.Array:
+    embed_dim = embedding_VxE.shape[-1]
+    x_xE = x_xH
+    if x_xH.shape[-1] != embed_dim:
+      x_xE = nn.Dense(
+        embed_dim, dtype=self.dtype, dot_general=dense_dot_general, name="projection"
+      )(x_xH)
     bias_V = self.param("bias", nn.initializers.zeros_init(), (self.vocab_size,))
     return dense_dot_general(
       x_xE.astype(self.dtype),

@@ -55,8 +55,8 @@ class Seq2SeqConfig:
   attention: str = "none"  # "none", "dot", "general" or "additive" (models/attention.py).
   input_feeding: bool = False  # Feed h~ to the next decoder step (Luong); needs attention.
   # The output layer's kernel is the target embedding, transposed (Press and Wolf 2017): one
-  # [V, E] array; a Dense layer first projects the decoder's outputs where hidden_size differs
-  # from embed_dim. Needs embedding inputs (one-hot rows are not parameters).
+  # [V, E] array; the output layer first projects the decoder's outputs where hidden_size
+  # differs from embed_dim. Needs embedding inputs (one-hot rows are not parameters).
   tie_embeddings: bool = False
   # Source and target read one embedding table (a joint vocabulary: data.tokenizer=sentencepiece).
   share_embeddings: bool = False
@@ -96,17 +96,7 @@ class Seq2Seq(nn.Module):
 
   def decoder_modules(self) -> tuple[str, ...]:
     """The top-level modules of the decoder side; the rest (inputs, encoder, bridges) encode."""
-    return (
-      "target_inputs",
-      "decoder",
-      "attention",
-      "feed_projection",
-      "tied_projection",
-      "output_layer",
-    )
-
-  def _projects_before_tying(self) -> bool:
-    return self.config.tie_embeddings and self.config.hidden_size != self.config.embed_dim
+    return ("target_inputs", "decoder", "attention", "feed_projection", "output_layer")
 
   def setup(self):
     cfg = self.config
@@ -153,8 +143,6 @@ class Seq2Seq(nn.Module):
       )
     self.dropout = Dropout(cfg.dropout_rate)
     if cfg.tie_embeddings:
-      if self._projects_before_tying():
-        self.tied_projection = nn.Dense(cfg.embed_dim, dtype=dtype, dot_general=dense_dot_general)
       self.output_layer = TiedOutput(cfg.target_vocab_size, dtype, name="output_layer")
     else:
       self.output_layer = nn.Dense(
@@ -273,12 +261,10 @@ class Seq2Seq(nn.Module):
 
   def vocabulary_logits(self, out_xH: jax.Array) -> jax.Array:
     """The output layer on decoder outputs [..., H]: float32 logits [..., V]."""
-    if not self.config.tie_embeddings:
-      return self.output_layer(out_xH).astype(jnp.float32)
-    if self._projects_before_tying():
-      out_xH = self.tied_projection(out_xH)
-    embedding_VxE = self.target_inputs.variables["params"]["embedding"]["embedding"]
-    return self.output_layer(out_xH, embedding_VxE).astype(jnp.float32)
+    if self.config.tie_embeddings:
+      embedding_VxE = self.target_inputs.variables["params"]["embedding"]["embedding"]
+      return self.output_layer(out_xH, embedding_VxE).astype(jnp.float32)
+    return self.output_layer(out_xH).astype(jnp.float32)
 
   def attention_weights(
     self, inputs_BxS: jax.Array, input_lengths_B: jax.Array, outputs_BxT: jax.Array

@@ -46,7 +46,7 @@ class SentenceVAEConfig:
   output_dropout: Any = 0.0  # On decoder outputs before the vocabulary projection (may be traced).
   # The output layer's kernel is the decoder's input embedding, transposed (Press and Wolf
   # 2017): one [V, E] array, its gradient the sum of both uses; where hidden_size differs from
-  # embed_dim, a Dense layer first projects the decoder's outputs to embed_dim.
+  # embed_dim, the output layer first projects the decoder's outputs to embed_dim.
   tie_embeddings: bool = False
   dtype: str = "float32"  # Matmul dtype; the LSTM cell state is float32 regardless.
   scan_unroll: int = 1  # Timesteps per iteration of the teacher-forced time loop.
@@ -82,11 +82,7 @@ class SentenceVAE(nn.Module):
       for i in range(cfg.decoder_layers)
       if cfg.has_latent and cfg.z_to_initial_state
     ]
-    projection = ("tied_projection",) if self._projects_before_tying() else ()
-    return (*initial_state, "decoder_embedding", "decoder_lstm", *projection, "output_layer")
-
-  def _projects_before_tying(self) -> bool:
-    return self.config.tie_embeddings and self.config.hidden_size != self.config.embed_dim
+    return (*initial_state, "decoder_embedding", "decoder_lstm", "output_layer")
 
   def setup(self):
     cfg = self.config
@@ -109,8 +105,6 @@ class SentenceVAE(nn.Module):
       cfg.hidden_size, cfg.decoder_layers, dtype=dtype, scan_unroll=cfg.scan_unroll, backend=backend
     )
     if cfg.tie_embeddings:
-      if self._projects_before_tying():
-        self.tied_projection = nn.Dense(cfg.embed_dim, dtype=dtype, dot_general=dense_dot_general)
       self.output_layer = TiedOutput(cfg.vocab_size, dtype)
     else:
       self.output_layer = nn.Dense(cfg.vocab_size, dtype=dtype, dot_general=dense_dot_general)
@@ -166,11 +160,9 @@ class SentenceVAE(nn.Module):
 
   def vocabulary_logits(self, out_xH: jax.Array) -> jax.Array:
     """The vocabulary projection of decoder outputs [..., H] -> float32 logits [..., V]."""
-    if not self.config.tie_embeddings:
-      return self.output_layer(out_xH).astype(jnp.float32)
-    if self._projects_before_tying():
-      out_xH = self.tied_projection(out_xH)
-    return self.output_layer(out_xH, self.decoder_embedding.embedding).astype(jnp.float32)
+    if self.config.tie_embeddings:
+      return self.output_layer(out_xH, self.decoder_embedding.embedding).astype(jnp.float32)
+    return self.output_layer(out_xH).astype(jnp.float32)
 
   def decode_step(self, state: DecoderState, tokens_B: jax.Array) -> tuple[DecoderState, jax.Array]:
     """One decoding step: previous tokens in, (new state, logits_BxV) out."""
