@@ -106,3 +106,18 @@ def test_shared_embeddings_without_a_joint_vocabulary_is_a_one_line_error():
     seq2seq_config.validate(config)  # Word vocabularies: one per side.
   config.data.tokenizer = "sentencepiece"
   seq2seq_config.validate(config)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_an_unknown_cell_and_cudnn_with_the_gru_are_one_line_errors(family):
+  get_config, schema = FAMILIES[family]
+  config = get_config()
+  config.model.cell = "gru"
+  schema.validate(config)  # The scan runs the GRU anywhere.
+  config.model.lstm_backend = "cudnn"
+  with pytest.raises(TextgenError, match=r"^--config.model.lstm_backend=cudnn: .*cell=gru\)"):
+    schema.validate(config)
+  config.model.lstm_backend = "auto"
+  config.model.cell = "rnn"
+  with pytest.raises(TextgenError, match=r"^--config.model.cell='rnn': choose lstm or gru$"):
+    schema.validate(config)

@@ -107,6 +107,11 @@ def test_a_seq2seq_population_equals_its_members_trained_alone(tmp_path):
   assert_members_equal_single_runs(seq2seq, config, tmp_path)
 
 
+def test_a_gru_seq2seq_population_equals_its_members_trained_alone(tmp_path):
+  config = seq2seq_population(tmp_path, model__cell="gru", model__bidirectional=True)
+  assert_members_equal_single_runs(seq2seq, config, tmp_path)
+
+
 def test_a_vae_population_with_per_member_kl_settings_equals_its_members_alone(tmp_path):
   assert_members_equal_single_runs(vae, vae_population(tmp_path), tmp_path)
 

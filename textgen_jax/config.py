@@ -20,6 +20,7 @@ from textgen_jax import population as population_lib
 from textgen_jax.data import tokenizers
 from textgen_jax.errors import TextgenError
 from textgen_jax.models import cudnn_lstm
+from textgen_jax.models.rnn import CELLS
 from textgen_jax.training import make_optimizer
 
 
@@ -196,10 +197,11 @@ DTYPES = ("float32", "bfloat16")  # What model.dtype may be: the matmul type.
 
 
 def model_dtype_and_backend(model: ml_collections.ConfigDict) -> None:
-  """Adds the model fields both families have: speed and precision, not architecture."""
+  """Adds the model fields both families have: the cell, and speed and precision."""
   model.dtype = "float32"  # Matmul dtype, "float32" or "bfloat16"; cell state is float32.
   model.scan_unroll = 1  # Timesteps per iteration of the teacher-forced LSTM loop.
   model.lstm_backend = "auto"  # "scan", "cudnn" (GPU, float32) or "auto": cudnn on GPUs.
+  model.cell = "lstm"  # The recurrent cell, "lstm" or "gru" (models/rnn.py).
 
 
 MODEL_RANGES = {"model.scan_unroll": ">= 1"}
@@ -283,7 +285,10 @@ def validate_shared(
     )
   if config.model.dtype not in DTYPES:
     raise TextgenError(f"--config.model.dtype={config.model.dtype!r}: choose float32 or bfloat16")
-  cudnn_lstm.resolve_backend(config.model.lstm_backend, config.model.dtype)  # Raises if unusable.
+  if config.model.cell not in CELLS:
+    raise TextgenError(f"--config.model.cell={config.model.cell!r}: choose lstm or gru")
+  # Raises if unusable.
+  cudnn_lstm.resolve_backend(config.model.lstm_backend, config.model.dtype, config.model.cell)
   make_optimizer(config.opt, config.train.num_steps)  # Raises on an unknown name or schedule.
 
 

@@ -74,7 +74,9 @@ def build(config: ml_collections.ConfigDict, family: Family) -> RunSpec:
   backend = (
     "scan"
     if population is not None
-    else cudnn_lstm.resolve_backend(config.model.lstm_backend, config.model.dtype)
+    else cudnn_lstm.resolve_backend(
+      config.model.lstm_backend, config.model.dtype, config.model.cell
+    )
   )
   return RunSpec(
     config,

@@ -21,7 +21,7 @@ import optax
 from experiments.bench import common, population, programs as programs_lib
 from experiments.bench.shapes import WORKLOADS
 from textgen_jax import cli, run_spec, training
-from textgen_jax.models import lstm
+from textgen_jax.models import rnn
 from textgen_jax.seq2seq import model as seq2seq_model
 from textgen_jax.vae import model as vae_model
 
@@ -31,7 +31,7 @@ ROUNDS, MIN_CALLS, MIN_SECONDS = 5, 3, 2.0
 def program(name: str, num_members: int, projection) -> tuple:
   """(step, target tokens per step) of a train step whose models project with `projection`."""
   shape = WORKLOADS[name]
-  modules = (lstm, seq2seq_model, vae_model)
+  modules = (rnn, seq2seq_model, vae_model)
   saved = [module.dense_dot_general for module in modules]
   for module in modules:
     module.dense_dot_general = projection
@@ -66,8 +66,8 @@ def main(argv):
   num_members = int(argv[2]) if len(argv) > 2 else 0
   for name in names:
     programs = [
-      program(name, num_members, lstm.dot_general_float32),
-      program(name, num_members, lstm.dense_dot_general),
+      program(name, num_members, rnn.dot_general_float32),
+      program(name, num_members, rnn.dense_dot_general),
     ]
     medians = common.time_in_rounds([step for step, _ in programs], ROUNDS, MIN_CALLS, MIN_SECONDS)
     rates = [[tokens / s for s in seconds] for (_, tokens), seconds in zip(programs, medians)]

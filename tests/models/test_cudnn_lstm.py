@@ -2,7 +2,7 @@
 
 cuDNN itself cannot run here, so its kernel is replaced by jax's pure-JAX reference
 `rnn.lstm_ref`, reading the same packed weights through jax's own `unpack_lstm_weights`. The
-cudnn path of StackedLSTM must then equal the scan on the same parameters: outputs at real
+cudnn path of StackedRNN must then equal the scan on the same parameters: outputs at real
 positions, final states and gradients, uni- and bidirectional, multi-layer, padded batches.
 On a GPU (experiments/gpu_check.sh) the same test also runs cuDNN's real kernel.
 That checks our packing (the layout cuDNN reads), the per-layer wiring and the state at each
@@ -18,7 +18,8 @@ import pytest
 from jax.experimental import rnn
 
 from textgen_jax.errors import TextgenError
-from textgen_jax.models import cudnn_lstm, lstm
+from textgen_jax.models import cudnn_lstm
+from textgen_jax.models.rnn import StackedRNN
 
 T, B, E, H = 6, 4, 5, 3
 LENGTHS = jnp.array([6, 2, 4, 0])
@@ -89,7 +90,7 @@ def test_packed_weights_unpack_to_our_matrices():
 
 
 def run_stack(backend, params, x_TxBxE, carries, lengths, bidirectional, layers):
-  stack = lstm.StackedLSTM(H, layers, bidirectional=bidirectional, backend=backend)
+  stack = StackedRNN(H, layers, bidirectional=bidirectional, backend=backend)
   return stack.apply(params, x_TxBxE, lengths, carries)
 
 
@@ -99,9 +100,7 @@ def test_cudnn_path_equals_the_scan(cudnn_kernel, bidirectional, layers):
   k = jax.random.split(jax.random.key(1), 4)
   x_TxBxE = jax.random.normal(k[0], (T, B, E))
   carries = [(jax.random.normal(k[1], (B, H)), jax.random.normal(k[2], (B, H)))] * layers
-  params = lstm.StackedLSTM(H, layers, bidirectional=bidirectional).init(
-    k[3], x_TxBxE, LENGTHS, carries
-  )
+  params = StackedRNN(H, layers, bidirectional=bidirectional).init(k[3], x_TxBxE, LENGTHS, carries)
   mask_TxBx1 = (jnp.arange(T)[:, None] < LENGTHS[None, :])[..., None]
 
   def loss(backend, params, x):

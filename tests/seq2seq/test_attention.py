@@ -45,6 +45,9 @@ VARIANTS = {
     attention="additive", input_feeding=True, encoder_layers=2, decoder_layers=2
   ),
   "dot-bi-2layer": dict(attention="dot", bidirectional=True, encoder_layers=2, decoder_layers=2),
+  "additive-feeding-bi-gru": dict(
+    attention="additive", input_feeding=True, bidirectional=True, cell="gru"
+  ),
 }
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from textgen_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from textgen_jax.losses import token_cross_entropy
+from textgen_jax.models.rnn import gate_count
 from textgen_jax.models.tokens import shift_right
 from textgen_jax.data.vocab import Vocabulary
 from textgen_jax.errors import TextgenError
@@ -32,6 +33,8 @@ ENCODER_VARIANTS = {
   ),
   # Output layer tied to the target embedding, the outputs projected from H = 16 to E = 8.
   "uni-tied": dict(bidirectional=False, tie_embeddings=True),
+  # The GRU's carry is (h,): the bridge maps h alone.
+  "bi-2layer-gru": dict(bidirectional=True, encoder_layers=2, decoder_layers=3, cell="gru"),
 }
 
 # Two examples of different lengths (target lengths count the EOS).
@@ -105,12 +108,12 @@ def test_encoder_state_and_loss_are_padding_invariant(model_and_params):
     # Whatever sits past a row's length must not matter: masking follows the lengths.
     carries, logits = forward(model, params, pad_rows(SOURCES, S, fill), LENGTHS, targets)
     assert len(carries) == model.config.decoder_layers
-    for layer, (c, h) in enumerate(carries):
-      assert c.shape == h.shape == (B, H)
-      for row in range(len(SOURCES)):
-        alone_c, alone_h = alone[row][0][layer]
-        np.testing.assert_allclose(c[row], alone_c[0], rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(h[row], alone_h[0], rtol=1e-5, atol=1e-6)
+    for layer, carry in enumerate(carries):  # (c, h) for the LSTM, (h,) for the GRU.
+      assert len(carry) == (2 if model.config.cell == "lstm" else 1)
+      for part, alone_part in zip(carry, zip(*(row[0][layer] for row in alone))):
+        assert part.shape == (B, H)
+        for row in range(len(SOURCES)):
+          np.testing.assert_allclose(part[row], alone_part[row][0], rtol=1e-5, atol=1e-6)
     alone_nll = [
       per_sequence_nll(row_logits, t[None])[0] for (_, row_logits), t in zip(alone, TARGETS)
     ]
@@ -129,8 +132,8 @@ def test_encoder_state_depends_on_every_real_token(model_and_params):
     changed = inputs.copy()
     changed[0, position] = FIRST_REAL_ID + 6
     carries, _ = forward(model, params, changed, LENGTHS, targets)
-    assert not np.allclose(carries[-1][1][0], reference[-1][1][0], atol=1e-6)
-    np.testing.assert_array_equal(carries[-1][1][1], reference[-1][1][1])
+    assert not np.allclose(carries[-1][-1][0], reference[-1][-1][0], atol=1e-6)
+    np.testing.assert_array_equal(carries[-1][-1][1], reference[-1][-1][1])
 
 
 def test_extra_decoder_layers_start_from_the_top_encoder_layer():
@@ -177,7 +180,10 @@ def test_decode_steps_match_teacher_forced_logits(model_and_params, input_table)
   """Also from the [V, 4H] input table: the lookup is the embedding and input matmul it
   replaces (one-hot inputs too)."""
   model, params = model_and_params
-  assert model.apply(params, method=Seq2Seq.decoder_input_gates).shape == (V, 4 * H)
+  assert model.apply(params, method=Seq2Seq.decoder_input_gates).shape == (
+    V,
+    gate_count(model.config.cell) * H,
+  )
   inputs, targets = pad_rows(SOURCES, S), random_targets(1)
   carries, logits = forward(model, params, inputs, LENGTHS, targets)
   decoder_inputs = np.asarray(shift_right(jnp.asarray(targets)))

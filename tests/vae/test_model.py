@@ -1,8 +1,9 @@
-"""Tests for textgen_jax.vae.model: tied embeddings."""
+"""Tests for textgen_jax.vae.model: tied embeddings; decoding steps = teacher forcing (LSTM, GRU)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from textgen_jax.losses import token_cross_entropy
 from textgen_jax.models.tokens import shift_right
@@ -11,10 +12,15 @@ from textgen_jax.vae.model import SentenceVAE, SentenceVAEConfig, init_params
 TARGETS = jnp.array([[5, 6, 7, 2, 0], [8, 9, 2, 0, 0]], jnp.int32)
 
 
-def model(tie: bool, hidden_size: int = 16) -> SentenceVAE:
+def model(tie: bool, hidden_size: int = 16, **config) -> SentenceVAE:
   return SentenceVAE(
     SentenceVAEConfig(
-      vocab_size=12, embed_dim=16, hidden_size=hidden_size, latent_size=3, tie_embeddings=tie
+      vocab_size=12,
+      embed_dim=16,
+      hidden_size=hidden_size,
+      latent_size=3,
+      tie_embeddings=tie,
+      **config,
     )
   )
 
@@ -54,12 +60,20 @@ def test_tied_output_is_the_embedding_and_its_gradient_is_the_sum_of_both_uses()
   )
 
 
-def test_tied_with_a_projection_decodes_step_by_step_as_teacher_forced():
-  tied = model(True, hidden_size=24)  # 24 != 16: the outputs are projected to 16 first.
+@pytest.mark.parametrize(
+  "config",
+  [dict(), dict(cell="gru"), dict(cell="gru", kind="lm", decoder_layers=2)],
+  ids=["lstm", "gru", "gru-lm-2layer"],
+)
+def test_tied_with_a_projection_decodes_step_by_step_as_teacher_forced(config):
+  # 24 != 16: the outputs are projected to 16 first.
+  tied = model(True, hidden_size=24, **config)
   params = init_params(tied, jax.random.key(2))
   assert params["params"]["output_layer"]["projection"]["kernel"].shape == (24, 16)
   assert "output_layer" in tied.decoder_modules()
-  z_BxZ = jax.random.normal(jax.random.key(3), (2, 3))
+  recurrent = params["params"]["decoder_lstm"]["forward_0"]["recurrent_kernel"]
+  assert recurrent.shape == (24, (3 if config.get("cell") == "gru" else 4) * 24)
+  z_BxZ = jax.random.normal(jax.random.key(3), (2, 3)) if tied.config.has_latent else None
   inputs_BxT = shift_right(TARGETS)
   state = tied.apply(params, z_BxZ, 2, method=SentenceVAE.decoder_start)
   teacher_forced = tied.apply(params, state, inputs_BxT, method=SentenceVAE.teacher_forced_logits)

@@ -36,12 +36,17 @@ def cudnn_available() -> bool:
   return getattr(rnn, "gpu_rnn", None) is not None and jax.default_backend() == "gpu"
 
 
-def resolve_backend(name: str, dtype: str) -> str:
-  """ "auto" -> "cudnn" on a GPU for float32 models, else "scan"; "cudnn" where it cannot run
+def resolve_backend(name: str, dtype: str, cell: str = "lstm") -> str:
+  """ "auto" -> "cudnn" on a GPU for float32 LSTMs, else "scan"; "cudnn" where it cannot run
   is a one-line error naming the flag."""
   if name not in BACKENDS:
     raise TextgenError(f"--config.model.lstm_backend={name!r}: choose auto, scan or cudnn")
   if name == "cudnn":
+    if cell != "lstm":
+      raise TextgenError(
+        f"--config.model.lstm_backend=cudnn: jax.experimental.rnn has cuDNN's LSTM only, not "
+        f"the {cell.upper()} (--config.model.cell={cell}); use auto or scan"
+      )
     if not cudnn_available():
       raise TextgenError(
         "--config.model.lstm_backend=cudnn: cuDNN's LSTM needs a CUDA GPU and "
@@ -53,7 +58,7 @@ def resolve_backend(name: str, dtype: str) -> str:
         f"only (--config.model.dtype={dtype}); use auto or scan"
       )
   if name == "auto":
-    return "cudnn" if cudnn_available() and dtype == "float32" else "scan"
+    return "cudnn" if cell == "lstm" and cudnn_available() and dtype == "float32" else "scan"
   return name
 
 

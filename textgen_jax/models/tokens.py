@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from textgen_jax.data.vocab import BOS_ID, PAD_ID
-from textgen_jax.models.lstm import dense_dot_general, transposed
+from textgen_jax.models.rnn import dense_dot_general, transposed
 
 
 def shift_right(targets_BxT: jax.Array) -> jax.Array:

@@ -2,7 +2,8 @@
 attention over the encoder's outputs (Luong et al. 2015, Bahdanau et al. 2015; see
 textgen_jax/models/attention.py) and Luong's input feeding.
 
-Shape key: B batch, S source time, T target time, E embedding, H hidden, V vocabulary, G = 4H.
+Shape key: B batch, S source time, T target time, E embedding, H hidden, V vocabulary, G gates
+(4H for the LSTM, 3H for the GRU: `model.cell`).
 The encoder's final state (at each source's true last token) starts the decoder; when sizes
 differ (a bidirectional encoder, or different hidden sizes) a Dense "bridge" projects it.
 
@@ -25,9 +26,10 @@ from textgen_jax.errors import TextgenError
 from textgen_jax.models import cudnn_lstm
 from textgen_jax.models.attention import Attention, Memory
 from textgen_jax.models.dropout import Dropout
-from textgen_jax.models.lstm import (
+from textgen_jax.models.rnn import (
   Carry,
-  StackedLSTM,
+  StackedRNN,
+  gate_count,
   reverse_padded,
   uses_input_table,
   dense_dot_general,
@@ -52,6 +54,7 @@ class Seq2SeqConfig:
   dtype: str = "float32"  # matmul dtype: "float32" or "bfloat16".
   scan_unroll: int = 1  # Timesteps per iteration of the teacher-forced time loop.
   lstm_backend: str = "auto"  # Teacher-forced LSTM: "scan", "cudnn" or "auto" (cudnn on GPUs).
+  cell: str = "lstm"  # "lstm" or "gru" (models/rnn.py).
   attention: str = "none"  # "none", "dot", "general" or "additive" (models/attention.py).
   input_feeding: bool = False  # Feed h~ to the next decoder step (Luong); needs attention.
   # The output layer's kernel is the target embedding, transposed (Press and Wolf 2017): one
@@ -65,13 +68,13 @@ class Seq2SeqConfig:
 class AttentiveState(NamedTuple):
   """The decoder's state with attention: tiled per beam hypothesis like any carry."""
 
-  carries: list[Carry]  # One (c, h) per decoder layer.
+  carries: list[Carry]  # One per decoder layer: (c, h) for the LSTM, (h,) for the GRU.
   feed_BxH: jax.Array | None  # The previous step's h~ (zeros at the start); None: no feeding.
   memory: Memory  # The source's encoder outputs, their keys and mask.
 
 
 def uses_decoding_table(config: Seq2SeqConfig) -> bool:
-  """Whether decoding should look its first-layer input gates up in a [V, 4H] table.
+  """Whether decoding should look its first-layer input gates up in a [V, G] table.
 
   Measured (experiments/results/speed.md): 2.1x greedy tokens/s at batch 1 for V = 100,
   H = 256; 1.16x at batch 1 and none at batch 64 for V = 10,000, H = 512, where the table takes
@@ -108,8 +111,8 @@ class Seq2Seq(nn.Module):
       if cfg.share_embeddings
       else TokenInputs(cfg.source_vocab_size, cfg.embed_dim, cfg.input_encoding)
     )
-    backend = cudnn_lstm.resolve_backend(cfg.lstm_backend, cfg.dtype)
-    self.encoder = StackedLSTM(
+    backend = cudnn_lstm.resolve_backend(cfg.lstm_backend, cfg.dtype, cfg.cell)
+    self.encoder = StackedRNN(
       cfg.hidden_size,
       cfg.encoder_layers,
       cfg.dropout_rate,
@@ -117,14 +120,23 @@ class Seq2Seq(nn.Module):
       dtype,
       cfg.scan_unroll,
       backend,
+      cfg.cell,
     )
-    self.decoder = StackedLSTM(
-      cfg.hidden_size, cfg.decoder_layers, cfg.dropout_rate, False, dtype, cfg.scan_unroll, backend
+    self.decoder = StackedRNN(
+      cfg.hidden_size,
+      cfg.decoder_layers,
+      cfg.dropout_rate,
+      False,
+      dtype,
+      cfg.scan_unroll,
+      backend,
+      cfg.cell,
     )
     if cfg.bidirectional:
-      self.bridge_c = [
-        nn.Dense(cfg.hidden_size, name=f"bridge_c_{i}") for i in range(cfg.decoder_layers)
-      ]
+      if cfg.cell == "lstm":  # The GRU has no cell state to bridge.
+        self.bridge_c = [
+          nn.Dense(cfg.hidden_size, name=f"bridge_c_{i}") for i in range(cfg.decoder_layers)
+        ]
       self.bridge_h = [
         nn.Dense(cfg.hidden_size, name=f"bridge_h_{i}") for i in range(cfg.decoder_layers)
       ]
@@ -135,7 +147,7 @@ class Seq2Seq(nn.Module):
       # The fed h~'s share of the first decoder layer's input gates: [emb; h~] x W equals
       # emb x W_emb + h~ x W_feed, and keeping them apart lets emb x W_emb stay a table lookup.
       self.feed_projection = nn.Dense(
-        4 * cfg.hidden_size,
+        gate_count(cfg.cell) * cfg.hidden_size,
         use_bias=False,
         dtype=dtype,
         dot_general=dense_dot_general,
@@ -160,7 +172,7 @@ class Seq2Seq(nn.Module):
   def encode(
     self, inputs_BxS: jax.Array, input_lengths_B: jax.Array, deterministic: bool = True
   ) -> list[Carry] | AttentiveState:
-    """The decoder's initial state: one (c, h) per decoder layer, from the encoder's final state,
+    """The decoder's initial state: one carry per decoder layer, from the encoder's final state,
     and with attention the source's memory.
 
     Decoder layer i starts from encoder layer min(i, encoder_layers - 1).
@@ -182,14 +194,15 @@ class Seq2Seq(nn.Module):
       )
     carries = []
     for i in range(cfg.decoder_layers):
-      c_BxH, h_BxH = final_carries[min(i, cfg.encoder_layers - 1)]
-      if cfg.bidirectional:
-        c_BxH, h_BxH = self.bridge_c[i](c_BxH), jnp.tanh(self.bridge_h[i](h_BxH))
-      carries.append((c_BxH, h_BxH))
+      carry = final_carries[min(i, cfg.encoder_layers - 1)]
+      if cfg.bidirectional:  # h through tanh, as the cell's outputs are; the LSTM's c linear.
+        h_BxH = jnp.tanh(self.bridge_h[i](carry[-1]))
+        carry = (self.bridge_c[i](carry[0]), h_BxH) if cfg.cell == "lstm" else (h_BxH,)
+      carries.append(carry)
     if cfg.attention == "none":
       return carries
     memory = self.attention.memory(jnp.swapaxes(out_SxBxM, 0, 1), input_lengths_B)
-    feed_BxH = jnp.zeros_like(carries[-1][1]) if cfg.input_feeding else None
+    feed_BxH = jnp.zeros_like(carries[-1][-1]) if cfg.input_feeding else None
     return AttentiveState(carries, feed_BxH, memory)
 
   def _decoder_outputs(
@@ -278,9 +291,9 @@ class Seq2Seq(nn.Module):
     return self._decoder_outputs(state, shift_right(outputs_BxT), True)[1]
 
   def decoder_input_gates(self) -> jax.Array:
-    """The first decoder layer's input projection of every target token: [V, 4H].
+    """The first decoder layer's input projection of every target token: [V, G].
 
-    Steps that look their input up in this table skip the embedding and the [E, 4H] input
+    Steps that look their input up in this table skip the embedding and the [E, G] input
     matmul; it is worth it when V is small (computed once per set of parameters or batch).
     """
     tokens_V = jnp.arange(self.config.target_vocab_size)

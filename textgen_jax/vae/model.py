@@ -23,7 +23,7 @@ import ml_collections
 
 from textgen_jax.models import cudnn_lstm
 from textgen_jax.models.dropout import Dropout
-from textgen_jax.models.lstm import Carry, StackedLSTM, dense_dot_general, zero_carry
+from textgen_jax.models.rnn import Carry, StackedRNN, dense_dot_general, zero_carry
 from textgen_jax.models.tokens import TiedOutput
 
 KINDS = ("vae", "lm")
@@ -51,13 +51,14 @@ class SentenceVAEConfig:
   dtype: str = "float32"  # Matmul dtype; the LSTM cell state is float32 regardless.
   scan_unroll: int = 1  # Timesteps per iteration of the teacher-forced time loop.
   lstm_backend: str = "auto"  # Teacher-forced LSTM: "scan", "cudnn" or "auto" (cudnn on GPUs).
+  cell: str = "lstm"  # "lstm" or "gru" (models/rnn.py).
 
   @property
   def has_latent(self) -> bool:
     return self.kind == "vae"
 
 
-# The decoding state: one (c, h) per decoder layer, and z (read at every step; None for the LM).
+# The decoding state: one carry per decoder layer, and z (read at every step; None for the LM).
 DecoderState = tuple[list[Carry], jax.Array | None]
 
 
@@ -87,22 +88,28 @@ class SentenceVAE(nn.Module):
   def setup(self):
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
-    backend = cudnn_lstm.resolve_backend(cfg.lstm_backend, cfg.dtype)
+    backend = cudnn_lstm.resolve_backend(cfg.lstm_backend, cfg.dtype, cfg.cell)
     if cfg.has_latent:
       self.encoder_embedding = nn.Embed(cfg.vocab_size, cfg.embed_dim)
-      self.encoder_lstm = StackedLSTM(
+      self.encoder_lstm = StackedRNN(
         cfg.hidden_size,
         cfg.encoder_layers,
         dtype=dtype,
         scan_unroll=cfg.scan_unroll,
         backend=backend,
+        cell=cfg.cell,
       )
       self.encoder_to_posterior = nn.Dense(2 * cfg.latent_size)
       if cfg.z_to_initial_state:
         self.decoder_initial_state = [nn.Dense(cfg.hidden_size) for _ in range(cfg.decoder_layers)]
     self.decoder_embedding = nn.Embed(cfg.vocab_size, cfg.embed_dim)
-    self.decoder_lstm = StackedLSTM(
-      cfg.hidden_size, cfg.decoder_layers, dtype=dtype, scan_unroll=cfg.scan_unroll, backend=backend
+    self.decoder_lstm = StackedRNN(
+      cfg.hidden_size,
+      cfg.decoder_layers,
+      dtype=dtype,
+      scan_unroll=cfg.scan_unroll,
+      backend=backend,
+      cell=cfg.cell,
     )
     if cfg.tie_embeddings:
       self.output_layer = TiedOutput(cfg.vocab_size, dtype)
@@ -119,19 +126,20 @@ class SentenceVAE(nn.Module):
       self.encoder_embedding(tokens_BxT.T), deterministic=deterministic
     )
     final_carries, _ = self.encoder_lstm(emb_TxBxE, lengths_B)
-    mean_BxZ, logvar_BxZ = jnp.split(self.encoder_to_posterior(final_carries[-1][1]), 2, -1)
+    mean_BxZ, logvar_BxZ = jnp.split(self.encoder_to_posterior(final_carries[-1][-1]), 2, -1)
     return mean_BxZ, logvar_BxZ
 
   def decoder_start(self, z_BxZ: jax.Array | None, batch_size: int) -> DecoderState:
-    """The decoder's initial state: Dense(z) per layer, or zeros (LM, or switched off)."""
+    """The decoder's initial state: Dense(z) per layer, or zeros (LM, or switched off). The
+    LSTM's cell state is Dense(z) and its h tanh of it; the GRU's h is tanh(Dense(z))."""
     cfg = self.config
     if cfg.has_latent and cfg.z_to_initial_state:
       carries = []
       for dense in self.decoder_initial_state:
         c_BxH = dense(z_BxZ)
-        carries.append((c_BxH, jnp.tanh(c_BxH)))
+        carries.append((c_BxH, jnp.tanh(c_BxH)) if cfg.cell == "lstm" else (jnp.tanh(c_BxH),))
     else:
-      carries = [zero_carry(batch_size, cfg.hidden_size)] * cfg.decoder_layers
+      carries = [zero_carry(batch_size, cfg.hidden_size, cfg.cell)] * cfg.decoder_layers
     return carries, z_BxZ if cfg.has_latent else None
 
   def _inputs(self, tokens: jax.Array, z_BxZ: jax.Array | None, deterministic: bool) -> jax.Array:

@@ -1,6 +1,10 @@
-"""LSTM layers for teacher-forced passes and for one-token decoding steps.
+"""Recurrent layers (LSTM and GRU) for teacher-forced passes and for one-token decoding steps.
 
-Shape key: T time, B batch, E input features, H hidden units, G = 4H fused gates, V vocabulary.
+Shape key: T time, B batch, E input features, H hidden units, V vocabulary, G fused gates (4H
+for the LSTM, 3H for the GRU).
+
+A layer's carry is a tuple whose last entry is its output h: (c, h) for the LSTM, (h,) for the
+GRU; code outside this file reads `carry[-1]` and maps over the rest.
 
 Teacher-forced passes are time-major ([T, B, ...]), the layout `lax.scan` walks: models
 transpose token ids (cheap) rather than activations. The input projection of every timestep is
@@ -20,7 +24,15 @@ import jax.numpy as jnp
 
 from textgen_jax.models import cudnn_lstm
 from textgen_jax.models.dropout import Dropout
-from textgen_jax.models.recurrence import Carry, lstm_recurrence, lstm_step
+from textgen_jax.models.recurrence import (
+  Carry,
+  gru_recurrence,
+  gru_step,
+  lstm_recurrence,
+  lstm_step,
+)
+
+CELLS = ("lstm", "gru")  # What model.cell may be.
 
 
 # Plain autodiff's matmul with float32 accumulation and result (the models used it before
@@ -85,9 +97,14 @@ def forget_bias_init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.floa
   return jnp.zeros(shape, dtype).at[hidden_size : 2 * hidden_size].set(1.0)
 
 
-def zero_carry(batch_size: int, hidden_size: int) -> Carry:
+def zero_carry(batch_size: int, hidden_size: int, cell: str = "lstm") -> Carry:
   zeros_BxH = jnp.zeros((batch_size, hidden_size), jnp.float32)
-  return zeros_BxH, zeros_BxH
+  return (zeros_BxH, zeros_BxH) if cell == "lstm" else (zeros_BxH,)
+
+
+def gate_count(cell: str) -> int:
+  """Fused gates per hidden unit: the width of a layer's input projection is this times H."""
+  return {"lstm": 4, "gru": 3}[cell]
 
 
 def reverse_padded(x_TxBx_: jax.Array, lengths_B: jax.Array) -> jax.Array:
@@ -176,8 +193,64 @@ class LSTMLayer(nn.Module):
     return c_BxH, h_BxH
 
 
-class StackedLSTM(nn.Module):
-  """num_layers LSTM layers, dropout between them, optionally bidirectional."""
+class GRULayer(nn.Module):
+  """One GRU layer, laid out as LSTMLayer: a hoisted input projection [E, 3H] (gates r, z, n),
+  a fused recurrent kernel [H, 3H] and the candidate's recurrent bias b_hn [H]."""
+
+  hidden_size: int
+  dtype: Any = jnp.float32
+  scan_unroll: int = 1
+
+  def setup(self):
+    self.input_projection = nn.Dense(
+      3 * self.hidden_size, dtype=self.dtype, dot_general=dense_dot_general, name="input_projection"
+    )
+    self.recurrent_kernel = self.param(
+      "recurrent_kernel", nn.initializers.orthogonal(), (self.hidden_size, 3 * self.hidden_size)
+    )
+    self.recurrent_bias = self.param("recurrent_bias", nn.initializers.zeros, (self.hidden_size,))
+
+  def __call__(
+    self,
+    x_TxBxE: jax.Array | None,
+    carry: Carry,
+    mask_TxB: jax.Array | None = None,
+    gates_x_TxBxG: jax.Array | None = None,
+  ) -> tuple[Carry, jax.Array]:
+    """As LSTMLayer.__call__: (final carry, h_TxBxH), the carry held where mask is False."""
+    if gates_x_TxBxG is None:
+      gates_x_TxBxG = self.input_projection(x_TxBxE)
+    return gru_recurrence(
+      jnp.dtype(self.dtype),
+      self.scan_unroll,
+      gates_x_TxBxG,
+      self.recurrent_kernel,
+      self.recurrent_bias,
+      carry,
+      mask_TxB,
+    )
+
+  def input_table(self, inputs_VxE: jax.Array) -> jax.Array:
+    """input_projection of every row of inputs_VxE (the embedding table): [V, G]."""
+    return self.input_projection(inputs_VxE)
+
+  def step(
+    self, carry: Carry, x_BxE: jax.Array | None = None, gates_x_BxG: jax.Array | None = None
+  ) -> Carry:
+    """One timestep, for decoding, as LSTMLayer.step."""
+    if gates_x_BxG is None:
+      gates_x_BxG = self.input_projection(x_BxE)
+    h_BxH = gru_step(
+      jnp.dtype(self.dtype), gates_x_BxG, self.recurrent_kernel, self.recurrent_bias, carry
+    )[0]
+    return (h_BxH,)
+
+
+LAYERS = {"lstm": LSTMLayer, "gru": GRULayer}
+
+
+class StackedRNN(nn.Module):
+  """num_layers recurrent layers of one cell, dropout between them, optionally bidirectional."""
 
   hidden_size: int
   num_layers: int = 1
@@ -186,15 +259,17 @@ class StackedLSTM(nn.Module):
   dtype: Any = jnp.float32
   scan_unroll: int = 1
   backend: str = "scan"  # "scan" or "cudnn" (resolved by cudnn_lstm.resolve_backend).
+  cell: str = "lstm"  # "lstm" or "gru".
 
   def setup(self):
+    layer = LAYERS[self.cell]
     self.forward_layers = [
-      LSTMLayer(self.hidden_size, self.dtype, self.scan_unroll, name=f"forward_{i}")
+      layer(self.hidden_size, self.dtype, self.scan_unroll, name=f"forward_{i}")
       for i in range(self.num_layers)
     ]
     if self.bidirectional:
       self.backward_layers = [
-        LSTMLayer(self.hidden_size, self.dtype, self.scan_unroll, name=f"backward_{i}")
+        layer(self.hidden_size, self.dtype, self.scan_unroll, name=f"backward_{i}")
         for i in range(self.num_layers)
       ]
     self.dropout = Dropout(self.dropout_rate)
@@ -220,9 +295,9 @@ class StackedLSTM(nn.Module):
     if lengths_B is not None:
       mask_TxB = jnp.arange(time_steps)[:, None] < lengths_B[None, :]
     elif self.bidirectional:
-      raise ValueError("a bidirectional LSTM needs the sequences' lengths")
+      raise ValueError("a bidirectional stack needs the sequences' lengths")
     if initial_carries is None:
-      initial_carries = [zero_carry(batch_size, self.hidden_size)] * self.num_layers
+      initial_carries = [self.zero_carry(batch_size)] * self.num_layers
     if self.backend == "cudnn":
       return self._cudnn(x_TxBxE, lengths_B, initial_carries, deterministic)
     final_carries = []
@@ -234,13 +309,17 @@ class StackedLSTM(nn.Module):
       if self.bidirectional:
         back_x = None if gates[1] is not None else reverse_padded(x_TxBxE, lengths_B)
         back_carry, back_out_TxBxH = self.backward_layers[i](
-          back_x, zero_carry(batch_size, self.hidden_size), mask_TxB, gates[1]
+          back_x, self.zero_carry(batch_size), mask_TxB, gates[1]
         )
         carry = jax.tree.map(lambda a, b: jnp.concatenate([a, b], -1), carry, back_carry)
         out_TxBxH = jnp.concatenate([out_TxBxH, reverse_padded(back_out_TxBxH, lengths_B)], -1)
       final_carries.append(carry)
       x_TxBxE = out_TxBxH
     return final_carries, x_TxBxE
+
+  def zero_carry(self, batch_size: int) -> Carry:
+    """One layer's all-zero carry, of this stack's cell."""
+    return zero_carry(batch_size, self.hidden_size, self.cell)
 
   def _cudnn(
     self,
@@ -288,5 +367,5 @@ class StackedLSTM(nn.Module):
         x_BxE = self.dropout(x_BxE, deterministic=deterministic)
       carry = layer.step(carry, x_BxE, first_gates_x_BxG if i == 0 else None)
       new_carries.append(carry)
-      x_BxE = carry[1]
+      x_BxE = carry[-1]
     return new_carries, x_BxE
