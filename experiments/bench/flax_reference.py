@@ -16,22 +16,27 @@ import jax.numpy as jnp
 import optax
 
 
+# The cell of each model.cell, as the Flax documentation writes them.
+CELLS = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}
+
+
 class Seq2Seq(nn.Module):
-  """LSTM encoder; its final carry starts an LSTM decoder over teacher-forced inputs."""
+  """LSTM (or GRU) encoder; its final carry starts a decoder over teacher-forced inputs."""
 
   source_vocab_size: int
   target_vocab_size: int
   embed_dim: int
   hidden_size: int
+  cell: str = "lstm"
 
   @nn.compact
   def __call__(self, sources_BxS, source_lengths_B, decoder_inputs_BxT, rng):
     del rng
-    encoder = nn.RNN(nn.OptimizedLSTMCell(self.hidden_size), return_carry=True)
+    encoder = nn.RNN(CELLS[self.cell](self.hidden_size), return_carry=True)
     carry, _ = encoder(
       nn.Embed(self.source_vocab_size, self.embed_dim)(sources_BxS), seq_lengths=source_lengths_B
     )
-    decoder = nn.RNN(nn.OptimizedLSTMCell(self.hidden_size))
+    decoder = nn.RNN(CELLS[self.cell](self.hidden_size))
     out_BxTxH = decoder(
       nn.Embed(self.target_vocab_size, self.embed_dim)(decoder_inputs_BxT), initial_carry=carry
     )
@@ -45,20 +50,23 @@ class SentenceVAE(nn.Module):
   embed_dim: int
   hidden_size: int
   latent_size: int
+  cell: str = "lstm"
 
   @nn.compact
   def __call__(self, tokens_BxT, lengths_B, decoder_inputs_BxT, rng):
-    (_, h_BxH), _ = nn.RNN(nn.OptimizedLSTMCell(self.hidden_size), return_carry=True)(
+    carry, _ = nn.RNN(CELLS[self.cell](self.hidden_size), return_carry=True)(
       nn.Embed(self.vocab_size, self.embed_dim)(tokens_BxT), seq_lengths=lengths_B
     )
+    h_BxH = carry if self.cell == "gru" else carry[1]  # The GRU's carry is h.
     mean_BxZ, logvar_BxZ = jnp.split(nn.Dense(2 * self.latent_size)(h_BxH), 2, -1)
     z_BxZ = mean_BxZ + jnp.exp(0.5 * logvar_BxZ) * jax.random.normal(rng, mean_BxZ.shape)
     kl = 0.5 * jnp.sum(jnp.exp(logvar_BxZ) + mean_BxZ**2 - 1.0 - logvar_BxZ, -1).mean()
     emb_BxTxE = nn.Embed(self.vocab_size, self.embed_dim)(decoder_inputs_BxT)
     z_BxTxZ = jnp.broadcast_to(z_BxZ[:, None], emb_BxTxE.shape[:2] + z_BxZ.shape[-1:])
     c_BxH = nn.Dense(self.hidden_size)(z_BxZ)
-    out_BxTxH = nn.RNN(nn.OptimizedLSTMCell(self.hidden_size))(
-      jnp.concatenate([emb_BxTxE, z_BxTxZ], -1), initial_carry=(c_BxH, jnp.tanh(c_BxH))
+    initial = jnp.tanh(c_BxH) if self.cell == "gru" else (c_BxH, jnp.tanh(c_BxH))
+    out_BxTxH = nn.RNN(CELLS[self.cell](self.hidden_size))(
+      jnp.concatenate([emb_BxTxE, z_BxTxZ], -1), initial_carry=initial
     )
     return nn.Dense(self.vocab_size)(out_BxTxH), kl
 

@@ -47,7 +47,7 @@ def random_batch(shape: dict[str, int], batch_size: int) -> dict[str, jax.Array]
 
 
 def model_and_loss(
-  name: str, shape: dict[str, int], dtype: str, unroll: int, backend: str
+  name: str, shape: dict[str, int], dtype: str, unroll: int, backend: str, cell: str = "lstm"
 ) -> tuple[Any, Callable[..., Any]]:
   model_kw = dict(
     embed_dim=shape["embed_dim"],
@@ -55,6 +55,7 @@ def model_and_loss(
     dtype=dtype,
     scan_unroll=unroll,
     lstm_backend=backend,
+    cell=cell,
   )
   if name == "seq2seq":
     model = Seq2Seq(Seq2SeqConfig(shape["source_vocab_size"], shape["vocab_size"], **model_kw))
@@ -75,10 +76,11 @@ def jax_program(
   unroll: int,
   backend: str,
   num_devices: int,
+  cell: str = "lstm",
 ) -> Program:
   """textgen-jax's train step, laid out over the first num_devices devices as training does."""
   batch = random_batch(shape, batch_size)
-  model, loss_fn = model_and_loss(name, shape, dtype, unroll, backend)
+  model, loss_fn = model_and_loss(name, shape, dtype, unroll, backend, cell)
   params = model.init(
     jax.random.key(2), batch["inputs"][:1], batch["input_lengths"][:1], batch["targets"][:1]
   )
@@ -100,25 +102,30 @@ def jax_program(
     dtype=dtype,
     scan_unroll=unroll,
     num_devices=num_devices,
-    lstm_backend=cudnn_lstm.resolve_backend(backend, dtype),
+    lstm_backend=cudnn_lstm.resolve_backend(backend, dtype, cell),
+    cell=cell,
   )
   return Program(fields, threaded(compiled, state, batch, rng), compile_s)
 
 
-def flax_program(name: str, shape: dict[str, int], batch_size: int) -> Program:
+def flax_program(name: str, shape: dict[str, int], batch_size: int, cell: str = "lstm") -> Program:
   batch = random_batch(shape, batch_size)
   if name == "seq2seq":
     model = flax_reference.Seq2Seq(
-      shape["source_vocab_size"], shape["vocab_size"], shape["embed_dim"], shape["hidden_size"]
+      shape["source_vocab_size"],
+      shape["vocab_size"],
+      shape["embed_dim"],
+      shape["hidden_size"],
+      cell,
     )
   else:
     model = flax_reference.SentenceVAE(
-      shape["vocab_size"], shape["embed_dim"], shape["hidden_size"], shape["latent_size"]
+      shape["vocab_size"], shape["embed_dim"], shape["hidden_size"], shape["latent_size"], cell
     )
   step, state = flax_reference.make_train_step(model, batch)
   compile_s, compiled = common.time_compile(step, state, batch, jax.random.key(1))
   return Program(
-    dict(implementation="flax", dtype="float32", num_devices=1),
+    dict(implementation="flax", dtype="float32", num_devices=1, cell=cell),
     threaded(compiled, state, batch, jax.random.key(1)),
     compile_s,
   )
@@ -136,7 +143,7 @@ def threaded(compiled: Any, state: Any, batch: Any, rng: Any) -> Callable[[], An
 
 
 def torch_program(
-  torch_reference: Any, shape: dict[str, int], batch_size: int, dtype: str
+  torch_reference: Any, shape: dict[str, int], batch_size: int, dtype: str, cell: str = "lstm"
 ) -> Program:
   """PyTorch's step; in bfloat16 its mixed precision (torch.autocast: float32 weights and Adam
   state, bfloat16 matmuls and LSTM), as textgen-jax's bfloat16 keeps float32 master weights."""
@@ -148,6 +155,7 @@ def torch_program(
     shape["latent_size"],
     "float32",
     device=torch_reference.device_like(jax.devices()[0]),
+    cell=cell,
   )
   step = torch_reference.make_train_step(
     decoder,
@@ -163,6 +171,7 @@ def torch_program(
       implementation="torch",
       dtype=dtype,
       num_devices=1,
+      cell=cell,
       device=torch_reference.device_name(decoder),
       **({} if dtype == "float32" else {"precision": "autocast"}),
     ),

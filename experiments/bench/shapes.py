@@ -51,12 +51,14 @@ DECODE_SHAPES["seq2seq_attention"] = dict(
 )
 
 
-def forward_macs_per_token(shape: dict[str, int]) -> float:
+def forward_macs_per_token(shape: dict[str, int], gates: int = 4) -> float:
   """Matmul multiply-adds of the forward pass per target token: the encoder's share (source
-  tokens per target token), decoder input and recurrent projections, vocabulary projection."""
+  tokens per target token), decoder input and recurrent projections (`gates` per hidden unit:
+  4 for the LSTM, 3 for the GRU), vocabulary projection."""
   e, h, v, z = shape["embed_dim"], shape["hidden_size"], shape["vocab_size"], shape["latent_size"]
-  encoder = (e * 4 * h + h * 4 * h) * shape["source_length"] / shape["length"]
-  decoder = (e + z) * 4 * h + h * 4 * h + h * v
+  g = gates * h
+  encoder = (e * g + h * g) * shape["source_length"] / shape["length"]
+  decoder = (e + z) * g + h * g + h * v
   return encoder + decoder
 
 

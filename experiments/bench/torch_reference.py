@@ -17,6 +17,10 @@ from textgen_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID
 torch.set_num_threads(os.cpu_count() or 1)
 
 
+# The recurrent module of each model.cell (the attribute keeps the name `lstm` for both).
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
+
+
 class Decoder(nn.Module):
   """Embedding (+ z on every input, for the VAE shape) -> stacked LSTM -> vocabulary logits."""
 
@@ -27,10 +31,11 @@ class Decoder(nn.Module):
     hidden_size: int,
     num_layers: int = 1,
     latent_size: int = 0,
+    cell: str = "lstm",
   ):
     super().__init__()
     self.embedding = nn.Embedding(vocab_size, embed_dim)
-    self.lstm = nn.LSTM(embed_dim + latent_size, hidden_size, num_layers, batch_first=True)
+    self.lstm = CELLS[cell](embed_dim + latent_size, hidden_size, num_layers, batch_first=True)
     self.output = nn.Linear(hidden_size, vocab_size)
     with torch.no_grad():
       self.output.bias[EOS_ID] = -1e9
@@ -91,11 +96,18 @@ def _tensor_dtype(dtype: str) -> torch.dtype:
 
 
 def make_decoder(
-  vocab_size, embed_dim, hidden_size, num_layers=1, latent_size=0, dtype="float32", device="cpu"
+  vocab_size,
+  embed_dim,
+  hidden_size,
+  num_layers=1,
+  latent_size=0,
+  dtype="float32",
+  device="cpu",
+  cell="lstm",
 ) -> Decoder:
   torch.manual_seed(0)
   return (
-    Decoder(vocab_size, embed_dim, hidden_size, num_layers, latent_size)
+    Decoder(vocab_size, embed_dim, hidden_size, num_layers, latent_size, cell)
     .to(device=device, dtype=_tensor_dtype(dtype))
     .eval()
   )
@@ -227,7 +239,8 @@ class _Encoder:
     if encoder_layers or self.latent_size:
       embed_dim, hidden = decoder.embedding.embedding_dim, decoder.lstm.hidden_size
       self.embedding = nn.Embedding(source_vocab_size, embed_dim)
-      self.lstm = nn.LSTM(embed_dim, hidden, max(encoder_layers, 1), batch_first=True)
+      cell = type(decoder.lstm)
+      self.lstm = cell(embed_dim, hidden, max(encoder_layers, 1), batch_first=True)
       if self.latent_size:
         self.posterior = nn.Linear(hidden, 2 * self.latent_size)
         self.initial_state = nn.Linear(self.latent_size, hidden)
@@ -241,14 +254,16 @@ class _Encoder:
     """(decoder state or None, z or None, KL per target token or 0.0)."""
     if self.lstm is None:
       return None, None, 0.0
-    _, (h, c) = self.lstm(self.embedding(sources))
+    _, state = self.lstm(self.embedding(sources))
+    gru = isinstance(self.lstm, nn.GRU)  # Its state is h alone.
+    h = state if gru else state[0]
     if not self.latent_size:
-      return (h, c), None, 0.0
+      return state, None, 0.0
     mean, logvar = self.posterior(h[-1]).chunk(2, -1)
     z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
     kl = 0.5 * (logvar.exp() + mean**2 - 1.0 - logvar).sum(-1).mean() / length
     c0 = self.initial_state(z)[None]
-    return (torch.tanh(c0), c0), z, kl
+    return (torch.tanh(c0) if gru else (torch.tanh(c0), c0)), z, kl
 
 
 def _random_tokens(

@@ -3,6 +3,7 @@ r"""Training speed: textgen-jax's train step against plain Flax and PyTorch, in 
   python -m experiments.bench.train --output=runs/bench_train.jsonl      # the two workloads
   python -m experiments.bench.train --dtypes=float32,bfloat16 --flax=false
   python -m experiments.bench.train --lstm_backends=scan,cudnn           # on a GPU
+  python -m experiments.bench.train --cells=lstm,gru     # the GRU: against nn.GRU and nn.GRUCell
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m experiments.bench.train \
       --num_devices=1,8 --flax=false --torch=false
 
@@ -40,6 +41,7 @@ from experiments.bench.shapes import WORKLOADS, forward_macs_per_token
 from textgen_jax import cli
 from textgen_jax.errors import TextgenError
 from textgen_jax.models import cudnn_lstm
+from textgen_jax.models.rnn import CELLS, gate_count
 
 SIZE_FLAGS = ("vocab_size", "embed_dim", "hidden_size", "latent_size", "length")
 
@@ -54,6 +56,9 @@ _NUM_DEVICES = flags.DEFINE_list(
 )
 _UNROLLS = flags.DEFINE_list("scan_unrolls", ["1"], "LSTM time-loop unroll factors to compare.")
 _BACKENDS = flags.DEFINE_list("lstm_backends", ["auto"], "model.lstm_backend values to compare.")
+_CELLS = flags.DEFINE_list(
+  "cells", ["lstm"], "model.cell values (each against its own Flax and PyTorch baselines)."
+)
 _FLAX = flags.DEFINE_bool("flax", True, "Time the plain Flax baseline (float32).")
 _TORCH = flags.DEFINE_bool("torch", True, "Time the PyTorch reference too (when installed).")
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved timing rounds.")
@@ -73,6 +78,7 @@ class Settings:
   device_counts: tuple[int, ...]  # Sorted, 'all' resolved.
   scan_unrolls: tuple[int, ...]
   lstm_backends: tuple[str, ...]
+  cells: tuple[str, ...]
   flax: bool
   torch: bool
   rounds: int
@@ -92,9 +98,12 @@ def settings_from_flags() -> Settings:
       f"{jax.device_count()} devices (XLA_FLAGS="
       "--xla_force_host_platform_device_count=8 makes 8 on a CPU)"
     )
-  for backend, dtype in itertools.product(_BACKENDS.value, _DTYPES.value):
+  for cell in _CELLS.value:
+    if cell not in CELLS:
+      raise TextgenError(f"--cells: unknown cell {cell!r}; choose from {list(CELLS)}")
+  for backend, dtype, cell in itertools.product(_BACKENDS.value, _DTYPES.value, _CELLS.value):
     try:
-      cudnn_lstm.resolve_backend(backend, dtype)
+      cudnn_lstm.resolve_backend(backend, dtype, cell)
     except TextgenError as e:
       raise TextgenError(f"--lstm_backends={backend}: {str(e).split(': ', 1)[1]}") from None
   return Settings(
@@ -105,6 +114,7 @@ def settings_from_flags() -> Settings:
     tuple(device_counts),
     tuple(int(u) for u in _UNROLLS.value),
     tuple(_BACKENDS.value),
+    tuple(_CELLS.value),
     _FLAX.value,
     _TORCH.value,
     _ROUNDS.value,
@@ -160,17 +170,25 @@ def _baselines(program: Program, programs: list[Program]) -> dict[str, Program |
     found = [p for p in programs if all(p.fields.get(k) == v for k, v in match.items())]
     return found[0] if found else None
 
+  cell = fields["cell"]
   same = dict(
-    implementation="jax", scan_unroll=fields["scan_unroll"], lstm_backend=fields["lstm_backend"]
+    implementation="jax",
+    scan_unroll=fields["scan_unroll"],
+    lstm_backend=fields["lstm_backend"],
+    cell=cell,
   )
   return {
-    "torch": baseline(implementation="torch", dtype=fields["dtype"]),
-    "flax": baseline(implementation="flax"),
+    "torch": baseline(implementation="torch", dtype=fields["dtype"], cell=cell),
+    "flax": baseline(implementation="flax", cell=cell),
     "1_device": baseline(**same, dtype=fields["dtype"], num_devices=1),
     "float32": baseline(**same, dtype="float32", num_devices=fields["num_devices"]),
+    "lstm": baseline(
+      **dict(same, cell="lstm"), dtype=fields["dtype"], num_devices=fields["num_devices"]
+    ),
     "scan": baseline(
       implementation="jax",
       scan_unroll=fields["scan_unroll"],
+      cell=cell,
       lstm_backend="scan",
       dtype=fields["dtype"],
       num_devices=fields["num_devices"],
@@ -188,8 +206,12 @@ def build_programs(
   out: common.JsonLines,
 ) -> list[Program]:
   programs = []
-  for dtype, unroll, backend, num_devices in itertools.product(
-    settings.dtypes, settings.scan_unrolls, settings.lstm_backends, settings.device_counts
+  for cell, dtype, unroll, backend, num_devices in itertools.product(
+    settings.cells,
+    settings.dtypes,
+    settings.scan_unrolls,
+    settings.lstm_backends,
+    settings.device_counts,
   ):
     if batch_size % num_devices:
       out.emit(
@@ -198,27 +220,33 @@ def build_programs(
           dtype=dtype,
           implementation="jax",
           num_devices=num_devices,
+          cell=cell,
           skipped="batch not divisible",
         )
       )
       continue
     common.progress(
-      f"{name} batch {batch_size} {dtype} unroll {unroll} {backend} "
+      f"{name} {cell} batch {batch_size} {dtype} unroll {unroll} {backend} "
       f"{num_devices} device(s): compiling"
     )
     programs.append(
-      programs_lib.jax_program(name, shape, batch_size, dtype, unroll, backend, num_devices)
+      programs_lib.jax_program(name, shape, batch_size, dtype, unroll, backend, num_devices, cell)
     )
-  if settings.flax:
-    programs.append(programs_lib.flax_program(name, shape, batch_size))
-  for dtype in settings.dtypes if torch_reference is not None else []:
+  for cell in settings.cells if settings.flax else []:
+    programs.append(programs_lib.flax_program(name, shape, batch_size, cell))
+  torch_runs = settings.cells if torch_reference is not None else []
+  for cell, dtype in itertools.product(torch_runs, settings.dtypes):
     try:
-      program = programs_lib.torch_program(torch_reference, shape, batch_size, dtype)
+      program = programs_lib.torch_program(torch_reference, shape, batch_size, dtype, cell)
       program.step()  # Fails here where, e.g., this CPU's torch cannot train bfloat16 LSTMs.
     except (RuntimeError, ValueError) as e:
       out.emit(
         dict(
-          common_fields, dtype=dtype, implementation="torch", skipped=str(e).splitlines()[0][:200]
+          common_fields,
+          dtype=dtype,
+          cell=cell,
+          implementation="torch",
+          skipped=str(e).splitlines()[0][:200],
         )
       )
       continue
@@ -239,7 +267,8 @@ def run_workload(
   name: str, settings: Settings, peak: dict[str, float], torch_reference: Any, out: common.JsonLines
 ) -> None:
   shape = workload(name, settings)
-  flops_per_token = 6.0 * forward_macs_per_token(shape)  # Forward, then twice that backward.
+  # Forward, then twice that backward; per cell (the GRU has 3 gates to the LSTM's 4).
+  flops = {cell: 6.0 * forward_macs_per_token(shape, gate_count(cell)) for cell in settings.cells}
   for batch_size in settings.batch_sizes or [shape["batch_size"]]:
     common_fields = dict(
       bench="train",
@@ -247,7 +276,6 @@ def run_workload(
       **dict(shape, batch_size=batch_size),
       device=common.device_description(jax.devices()[0]),
       tokens=batch_size * shape["length"],
-      flops_per_token=flops_per_token,
     )
     programs = build_programs(
       name, shape, batch_size, settings, torch_reference, common_fields, out
@@ -257,7 +285,9 @@ def run_workload(
     )
     time_in_rounds(programs, common_fields["tokens"], settings)
     for program in programs:
-      out.emit(record(program, programs, common_fields, flops_per_token, peak))
+      cell_flops = flops[program.fields["cell"]]
+      fields = dict(common_fields, flops_per_token=cell_flops)
+      out.emit(record(program, programs, fields, cell_flops, peak))
 
 
 def main(argv):

@@ -165,6 +165,28 @@ def test_bench_train_times_jax_and_plain_flax_in_rounds_with_round_by_round_rati
     assert jax_row["speedup_vs_flax_range"] == pytest.approx([min(ratios), max(ratios)])
 
 
+def test_bench_train_compares_each_cell_with_its_own_baselines():
+  records, _ = run_bench(
+    "train",
+    "--shapes=seq2seq",
+    "--length=6",
+    "--batch_sizes=2",
+    "--torch=false",
+    "--rounds=2",
+    "--cells=lstm,gru",
+  )
+  train = {(r["implementation"], r["cell"]): r for r in records[1:]}
+  assert set(train) == {("jax", "lstm"), ("jax", "gru"), ("flax", "lstm"), ("flax", "gru")}
+  gru, flax_gru = train["jax", "gru"], train["flax", "gru"]
+  ratios = [a / b for a, b in zip(gru["rounds_tokens_per_s"], flax_gru["rounds_tokens_per_s"])]
+  assert gru["speedup_vs_flax"] == pytest.approx(float(np.median(ratios)), rel=1e-4)
+  lstm = train["jax", "lstm"]["rounds_tokens_per_s"]
+  ratios = [a / b for a, b in zip(gru["rounds_tokens_per_s"], lstm)]
+  assert gru["speedup_vs_lstm"] == pytest.approx(float(np.median(ratios)), rel=1e-4)
+  # Three gates to four: the GRU's dense FLOPs per token are fewer.
+  assert gru["flops_per_token"] < train["jax", "lstm"]["flops_per_token"]
+
+
 def test_bench_train_workloads_are_the_issue_shapes():
   """S and V as stated in the README and speed.md (a typo here would move every figure)."""
   assert shapes.WORKLOADS["seq2seq"] == dict(
