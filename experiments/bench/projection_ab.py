@@ -1,5 +1,5 @@
 r"""The Dense layers' gradients (input, feed and vocabulary projections): plain autodiff against
-models.lstm's custom VJP (dense_dot_general).
+models.rnn's custom VJP (dense_dot_general).
 
   python -m experiments.bench.projection_ab vae,seq2seq        # one run's train step
   python -m experiments.bench.projection_ab vae 2              # a population of 2, vmapped
