@@ -77,7 +77,7 @@ def test_set(translator: seq2seq.Translator) -> tuple[str, list[str], list[list[
       quiet_reader = lambda path, skip_malformed: readers.read_pairs(
         path, skip_malformed, verbose=False
       )
-      splits = recipe.read_splits(config, quiet_reader, translator.tokenizer)
+      splits = recipe.read_splits(config, quiet_reader, translator.source_tokenizer)
       return ("held-out split", *translator.group_by_source(splits.valid))
   paths = spec.split(",")
   if len(paths) <= 2:  # One TSV, or one source and one reference file: pairs.

@@ -102,10 +102,17 @@ def test_tied_embeddings_with_one_hot_inputs_is_a_one_line_error():
 def test_shared_embeddings_without_a_joint_vocabulary_is_a_one_line_error():
   config = seq2seq.get_config()
   config.model.share_embeddings = True
-  with pytest.raises(TextgenError, match=r"^--config.model.share_embeddings=True .*sentencepiece$"):
+  with pytest.raises(TextgenError, match=r"^--config.model.share_embeddings=True .*=joint$"):
     seq2seq_config.validate(config)  # Word vocabularies: one per side.
   config.data.tokenizer = "sentencepiece"
   seq2seq_config.validate(config)
+  config.data.subword_vocabularies = "separate"  # One SentencePiece model per side.
+  with pytest.raises(TextgenError, match=r"^--config.model.share_embeddings=True .*=joint$"):
+    seq2seq_config.validate(config)
+  config.data.subword_vocabularies = "both"
+  config.model.share_embeddings = False
+  with pytest.raises(TextgenError, match=r"^--config.data.subword_vocabularies='both': choose"):
+    seq2seq_config.validate(config)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -70,7 +70,7 @@ class CharLM:
   config: ml_collections.ConfigDict
   model: BigramLM
   params: Any
-  tokenizer: Any
+  tokenizers: Any
   vocab: Any
   step: int | None = None
 
@@ -78,7 +78,7 @@ class CharLM:
   def load(cls, workdir, step=None, member=None, average_last=0):
     loaded = workdir_lib.load(workdir, families.get(NAME), step, member, average_last)
     (vocab,) = loaded.vocabularies
-    return cls(loaded.config, loaded.model, loaded.params, loaded.tokenizer, vocab, loaded.step)
+    return cls(loaded.config, loaded.model, loaded.params, loaded.tokenizers, vocab, loaded.step)
 
 
 def hooks(run):

@@ -73,7 +73,7 @@ def test_tiny_model_overfits_a_handful_of_pairs():
   assert exact_match == 1.0, f"no exact match after {num_steps} steps"
 
   translator = seq2seq.Translator(
-    config, model, state.params, tokenizer, source_vocab, target_vocab
+    config, model, state.params, (tokenizer, tokenizer), source_vocab, target_vocab
   )
   outputs = translator.translate([s for s, _ in OVERFIT_PAIRS])
   assert outputs == [tokenizer.normalize(t) for _, t in OVERFIT_PAIRS]

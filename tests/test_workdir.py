@@ -41,7 +41,7 @@ def saved_translator(directory, hidden_size=16, num_pairs=20):
   ]
   model = seq2seq.model.build_model(config.model, *vocabularies)
   params = jax.jit(functools.partial(seq2seq.model.init_params, model))(jax.random.key(3))
-  translator = seq2seq.Translator(config, model, params, tokenizer, *vocabularies)
+  translator = seq2seq.Translator(config, model, params, (tokenizer, tokenizer), *vocabularies)
   translator.save(str(directory))
   return translator
 
@@ -333,7 +333,7 @@ def test_a_checkpoint_of_another_model_is_a_one_line_error_naming_it(tmp_path, o
     vocab = Vocabulary.build([tokenizer.tokenize(s) for s in SENTENCES])
     model = vae.model.build_model(config.model, vocab)
     params = jax.jit(functools.partial(vae.model.init_params, model))(jax.random.key(0))
-    vae.SentenceModel(config, model, params, tokenizer, vocab).save(str(tmp_path / "other"))
+    vae.SentenceModel(config, model, params, (tokenizer,), vocab).save(str(tmp_path / "other"))
   foreign = str(tmp_path / "run" / "checkpoints" / "7")
   shutil.copytree(tmp_path / "other" / "checkpoints" / "0", foreign)
   with pytest.raises(

@@ -37,10 +37,13 @@ def data_section(**defaults: Any) -> ml_collections.ConfigDict:
   data.max_examples = 0  # Use only the first N examples of train_path (0: all).
   data.skip_malformed = False  # Skip (and count) malformed lines; default: error naming them.
   # "word" (punctuation split off), "char", "whitespace", or "sentencepiece": subwords trained
-  # on the training split (one model for every column; byte fallback, so nothing is unknown).
+  # on the training split (byte fallback, so nothing is unknown).
   data.tokenizer = "word"
-  data.vocab_size = 8000  # SentencePiece's pieces (bytes and its specials included).
+  data.vocab_size = 8000  # SentencePiece's pieces (bytes and its specials included), per model.
   data.subword_model = "unigram"  # SentencePiece's "unigram" or "bpe".
+  # "joint": one SentencePiece model and vocabulary for every column (source and target);
+  # "separate": one per column, each trained on that column's text alone.
+  data.subword_vocabularies = "joint"
   data.lowercase = True  # Lowercase before tokenising.
   data.max_len = 16  # Most tokens per sentence, EOS not counted.
   data.too_long = "truncate"  # Longer sentences: "truncate" (and count) or "error".
@@ -278,6 +281,11 @@ def validate_shared(
   if config.data.subword_model not in tokenizers.SENTENCEPIECE_TYPES:
     raise TextgenError(
       f"--config.data.subword_model={config.data.subword_model!r}: choose unigram or bpe"
+    )
+  if config.data.subword_vocabularies not in tokenizers.SUBWORD_VOCABULARIES:
+    raise TextgenError(
+      f"--config.data.subword_vocabularies={config.data.subword_vocabularies!r}: choose joint "
+      "or separate"
     )
   if config.data.valid_split not in ("random", "grouped"):
     raise TextgenError(

@@ -45,7 +45,8 @@ class Family:
   # member's loss and pre-update hook (training.MemberHooks); ({}, the run's keys) gives an
   # ordinary run's.
   hooks: Hook
-  # The inference class: built as inference(config, model, params, tokenizer, *vocabularies);
+  # The inference class: built as inference(config, model, params, tokenizers, *vocabularies)
+  # (one tokenizer per vocabulary);
   # `inference.load(workdir, step, member, average_last)` reads a workdir.
   inference: Any
   train_script: str  # The script that trains it (named in messages, run by sweeps).

@@ -37,7 +37,7 @@ from textgen_jax.run_spec import RunSpec
 class TextData:
   """A run's data, read, tokenised, encoded and batched."""
 
-  tokenizer: Tokenizer
+  tokenizers: tuple[Tokenizer, ...]  # One per column (the same one for a joint vocabulary).
   vocabularies: dict[str, Vocabulary]  # Vocabulary file -> vocabulary, one per column in order.
   train_batches: batching.BucketedBatches
   valid_batches: list[batching.Batch]
@@ -52,7 +52,7 @@ def column(examples: Sequence[Any], index: int, num_columns: int) -> list[str]:
 def _encode(
   examples: Sequence[Any],
   locations: Sequence[str],
-  tokenizer: Tokenizer,
+  column_tokenizers: Sequence[Tokenizer],
   vocabularies: dict[str, Vocabulary],
   columns: Sequence[str],
   data_cfg: ml_collections.ConfigDict,
@@ -60,7 +60,9 @@ def _encode(
 ) -> list[list[np.ndarray]]:
   """Token ids per column; sentences over data.max_len are cut (counted) or an error."""
   ids, cut = [], []
-  for index, (what, vocab) in enumerate(zip(columns, vocabularies.values())):
+  for index, (what, tokenizer, vocab) in enumerate(
+    zip(columns, column_tokenizers, vocabularies.values())
+  ):
     encoded, num_cut = batching.encode_texts(
       column(examples, index, len(columns)),
       tokenizer,
@@ -109,18 +111,15 @@ def read_data(
     # The split comes first (the model sees training text only); its grouping key needs only
     # normalised text, which the whitespace tokenizer gives as the subword one does.
     splits = read_splits(config, reader, make_tokenizer("whitespace", data_cfg.lowercase))
-    tokenizer = tokenizers.train_sentencepiece(
-      [text for index in range(len(columns)) for text in column(splits.train, index, len(columns))],
-      data_cfg.vocab_size,
-      data_cfg.subword_model,
-      data_cfg.lowercase,
-    )
+    texts = [column(splits.train, index, len(columns)) for index in range(len(columns))]
+    column_tokenizers = train_subwords(texts, columns, data_cfg)
     vocabularies = {
       filename: Vocabulary.from_tokens(tokenizer.pieces(), data_cfg.vocab_size_multiple)
-      for filename in vocabulary_files
+      for filename, tokenizer in zip(vocabulary_files, column_tokenizers)
     }
   else:
     tokenizer = make_tokenizer(data_cfg.tokenizer, data_cfg.lowercase)
+    column_tokenizers = (tokenizer,) * len(columns)
     splits = read_splits(config, reader, tokenizer)
     vocabularies = {
       filename: Vocabulary.build(
@@ -138,10 +137,22 @@ def read_data(
   )
   lengths = batching.bucket_lengths(data_cfg.max_len, data_cfg.num_buckets)
   train_ids = _encode(
-    splits.train, splits.train_locations, tokenizer, vocabularies, columns, data_cfg, "train"
+    splits.train,
+    splits.train_locations,
+    column_tokenizers,
+    vocabularies,
+    columns,
+    data_cfg,
+    "train",
   )
   valid_ids = _encode(
-    splits.valid, splits.valid_locations, tokenizer, vocabularies, columns, data_cfg, "valid"
+    splits.valid,
+    splits.valid_locations,
+    column_tokenizers,
+    vocabularies,
+    columns,
+    data_cfg,
+    "valid",
   )
   batch_size = capped_batch_size(
     data_cfg.batch_size, len(splits.train), config.parallel.num_devices or jax.device_count()
@@ -154,7 +165,26 @@ def read_data(
   ).epoch(0)
   if config.train.max_eval_batches:
     valid_batches = valid_batches[: config.train.max_eval_batches]
-  return TextData(tokenizer, vocabularies, train_batches, valid_batches, list(splits.valid))
+  return TextData(column_tokenizers, vocabularies, train_batches, valid_batches, list(splits.valid))
+
+
+def train_subwords(
+  texts: Sequence[Sequence[str]], columns: Sequence[str], data_cfg: ml_collections.ConfigDict
+) -> tuple[tokenizers.SentencePieceTokenizer, ...]:
+  """One SentencePiece model per column (texts: each column's training texts), the same one
+  for every column with a joint vocabulary (and for a single column)."""
+  train = functools.partial(
+    tokenizers.train_sentencepiece,
+    vocab_size=data_cfg.vocab_size,
+    model_type=data_cfg.subword_model,
+    lowercase=data_cfg.lowercase,
+  )
+  if data_cfg.subword_vocabularies == "joint" or len(columns) == 1:
+    return (train([text for column_texts in texts for text in column_texts]),) * len(columns)
+  return tuple(
+    train(column_texts, file=f"{what}_{tokenizers.SENTENCEPIECE_FILE}")
+    for what, column_texts in zip(columns, texts)
+  )
 
 
 def capped_batch_size(batch_size: int, num_examples: int, num_devices: int) -> int:
@@ -197,7 +227,7 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, data: TextD
     if workdir_lib.has_checkpoints(workdir):
       workdir_lib.check_resumable(workdir, config, data.vocabularies)
     if parallel.is_primary():
-      workdir_lib.write_assets(workdir, config, data.tokenizer, data.vocabularies)
+      workdir_lib.write_assets(workdir, config, data.tokenizers, data.vocabularies)
       workdir_lib.write_data_checksums(workdir, config.data)
   except BaseException:
     workdir_lib.unlock(workdir)
@@ -239,7 +269,7 @@ def train_and_evaluate(family: Family, config: ml_collections.ConfigDict, workdi
   data = read_data(config, family.reader, family.vocabulary_files)
   prepare_workdir(workdir, config, data)
   model = family.build_model(spec.model_config, *data.vocabularies.values())
-  inference = family.inference(config, model, None, data.tokenizer, *data.vocabularies.values())
+  inference = family.inference(config, model, None, data.tokenizers, *data.vocabularies.values())
   run = FamilyRun(spec, settings, data, model, inference)
   member_hooks = family.hooks(run)
   loss_fn, before_update = member_hooks({}, spec.keys)

@@ -3,6 +3,7 @@ fallback, determinism, sampling, one-line errors) and for runs that use it (its 
 the workdir and checked on load, raw text in and out of both families)."""
 
 import functools
+import json
 import os
 import random
 import re
@@ -21,16 +22,21 @@ from tests.helpers import (
   write_text,
   write_tsv,
 )
-from textgen_jax import seq2seq, vae
+from textgen_jax import recipe, seq2seq, vae
+from textgen_jax.checkpointing import file_sha256
+from textgen_jax.data import readers
 from textgen_jax.data.vocab import UNK_ID
 from textgen_jax.data.tokenizers import (
   SENTENCEPIECE_FILE,
   SPACE_SYMBOL,
   SentencePieceTokenizer,
   seed_sampling,
+  tokenizer_from_config,
   train_sentencepiece,
 )
 from textgen_jax.errors import TextgenError
+from textgen_jax.seq2seq.translator import VOCABULARY_FILES
+from textgen_jax.workdir.assets import VOCABULARY_CHECKSUMS
 
 
 @functools.cache
@@ -87,7 +93,12 @@ def test_training_is_deterministic_and_the_checksum_names_the_model():
   assert first.model == second.model and first.sha256 == second.sha256 and first == second
   other = train_sentencepiece(texts, 360)
   assert other.sha256 != first.sha256
-  assert first.to_config() == {"kind": "sentencepiece", "lowercase": False, "sha256": first.sha256}
+  assert first.to_config() == {
+    "kind": "sentencepiece",
+    "lowercase": False,
+    "sha256": first.sha256,
+    "file": SENTENCEPIECE_FILE,
+  }
 
 
 def test_numbers_are_split_into_digits():
@@ -154,14 +165,14 @@ def subword_run(tmp_path_factory):
 @pytest.mark.slow
 def test_a_subword_run_keeps_its_model_and_loads_it(subword_run):
   translator, workdir = subword_run
-  tokenizer = translator.tokenizer
-  assert isinstance(tokenizer, SentencePieceTokenizer)
+  tokenizer = translator.source_tokenizer
+  assert isinstance(tokenizer, SentencePieceTokenizer) and translator.target_tokenizer == tokenizer
   with open(os.path.join(workdir, SENTENCEPIECE_FILE), "rb") as f:
     assert f.read() == tokenizer.model
   for vocab in (translator.source_vocab, translator.target_vocab):  # One joint model.
     assert vocab.tokens == ["<pad>", "<bos>", "<eos>", "<unk>"] + tokenizer.pieces()
   loaded = seq2seq.Translator.load(workdir)
-  assert loaded.tokenizer == tokenizer
+  assert loaded.source_tokenizer == tokenizer and loaded.target_tokenizer == tokenizer
   # Shared and tied: one [V, E] table is the only vocabulary matrix.
   params = loaded.params["params"]
   assert "source_inputs" not in params and "kernel" not in params["output_layer"]
@@ -170,11 +181,33 @@ def test_a_subword_run_keeps_its_model_and_loads_it(subword_run):
   assert params["output_layer"]["projection"]["kernel"].shape == (16, 8)
   assert params["target_inputs"]["embedding"]["embedding"].shape == (len(loaded.target_vocab), 8)
   # Raw text in, whatever its script: every input token is known (byte fallback), no UNK.
-  ids = loaded.source_vocab.encode(loaded.tokenizer.tokenize("Tom 日本 48213!"))
+  ids = loaded.source_vocab.encode(loaded.source_tokenizer.tokenize("Tom 日本 48213!"))
   assert UNK_ID not in ids
   outputs = loaded.translate(["Tom 日本 48213!", "Go."])
   assert len(outputs) == 2 and all(isinstance(text, str) for text in outputs)
   assert not any("▁" in text for text in outputs)  # Detokenised.
+
+
+@pytest.mark.slow
+def test_a_workdir_from_before_separate_vocabularies_loads(subword_run, tmp_path):
+  # Its vocabulary files named no model file: the joint one is theirs.
+  _, workdir = subword_run
+  copy = str(tmp_path / "copy")
+  shutil.copytree(workdir, copy)
+  checksums = []
+  for filename in VOCABULARY_FILES:
+    path = os.path.join(copy, filename)
+    with open(path, encoding="utf-8") as f:
+      saved = json.load(f)
+    del saved["tokenizer"]["file"]
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump(saved, f, ensure_ascii=False)
+    checksums.append(f"{file_sha256(path)}  {filename}\n")
+  with open(os.path.join(copy, VOCABULARY_CHECKSUMS), "w") as f:
+    f.write("".join(checksums))
+  loaded = seq2seq.Translator.load(copy)
+  assert loaded.source_tokenizer.file == SENTENCEPIECE_FILE
+  assert loaded.translate(["Go."]) == seq2seq.Translator.load(workdir).translate(["Go."])
 
 
 @pytest.mark.slow
@@ -195,6 +228,52 @@ def test_a_subword_model_from_elsewhere_is_a_one_line_error(subword_run, tmp_pat
   os.remove(path)
   with pytest.raises(TextgenError, match=f"^{re.escape(path)}: cannot read the SentencePiece"):
     seq2seq.Translator.load(copy)
+
+
+@pytest.mark.slow
+def test_separate_subword_vocabularies_are_one_model_per_side(tmp_path):
+  pairs = bundled_pairs(400)
+  config = tiny_config(
+    write_tsv(tmp_path / "pairs.tsv", pairs),
+    data__tokenizer="sentencepiece",
+    data__subword_vocabularies="separate",
+    data__vocab_size=350,
+    data__max_len=30,
+    data__valid_fraction=0.1,
+  )
+  workdir = str(tmp_path / "run")
+  translator = seq2seq.train_and_evaluate(config, workdir)
+  source, target = translator.source_tokenizer, translator.target_tokenizer
+  assert (source.file, target.file) == ("source_sentencepiece.model", "target_sentencepiece.model")
+  assert not os.path.exists(os.path.join(workdir, SENTENCEPIECE_FILE))
+  # Each side's model is trained on its own side's training text alone (the run's split).
+  splits = recipe.read_splits(config, readers.read_pairs, source)
+  lowercase = config.data.lowercase
+  assert (
+    source.model
+    == train_sentencepiece([s for s, _ in splits.train], 350, "unigram", lowercase).model
+  )
+  assert (
+    target.model
+    == train_sentencepiece([t for _, t in splits.train], 350, "unigram", lowercase).model
+  )
+  assert source.pieces() != target.pieces()
+  assert translator.source_vocab.tokens[4:] == source.pieces()
+  assert translator.target_vocab.tokens[4:] == target.pieces()
+  loaded = seq2seq.Translator.load(workdir)
+  assert (loaded.source_tokenizer, loaded.target_tokenizer) == (source, target)
+  assert loaded.translate(["Go."]) == translator.translate(["Go."])
+  # One side's model in the other's place is refused, naming the file.
+  target_path = os.path.join(workdir, target.file)
+  shutil.copy(os.path.join(workdir, source.file), target_path)
+  with pytest.raises(TextgenError, match=f"^{re.escape(target_path)}: not the SentencePiece model"):
+    seq2seq.Translator.load(workdir)
+
+
+def test_a_subword_model_file_outside_the_workdir_is_refused(tmp_path):
+  config = {**tokenizer().to_config(), "file": "../elsewhere.model"}
+  with pytest.raises(TextgenError, match="names '../elsewhere.model' as its SentencePiece model"):
+    tokenizer_from_config(config, str(tmp_path))
 
 
 @pytest.mark.slow

@@ -163,7 +163,7 @@ def test_evaluate_translation_on_the_held_out_split_and_on_parallel_files(traine
   data = recipe.read_data(
     tiny_config(pairs, **OVERRIDES), readers.read_pairs, seq2seq.translator.VOCABULARY_FILES
   )
-  sources = {translator.tokenizer.normalize(s) for s, _ in data.valid_examples}
+  sources = {translator.source_tokenizer.normalize(s) for s, _ in data.valid_examples}
   assert record["sources"] == len(sources) and record["references"] == len(data.valid_examples)
   assert len(data.valid_examples) > len(sources) and "nrefs:var" in record["signature"]
   # Parallel files with two references each: the second is the model's own output.

@@ -101,9 +101,9 @@ def test_translate_is_independent_of_batching_and_order(trained):
 def test_unknown_tokens_map_to_unk_and_do_not_crash(trained):
   _, _, translator = trained
   unknown = "Xylophone ʘ‿ʘ 😀 qwertz!"
-  assert set(translator.source_vocab.encode(translator.tokenizer.tokenize("xylophone ʘ"))) == {
-    UNK_ID
-  }
+  assert set(
+    translator.source_vocab.encode(translator.source_tokenizer.tokenize("xylophone ʘ"))
+  ) == {UNK_ID}
   outputs = translator.translate([unknown, "Go eat."])
   assert len(outputs) == 2 and all(isinstance(output, str) for output in outputs)
 
@@ -121,7 +121,7 @@ def test_char_level_translator_maps_unknown_characters_to_unk(pairs_tsv):
   vocab = Vocabulary.build([tokenizer.tokenize("go eat.")])
   model = seq2seq.model.build_model(config.model, vocab, vocab)
   params = jax.jit(functools.partial(seq2seq.model.init_params, model))(jax.random.key(0))
-  translator = seq2seq.Translator(config, model, params, tokenizer, vocab, vocab)
+  translator = seq2seq.Translator(config, model, params, (tokenizer, tokenizer), vocab, vocab)
   assert vocab.encode(tokenizer.tokenize("Ωz")) == [UNK_ID, UNK_ID]
   outputs = translator.translate(["Ωz ÿ!", "go eat.", "", "ɐ" * 30])
   assert len(outputs) == 4 and outputs[2] == ""
@@ -138,13 +138,13 @@ def test_evaluate_scores_against_every_reference_of_a_source(trained):
   scores, lines = translator.evaluate(pairs, num_to_print=2)
   assert scores["greedy_exact_match"] == 1.0 and scores["greedy_chrf"] == pytest.approx(100.0)
   # BLEU is corpus BLEU of these (short) outputs against all references, as sacreBLEU says.
-  references = [[translator.tokenizer.normalize(r) for r in ("zz " + o, o)] for o in outputs]
+  references = [[translator.target_tokenizer.normalize(r) for r in ("zz " + o, o)] for o in outputs]
   assert scores["greedy_bleu"] == pytest.approx(
     sacrebleu.corpus_bleu(outputs, [list(refs) for refs in zip(*references)], lowercase=True).score
   )
   assert "on 3 sources (6 references)" in lines[0] and "nrefs:2" in lines[0]
   assert "case:lc" in lines[0]  # The model's data is lowercased: so is the scoring.
-  assert len(lines) == 3 and repr(translator.tokenizer.normalize(sources[0])) in lines[1]
+  assert len(lines) == 3 and repr(translator.source_tokenizer.normalize(sources[0])) in lines[1]
   wrong = [(s, o + " extra words") for s, o in zip(sources, outputs)]
   scores, lines = translator.evaluate(wrong)
   assert scores["greedy_exact_match"] == 0.0 and 0.0 < scores["greedy_chrf"] < 100.0
@@ -202,7 +202,10 @@ def test_load_gives_the_trained_translator(trained):
   assert_trees_equal(loaded.params, translator.params)
   assert loaded.source_vocab == translator.source_vocab
   assert loaded.target_vocab == translator.target_vocab
-  assert loaded.tokenizer == translator.tokenizer
+  assert (loaded.source_tokenizer, loaded.target_tokenizer) == (
+    translator.source_tokenizer,
+    translator.target_tokenizer,
+  )
   assert loaded.translate(INPUTS) == translator.translate(INPUTS)
 
 
@@ -223,7 +226,7 @@ def test_saving_again_to_the_same_directory_is_refused_and_keeps_the_first_save(
     translator.config,
     translator.model,
     jax.tree.map(lambda x: x + 1.0, translator.params),
-    translator.tokenizer,
+    (translator.source_tokenizer, translator.target_tokenizer),
     translator.source_vocab,
     translator.target_vocab,
   )
@@ -433,7 +436,7 @@ def test_a_batch_too_large_for_device_memory_is_a_clear_error(trained, monkeypat
     translator.config,
     translator.model,
     translator.params,
-    translator.tokenizer,
+    (translator.source_tokenizer, translator.target_tokenizer),
     translator.source_vocab,
     translator.target_vocab,
   )  # Nothing compiled yet.

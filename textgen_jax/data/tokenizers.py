@@ -108,6 +108,10 @@ class WhitespaceTokenizer:
 # trip: the subword tokenizer normalises it to a space first, as SentencePiece's own rules do.
 SPACE_SYMBOL = "\u2581"
 SENTENCEPIECE_TYPES = ("unigram", "bpe")
+SUBWORD_VOCABULARIES = ("joint", "separate")  # One model for every column, or one per column.
+# The trained subword model, in a workdir beside the vocabulary files built from it (a joint
+# model's file; with one model per column, "<column>_sentencepiece.model").
+SENTENCEPIECE_FILE = "sentencepiece.model"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +125,8 @@ class SentencePieceTokenizer:
 
   model: bytes  # The serialized model (what spm_train writes to a .model file).
   lowercase: bool = False
+  # Its file in a workdir: SENTENCEPIECE_FILE for a joint model, one per column otherwise.
+  file: str = SENTENCEPIECE_FILE
   kind: str = dataclasses.field(default="sentencepiece", init=False)
   _processor: Any = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
@@ -163,7 +169,12 @@ class SentencePieceTokenizer:
     return self._processor.decode_pieces(list(tokens))
 
   def to_config(self) -> dict[str, Any]:
-    return {"kind": self.kind, "lowercase": self.lowercase, "sha256": self.sha256}
+    return {
+      "kind": self.kind,
+      "lowercase": self.lowercase,
+      "sha256": self.sha256,
+      "file": self.file,
+    }
 
 
 def _subword_normalize(text: str, lowercase: bool) -> str:
@@ -180,6 +191,7 @@ def train_sentencepiece(
   vocab_size: int,
   model_type: str = "unigram",
   lowercase: bool = False,
+  file: str = SENTENCEPIECE_FILE,
 ) -> SentencePieceTokenizer:
   """A SentencePiece model trained on `texts` (normalised as the tokenizer reads them), with
   byte fallback. Deterministic: the same texts give the same model.
@@ -213,15 +225,13 @@ def train_sentencepiece(
     # SentencePiece's message follows its source location and check ("...cc(638) [...] ").
     message = str(e).split("] ", 1)[-1]
     raise TextgenError(f"data.vocab_size={vocab_size}: SentencePiece says: {message}") from None
-  return SentencePieceTokenizer(model.getvalue(), lowercase)
+  return SentencePieceTokenizer(model.getvalue(), lowercase, file)
 
 
 Tokenizer = CharTokenizer | WordTokenizer | WhitespaceTokenizer | SentencePieceTokenizer
 _TOKENIZERS = {"char": CharTokenizer, "word": WordTokenizer, "whitespace": WhitespaceTokenizer}
 
 
-# The trained subword model, in a workdir beside the vocabulary files built from it.
-SENTENCEPIECE_FILE = "sentencepiece.model"
 KINDS = (*_TOKENIZERS, "sentencepiece")
 
 
@@ -238,14 +248,20 @@ def tokenizer_from_config(config: dict[str, Any], directory: str | None = None) 
   (a workdir) and must be the model the vocabulary was built with (its SHA-256)."""
   if config["kind"] != "sentencepiece":
     return make_tokenizer(config["kind"], config.get("lowercase", False))
-  path = os.path.join(directory or ".", SENTENCEPIECE_FILE)
+  file = config.get("file", SENTENCEPIECE_FILE)  # Joint models were all there were before.
+  if not isinstance(file, str) or os.path.basename(file) != file or file in ("", ".", ".."):
+    raise TextgenError(
+      f"{directory}: a vocabulary file names {file!r} as its SentencePiece model, not a file "
+      "name in the workdir"
+    )
+  path = os.path.join(directory or ".", file)
   try:
     with open(path, "rb") as f:
       model = f.read()
   except OSError as e:
     raise TextgenError(f"{path}: cannot read the SentencePiece model ({e.strerror})") from None
   try:
-    tokenizer = SentencePieceTokenizer(model, config.get("lowercase", False))
+    tokenizer = SentencePieceTokenizer(model, config.get("lowercase", False), file)
   except TextgenError as e:
     raise TextgenError(f"{path}: {e}") from None
   if tokenizer.sha256 != config.get("sha256"):

@@ -94,10 +94,12 @@ def _validate_run(config: ml_collections.ConfigDict) -> None:
       f"--config.model.attention={config.model.attention!r}: choose one of "
       f"{', '.join(ATTENTION_KINDS)}"
     )
-  if config.model.share_embeddings and config.data.tokenizer != "sentencepiece":
+  if config.model.share_embeddings and (
+    config.data.tokenizer != "sentencepiece" or config.data.subword_vocabularies != "joint"
+  ):
     raise TextgenError(
       "--config.model.share_embeddings=True needs one vocabulary for both sides: train a joint "
-      "one with --config.data.tokenizer=sentencepiece"
+      "one with --config.data.tokenizer=sentencepiece --config.data.subword_vocabularies=joint"
     )
   if config.model.tie_embeddings and config.model.input_encoding == "one_hot":
     raise TextgenError(

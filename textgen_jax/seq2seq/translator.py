@@ -108,12 +108,14 @@ class Translator:
     config: ml_collections.ConfigDict,
     model: Seq2Seq,
     params: Any,
-    tokenizer: Tokenizer,
+    tokenizers: Sequence[Tokenizer],
     source_vocab: Vocabulary,
     target_vocab: Vocabulary,
   ):
+    """tokenizers: the source's and the target's (the same one for a joint vocabulary)."""
     self.config, self.model = config, model
-    self.tokenizer, self.source_vocab, self.target_vocab = tokenizer, source_vocab, target_vocab
+    self.source_tokenizer, self.target_tokenizer = tokenizers
+    self.source_vocab, self.target_vocab = source_vocab, target_vocab
     self.max_len = config.data.max_len
     self._buckets = batching.bucket_lengths(self.max_len, config.data.num_buckets)
     decode_len = self.max_len + 1  # Room for EOS after a longest sentence.
@@ -261,7 +263,9 @@ class Translator:
     data.max_len tokens (counted on stderr), sorted by length, few compiled shapes."""
     if batch_size < 1:
       raise TextgenError(f"batch_size must be at least 1, got {batch_size}")
-    ids, num_cut = batching.encode_texts(texts, self.tokenizer, self.source_vocab, self.max_len)
+    ids, num_cut = batching.encode_texts(
+      texts, self.source_tokenizer, self.source_vocab, self.max_len
+    )
     if num_cut:
       print(
         f"note: cut {num_cut} of {len(texts)} inputs to data.max_len={self.max_len} tokens",
@@ -275,7 +279,7 @@ class Translator:
       yield [kept[i] for i in indices], batch
 
   def _text(self, tokens_L: np.ndarray) -> str:
-    return self.tokenizer.detokenize(self.target_vocab.decode(tokens_L))
+    return self.target_tokenizer.detokenize(self.target_vocab.decode(tokens_L))
 
   def evaluate(
     self,
@@ -312,7 +316,7 @@ class Translator:
   def group_by_source(self, pairs: Sequence[tuple[str, str]]) -> tuple[list[str], list[list[str]]]:
     """(sources normalised as the model reads them, the references of each), from pairs."""
     return metrics.group_references(
-      [(self.tokenizer.normalize(source), target) for source, target in pairs]
+      [(self.source_tokenizer.normalize(source), target) for source, target in pairs]
     )
 
   def score(
@@ -333,13 +337,13 @@ class Translator:
     postprocess: applied to each output before scoring (e.g. a Moses detokenizer for a model
     trained on tokenised text).
     """
-    references = [[self.tokenizer.normalize(r) for r in refs] for refs in references]
+    references = [[self.target_tokenizer.normalize(r) for r in refs] for refs in references]
     rng = jax.random.key(0) if settings.strategy == "sample" else None
     outputs = self.translate(sources, batch_size, settings, rng)
     if postprocess is not None:
       outputs = [postprocess(output) for output in outputs]
     scores, signature = metrics.corpus_scores(
-      outputs, references, self.tokenizer.lowercase, tokenize
+      outputs, references, self.target_tokenizer.lowercase, tokenize
     )
     return scores, signature, outputs
 
@@ -349,7 +353,14 @@ class Translator:
 
   def save(self, directory: str, step: int = 0) -> None:
     """Writes an inference-only copy (config, vocabularies, parameters) loadable by `load`."""
-    workdir_lib.save(directory, self.config, self.tokenizer, self.vocabularies(), self.params, step)
+    workdir_lib.save(
+      directory,
+      self.config,
+      (self.source_tokenizer, self.target_tokenizer),
+      self.vocabularies(),
+      self.params,
+      step,
+    )
 
   @classmethod
   def load(
@@ -361,4 +372,4 @@ class Translator:
     loaded = workdir_lib.load(
       workdir, families.get(seq2seq_config.NAME), step, member, average_last
     )
-    return cls(loaded.config, loaded.model, loaded.params, loaded.tokenizer, *loaded.vocabularies)
+    return cls(loaded.config, loaded.model, loaded.params, loaded.tokenizers, *loaded.vocabularies)

@@ -65,12 +65,13 @@ class SentenceModel:
     config: ml_collections.ConfigDict,
     model: SentenceVAE,
     params: Any,
-    tokenizer: Tokenizer,
+    tokenizers: Sequence[Tokenizer],
     vocab: Vocabulary,
     step: int | None = None,
   ):
+    """tokenizers: the one of the vocabulary (a sequence of one, as every family's are)."""
     self.config, self.model, self.params, self.step = config, model, params, step
-    self.tokenizer, self.vocab = tokenizer, vocab
+    (self.tokenizer,), self.vocab = tokenizers, vocab
     self.max_len = config.data.max_len
     self.has_latent = model.config.has_latent
     self._buckets = batching.bucket_lengths(self.max_len, config.data.num_buckets)
@@ -321,7 +322,9 @@ class SentenceModel:
 
   def save(self, directory: str, step: int = 0) -> None:
     """Writes an inference-only copy (config, vocabulary, parameters) loadable by `load`."""
-    workdir_lib.save(directory, self.config, self.tokenizer, self.vocabularies(), self.params, step)
+    workdir_lib.save(
+      directory, self.config, (self.tokenizer,), self.vocabularies(), self.params, step
+    )
 
   @classmethod
   def load(
@@ -334,7 +337,7 @@ class SentenceModel:
       loaded.config,
       loaded.model,
       loaded.params,
-      loaded.tokenizer,
+      loaded.tokenizers,
       *loaded.vocabularies,
       loaded.step,
     )

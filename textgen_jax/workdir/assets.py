@@ -13,7 +13,7 @@ from textgen_jax.checkpointing import (
   file_sha256,
 )
 from textgen_jax.data.readers import parallel_paths
-from textgen_jax.data.tokenizers import SENTENCEPIECE_FILE, SentencePieceTokenizer, Tokenizer
+from textgen_jax.data.tokenizers import SentencePieceTokenizer, Tokenizer
 from textgen_jax.data.vocab import Vocabulary
 from textgen_jax.errors import TextgenError
 from textgen_jax.files import read_text, write_atomically
@@ -103,15 +103,16 @@ def family_of(config: ml_collections.ConfigDict) -> str:
 def write_assets(
   directory: str,
   config: ml_collections.ConfigDict,
-  tokenizer: Tokenizer,
+  tokenizers: Sequence[Tokenizer],
   vocabularies: Mapping[str, Vocabulary],
 ) -> None:
-  """Writes each vocabulary (file name -> vocabulary), their checksums, a subword tokenizer's
-  model and config.json, each atomically."""
-  if isinstance(tokenizer, SentencePieceTokenizer):
-    # Bound to the vocabulary files by the SHA-256 they record (tokenizer_from_config checks).
-    write_atomically(os.path.join(directory, SENTENCEPIECE_FILE), tokenizer.model)
-  for filename, vocab in vocabularies.items():
+  """Writes each vocabulary (file name -> vocabulary, one tokenizer each, in order), their
+  checksums, the subword tokenizers' models and config.json, each atomically."""
+  for tokenizer in tokenizers:
+    if isinstance(tokenizer, SentencePieceTokenizer):
+      # Bound to the vocabulary files by the SHA-256 they record (tokenizer_from_config checks).
+      write_atomically(os.path.join(directory, tokenizer.file), tokenizer.model)
+  for tokenizer, (filename, vocab) in zip(tokenizers, vocabularies.items(), strict=True):
     vocab.save(os.path.join(directory, filename), tokenizer.to_config())
   write_atomically(
     os.path.join(directory, VOCABULARY_CHECKSUMS),

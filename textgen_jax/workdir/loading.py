@@ -44,7 +44,7 @@ class Loaded:
   config: ml_collections.ConfigDict
   model: nn.Module
   params: Any
-  tokenizer: Tokenizer
+  tokenizers: list[Tokenizer]  # One per vocabulary, each the one its file records.
   vocabularies: list[Vocabulary]  # In the order of the family's vocabulary files.
   step: int
 
@@ -77,10 +77,11 @@ def load(
       f"{train_script} --workdir=<new directory>"
     )
   check_saved_config(workdir, config, family.get_config())
-  vocabularies, tokenizer_cfg = [], None
+  vocabularies, tokenizer_configs = [], []
   for filename in vocabulary_files:
     vocab, tokenizer_cfg = load_vocabulary(os.path.join(workdir, filename))
     vocabularies.append(vocab)
+    tokenizer_configs.append(tokenizer_cfg)
   check_vocabulary_files(workdir, vocabulary_files)
   try:
     model = family.build_model(config.model, *vocabularies)
@@ -126,9 +127,8 @@ def load(
     member = best_member(workdir, step, config, members) if member is None else member
     config = population_lib.member_config(config, member, members)
     params = population_lib.member(params, member)
-  return Loaded(
-    config, model, params, tokenizer_from_config(tokenizer_cfg, workdir), vocabularies, step
-  )
+  column_tokenizers = [tokenizer_from_config(cfg, workdir) for cfg in tokenizer_configs]
+  return Loaded(config, model, params, column_tokenizers, vocabularies, step)
 
 
 def best_member(
@@ -255,7 +255,7 @@ def average_params(params_list: Sequence[Any]) -> Any:
 def save(
   directory: str,
   config: ml_collections.ConfigDict,
-  tokenizer: Tokenizer,
+  tokenizers: Sequence[Tokenizer],
   vocabularies: Mapping[str, Vocabulary],
   params: Any,
   step: int = 0,
@@ -267,7 +267,7 @@ def save(
     )
   check_writable_path(directory, directory)
   os.makedirs(directory, exist_ok=True)
-  write_assets(directory, config, tokenizer, vocabularies)
+  write_assets(directory, config, tokenizers, vocabularies)
   checkpointer = Checkpointer(checkpoint_dir(directory))
   checkpointer.save_params(params, step)
   checkpointer.close()

@@ -40,6 +40,7 @@ ADDED_LATER = frozenset(
     ("data", "valid_split"),
     ("data", "vocab_size"),
     ("data", "subword_model"),
+    ("data", "subword_vocabularies"),
     ("model", "lstm_backend"),
     ("model", "cell"),
     ("population", "data_order"),
