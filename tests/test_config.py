@@ -116,6 +116,24 @@ def test_shared_embeddings_without_a_joint_vocabulary_is_a_one_line_error():
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_subword_sampling_needs_subwords_and_a_shared_data_order(family):
+  get_config, schema = FAMILIES[family]
+  config = get_config()
+  config.data.subword_sampling = 0.1
+  with pytest.raises(TextgenError, match=r"^--config.data.subword_sampling=0.1 .*=sentencepiece$"):
+    schema.validate(config)
+  config.data.tokenizer = "sentencepiece"
+  schema.validate(config)
+  config.population.data_order = "member"
+  with pytest.raises(TextgenError, match=r"^--config.data.subword_sampling=0.1 with .*=shared$"):
+    schema.validate(config)
+  config.population.data_order = "shared"
+  config.data.subword_sampling = 1.5
+  with pytest.raises(TextgenError, match=r"data.subword_sampling"):
+    schema.validate(config)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_an_unknown_cell_and_cudnn_with_the_gru_are_one_line_errors(family):
   get_config, schema = FAMILIES[family]
   config = get_config()

@@ -44,6 +44,11 @@ def data_section(**defaults: Any) -> ml_collections.ConfigDict:
   # "joint": one SentencePiece model and vocabulary for every column (source and target);
   # "separate": one per column, each trained on that column's text alone.
   data.subword_vocabularies = "joint"
+  # Subword regularisation, in training batches only (0: off): each step segments its examples
+  # anew. Unigram models: SentencePiece's sampling from every segmentation, probability ~
+  # P(segmentation)^alpha with this alpha (Kudo 2018; 0.1-0.5 are usual); BPE models: the
+  # BPE-dropout probability (Provilkov et al. 2020: 0.1).
+  data.subword_sampling = 0.0
   data.lowercase = True  # Lowercase before tokenising.
   data.max_len = 16  # Most tokens per sentence, EOS not counted.
   data.too_long = "truncate"  # Longer sentences: "truncate" (and count) or "error".
@@ -66,6 +71,7 @@ DATA_RANGES = {
   "data.max_len": ">= 1",
   "data.min_count": ">= 1",
   "data.vocab_size": ">= 1",
+  "data.subword_sampling": "[0, 1]",
   "data.max_size": ">= 0",
   "data.vocab_size_multiple": ">= 1",
   "data.num_buckets": ">= 1",
@@ -286,6 +292,17 @@ def validate_shared(
     raise TextgenError(
       f"--config.data.subword_vocabularies={config.data.subword_vocabularies!r}: choose joint "
       "or separate"
+    )
+  if config.data.subword_sampling and config.data.tokenizer != "sentencepiece":
+    raise TextgenError(
+      f"--config.data.subword_sampling={config.data.subword_sampling} samples SentencePiece "
+      "segmentations: it needs --config.data.tokenizer=sentencepiece"
+    )
+  if config.data.subword_sampling and config.get("population", {}).get("data_order") == "member":
+    raise TextgenError(
+      f"--config.data.subword_sampling={config.data.subword_sampling} with "
+      "--config.population.data_order=member is not supported (members' batches must share "
+      "one shape, and their draws would differ in length): use data_order=shared"
     )
   if config.data.valid_split not in ("random", "grouped"):
     raise TextgenError(

@@ -157,8 +157,20 @@ def read_data(
   batch_size = capped_batch_size(
     data_cfg.batch_size, len(splits.train), config.parallel.num_devices or jax.device_count()
   )
+  resegment = None
+  if data_cfg.tokenizer == "sentencepiece" and data_cfg.subword_sampling:
+    texts = [column(splits.train, index, len(columns)) for index in range(len(columns))]
+    resegment = subword_resegmenter(
+      texts, train_ids, column_tokenizers, list(vocabularies.values()), data_cfg
+    )
   train_batches = batching.BucketedBatches(
-    train_ids[0], train_ids[-1], batch_size, lengths, seed, config_lib.shuffle_seed(config)
+    train_ids[0],
+    train_ids[-1],
+    batch_size,
+    lengths,
+    seed,
+    config_lib.shuffle_seed(config),
+    resegment=resegment,
   )
   valid_batches = batching.BucketedBatches(
     valid_ids[0], valid_ids[-1], data_cfg.batch_size, lengths, shuffle=False
@@ -166,6 +178,31 @@ def read_data(
   if config.train.max_eval_batches:
     valid_batches = valid_batches[: config.train.max_eval_batches]
   return TextData(column_tokenizers, vocabularies, train_batches, valid_batches, list(splits.valid))
+
+
+def subword_resegmenter(
+  texts: Sequence[Sequence[str]],
+  ids: Sequence[Sequence[np.ndarray]],
+  column_tokenizers: Sequence[tokenizers.SentencePieceTokenizer],
+  vocabularies: Sequence[Vocabulary],
+  data_cfg: ml_collections.ConfigDict,
+) -> batching.Resegment:
+  """Subword regularisation: training examples segmented anew at each step, column by column
+  (texts, ids: each column's training texts and their stored ids). A draw longer than
+  data.max_len keeps the example's stored segmentation (cut to fit already) for that column; a
+  one-column example (the VAE's) is one draw, its input and target alike."""
+  alpha, max_len = data_cfg.subword_sampling, data_cfg.max_len
+
+  def resegment(indices: np.ndarray, step: int, seed: int):
+    columns = []
+    for index, (tokenizer, vocab) in enumerate(zip(column_tokenizers, vocabularies)):
+      draw_seed = int(np.random.SeedSequence((seed, step, index)).generate_state(1)[0])
+      pieces = tokenizer.sample([texts[index][i] for i in indices], alpha, draw_seed)
+      drawn = [np.asarray(vocab.encode(p), np.int32) for p in pieces]
+      columns.append([d if len(d) <= max_len else ids[index][i] for d, i in zip(drawn, indices)])
+    return columns[0], columns[-1]
+
+  return resegment
 
 
 def train_subwords(

@@ -302,3 +302,35 @@ def test_grouped_split_keeps_a_group_for_training_and_needs_two_groups():
   assert len(train) and len(valid)
   with pytest.raises(TextgenError, match="too few distinct sources"):
     batching.grouped_split_indices(["a"] * 5, 0.2, seed=0)
+
+
+def test_resegmented_batches_move_up_a_bucket_and_are_a_function_of_seed_and_step():
+  sources, targets = make_examples()
+
+  def resegment(indices, step, seed):
+    # Deterministic stand-in for subword sampling: every (step, seed) lengthens some examples.
+    rng = np.random.default_rng((seed, step))
+    grow = lambda x: np.concatenate([x, [5] * int(rng.integers(0, 3))])[:MAX_LEN]
+    return [grow(sources[i]) for i in indices], [grow(targets[i]) for i in indices]
+
+  make = lambda: batching.BucketedBatches(
+    sources, targets, BATCH_SIZE, LENGTHS, seed=1, resegment=resegment
+  )
+  plain = batching.BucketedBatches(sources, targets, BATCH_SIZE, LENGTHS, seed=1)
+  batches, fresh = make(), make()
+  moved = 0
+  for step in range(2 * plain.num_batches):
+    batch, stored = batches.batch_at(step), plain.batch_at(step)
+    for key in batch:
+      np.testing.assert_array_equal(batch[key], fresh.batch_at(step)[key])  # Resumable.
+    assert batch["inputs"].shape[1] in LENGTHS
+    assert batch["inputs"].shape[1] >= stored["inputs"].shape[1]
+    moved += batch["inputs"].shape[1] > stored["inputs"].shape[1]
+    # The same examples in the same rows, each a lengthened copy of its stored ids.
+    for (source, target), (old_source, old_target) in zip(unpad(batch), unpad(stored)):
+      np.testing.assert_array_equal(source[: len(old_source)], old_source[: len(source)])
+      np.testing.assert_array_equal(target[: len(old_target)], old_target[: len(target)])
+    # One host's rows are the one-host batch's rows.
+    half = batches.batch_at(step, slice(2, 4))
+    np.testing.assert_array_equal(half["inputs"], batch["inputs"][2:4])
+  assert moved > 0

@@ -10,12 +10,14 @@ import re
 import shutil
 
 import jax
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import (
   SENTENCES,
+  assert_trees_equal,
   bundled_pairs,
   tiny_config,
   tiny_vae_config,
@@ -30,7 +32,6 @@ from textgen_jax.data.tokenizers import (
   SENTENCEPIECE_FILE,
   SPACE_SYMBOL,
   SentencePieceTokenizer,
-  seed_sampling,
   tokenizer_from_config,
   train_sentencepiece,
 )
@@ -115,14 +116,15 @@ def test_lowercase_applies_before_the_model():
   assert subwords.tokenize("HELLO There") == subwords.tokenize("hello there")
 
 
-def test_sampling_is_seeded_and_varies_the_segmentation_not_the_text():
-  subwords = tokenizer()
+@pytest.mark.parametrize("model_type", ["unigram", "bpe"])  # bpe: BPE-dropout.
+def test_sampling_is_seeded_and_varies_the_segmentation_not_the_text(model_type):
+  subwords = tokenizer(model_type)
   text = "I understand international relations perfectly."
-  seed_sampling(3)
-  first = [subwords.sample(text, 0.3) for _ in range(20)]
-  seed_sampling(3)
-  again = [subwords.sample(text, 0.3) for _ in range(20)]
+  first = subwords.sample([text] * 20, 0.3, seed=3)
+  subwords.sample([text, "other draws between"], 0.3, seed=4)
+  again = subwords.sample([text] * 20, 0.3, seed=3)
   assert first == again
+  assert subwords.sample([text] * 20, 0.3, seed=5) != first
   assert len({tuple(pieces) for pieces in first}) > 1  # Regularisation: other segmentations.
   assert {subwords.detokenize(pieces) for pieces in first} == {text}
 
@@ -274,6 +276,71 @@ def test_a_subword_model_file_outside_the_workdir_is_refused(tmp_path):
   config = {**tokenizer().to_config(), "file": "../elsewhere.model"}
   with pytest.raises(TextgenError, match="names '../elsewhere.model' as its SentencePiece model"):
     tokenizer_from_config(config, str(tmp_path))
+
+
+@pytest.mark.parametrize("model_type", ["unigram", "bpe"])
+def test_subword_sampling_resegments_training_batches_only(model_type, tmp_path):
+  config = tiny_config(
+    write_tsv(tmp_path / "pairs.tsv", bundled_pairs(300)),
+    data__tokenizer="sentencepiece",
+    data__subword_model=model_type,
+    data__vocab_size=400,
+    data__max_len=30,
+    data__num_buckets=3,
+    data__lowercase=False,
+  )
+  plain = recipe.read_data(config, readers.read_pairs, {"s.json": "source", "t.json": "target"})
+  config.data.subword_sampling = 0.3
+  sampled = recipe.read_data(config, readers.read_pairs, {"s.json": "source", "t.json": "target"})
+  again = recipe.read_data(config, readers.read_pairs, {"s.json": "source", "t.json": "target"})
+  (source_vocab, target_vocab), (tokenizer, _) = plain.vocabularies.values(), plain.tokenizers
+  text = lambda vocab, ids: tokenizer.detokenize(vocab.decode(ids))
+  changed = 0
+  for step in range(6):
+    batch, stored = sampled.train_batches.batch_at(step), plain.train_batches.batch_at(step)
+    for key in batch:  # A function of (seed, step): a resumed run draws the same.
+      np.testing.assert_array_equal(batch[key], again.train_batches.batch_at(step)[key])
+    for column, vocab in (("inputs", source_vocab), ("targets", target_vocab)):
+      for row, stored_row in zip(batch[column], stored[column]):
+        assert text(vocab, row) == text(vocab, stored_row)  # Other pieces, the same text.
+        changed += not np.array_equal(row[row != 0], stored_row[stored_row != 0])
+  assert changed > 20, changed
+  # Held-out batches are the model's own segmentation.
+  for batch, stored in zip(sampled.valid_batches, plain.valid_batches, strict=True):
+    for key in batch:
+      np.testing.assert_array_equal(batch[key], stored[key])
+
+
+@pytest.mark.slow
+def test_a_run_with_subword_sampling_resumes_exactly(tmp_path):
+  train = write_tsv(tmp_path / "pairs.tsv", bundled_pairs(200))
+  config = lambda steps: tiny_config(
+    train,
+    data__tokenizer="sentencepiece",
+    data__vocab_size=350,
+    data__max_len=30,
+    data__subword_sampling=0.2,
+    train__num_steps=steps,
+    train__checkpoint_every=3,
+  )
+  straight = seq2seq.train_and_evaluate(config(6), str(tmp_path / "straight"))
+  seq2seq.train_and_evaluate(config(3), str(tmp_path / "resumed"))
+  resumed = seq2seq.train_and_evaluate(config(6), str(tmp_path / "resumed"))
+  assert_trees_equal(resumed.params, straight.params)
+  unsampled = seq2seq.train_and_evaluate(
+    tiny_config(
+      train,
+      data__tokenizer="sentencepiece",
+      data__vocab_size=350,
+      data__max_len=30,
+      train__num_steps=6,
+    ),
+    str(tmp_path / "unsampled"),
+  )
+  assert not np.array_equal(
+    unsampled.params["params"]["output_layer"]["bias"],
+    straight.params["params"]["output_layer"]["bias"],
+  )
 
 
 @pytest.mark.slow

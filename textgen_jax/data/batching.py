@@ -12,7 +12,7 @@ Batch keys:
 """
 
 import dataclasses
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -155,6 +155,11 @@ def grouped_split_indices(
   )
 
 
+# (example indices, step, seed) -> those examples' sources and targets segmented anew for this
+# step (subword regularisation), each no longer than the stored ones' data.max_len.
+Resegment = Callable[[np.ndarray, int, int], tuple[list[np.ndarray], list[np.ndarray]]]
+
+
 @dataclasses.dataclass
 class BucketedBatches:
   """Fixed-shape batches over bucketed examples, in an order fixed by (seed, epoch).
@@ -162,6 +167,11 @@ class BucketedBatches:
   `seed` shuffles each bucket's examples and then the order of the batches; `shuffle_seed`, if
   set and different, shuffles each bucket's examples instead, so which examples fill each batch
   changes while the sequence of buckets (the batches' lengths) stays `seed`'s.
+
+  With `resegment`, the examples of each training batch are grouped by their stored lengths as
+  always, then segmented anew for the step (seeded by the shuffle seed and the step, so a
+  resumed run sees the same draws) and padded to the smallest bucket that holds them all: the
+  batch may move up a bucket, never past the largest, so the compiled shapes stay the buckets.
   """
 
   sources: Sequence[np.ndarray]
@@ -171,6 +181,7 @@ class BucketedBatches:
   seed: int = 0
   shuffle_seed: int | None = None
   shuffle: bool = True
+  resegment: Resegment | None = None  # Training batches only (batch_at).
 
   def __post_init__(self):
     if len(self.sources) != len(self.targets) or not self.sources:
@@ -232,7 +243,18 @@ class BucketedBatches:
     epoch, index = divmod(step, self.num_batches)
     if epoch != self._epoch:
       self._epoch, self._epoch_plan = epoch, self._plan(epoch)
-    return self._pad(*self._epoch_plan[index], row_slice)
+    if self.resegment is None:
+      return self._pad(*self._epoch_plan[index], row_slice)
+    _, members = self._epoch_plan[index]
+    seed = self.seed if self.shuffle_seed is None else self.shuffle_seed
+    sources, targets = self.resegment(members, step, seed)
+    # Every row's draw decides the length, on every host alike, though each pads its own rows.
+    needed = max(max(len(s), len(t) + 1) for s, t in zip(sources, targets))
+    length = next((n for n in self.buckets if n >= needed), None)
+    if length is None:
+      raise TextgenError(f"a resegmented example needs length {needed} > {self.buckets[-1]}")
+    start, stop, _ = row_slice.indices(self.batch_size)
+    return pad_batch(sources[start:stop], targets[start:stop], stop - start, length)
 
   def iterate_from(self, step: int) -> Iterator[Batch]:
     while True:

@@ -14,8 +14,9 @@ import hashlib
 import io
 import os
 import re
+import threading
 import unicodedata
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import sentencepiece
 
@@ -157,13 +158,33 @@ class SentencePieceTokenizer:
   def tokenize(self, text: str) -> list[str]:
     return self._processor.encode(self.normalize(text), out_type=str)
 
-  def sample(self, text: str, alpha: float) -> list[str]:
-    """One segmentation drawn from the model (subword regularisation, Kudo 2018; for BPE
-    models BPE-dropout with probability alpha). SentencePiece draws with its own generator:
-    seed it once with `seed_sampling`."""
-    return self._processor.encode(
-      self.normalize(text), out_type=str, enable_sampling=True, alpha=alpha, nbest_size=-1
-    )
+  def sample(self, texts: Sequence[str], alpha: float, seed: int) -> list[list[str]]:
+    """One segmentation of each text drawn from the model: subword regularisation (Kudo 2018:
+    from every segmentation, probability ~ P(segmentation)^alpha) for a unigram model,
+    BPE-dropout with probability alpha (Provilkov et al. 2020) for a BPE one. The draws are a
+    function of `seed` (32 bits) alone, whatever was drawn before.
+
+    SentencePiece draws from a thread-local generator, seeded from its process-wide seed when a
+    thread first draws; reseeding never reaches a thread that has drawn. So each call draws in
+    a thread of its own, seeded first.
+    """
+    samples = []
+
+    def draw():
+      sentencepiece.set_random_generator_seed(seed)
+      samples.extend(
+        self._processor.encode(
+          self.normalize(text), out_type=str, enable_sampling=True, alpha=alpha, nbest_size=-1
+        )
+        for text in texts
+      )
+
+    thread = threading.Thread(target=draw, name="sentencepiece-sampling")
+    thread.start()
+    thread.join()
+    if len(samples) != len(texts):  # The thread raised (its traceback is printed).
+      raise TextgenError("SentencePiece failed to sample segmentations")
+    return samples
 
   def detokenize(self, tokens: list[str]) -> str:
     return self._processor.decode_pieces(list(tokens))
@@ -179,11 +200,6 @@ class SentencePieceTokenizer:
 
 def _subword_normalize(text: str, lowercase: bool) -> str:
   return normalize_text(text.replace(SPACE_SYMBOL, " "), lowercase)
-
-
-def seed_sampling(seed: int) -> None:
-  """Seeds SentencePiece's process-wide generator, which `sample` draws from."""
-  sentencepiece.set_random_generator_seed(seed)
 
 
 def train_sentencepiece(

@@ -41,6 +41,7 @@ ADDED_LATER = frozenset(
     ("data", "vocab_size"),
     ("data", "subword_model"),
     ("data", "subword_vocabularies"),
+    ("data", "subword_sampling"),
     ("model", "lstm_backend"),
     ("model", "cell"),
     ("population", "data_order"),
