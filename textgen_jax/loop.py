@@ -664,6 +664,7 @@ def _evaluate_and_report(
       f"step {step}{who}, held-out: " + ", ".join(f"{k} {v:.4g}" for k, v in summary.items())
     )
     lines += example_lines
+    writer.write_text(step, "samples", example_lines, members.label(index).get("member"))
   progress.write("\n".join(lines))
   return held_out
 

@@ -1,4 +1,5 @@
-"""Metric summaries, the workdir's metrics.jsonl, and the loss-curve plot."""
+"""Metric summaries, the workdir's metrics.jsonl (and its TensorBoard events), and the
+loss-curve plot."""
 
 import json
 import math
@@ -9,6 +10,7 @@ import numpy as np
 
 from textgen_jax.errors import TextgenError
 from textgen_jax.files import write_atomically
+from textgen_jax.tensorboard_events import EventWriter
 
 
 def summarize(sums: dict[str, float]) -> dict[str, float]:
@@ -34,12 +36,14 @@ def summarize(sums: dict[str, float]) -> dict[str, float]:
 
 
 class MetricWriter:
-  """Appends one JSON object per line to <workdir>/metrics.jsonl (when enabled: of several
-  hosts, process 0 alone writes)."""
+  """Appends one JSON object per line to <workdir>/metrics.jsonl, and its numbers as
+  TensorBoard scalars to the workdir's event file (when enabled: of several hosts, process 0
+  alone writes)."""
 
   def __init__(self, workdir: str, enabled: bool = True):
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.enabled = enabled
+    self.events = EventWriter(workdir, enabled)
 
   def write(self, step: int, metrics: dict[str, Any]) -> None:
     if not self.enabled:
@@ -47,6 +51,15 @@ class MetricWriter:
     record = {"step": step, **{k: _to_python(v) for k, v in metrics.items()}}
     with open(self.path, "a", encoding="utf-8") as f:
       f.write(json.dumps(record) + "\n")
+    self.events.scalars(step, scalar_tags(record))
+
+  def write_text(self, step: int, tag: str, lines: list[str], member: int | None = None) -> None:
+    """Lines printed at an evaluation (sample translations, sentences), for TensorBoard's text
+    tab (metrics.jsonl keeps numbers only)."""
+    if lines:
+      prefix = "" if member is None else f"member_{member}/"
+      # Indented: Markdown shows the lines as written, one per line.
+      self.events.text(step, prefix + tag, "\n".join("    " + line for line in lines))
 
   def truncate_after(self, step: int) -> None:
     """Drops records past `step`: a resumed run rewrites them, so the log has no duplicates.
@@ -59,6 +72,7 @@ class MetricWriter:
       print(f"note: {self.path}: dropped its last line, cut short by an interrupted write")
     if len(kept) != len(records) or torn:
       write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+    self.events.truncate_after(step)
 
   def read(self) -> list[dict[str, Any]]:
     """The records; a torn last line (see truncate_after) is left out."""
@@ -86,6 +100,20 @@ class MetricWriter:
         ) from None
       records.append(record)
     return records, False
+
+
+def scalar_tags(record: dict[str, Any]) -> dict[str, float]:
+  """A record's numbers under TensorBoard tags: "train_loss" -> "train/loss" (so the train and
+  held-out metrics form groups), under "member_<i>/" for a population's member."""
+  prefix = "" if record.get("member") is None else f"member_{record['member']}/"
+  tags = {}
+  for key, value in record.items():
+    if key in ("step", "member") or isinstance(value, bool) or not isinstance(value, (int, float)):
+      continue
+    if key.startswith(("train_", "valid_")):
+      key = key.replace("_", "/", 1)
+    tags[prefix + key] = float(value)
+  return tags
 
 
 def _to_python(value: Any) -> Any:
