@@ -31,9 +31,12 @@ see experiments/results/ptb.md for progress.
 from textgen_jax import vae
 
 STEPS_PER_EPOCH = 1315
+VARIANTS = ("lm", "lm_tied", "vae", "aggressive")
 
 
 def get_config(kind: str = "vae"):
+  if kind not in VARIANTS:
+    raise ValueError(f"unknown ptb_full variant {kind!r}; choose one of {VARIANTS}")
   aggressive = kind == "aggressive"
   tied = kind == "lm_tied"
   kind = {"aggressive": "vae", "lm_tied": "lm"}.get(kind, kind)
