@@ -1,4 +1,5 @@
-r"""Word-level English->French on the bundled 40k Tatoeba pairs (the default run).
+r"""Word-level English->French on the bundled 40k Tatoeba pairs (the schema's default; the README's
+main run is fr_en.py: subwords and attention).
 
   python experiments/train_seq2seq.py --workdir=runs/fr_en
 
