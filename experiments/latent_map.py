@@ -27,17 +27,6 @@ from textgen_jax.errors import TextgenError
 from textgen_jax.files import read_text
 from textgen_jax.vae import plots
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A VAE training workdir.", required=True)
-_SENTENCES = flags.DEFINE_list(
-  "sentences", None, "One or more files of sentences, one per line.", required=True
-)
-_NAMES = flags.DEFINE_list("names", None, "A label per file (default: the files' names).")
-_MAX_PER_FILE = flags.DEFINE_integer("max_per_file", 1000, "Sentences read from each file.")
-_METHOD = flags.DEFINE_enum("method", "pca", ["pca", "tsne"], "The projection to 2-D.")
-_PERPLEXITY = flags.DEFINE_float("perplexity", 30.0, "t-SNE's perplexity.")
-_SEED = flags.DEFINE_integer("seed", 0, "t-SNE's start.")
-_OUT = flags.DEFINE_string("out", "latent_map.png", "The PNG to write.")
-
 
 def read_sentences(paths: Sequence[str], max_per_file: int) -> list[list[str]]:
   """Each file's first max_per_file non-empty lines."""
@@ -85,20 +74,34 @@ def make_map(
   return mean_NxZ, coordinates
 
 
+def define_flags() -> None:
+  """The command line's flags (defined when run as a script, so tests import it freely)."""
+  flags.DEFINE_string("workdir", None, "A VAE training workdir.", required=True)
+  flags.DEFINE_list(
+    "sentences", None, "One or more files of sentences, one per line.", required=True
+  )
+  flags.DEFINE_list("names", None, "A label per file (default: the files' names).")
+  flags.DEFINE_integer("max_per_file", 1000, "Sentences read from each file.")
+  flags.DEFINE_enum("method", "pca", ["pca", "tsne"], "The projection to 2-D.")
+  flags.DEFINE_float("perplexity", 30.0, "t-SNE's perplexity.")
+  flags.DEFINE_integer("seed", 0, "t-SNE's start.")
+  flags.DEFINE_string("out", "latent_map.png", "The PNG to write.")
+
+
 def main(argv):
   if len(argv) > 1:
     raise TextgenError(f"unexpected arguments {argv[1:]}; sentences come from --sentences")
-  paths = _SENTENCES.value
-  names = _NAMES.value or [os.path.basename(path) for path in paths]
-  if len(names) != len(paths):
-    raise TextgenError(f"--names: {len(names)} names for {len(paths)} --sentences files")
-  files = read_sentences(paths, _MAX_PER_FILE.value)
-  model = vae.SentenceModel.load(_WORKDIR.value)
-  means, _ = make_map(
-    model, files, names, _METHOD.value, _OUT.value, jax.random.key(_SEED.value), _PERPLEXITY.value
-  )
-  print(f"{_OUT.value}: {len(means)} sentences, {_METHOD.value}")
+  args = flags.FLAGS
+  names = args.names or [os.path.basename(path) for path in args.sentences]
+  if len(names) != len(args.sentences):
+    raise TextgenError(f"--names: {len(names)} names for {len(args.sentences)} --sentences files")
+  files = read_sentences(args.sentences, args.max_per_file)
+  model = vae.SentenceModel.load(args.workdir)
+  key = jax.random.key(args.seed)
+  means, _ = make_map(model, files, names, args.method, args.out, key, args.perplexity)
+  print(f"{args.out}: {len(means)} sentences, {args.method}")
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)

@@ -6,13 +6,22 @@ r"""A grid over the knobs that change shapes, each grid point a population of se
   python experiments/sweep.py --config=experiments/configs/ptb_vae.py --workdir=runs/vae_sweep \
       --grid="model.latent_size=16,32" --seeds=2 --metric=valid_iw_nll_per_sentence
 
+  # One knob at a time around a centre (each knob's first value), plus one interaction:
+  python experiments/sweep.py --config=experiments/configs/fr_en.py --workdir=runs/knobs \
+      --design=around --interaction=data.train_examples,model.hidden_size --seeds=3 \
+      --grid="data.train_examples=38000,5000,20000;model.hidden_size=256,128,512" \
+      --metric=valid_greedy_bleu,valid_greedy_chrf,valid_loss
+
 Every grid point is one program (its shapes differ from the others'), trained in
 <workdir>/<point>/ as a population of --seeds members (seeds seed, seed + 1, ...), so each point
-has a seed spread. Points already finished are read back, not retrained; a killed sweep resumes
-with the same command. At the end it prints a table (mean and standard deviation over seeds of
---metric, and of each point's exact command), writes it to <workdir>/sweep.md and sweep.json,
-and plots --metric against each knob with the seed spread as error bars (<workdir>/sweep.png;
-each panel varies one knob with the others at their first value).
+has a seed spread. --design=grid trains every combination of the knobs' values; --design=around
+trains the centre and each knob's other values with the rest at the centre, and with
+--interaction=a,b every combination of those two. Points already finished are read back, not
+retrained; a killed sweep resumes with the same command. At the end it prints a table (mean and
+standard deviation over seeds of each --metric, the point's training minutes, and its exact
+command), writes it to <workdir>/sweep.md and sweep.json, and plots each --metric against each
+knob with the seed spread as error bars (<workdir>/sweep.png: a row per metric, a panel per knob,
+the other knobs at their first value).
 """
 
 import itertools
@@ -20,6 +29,7 @@ import json
 import os
 import shlex
 import sys
+import time
 
 import numpy as np
 from absl import flags
@@ -36,7 +46,42 @@ _WORKDIR = flags.DEFINE_string(
 )
 _GRID = flags.DEFINE_string("grid", "", "Knobs and their values: 'field=v1,v2;field=v1,v2'.")
 _SEEDS = flags.DEFINE_integer("seeds", 4, "Members (seeds) per grid point.")
-_METRIC = flags.DEFINE_string("metric", "valid_loss", "Held-out metric of the table and plot.")
+_METRIC = flags.DEFINE_list(
+  "metric",
+  ["valid_loss"],
+  "Held-out metrics of the table and plot (sweep.json's mean and std are the first one's).",
+)
+_DESIGN = flags.DEFINE_enum(
+  "design", "grid", ["grid", "around"], "Every combination, or one knob at a time."
+)
+_INTERACTION = flags.DEFINE_list(
+  "interaction", [], "--design=around: two knobs whose every combination is trained too."
+)
+# A finished point's training time, read back with it.
+POINT_FILE = "sweep_point.json"
+
+
+def design_points(knobs: dict[str, list], design: str, interaction: list[str]) -> list[dict]:
+  """The grid points, in order, without repeats: every combination (grid), or the centre (each
+  knob's first value), each other value of one knob alone, then the interaction's product."""
+  if design == "grid":
+    if interaction:
+      raise TextgenError("--interaction needs --design=around (a grid has every combination)")
+    return [dict(zip(knobs, values)) for values in itertools.product(*knobs.values())]
+  centre = {name: values[0] for name, values in knobs.items()}
+  points = [centre] + [
+    {**centre, name: value} for name, values in knobs.items() for value in values[1:]
+  ]
+  if interaction:
+    if len(interaction) != 2 or not set(interaction) <= set(knobs):
+      raise TextgenError(f"--interaction: give two knobs of --grid, got {','.join(interaction)}")
+    first, second = interaction
+    points += [{**centre, first: a, second: b} for a in knobs[first] for b in knobs[second]]
+  unique = []
+  for point in points:
+    if point not in unique:
+      unique.append(point)
+  return unique
 
 
 def parse_grid(grid: str, config) -> dict[str, list]:
@@ -85,40 +130,55 @@ def command(script: str, point: dict[str, object], num_seeds: int, workdir: str)
   )
 
 
-def run_point(config, point, workdir: str, metric: str) -> dict[str, object]:
-  """Trains (or reads back) one grid point; its metric over the members that finished."""
+def run_point(config, point, workdir: str, metrics: list[str]) -> dict[str, object]:
+  """Trains (or reads back) one grid point; each metric's mean and spread over the members
+  that finished ("mean" and "std" are the first metric's), and the training minutes."""
   family = families.get(config.family)
   train, script = family.train_and_evaluate, family.train_script
   summary_path = os.path.join(workdir, population.SUMMARY_FILE)
+  point_path = os.path.join(workdir, POINT_FILE)
   if not os.path.exists(summary_path):
+    start = time.perf_counter()
     train(config, workdir)
+    with open(point_path, "w", encoding="utf-8") as f:
+      json.dump({"seconds": time.perf_counter() - start}, f)
+  seconds = None
+  if os.path.exists(point_path):  # Absent for a point trained before the time was kept.
+    with open(point_path, encoding="utf-8") as f:
+      seconds = json.load(f)["seconds"]
   table = population.read_summary(workdir)
-  values = [row[metric] for row in table["members"] if metric in row]
-  if not values:
-    raise TextgenError(f"--metric={metric}: {workdir} has no member with it")
+  summaries, counts = {}, []
+  for metric in metrics:
+    values = [row[metric] for row in table["members"] if metric in row]
+    if not values:
+      raise TextgenError(f"--metric={metric}: {workdir} has no member with it")
+    summaries[metric] = {"mean": float(np.mean(values)), "std": float(np.std(values))}
+    counts.append(len(values))
   base_cmd = command(script, point, config.population.num_members, workdir)
   extra = " ".join(shlex.quote(arg) for arg in sys.argv[1:] if arg.startswith("--config."))
   return {
     **point,
     "point": os.path.basename(workdir),
-    "mean": float(np.mean(values)),
-    "std": float(np.std(values)),
-    "num_seeds": len(values),
+    **summaries[metrics[0]],
+    "metrics": summaries,
+    "num_seeds": min(counts),
+    "minutes": None if seconds is None else seconds / 60,
     "command": f"{base_cmd} {extra}".strip(),
   }
 
 
 def write_table(
-  rows: list[dict[str, object]], knobs: dict[str, list], metric: str, workdir: str
+  rows: list[dict[str, object]], knobs: dict[str, list], metrics: list[str], workdir: str
 ) -> str:
-  header = [*knobs, f"{metric} mean", "std", "seeds"]
+  header = [*knobs, *(f"{metric} {stat}" for metric in metrics for stat in ("mean", "std"))]
+  header += ["seeds", "minutes"]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for row in rows:
-    cells = [str(row[k]) for k in knobs] + [
-      f"{row['mean']:.4g}",
-      f"{row['std']:.2g}",
-      str(row["num_seeds"]),
-    ]
+    cells = [str(row[k]) for k in knobs]
+    for metric in metrics:
+      summary = row["metrics"][metric]
+      cells += [f"{summary['mean']:.4g}", f"{summary['std']:.2g}"]
+    cells += [str(row["num_seeds"]), "?" if row["minutes"] is None else f"{row['minutes']:.1f}"]
     lines.append("| " + " | ".join(cells) + " |")
   lines += ["", "Commands (each point's population):", ""]
   lines += [f"    {row['command']}" for row in rows]
@@ -130,26 +190,34 @@ def write_table(
   return text
 
 
-def plot(rows: list[dict[str, object]], knobs: dict[str, list], metric: str, path: str) -> None:
-  """One panel per knob: the metric against its values, the others at their first value."""
+def plot(
+  rows: list[dict[str, object]], knobs: dict[str, list], metrics: list[str], path: str
+) -> None:
+  """A row per metric, a panel per knob: the metric against the knob's values (sorted), the
+  other knobs at their first value, the seeds' spread as error bars."""
   import matplotlib  # pylint: disable=import-outside-toplevel
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
-  fig, axes = plt.subplots(1, len(knobs), figsize=(4 * len(knobs), 3.2), squeeze=False)
-  for ax, name in zip(axes[0], knobs):
-    others = {k: values[0] for k, values in knobs.items() if k != name}
-    chosen = [r for r in rows if all(r[k] == v for k, v in others.items())]
-    ax.errorbar(
-      [r[name] for r in chosen],
-      [r["mean"] for r in chosen],
-      yerr=[r["std"] for r in chosen],
-      marker="o",
-      capsize=3,
-    )
-    ax.set_xlabel(name)
-    ax.set_ylabel(metric)
+  fig, axes = plt.subplots(
+    len(metrics), len(knobs), figsize=(4 * len(knobs), 3.2 * len(metrics)), squeeze=False
+  )
+  for metric, axes_row in zip(metrics, axes):
+    for ax, name in zip(axes_row, knobs):
+      others = {k: values[0] for k, values in knobs.items() if k != name}
+      chosen = sorted(
+        (r for r in rows if all(r[k] == v for k, v in others.items())), key=lambda r: r[name]
+      )
+      ax.errorbar(
+        [r[name] for r in chosen],
+        [r["metrics"][metric]["mean"] for r in chosen],
+        yerr=[r["metrics"][metric]["std"] for r in chosen],
+        marker="o",
+        capsize=3,
+      )
+      ax.set_xlabel(name)
+      ax.set_ylabel(metric)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
@@ -157,7 +225,7 @@ def plot(rows: list[dict[str, object]], knobs: dict[str, list], metric: str, pat
 
 def main(argv):
   del argv
-  base, metric = _CONFIG.value, _METRIC.value
+  base, metrics = _CONFIG.value, _METRIC.value
   if _SEEDS.value < 1:
     raise TextgenError(f"--seeds must be at least 1, got {_SEEDS.value}")
   try:
@@ -166,13 +234,12 @@ def main(argv):
     raise TextgenError(f"--config: {e}") from None
   knobs = parse_grid(_GRID.value, base)
   rows = []
-  for values in itertools.product(*knobs.values()):
-    point = dict(zip(knobs, values))
+  for point in design_points(knobs, _DESIGN.value, _INTERACTION.value):
     workdir = os.path.join(_WORKDIR.value, point_name(point))
     print(f"== {point_name(point)}")
-    rows.append(run_point(point_config(base, point, _SEEDS.value), point, workdir, metric))
-  print(write_table(rows, knobs, metric, _WORKDIR.value))
-  plot(rows, knobs, metric, os.path.join(_WORKDIR.value, "sweep.png"))
+    rows.append(run_point(point_config(base, point, _SEEDS.value), point, workdir, metrics))
+  print(write_table(rows, knobs, metrics, _WORKDIR.value))
+  plot(rows, knobs, metrics, os.path.join(_WORKDIR.value, "sweep.png"))
 
 
 if __name__ == "__main__":

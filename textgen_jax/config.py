@@ -35,6 +35,10 @@ def data_section(**defaults: Any) -> ml_collections.ConfigDict:
   # held-out source is held out with it.
   data.valid_split = "random"
   data.max_examples = 0  # Use only the first N examples of train_path (0: all).
+  # Train on a seeded random N of the training split (0: all), chosen after the held-out split
+  # and the vocabulary are made from the whole of it: runs on 5,000 and on 20,000 examples
+  # then share one vocabulary and one held-out set, and the smaller set is inside the larger.
+  data.train_examples = 0
   data.skip_malformed = False  # Skip (and count) malformed lines; default: error naming them.
   # "word" (punctuation split off), "char", "whitespace", or "sentencepiece": subwords trained
   # on the training split (byte fallback, so nothing is unknown).
@@ -68,6 +72,7 @@ def data_section(**defaults: Any) -> ml_collections.ConfigDict:
 DATA_RANGES = {
   "data.valid_fraction": "(0, 1)",
   "data.max_examples": ">= 0",
+  "data.train_examples": ">= 0",
   "data.max_len": ">= 1",
   "data.min_count": ">= 1",
   "data.vocab_size": ">= 1",

@@ -29,6 +29,7 @@ from textgen_jax import workdir as workdir_lib
 from textgen_jax.data import batching, readers, tokenizers
 from textgen_jax.data.tokenizers import Tokenizer, make_tokenizer
 from textgen_jax.data.vocab import Vocabulary
+from textgen_jax.errors import TextgenError
 from textgen_jax.families import Family
 from textgen_jax.run_spec import RunSpec
 
@@ -130,6 +131,8 @@ def read_data(
       )
       for index, filename in enumerate(vocabulary_files)
     }
+  if data_cfg.train_examples:
+    splits = training_subset(splits, data_cfg.train_examples, seed)
   sizes = ", ".join(f"{len(vocab)} {what}" for what, vocab in zip(columns, vocabularies.values()))
   print(
     f"{len(splits.train)} training and {len(splits.valid)} validation examples; "
@@ -178,6 +181,22 @@ def read_data(
   if config.train.max_eval_batches:
     valid_batches = valid_batches[: config.train.max_eval_batches]
   return TextData(column_tokenizers, vocabularies, train_batches, valid_batches, list(splits.valid))
+
+
+def training_subset(splits: readers.Splits, num_examples: int, seed: int) -> readers.Splits:
+  """The splits with a seeded random `num_examples` of the training examples (in file order):
+  a prefix of one permutation, so a smaller subset lies inside a larger one."""
+  if num_examples > len(splits.train):
+    raise TextgenError(
+      f"--config.data.train_examples={num_examples}: the training split has only "
+      f"{len(splits.train)} examples"
+    )
+  chosen = np.sort(np.random.default_rng((seed, 7)).permutation(len(splits.train))[:num_examples])
+  return dataclasses.replace(
+    splits,
+    train=[splits.train[i] for i in chosen],
+    train_locations=[splits.train_locations[i] for i in chosen],
+  )
 
 
 def subword_resegmenter(

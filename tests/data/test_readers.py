@@ -331,3 +331,40 @@ def test_input_lines_not_utf8_read_as_replacement_with_one_warning(capsys):
   assert readers.read_input_lines(b"caf\xc3\xa9\r\n") == ["café"]
   assert capsys.readouterr().err == ""
   assert readers.read_input_lines(b"") == [] and readers.read_input_lines(b"\n\n") == ["", ""]
+
+
+@pytest.mark.parametrize("tokenizer", ["word", "sentencepiece"])
+def test_train_examples_is_a_nested_subset_with_the_full_splits_vocabulary(tokenizer, tmp_path):
+  # pylint: disable=import-outside-toplevel
+  from tests.helpers import bundled_pairs, write_tsv
+  from textgen_jax import recipe
+  from textgen_jax.seq2seq import config as seq2seq_config
+  from textgen_jax.seq2seq.translator import VOCABULARY_FILES
+
+  config = seq2seq_config.get_config()
+  config.data.train_path = write_tsv(tmp_path / "pairs.tsv", bundled_pairs(600))
+  config.data.tokenizer, config.data.vocab_size = tokenizer, 400
+
+  def read(train_examples=0, max_examples=0):
+    config.data.train_examples, config.data.max_examples = train_examples, max_examples
+    return recipe.read_data(config, readers.read_pairs, VOCABULARY_FILES)
+
+  def sources(data):  # The training sources' ids, from every batch of an epoch.
+    batches = [data.train_batches.batch_at(step) for step in range(data.train_batches.num_batches)]
+    return [
+      tuple(row[:n].tolist())
+      for batch in batches
+      for row, n in zip(batch["inputs"], batch["input_lengths"])
+      if n
+    ]
+
+  full, half, quarter = read(), read(280), read(140)
+  assert half.vocabularies == full.vocabularies == quarter.vocabularies
+  assert half.valid_examples == full.valid_examples
+  assert len(sources(half)) == 280 and len(sources(quarter)) == 140
+  assert set(sources(quarter)) <= set(sources(half)) < set(sources(full))
+  # Drawn across the file (sorted by length), not its first pairs: longer sentences too.
+  first = read(max_examples=300)
+  assert max(map(len, sources(half))) > max(map(len, sources(first)))
+  with pytest.raises(TextgenError, match=r"^--config.data.train_examples=10000: the training"):
+    read(10_000)

@@ -44,7 +44,12 @@ def test_a_sweep_trains_each_point_as_a_population_and_reads_finished_points_bac
   assert rows[0]["mean"] != rows[1]["mean"]
   assert "--config.model.hidden_size=8" in rows[0]["command"]
   assert os.path.exists(tmp_path / "sweep" / "sweep.png")
-  assert "| model.hidden_size | valid_loss mean | std | seeds |" in first.stdout
+  assert (
+    "| model.hidden_size | valid_loss mean | valid_loss std | seeds | minutes |" in first.stdout
+  )
+  assert all(
+    row["minutes"] > 0 and row["metrics"]["valid_loss"]["mean"] == row["mean"] for row in rows
+  )
   again = run_script("sweep.py", *args)  # Every point finished: read back, not retrained.
   assert again.returncode == 0, again.stderr[-3000:]
   assert json.loads((tmp_path / "sweep" / "sweep.json").read_text()) == rows
@@ -56,3 +61,23 @@ def test_a_bad_grid_is_a_one_line_error(tmp_path):
     "sweep.py", *TINY, f"--workdir={tmp_path / 'sweep'}", "--grid=model.hidden_size=big"
   )
   assert_one_line_error(result, "--grid: model.hidden_size takes int values")
+
+
+def test_around_design_trains_the_centre_and_each_knob_alone(tmp_path):
+  pairs = write_tsv(tmp_path / "pairs.tsv", make_pairs(40))
+  args = [*TINY, f"--config.data.train_path={pairs}", f"--workdir={tmp_path / 'sweep'}"]
+  grid = "--grid=model.hidden_size=8,16;model.embed_dim=8,4"
+  result = run_script("sweep.py", *args, grid, "--design=around", "--seeds=1")
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+  assert [(row["model.hidden_size"], row["model.embed_dim"]) for row in rows] == [
+    (8, 8),
+    (16, 8),
+    (8, 4),
+  ]
+  wrong = run_script("sweep.py", *args, grid, "--interaction=model.hidden_size,data.seed")
+  assert_one_line_error(wrong, "--interaction needs --design=around")
+  wrong = run_script(
+    "sweep.py", *args, grid, "--design=around", "--interaction=model.hidden_size,data.seed"
+  )
+  assert_one_line_error(wrong, "--interaction: give two knobs of --grid")

@@ -42,6 +42,7 @@ ADDED_LATER = frozenset(
     ("data", "subword_model"),
     ("data", "subword_vocabularies"),
     ("data", "subword_sampling"),
+    ("data", "train_examples"),
     ("model", "lstm_backend"),
     ("model", "cell"),
     ("population", "data_order"),
