@@ -18,8 +18,8 @@ has a seed spread. --design=grid trains every combination of the knobs' values; 
 trains the centre and each knob's other values with the rest at the centre, and with
 --interaction=a,b every combination of those two. Points already finished are read back, not
 retrained; a killed sweep resumes with the same command. At the end it prints a table (mean and
-standard deviation over seeds of each --metric, the point's training minutes, and its exact
-command), writes it to <workdir>/sweep.md and sweep.json, and plots each --metric against each
+standard deviation over seeds of each --metric, the point's training minutes, wall and CPU, and
+its exact command), writes it to <workdir>/sweep.md and sweep.json, and plots each --metric against each
 knob with the seed spread as error bars (<workdir>/sweep.png: a row per metric, a panel per knob,
 the other knobs at their first value).
 """
@@ -138,14 +138,18 @@ def run_point(config, point, workdir: str, metrics: list[str]) -> dict[str, obje
   summary_path = os.path.join(workdir, population.SUMMARY_FILE)
   point_path = os.path.join(workdir, POINT_FILE)
   if not os.path.exists(summary_path):
-    start = time.perf_counter()
+    # CPU time beside wall time: with other jobs on the machine, the CPU seconds this process
+    # used (every thread's) are the fairer cost.
+    start, cpu_start = time.perf_counter(), time.process_time()
     train(config, workdir)
     with open(point_path, "w", encoding="utf-8") as f:
-      json.dump({"seconds": time.perf_counter() - start}, f)
-  seconds = None
-  if os.path.exists(point_path):  # Absent for a point trained before the time was kept.
+      json.dump(
+        {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start}, f
+      )
+  timing = {}
+  if os.path.exists(point_path):  # Absent for a point trained before the times were kept.
     with open(point_path, encoding="utf-8") as f:
-      seconds = json.load(f)["seconds"]
+      timing = json.load(f)
   table = population.read_summary(workdir)
   summaries, counts = {}, []
   for metric in metrics:
@@ -162,7 +166,8 @@ def run_point(config, point, workdir: str, metrics: list[str]) -> dict[str, obje
     **summaries[metrics[0]],
     "metrics": summaries,
     "num_seeds": min(counts),
-    "minutes": None if seconds is None else seconds / 60,
+    "minutes": timing["seconds"] / 60 if "seconds" in timing else None,
+    "cpu_minutes": timing["cpu_seconds"] / 60 if "cpu_seconds" in timing else None,
     "command": f"{base_cmd} {extra}".strip(),
   }
 
@@ -171,14 +176,15 @@ def write_table(
   rows: list[dict[str, object]], knobs: dict[str, list], metrics: list[str], workdir: str
 ) -> str:
   header = [*knobs, *(f"{metric} {stat}" for metric in metrics for stat in ("mean", "std"))]
-  header += ["seeds", "minutes"]
+  header += ["seeds", "minutes", "CPU minutes"]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for row in rows:
     cells = [str(row[k]) for k in knobs]
     for metric in metrics:
       summary = row["metrics"][metric]
       cells += [f"{summary['mean']:.4g}", f"{summary['std']:.2g}"]
-    cells += [str(row["num_seeds"]), "?" if row["minutes"] is None else f"{row['minutes']:.1f}"]
+    cells.append(str(row["num_seeds"]))
+    cells += ["?" if row[key] is None else f"{row[key]:.1f}" for key in ("minutes", "cpu_minutes")]
     lines.append("| " + " | ".join(cells) + " |")
   lines += ["", "Commands (each point's population):", ""]
   lines += [f"    {row['command']}" for row in rows]

@@ -45,11 +45,11 @@ def test_a_sweep_trains_each_point_as_a_population_and_reads_finished_points_bac
   assert "--config.model.hidden_size=8" in rows[0]["command"]
   assert os.path.exists(tmp_path / "sweep" / "sweep.png")
   assert (
-    "| model.hidden_size | valid_loss mean | valid_loss std | seeds | minutes |" in first.stdout
+    "| model.hidden_size | valid_loss mean | valid_loss std | seeds | minutes | CPU minutes |"
+    in first.stdout
   )
-  assert all(
-    row["minutes"] > 0 and row["metrics"]["valid_loss"]["mean"] == row["mean"] for row in rows
-  )
+  assert all(row["minutes"] > 0 and row["cpu_minutes"] > 0 for row in rows)
+  assert all(row["metrics"]["valid_loss"]["mean"] == row["mean"] for row in rows)
   again = run_script("sweep.py", *args)  # Every point finished: read back, not retrained.
   assert again.returncode == 0, again.stderr[-3000:]
   assert json.loads((tmp_path / "sweep" / "sweep.json").read_text()) == rows
