@@ -402,3 +402,22 @@ def test_subwords_let_attention_copy_names_it_never_saw(tokenizer, tmp_path):
     assert copied >= 36, (copied, outputs[:5])  # 40 of 40 when measured.
   else:
     assert copied == 0, outputs[:5]
+
+
+def test_subword_sampling_gives_a_vae_sentence_one_segmentation_in_and_out(tmp_path):
+  corpus = write_text(tmp_path / "sentences.txt", "\n".join(SENTENCES * 4) + "\n")
+  config = tiny_vae_config(
+    corpus, data__tokenizer="sentencepiece", data__vocab_size=300, data__max_len=30
+  )
+  plain = recipe.read_data(config, vae.FAMILY.reader, vae.FAMILY.vocabulary_files)
+  config.data.subword_sampling = 0.5
+  sampled = recipe.read_data(config, vae.FAMILY.reader, vae.FAMILY.vocabulary_files)
+  changed = 0
+  for step in range(4):
+    batch, stored = sampled.train_batches.batch_at(step), plain.train_batches.batch_at(step)
+    for inputs, n, targets, old in zip(
+      batch["inputs"], batch["input_lengths"], batch["targets"], stored["inputs"]
+    ):
+      np.testing.assert_array_equal(targets[:n], inputs[:n])  # The target is the input read.
+      changed += not np.array_equal(inputs[:n], old[old != 0])
+  assert changed > 0
