@@ -114,3 +114,25 @@ def test_a_run_writes_metrics_jsonl_numbers_and_samples_and_resumes_without_dupl
   counts = collections.Counter((step, tag) for step, tag, _ in again)
   assert max(counts.values()) == 1
   assert sorted(counts) == sorted((step, tag) for step, tag, _ in found)
+
+
+@pytest.mark.slow
+def test_a_population_writes_each_members_scalars_and_samples(tmp_path):
+  train_path = write_tsv(tmp_path / "train.tsv", make_pairs(40))
+  config = tiny_config(
+    train_path,
+    train__log_every=2,
+    train__eval_every=4,
+    train__num_steps=4,
+    train__num_examples_to_print=1,
+  )
+  config.population.num_members, config.population.seeds = 2, "0,5"
+  workdir = str(tmp_path / "population")
+  seq2seq.train_and_evaluate(config, workdir)
+  found = read_events(os.path.join(workdir, events.EVENT_FILE))
+  tags = {tag for _, tag, _ in found}
+  for member in (0, 1):
+    assert {f"member_{member}/train/loss", f"member_{member}/valid/loss"} <= tags
+    assert f"member_{member}/samples" in tags
+  losses = {tag: value for step, tag, value in found if step == 4 and tag.endswith("valid/loss")}
+  assert losses["member_0/valid/loss"] != losses["member_1/valid/loss"]  # Each its own.
