@@ -23,7 +23,8 @@ import time
 
 from absl import flags
 
-from textgen_jax import recipe, seq2seq
+from textgen_jax import seq2seq
+from textgen_jax.data import pipeline
 from textgen_jax import workdir as workdir_lib
 from textgen_jax.data import readers
 from textgen_jax.errors import TextgenError
@@ -77,7 +78,7 @@ def test_set(translator: seq2seq.Translator) -> tuple[str, list[str], list[list[
       quiet_reader = lambda path, skip_malformed: readers.read_pairs(
         path, skip_malformed, verbose=False
       )
-      splits = recipe.read_splits(config, quiet_reader, translator.source_tokenizer)
+      splits = pipeline.read_splits(config, quiet_reader, translator.source_tokenizer)
       return ("held-out split", *translator.group_by_source(splits.valid))
   paths = spec.split(",")
   if len(paths) <= 2:  # One TSV, or one source and one reference file: pairs.

@@ -22,9 +22,9 @@ import re
 
 from absl import flags
 
-from textgen_jax import cli, recipe
+from textgen_jax import cli
 from textgen_jax import config as config_lib
-from textgen_jax.data import readers
+from textgen_jax.data import pipeline, readers
 from textgen_jax.data.tokenizers import make_tokenizer
 from textgen_jax.workdir import read_model_config
 
@@ -51,7 +51,7 @@ def main(argv):
   del argv
   cli.check_output_file("--output", _OUTPUT.value)
   config = read_model_config(_WORKDIR.value)
-  splits = recipe.read_splits(
+  splits = pipeline.read_splits(
     config, readers.read_pairs, make_tokenizer("whitespace", config.data.lowercase)
   )
   seen = {

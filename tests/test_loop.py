@@ -13,7 +13,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from tests.helpers import assert_trees_equal, make_pairs, opt_config, tiny_config, write_tsv
-from textgen_jax import families, loop, metrics, population, recipe, run_spec, seq2seq, training
+from textgen_jax import families, loop, metrics, population, run_spec, seq2seq, training
+from textgen_jax.data import pipeline
 from textgen_jax.checkpointing import Checkpointer
 from textgen_jax.data import batching, readers
 from textgen_jax.data.tokenizers import make_tokenizer
@@ -286,7 +287,7 @@ def test_a_batch_larger_than_the_training_data_is_capped_at_it(tmp_path, capsys)
   # 512 rows over 32 examples padded every batch with 480 empty rows that cost as much as real
   # ones; the batch now holds the whole set, and says so.
   config = tiny_config(write_tsv(tmp_path / "pairs.tsv", make_pairs(40)), data__batch_size=512)
-  data = recipe.read_data(config, readers.read_pairs, seq2seq.translator.VOCABULARY_FILES)
+  data = pipeline.read_data(config, readers.read_pairs, seq2seq.translator.VOCABULARY_FILES)
   num_train = len(data.train_batches.sources)
   assert data.train_batches.batch_size == num_train < 512
   assert (
@@ -295,7 +296,7 @@ def test_a_batch_larger_than_the_training_data_is_capped_at_it(tmp_path, capsys)
   ) in capsys.readouterr().out
   config.data.batch_size = 8  # Below the data: as asked.
   assert (
-    recipe.read_data(
+    pipeline.read_data(
       config, readers.read_pairs, seq2seq.translator.VOCABULARY_FILES
     ).train_batches.batch_size
     == 8

@@ -158,7 +158,7 @@ def test_summary_mentions_only_the_first_three_skips(tmp_path):
 def test_the_seq2seq_default_holds_out_by_source(tmp_path):
   """Tatoeba's repeated sources (several translations each) never straddle the split."""
   # pylint: disable=import-outside-toplevel
-  from textgen_jax import recipe
+  from textgen_jax.data import pipeline
   from textgen_jax.seq2seq import config as seq2seq_config
   from textgen_jax.seq2seq.translator import VOCABULARY_FILES
 
@@ -167,7 +167,7 @@ def test_the_seq2seq_default_holds_out_by_source(tmp_path):
   config.data.train_path = write_text(tmp_path / "pairs.tsv", "\n".join(lines) + "\n")
   config.data.valid_fraction = 0.2
   assert config.data.valid_split == "grouped"
-  data = recipe.read_data(config, readers.read_pairs, VOCABULARY_FILES)
+  data = pipeline.read_data(config, readers.read_pairs, VOCABULARY_FILES)
   valid_sources = {source.lower() for source, _ in data.valid_examples}
   assert len(data.valid_examples) == 10 * len(valid_sources) >= 80  # All 10 of each source.
   splits = readers.read_splits(
@@ -337,7 +337,7 @@ def test_input_lines_not_utf8_read_as_replacement_with_one_warning(capsys):
 def test_train_examples_is_a_nested_subset_with_the_full_splits_vocabulary(tokenizer, tmp_path):
   # pylint: disable=import-outside-toplevel
   from tests.helpers import bundled_pairs, write_tsv
-  from textgen_jax import recipe
+  from textgen_jax.data import pipeline
   from textgen_jax.seq2seq import config as seq2seq_config
   from textgen_jax.seq2seq.translator import VOCABULARY_FILES
 
@@ -347,7 +347,7 @@ def test_train_examples_is_a_nested_subset_with_the_full_splits_vocabulary(token
 
   def read(train_examples=0, max_examples=0):
     config.data.train_examples, config.data.max_examples = train_examples, max_examples
-    return recipe.read_data(config, readers.read_pairs, VOCABULARY_FILES)
+    return pipeline.read_data(config, readers.read_pairs, VOCABULARY_FILES)
 
   def sources(data):  # The training sources' ids, from every batch of an epoch.
     batches = [data.train_batches.batch_at(step) for step in range(data.train_batches.num_batches)]

@@ -24,7 +24,8 @@ from tests.helpers import (
   write_text,
   write_tsv,
 )
-from textgen_jax import recipe, seq2seq, vae
+from textgen_jax import seq2seq, vae
+from textgen_jax.data import pipeline
 from textgen_jax.checkpointing import file_sha256
 from textgen_jax.data import readers
 from textgen_jax.data.vocab import UNK_ID
@@ -249,7 +250,7 @@ def test_separate_subword_vocabularies_are_one_model_per_side(tmp_path):
   assert (source.file, target.file) == ("source_sentencepiece.model", "target_sentencepiece.model")
   assert not os.path.exists(os.path.join(workdir, SENTENCEPIECE_FILE))
   # Each side's model is trained on its own side's training text alone (the run's split).
-  splits = recipe.read_splits(config, readers.read_pairs, source)
+  splits = pipeline.read_splits(config, readers.read_pairs, source)
   lowercase = config.data.lowercase
   assert (
     source.model
@@ -289,10 +290,10 @@ def test_subword_sampling_resegments_training_batches_only(model_type, tmp_path)
     data__num_buckets=3,
     data__lowercase=False,
   )
-  plain = recipe.read_data(config, readers.read_pairs, {"s.json": "source", "t.json": "target"})
+  plain = pipeline.read_data(config, readers.read_pairs, {"s.json": "source", "t.json": "target"})
   config.data.subword_sampling = 0.3
-  sampled = recipe.read_data(config, readers.read_pairs, {"s.json": "source", "t.json": "target"})
-  again = recipe.read_data(config, readers.read_pairs, {"s.json": "source", "t.json": "target"})
+  sampled = pipeline.read_data(config, readers.read_pairs, {"s.json": "source", "t.json": "target"})
+  again = pipeline.read_data(config, readers.read_pairs, {"s.json": "source", "t.json": "target"})
   (source_vocab, target_vocab), (tokenizer, _) = plain.vocabularies.values(), plain.tokenizers
   text = lambda vocab, ids: tokenizer.detokenize(vocab.decode(ids))
   changed = 0
@@ -409,9 +410,9 @@ def test_subword_sampling_gives_a_vae_sentence_one_segmentation_in_and_out(tmp_p
   config = tiny_vae_config(
     corpus, data__tokenizer="sentencepiece", data__vocab_size=300, data__max_len=30
   )
-  plain = recipe.read_data(config, vae.FAMILY.reader, vae.FAMILY.vocabulary_files)
+  plain = pipeline.read_data(config, vae.FAMILY.reader, vae.FAMILY.vocabulary_files)
   config.data.subword_sampling = 0.5
-  sampled = recipe.read_data(config, vae.FAMILY.reader, vae.FAMILY.vocabulary_files)
+  sampled = pipeline.read_data(config, vae.FAMILY.reader, vae.FAMILY.vocabulary_files)
   changed = 0
   for step in range(4):
     batch, stored = sampled.train_batches.batch_at(step), plain.train_batches.batch_at(step)

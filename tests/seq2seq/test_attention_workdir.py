@@ -17,7 +17,8 @@ from tests.helpers import (
   write_text,
   write_tsv,
 )
-from textgen_jax import recipe, seq2seq
+from textgen_jax import seq2seq
+from textgen_jax.data import pipeline
 from textgen_jax.data import readers
 from textgen_jax import workdir as workdir_lib
 from textgen_jax.errors import TextgenError
@@ -160,7 +161,7 @@ def test_evaluate_translation_on_the_held_out_split_and_on_parallel_files(traine
   assert record["test"] == "held-out split" and record["strategy"] == "beam"
   # The split training held out: its sources (grouped, each with all its references).
   pairs, _, _ = trained
-  data = recipe.read_data(
+  data = pipeline.read_data(
     tiny_config(pairs, **OVERRIDES), readers.read_pairs, seq2seq.translator.VOCABULARY_FILES
   )
   sources = {translator.source_tokenizer.normalize(s) for s, _ in data.valid_examples}
