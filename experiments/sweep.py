@@ -37,26 +37,6 @@ from absl import flags
 from textgen_jax import cli, families, population
 from textgen_jax.errors import TextgenError
 
-_CONFIG = cli.define_config_file(
-  os.path.join(os.path.dirname(__file__), "configs", "seq2seq_default.py"),
-  "Config file; override fields with --config.<section>.<field>=value.",
-)
-_WORKDIR = flags.DEFINE_string(
-  "workdir", None, "Directory of the sweep; one subdirectory per grid point.", required=True
-)
-_GRID = flags.DEFINE_string("grid", "", "Knobs and their values: 'field=v1,v2;field=v1,v2'.")
-_SEEDS = flags.DEFINE_integer("seeds", 4, "Members (seeds) per grid point.")
-_METRIC = flags.DEFINE_list(
-  "metric",
-  ["valid_loss"],
-  "Held-out metrics of the table and plot (sweep.json's mean and std are the first one's).",
-)
-_DESIGN = flags.DEFINE_enum(
-  "design", "grid", ["grid", "around"], "Every combination, or one knob at a time."
-)
-_INTERACTION = flags.DEFINE_list(
-  "interaction", [], "--design=around: two knobs whose every combination is trained too."
-)
 # A finished point's training time, read back with it.
 POINT_FILE = "sweep_point.json"
 
@@ -229,24 +209,50 @@ def plot(
   plt.close(fig)
 
 
+def define_flags() -> None:
+  """The command line's flags (defined when run as a script, so tests import it freely)."""
+  cli.define_config_file(
+    os.path.join(os.path.dirname(__file__), "configs", "seq2seq_default.py"),
+    "Config file; override fields with --config.<section>.<field>=value.",
+  )
+  flags.DEFINE_string(
+    "workdir", None, "Directory of the sweep; one subdirectory per grid point.", required=True
+  )
+  flags.DEFINE_string("grid", "", "Knobs and their values: 'field=v1,v2;field=v1,v2'.")
+  flags.DEFINE_integer("seeds", 4, "Members (seeds) per grid point.")
+  flags.DEFINE_list(
+    "metric",
+    ["valid_loss"],
+    "Held-out metrics of the table and plot (sweep.json's mean and std are the first one's).",
+  )
+  flags.DEFINE_enum(
+    "design", "grid", ["grid", "around"], "Every combination, or one knob at a time."
+  )
+  flags.DEFINE_list(
+    "interaction", [], "--design=around: two knobs whose every combination is trained too."
+  )
+
+
 def main(argv):
   del argv
-  base, metrics = _CONFIG.value, _METRIC.value
-  if _SEEDS.value < 1:
-    raise TextgenError(f"--seeds must be at least 1, got {_SEEDS.value}")
+  args = flags.FLAGS
+  base, metrics = args.config, args.metric
+  if args.seeds < 1:
+    raise TextgenError(f"--seeds must be at least 1, got {args.seeds}")
   try:
     families.get(str(base.get("family")))
   except TextgenError as e:
     raise TextgenError(f"--config: {e}") from None
-  knobs = parse_grid(_GRID.value, base)
+  knobs = parse_grid(args.grid, base)
   rows = []
-  for point in design_points(knobs, _DESIGN.value, _INTERACTION.value):
-    workdir = os.path.join(_WORKDIR.value, point_name(point))
+  for point in design_points(knobs, args.design, args.interaction):
+    workdir = os.path.join(args.workdir, point_name(point))
     print(f"== {point_name(point)}")
-    rows.append(run_point(point_config(base, point, _SEEDS.value), point, workdir, metrics))
-  print(write_table(rows, knobs, metrics, _WORKDIR.value))
-  plot(rows, knobs, metrics, os.path.join(_WORKDIR.value, "sweep.png"))
+    rows.append(run_point(point_config(base, point, args.seeds), point, workdir, metrics))
+  print(write_table(rows, knobs, metrics, args.workdir))
+  plot(rows, knobs, metrics, os.path.join(args.workdir, "sweep.png"))
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main, huge_pages=True)

@@ -5,9 +5,10 @@ import os
 
 import pytest
 
+from experiments import sweep
 from tests.helpers import assert_one_line_error, make_pairs, run_script, write_tsv
+from textgen_jax.errors import TextgenError
 
-pytestmark = pytest.mark.slow  # Trains a population per grid point in a subprocess.
 
 TINY = [
   "--config=experiments/configs/seq2seq_tiny.py",
@@ -27,6 +28,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow  # Trains a population per grid point in a subprocess.
 def test_a_sweep_trains_each_point_as_a_population_and_reads_finished_points_back(tmp_path):
   pairs = write_tsv(tmp_path / "pairs.tsv", make_pairs(40))
   args = [
@@ -54,8 +56,13 @@ def test_a_sweep_trains_each_point_as_a_population_and_reads_finished_points_bac
   assert again.returncode == 0, again.stderr[-3000:]
   assert json.loads((tmp_path / "sweep" / "sweep.json").read_text()) == rows
   assert "Resuming" not in again.stdout and "train:" not in again.stderr
+  # One knob around its first value: here the same two points, read back.
+  around = run_script("sweep.py", *args, "--design=around", "--metric=valid_loss,valid_greedy_bleu")
+  assert around.returncode == 0, around.stderr[-3000:]
+  assert "| valid_greedy_bleu mean |" in around.stdout and "train:" not in around.stderr
 
 
+@pytest.mark.slow  # A subprocess.
 def test_a_bad_grid_is_a_one_line_error(tmp_path):
   result = run_script(
     "sweep.py", *TINY, f"--workdir={tmp_path / 'sweep'}", "--grid=model.hidden_size=big"
@@ -63,21 +70,20 @@ def test_a_bad_grid_is_a_one_line_error(tmp_path):
   assert_one_line_error(result, "--grid: model.hidden_size takes int values")
 
 
-def test_around_design_trains_the_centre_and_each_knob_alone(tmp_path):
-  pairs = write_tsv(tmp_path / "pairs.tsv", make_pairs(40))
-  args = [*TINY, f"--config.data.train_path={pairs}", f"--workdir={tmp_path / 'sweep'}"]
-  grid = "--grid=model.hidden_size=8,16;model.embed_dim=8,4"
-  result = run_script("sweep.py", *args, grid, "--design=around", "--seeds=1")
-  assert result.returncode == 0, result.stderr[-3000:]
-  rows = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
-  assert [(row["model.hidden_size"], row["model.embed_dim"]) for row in rows] == [
-    (8, 8),
-    (16, 8),
-    (8, 4),
+def test_around_design_is_the_centre_each_knob_alone_and_the_interaction():
+  knobs = {"a.x": [1, 2, 3], "b.y": [10, 20], "c.z": [5, 6]}
+  assert sweep.design_points(knobs, "around", []) == [
+    {"a.x": 1, "b.y": 10, "c.z": 5},
+    {"a.x": 2, "b.y": 10, "c.z": 5},
+    {"a.x": 3, "b.y": 10, "c.z": 5},
+    {"a.x": 1, "b.y": 20, "c.z": 5},
+    {"a.x": 1, "b.y": 10, "c.z": 6},
   ]
-  wrong = run_script("sweep.py", *args, grid, "--interaction=model.hidden_size,data.seed")
-  assert_one_line_error(wrong, "--interaction needs --design=around")
-  wrong = run_script(
-    "sweep.py", *args, grid, "--design=around", "--interaction=model.hidden_size,data.seed"
-  )
-  assert_one_line_error(wrong, "--interaction: give two knobs of --grid")
+  with_interaction = sweep.design_points(knobs, "around", ["a.x", "b.y"])
+  assert len(with_interaction) == 5 + 2  # (2, 20) and (3, 20) are new; the rest repeat.
+  assert {"a.x": 3, "b.y": 20, "c.z": 5} in with_interaction
+  assert len(sweep.design_points(knobs, "grid", [])) == 12
+  with pytest.raises(TextgenError, match="--interaction needs --design=around"):
+    sweep.design_points(knobs, "grid", ["a.x", "b.y"])
+  with pytest.raises(TextgenError, match="--interaction: give two knobs of --grid"):
+    sweep.design_points(knobs, "around", ["a.x", "d.w"])
