@@ -181,6 +181,7 @@ def training_subset(splits: readers.Splits, num_examples: int, seed: int) -> rea
       f"--config.data.train_examples={num_examples}: the training split has only "
       f"{len(splits.train)} examples"
     )
+  # (seed, 7): a stream of its own, apart from the split's and the batch order's (seed alone).
   chosen = np.sort(np.random.default_rng((seed, 7)).permutation(len(splits.train))[:num_examples])
   return dataclasses.replace(
     splits,

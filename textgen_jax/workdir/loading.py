@@ -127,7 +127,10 @@ def load(
     member = best_member(workdir, step, config, members) if member is None else member
     config = population_lib.member_config(config, member, members)
     params = population_lib.member(params, member)
-  column_tokenizers = [tokenizer_from_config(cfg, workdir) for cfg in tokenizer_configs]
+  column_tokenizers = []
+  for cfg in tokenizer_configs:  # A joint subword model is read once, for all its columns.
+    same = next((t for c, t in zip(tokenizer_configs, column_tokenizers) if c == cfg), None)
+    column_tokenizers.append(same if same is not None else tokenizer_from_config(cfg, workdir))
   return Loaded(config, model, params, column_tokenizers, vocabularies, step)
 
 
