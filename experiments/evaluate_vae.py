@@ -32,7 +32,11 @@ _BATCH_SIZE = flags.DEFINE_integer(
 )
 _MAX_SENTENCES = flags.DEFINE_integer("max_sentences", 0, "Evaluate the first N only (0: all).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for the importance and MI samples.")
-_STEP = flags.DEFINE_integer("step", None, "Evaluate this checkpoint (default: the latest).")
+_STEP = flags.DEFINE_integer(
+  "step",
+  None,
+  "Evaluate this checkpoint (default: the best held-out one when the run kept one, else the latest).",
+)
 _DTYPE = flags.DEFINE_enum(
   "dtype",
   None,

@@ -8,6 +8,9 @@ literature decides it.
       --workdir=runs/ptb_full_aggressive
   python experiments/train_vae.py --config=experiments/configs/ptb_full.py:lm_tied \
       --workdir=runs/ptb_full_lm_tied
+  # The collapse study's other recipes (ptb_collapse_study.py), each a run of its own:
+  python experiments/train_vae.py --config=experiments/configs/ptb_full.py:cyclical \
+      --workdir=runs/ptb_full_cyclical   # likewise word_dropout, pretrain, no_free_bits, sigmoid
 
 `:lm_tied` is the LM with its output layer tied to its input embedding (Press and Wolf 2017;
 256 = 256, so no projection), the knob the untied LM's plateau at 102.22 nats left to try.
@@ -24,6 +27,14 @@ epoch (42,068 training sentences / 32). The VAE's recipe is ptb_vae.py's (beta f
 (from 0; theirs starts at 0.1), the encoder trained alone until its loss stops falling before
 each decoder update, until the held-out mutual information stops rising at an epoch's end.
 
+The collapse study's recipes (ptb_collapse_study.py's members 1-5; member 0 is `:vae`) at this
+budget, each a run of its own so that each stops early by its own rule (a population trains its
+members for the same steps): `:cyclical` (Fu et al. 2019: haofuml/cyclical_annealing's 4 cycles
+of 10 epochs over its 40, half of each rising; here the cycles go on until early stopping),
+`:word_dropout` (the recipe plus Bowman et al.'s word dropout 0.25), `:pretrain` (the recipe after
+2,000 autoencoder steps, Li et al. 2019), `:no_free_bits` (linear annealing alone: the collapse
+baseline) and `:sigmoid` (Bowman et al.'s sigmoid annealing, free bits 4 nats per sentence).
+
 Hours per epoch on 2 CPU cores: runs in the background across sessions (it resumes exactly);
 see experiments/results/ptb.md for progress.
 """
@@ -31,7 +42,25 @@ see experiments/results/ptb.md for progress.
 from textgen_jax import vae
 
 STEPS_PER_EPOCH = 1315
-VARIANTS = ("lm", "lm_tied", "vae", "aggressive")
+VARIANTS = (
+  "lm",
+  "lm_tied",
+  "vae",
+  "aggressive",
+  "cyclical",
+  "word_dropout",
+  "pretrain",
+  "no_free_bits",
+  "sigmoid",
+)
+# The collapse study's recipes: what each changes in `:vae`'s `vae` section.
+RECIPES = {
+  "cyclical": {"kl_schedule": "cyclical", "cycle_steps": 10 * STEPS_PER_EPOCH, "cycle_ratio": 0.5},
+  "word_dropout": {"word_dropout": 0.25},
+  "pretrain": {"pretrain_steps": 2000},
+  "no_free_bits": {"free_bits": 0.0},
+  "sigmoid": {"kl_schedule": "sigmoid", "free_bits": 4.0, "free_bits_mode": "per_batch"},
+}
 
 
 def get_config(kind: str = "vae"):
@@ -39,7 +68,8 @@ def get_config(kind: str = "vae"):
     raise ValueError(f"unknown ptb_full variant {kind!r}; choose one of {VARIANTS}")
   aggressive = kind == "aggressive"
   tied = kind == "lm_tied"
-  kind = {"aggressive": "vae", "lm_tied": "lm"}.get(kind, kind)
+  recipe = RECIPES.get(kind, {})
+  kind = "lm" if kind.startswith("lm") else "vae"
   config = vae.ptb_config(kind=kind)
   config.model.tie_embeddings = tied
   config.model.embedding_dropout = 0.5
@@ -60,6 +90,7 @@ def get_config(kind: str = "vae"):
     config.vae.anneal_steps = 2000
     config.vae.free_bits = 0.25
     config.vae.free_bits_mode = "per_dimension"
+    config.vae.update(recipe)
   if aggressive:
     config.vae.aggressive = True
     config.vae.anneal_steps = 10 * STEPS_PER_EPOCH
