@@ -2,6 +2,8 @@
 the training loop (decays and stops where they should, resumes exactly, inference loads the
 best checkpoint)."""
 
+import shutil
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -112,6 +114,31 @@ def test_early_stopping_stops_at_patience_resumes_as_stopped_and_loads_the_best(
   )
   assert_trees_equal(seq2seq.Translator.load(workdir).params, at_step_1.params)
   assert seq2seq.Translator.load(workdir, step=3).params is not None  # --step reads checkpoints/.
+
+
+def test_a_run_killed_after_saving_its_best_resumes_and_saves_it_again(tmp_path):
+  # The best is saved at the evaluation of step 3 (exact match stays 0 on this tiny run, so the
+  # first evaluation is the best), between the checkpoints of steps 2 and 4:
+  # removing checkpoint 4 leaves the workdir as a kill before it would, and the resumed run
+  # repeats step 3's evaluation, whose best is already on disk (it once raised orbax's
+  # StepAlreadyExistsError there).
+  pairs = write_tsv(tmp_path / "pairs.tsv", make_pairs(40))
+  settings = dict(
+    train__num_steps=4,
+    train__early_stopping_patience=5,
+    train__eval_every=3,
+    train__checkpoint_every=2,
+    train__held_out_metric="valid_exact_match",
+  )
+  workdir = tmp_path / "w"
+  seq2seq.train_and_evaluate(tiny_config(pairs, **settings), str(workdir))
+  uninterrupted = seq2seq.Translator.load(str(workdir)).params
+  assert sorted(p.name for p in (workdir / "best").iterdir() if p.name.isdigit()) == ["3"]
+  shutil.rmtree(workdir / "checkpoints" / "4")
+  seq2seq.train_and_evaluate(tiny_config(pairs, **settings), str(workdir))
+  assert sorted(p.name for p in (workdir / "best").iterdir() if p.name.isdigit()) == ["3"]
+  assert_trees_equal(seq2seq.Translator.load(str(workdir)).params, uninterrupted)
+  assert [r["best_step"] for r in read_metrics(workdir) if "best_step" in r] == [3, 3]
 
 
 @pytest.mark.slow  # Trains to the first evaluation.

@@ -537,7 +537,13 @@ class Checkpointer:
     return saved
 
   def save_params(self, params: Any, step: int) -> None:
-    """Writes a params-only checkpoint (an inference export)."""
+    """Writes a params-only checkpoint (an inference export, a run's best held-out one). One
+    already at `step` is replaced: a run killed between an evaluation that saved its best and
+    the next checkpoint repeats that evaluation when it resumes (same parameters, since it
+    resumes exactly). Killed in between, the resume repeats it again."""
+    if step in self._manager.all_steps():
+      self._manager.delete(step)
+      self._intact.discard(step)
     self._manager.save(
       step, args=ocp.args.Composite(params=ocp.args.StandardSave(params)), force=True
     )
