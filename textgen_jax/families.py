@@ -58,6 +58,9 @@ class Family:
   member_choices: Mapping[str, Sequence[str]] = dataclasses.field(default_factory=dict)
   run_keys: tuple[str, ...] = ()  # Its own PRNG keys' purposes (run_spec.RunKeys.family).
   per_step: tuple[str, ...] = ()  # Its train metrics averaged over steps, not tokens.
+  # Loss sums -> the metrics it derives from its own sums (the VAE's KL and ELBO), train and
+  # held-out, beside the engine's loss, accuracy and perplexity (metrics.summarize).
+  summary: Callable[[dict[str, float]], dict[str, float]] | None = None
   # The model's vocabulary matrices, which parallel.model_shards > 1 splits over devices.
   vocabulary_matrices: Mapping[tuple[str, ...], int] = dataclasses.field(default_factory=dict)
   # Compatibility with older workdirs (textgen_jax/workdir/resume.py): the family's fields

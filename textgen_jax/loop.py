@@ -74,6 +74,8 @@ class Task:
   member_hooks: MemberHooks | None = None
   # The family's train metrics averaged over steps rather than tokens (the VAE's KL weight).
   per_step: tuple[str, ...] = ()
+  # Loss sums -> the family's metrics derived from them (metrics.summarize's `derived`).
+  summary: Callable[[dict[str, float]], dict[str, float]] | None = None
 
   def hooks(self, hyperparameters: Any, keys: Any) -> tuple[LossFn, StateHook | None]:
     if self.member_hooks is None:
@@ -215,11 +217,12 @@ def _train_record(
   step: int,
   skip_allowed: bool = False,
   per_step: Sequence[str] = (),
+  summary: Callable[[dict[str, float]], dict[str, float]] | None = None,
 ) -> dict[str, float]:
   """Host-side summary of accumulated train sums; stops the run on a non-finite loss."""
   sums = jax.device_get(sums)
   _raise_if_non_finite(sums, step, skip_allowed)
-  record = {f"train_{k}": v for k, v in metrics_lib.summarize(sums).items()}
+  record = {f"train_{k}": v for k, v in metrics_lib.summarize(sums, summary).items()}
   record["non_finite_steps"] = int(sums.get("non_finite_steps", 0))
   finite_steps = max(num_steps - record["non_finite_steps"], 1)
   for key in (*_PER_STEP_KEYS, *per_step):  # Averaged over steps rather than tokens.
@@ -479,7 +482,7 @@ def _train_steps(
     is_last = done == train_cfg.num_steps
     if done % train_cfg.log_every == 0 or is_last:
       _write_train_records(
-        writer, members, accumulated, accumulated_steps, done, progress, skip_allowed, task.per_step
+        writer, members, accumulated, accumulated_steps, done, progress, skip_allowed, task
       )
       accumulated, accumulated_steps = None, 0
     if done % train_cfg.eval_every == 0 or is_last:
@@ -515,7 +518,7 @@ def _write_train_records(
   step: int,
   progress: tqdm,
   skip_allowed: bool,
-  per_step: Sequence[str],
+  task: Task,
 ) -> None:
   """One train record per (live) member; one run stops on a non-finite step, a member drops."""
   accumulated = jax.device_get(accumulated)  # One transfer for the check and the records.
@@ -524,7 +527,7 @@ def _write_train_records(
   for index, sums in enumerate(members.split(accumulated)):
     if index in members.dropped:
       continue
-    record = _train_record(sums, num_steps, step, skip_allowed, per_step)
+    record = _train_record(sums, num_steps, step, skip_allowed, task.per_step, task.summary)
     writer.write(step, {**members.label(index), **record})
     losses.append(record["train_loss"])
     accuracies.append(record["train_token_accuracy"])
@@ -640,7 +643,11 @@ def _evaluate_and_report(
   `held_out_metric` of each member (NaN for a dropped one; None when no metric is followed), the
   same on every process: it comes from the held-out loss sums, which every process has."""
   totals = evaluation_sums(eval_step, params, task.valid_batches)
-  held_out = None if held_out_metric is None else _held_out_values(totals, members, held_out_metric)
+  held_out = (
+    None
+    if held_out_metric is None
+    else _held_out_values(totals, members, held_out_metric, task.summary)
+  )
   # Generation (decoding, sampling) runs on one device of process 0, from a whole copy.
   params_copy = parallel.local_copy(params)
   if not parallel.is_primary():
@@ -651,7 +658,7 @@ def _evaluate_and_report(
   ):
     if index in members.dropped:
       continue
-    summary = metrics_lib.summarize(sums)
+    summary = metrics_lib.summarize(sums, task.summary)
     generation_metrics, example_lines = task.evaluate_generation(member_params)
     summary.update(generation_metrics)
     valid = {f"valid_{k}": v for k, v in summary.items()}
@@ -674,11 +681,16 @@ def _json_number(value: Any) -> Any:
   return value.item() if hasattr(value, "item") else value
 
 
-def _held_out_values(totals: Any, members: Members, metric: str) -> np.ndarray:
+def _held_out_values(
+  totals: Any,
+  members: Members,
+  metric: str,
+  derived: Callable[[dict[str, float]], dict[str, float]] | None,
+) -> np.ndarray:
   """`metric` ("valid_<summary key>") of each member's held-out sums; NaN for a dropped one."""
   values = []
   for index, sums in enumerate(members.split(totals)):
-    summary = {f"valid_{k}": v for k, v in metrics_lib.summarize(sums).items()}
+    summary = {f"valid_{k}": v for k, v in metrics_lib.summarize(sums, derived).items()}
     if metric not in summary:
       raise TextgenError(
         f"--config.train.held_out_metric={metric!r}: the held-out evaluation "

@@ -4,6 +4,7 @@ loss-curve plot."""
 import json
 import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -13,12 +14,11 @@ from textgen_jax.files import write_atomically
 from textgen_jax.tensorboard_events import EventWriter
 
 
-def summarize(sums: dict[str, float]) -> dict[str, float]:
-  """Accumulated sums to loss (nats/token), token accuracy, exact match and perplexity.
-
-  A VAE's sums (with kl_sum) also give the reconstruction and KL per sentence, the negative
-  ELBO per sentence and the perplexity it bounds.
-  """
+def summarize(
+  sums: dict[str, float], derived: Callable[[dict[str, float]], dict[str, float]] | None = None
+) -> dict[str, float]:
+  """Accumulated sums to loss (nats/token), token accuracy, exact match and perplexity, plus
+  what the family derives from its own sums (`derived`: families.Family.summary)."""
   tokens, sequences = max(sums["tokens"], 1.0), max(sums["sequences"], 1.0)
   loss = sums["nll_sum"] / tokens
   summary = {
@@ -27,11 +27,8 @@ def summarize(sums: dict[str, float]) -> dict[str, float]:
     "exact_match": sums["exact_sequences"] / sequences,
     "perplexity": math.exp(min(loss, 50.0)),
   }
-  if "kl_sum" in sums:
-    summary["reconstruction"] = sums["nll_sum"] / sequences
-    summary["kl"] = sums["kl_sum"] / sequences
-    summary["neg_elbo"] = (sums["nll_sum"] + sums["kl_sum"]) / sequences
-    summary["elbo_perplexity"] = math.exp(min((sums["nll_sum"] + sums["kl_sum"]) / tokens, 50.0))
+  if derived is not None:
+    summary.update(derived(sums))
   return summary
 
 

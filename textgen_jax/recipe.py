@@ -109,6 +109,7 @@ def train_and_evaluate(family: Family, config: ml_collections.ConfigDict, workdi
     member_choices=family.member_choices,
     member_hooks=member_hooks,
     per_step=family.per_step,
+    summary=family.summary,
   )
   inference.params = train(spec, workdir, task)
   return inference

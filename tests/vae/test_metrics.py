@@ -231,3 +231,14 @@ def test_mutual_information_is_near_zero_for_a_model_whose_encoder_ignores_its_i
   )
   assert vae_metrics.active_units(np.asarray(mean))[0] == 3
   assert float(vae_metrics.mutual_information(mean, logvar, jax.random.key(0))) > 1.0
+
+
+def test_the_elbo_summary_is_per_sentence_and_its_perplexity_per_token():
+  sums = {"nll_sum": 30.0, "kl_sum": 6.0, "tokens": 12.0, "sequences": 3.0}
+  summary = vae_metrics.elbo_summary(sums)
+  assert summary["reconstruction"] == pytest.approx(10.0)
+  assert summary["kl"] == pytest.approx(2.0)
+  assert summary["neg_elbo"] == pytest.approx(12.0)
+  assert summary["elbo_perplexity"] == pytest.approx(np.exp(36.0 / 12.0))
+  lm_sums = {"nll_sum": 30.0, "tokens": 12.0, "sequences": 3.0}  # An LM's: no KL.
+  assert vae_metrics.elbo_summary(lm_sums) == {}

@@ -28,6 +28,23 @@ from textgen_jax.models.tokens import shift_right
 from textgen_jax.vae.model import SentenceVAE
 
 ACTIVE_UNIT_THRESHOLD = 0.01
+
+
+def elbo_summary(sums: dict[str, float]) -> dict[str, float]:
+  """From a VAE's loss sums (with kl_sum): the reconstruction and KL per sentence, the negative
+  ELBO per sentence and the perplexity it bounds. Nothing for the LM, which has no KL."""
+  if "kl_sum" not in sums:
+    return {}
+  tokens, sequences = max(sums["tokens"], 1.0), max(sums["sequences"], 1.0)
+  neg_elbo_sum = sums["nll_sum"] + sums["kl_sum"]
+  return {
+    "reconstruction": sums["nll_sum"] / sequences,
+    "kl": sums["kl_sum"] / sequences,
+    "neg_elbo": neg_elbo_sum / sequences,
+    "elbo_perplexity": math.exp(min(neg_elbo_sum / tokens, 50.0)),
+  }
+
+
 _LOG_2PI = math.log(2.0 * math.pi)
 
 

@@ -154,6 +154,7 @@ FAMILY = families.Family(
   # training's extra encoder updates: fold_in positions 3 and 4, as they always were.
   run_keys=("reset", "aggressive"),
   per_step=("kl_weight", "encoder_steps"),
+  summary=vae_metrics.elbo_summary,
   vocabulary_matrices=SentenceVAE.VOCABULARY_MATRICES,
   added_later=frozenset(
     {
