@@ -13,7 +13,9 @@ literature decides it.
       --workdir=runs/ptb_full_cyclical   # likewise word_dropout, pretrain, no_free_bits, sigmoid
 
 `:lm_tied` is the LM with its output layer tied to its input embedding (Press and Wolf 2017;
-256 = 256, so no projection), the knob the untied LM's plateau at 102.22 nats left to try.
+256 = 256, so no projection), the knob the untied LM's plateau at 102.22 nats left to try;
+`:lm_large` is that LM at twice the width (embedding and hidden 512, tied), the other knob. It
+is no longer the VAEs' baseline (their decoders are 256 wide): it asks what capacity buys.
 
 The literature's setup (bohanli/vae-pretraining-encoder config_ptb.py; He et al. 2019):
 embedding 256, hidden 256, latent 32, dropout 0.5 on decoder input and output, batch 32, Adam
@@ -45,6 +47,7 @@ STEPS_PER_EPOCH = 1315
 VARIANTS = (
   "lm",
   "lm_tied",
+  "lm_large",
   "vae",
   "aggressive",
   "cyclical",
@@ -67,11 +70,14 @@ def get_config(kind: str = "vae"):
   if kind not in VARIANTS:
     raise ValueError(f"unknown ptb_full variant {kind!r}; choose one of {VARIANTS}")
   aggressive = kind == "aggressive"
-  tied = kind == "lm_tied"
+  tied = kind in ("lm_tied", "lm_large")
+  large = kind == "lm_large"
   recipe = RECIPES.get(kind, {})
   kind = "lm" if kind.startswith("lm") else "vae"
   config = vae.ptb_config(kind=kind)
   config.model.tie_embeddings = tied
+  if large:
+    config.model.embed_dim = config.model.hidden_size = 512
   config.model.embedding_dropout = 0.5
   config.model.output_dropout = 0.5
   config.opt.schedule = "plateau"
