@@ -113,7 +113,12 @@ def train_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
 
 
 def _train_records(workdir: str) -> list[dict[str, Any]]:
-  return [r for r in metrics_lib.MetricWriter(workdir).read() if "train_loss" in r]
+  # Without the fields that time the run: they differ between two runs of the same steps.
+  return [
+    metrics_lib.without_timing(r)
+    for r in metrics_lib.MetricWriter(workdir).read()
+    if "train_loss" in r
+  ]
 
 
 def _equal(a: Any, b: Any) -> bool:

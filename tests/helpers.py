@@ -23,7 +23,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from textgen_jax import checkpointing, seq2seq, training, vae
+from textgen_jax import checkpointing, metrics, seq2seq, training, vae
 from textgen_jax.data import batching
 from textgen_jax.seq2seq.model import Seq2Seq, Seq2SeqConfig
 
@@ -225,10 +225,12 @@ def assert_one_line_error(
     assert result.stderr.strip() == error_lines[0] and result.stdout == "", result.stderr
 
 
-def read_metrics(workdir: str) -> list[dict[str, Any]]:
-  """The records of a workdir's metrics.jsonl, in order."""
+def read_metrics(workdir: str, timing: bool = False) -> list[dict[str, Any]]:
+  """The records of a workdir's metrics.jsonl, in order; without the fields that time the run
+  (metrics.TIMING_KEYS) unless `timing`: two runs of the same steps differ only there."""
   with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
-    return [json.loads(line) for line in f]
+    records = [json.loads(line) for line in f]
+  return records if timing else [metrics.without_timing(record) for record in records]
 
 
 def strip_run_state(workdir: str) -> None:

@@ -12,8 +12,24 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from tests.helpers import assert_trees_equal, make_pairs, opt_config, tiny_config, write_tsv
-from textgen_jax import families, loop, metrics, population, run_spec, seq2seq, training
+from tests.helpers import (
+  assert_trees_equal,
+  make_pairs,
+  opt_config,
+  read_metrics,
+  tiny_config,
+  write_tsv,
+)
+from textgen_jax import (
+  checkpointing,
+  families,
+  loop,
+  metrics,
+  population,
+  run_spec,
+  seq2seq,
+  training,
+)
 from textgen_jax.data import pipeline
 from textgen_jax.checkpointing import Checkpointer
 from textgen_jax.data import batching, readers
@@ -89,9 +105,35 @@ def test_same_config_and_seed_give_bit_identical_metrics(tmp_path):
   config = tiny_config(train_path, train__num_steps=6, train__log_every=1, train__eval_every=3)
   first = seq2seq.train_and_evaluate(config, str(tmp_path / "first"))
   second = seq2seq.train_and_evaluate(config, str(tmp_path / "second"))
-  records = [metrics.MetricWriter(str(tmp_path / name)).read() for name in ("first", "second")]
-  assert len(records[0]) == 6 + 2 and records[0] == records[1]
+  records = [read_metrics(str(tmp_path / name)) for name in ("first", "second")]
+  assert len(records[0]) == 6 + 2 and records[0] == records[1]  # All but the run's timing.
   assert_trees_equal(first.params, second.params)
+
+
+def test_train_records_time_the_steps_and_the_run_and_a_resume_counts_on(tmp_path):
+  train_path = write_tsv(tmp_path / "pairs.tsv", make_pairs(40))
+  workdir = tmp_path / "w"
+  config = tiny_config(train_path, train__num_steps=3, train__checkpoint_every=3)
+  seq2seq.train_and_evaluate(config, str(workdir))
+  records = [r for r in read_metrics(str(workdir), timing=True) if "train_loss" in r]
+  assert all(r["train_steps_per_second"] > 0 for r in records)
+  # 8 pairs a batch, each target its words and EOS: at least 16 tokens a step.
+  assert all(r["train_tokens_per_second"] >= 16 * r["train_steps_per_second"] for r in records)
+  walls = [r["wall_seconds"] for r in records]
+  assert 0 < walls[0] < walls[1] < walls[2]
+  # The checkpoint keeps the run's wall time: as if the first session had taken 1000 s.
+  step_dir = workdir / "checkpoints" / "3"
+  run_state = json.loads((step_dir / checkpointing.RUN_STATE).read_text())
+  assert walls[-1] <= run_state["wall_seconds"] < walls[-1] + 60
+  run_state["wall_seconds"] = 1000.0
+  (step_dir / checkpointing.RUN_STATE).write_text(json.dumps(run_state))
+  checkpointing.write_checksums(str(step_dir))
+  seq2seq.train_and_evaluate(tiny_config(train_path, train__num_steps=5), str(workdir))
+  resumed = [
+    r for r in read_metrics(str(workdir), timing=True) if r["step"] > 3 and "train_loss" in r
+  ]
+  assert [r["step"] for r in resumed] == [4, 5]
+  assert 1000 < resumed[0]["wall_seconds"] < resumed[1]["wall_seconds"] < 1060
 
 
 def test_resumed_run_matches_an_uninterrupted_run(tmp_path, capsys):
@@ -110,8 +152,7 @@ def test_resumed_run_matches_an_uninterrupted_run(tmp_path, capsys):
   assert Checkpointer(os.path.join(resumed_dir, "checkpoints")).latest_step() == 6
 
   def train_records(workdir):
-    records = metrics.MetricWriter(workdir).read()
-    return [r for r in records if "train_loss" in r]
+    return [r for r in read_metrics(workdir) if "train_loss" in r]
 
   resumed_records = train_records(resumed_dir)
   assert [r["step"] for r in resumed_records] == list(range(1, 7))  # No step twice.

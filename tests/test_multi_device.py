@@ -12,8 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from tests.helpers import REPO_ROOT, make_pairs, tiny_config, write_tsv
-from textgen_jax import metrics, seq2seq
+from tests.helpers import REPO_ROOT, make_pairs, read_metrics, tiny_config, write_tsv
+from textgen_jax import seq2seq
 from textgen_jax.checkpointing import Checkpointer
 
 pytestmark = pytest.mark.slow  # Subprocesses: the fast subset (-m 'not slow') skips them.
@@ -127,7 +127,7 @@ def test_two_hosts_stop_together_resume_and_train_like_one_device(tmp_path):
   assert [out.count("held-out:") for out, _ in outputs] == [1, 0]  # Process 0 reports.
 
   reference = seq2seq.train_and_evaluate(config, str(tmp_path / "one"))
-  two, one = (metrics.MetricWriter(str(tmp_path / name)).read() for name in ("two", "one"))
+  two, one = (read_metrics(str(tmp_path / name)) for name in ("two", "one"))  # Timing left out.
   assert [r["step"] for r in two] == [r["step"] for r in one]  # Process 0 alone wrote.
   for got, expected in zip(two, one):
     assert got.keys() == expected.keys()

@@ -2,6 +2,7 @@
 the training loop (decays and stops where they should, resumes exactly, inference loads the
 best checkpoint)."""
 
+import os
 import shutil
 
 import jax
@@ -116,29 +117,27 @@ def test_early_stopping_stops_at_patience_resumes_as_stopped_and_loads_the_best(
   assert seq2seq.Translator.load(workdir, step=3).params is not None  # --step reads checkpoints/.
 
 
-def test_a_run_killed_after_saving_its_best_resumes_and_saves_it_again(tmp_path):
-  # The best is saved at the evaluation of step 3 (exact match stays 0 on this tiny run, so the
-  # first evaluation is the best), between the checkpoints of steps 2 and 4:
-  # removing checkpoint 4 leaves the workdir as a kill before it would, and the resumed run
-  # repeats step 3's evaluation, whose best is already on disk (it once raised orbax's
-  # StepAlreadyExistsError there).
+def test_a_run_killed_after_saving_its_best_resumes_saves_it_again_and_keeps_one(tmp_path):
+  # Killed after step 3's evaluation saved the best but before step 3's checkpoint (removing
+  # that checkpoint leaves the workdir so): the resumed run repeats the evaluation, whose best
+  # is already on disk (orbax's StepAlreadyExistsError, once), then finds a better one at step
+  # 6, and the best of step 3 goes (a name clash in orbax's deleted/ folder, once).
   pairs = write_tsv(tmp_path / "pairs.tsv", make_pairs(40))
-  settings = dict(
-    train__num_steps=4,
-    train__early_stopping_patience=5,
-    train__eval_every=3,
-    train__checkpoint_every=2,
-    train__held_out_metric="valid_exact_match",
-  )
+  settings = dict(train__early_stopping_patience=5, train__eval_every=3, train__checkpoint_every=2)
   workdir = tmp_path / "w"
-  seq2seq.train_and_evaluate(tiny_config(pairs, **settings), str(workdir))
-  uninterrupted = seq2seq.Translator.load(str(workdir)).params
-  assert sorted(p.name for p in (workdir / "best").iterdir() if p.name.isdigit()) == ["3"]
-  shutil.rmtree(workdir / "checkpoints" / "4")
-  seq2seq.train_and_evaluate(tiny_config(pairs, **settings), str(workdir))
-  assert sorted(p.name for p in (workdir / "best").iterdir() if p.name.isdigit()) == ["3"]
-  assert_trees_equal(seq2seq.Translator.load(str(workdir)).params, uninterrupted)
-  assert [r["best_step"] for r in read_metrics(workdir) if "best_step" in r] == [3, 3]
+  best_steps = lambda: sorted(p.name for p in (workdir / "best").iterdir() if p.name.isdigit())
+  seq2seq.train_and_evaluate(tiny_config(pairs, train__num_steps=3, **settings), str(workdir))
+  assert best_steps() == ["3"]
+  shutil.rmtree(workdir / "checkpoints" / "3")
+  final = seq2seq.train_and_evaluate(
+    tiny_config(pairs, train__num_steps=6, **settings), str(workdir)
+  )
+  losses = [(r["step"], r["valid_loss"]) for r in read_metrics(workdir) if "valid_loss" in r]
+  assert [step for step, _ in losses] == [3, 6] and losses[1][1] < losses[0][1]
+  assert best_steps() == ["6"]
+  assert_trees_equal(seq2seq.Translator.load(str(workdir)).params, final.params)
+  # Replaced bests do not pile up: orbax moves one away, the next save empties the folder.
+  assert len(os.listdir(workdir / "best" / "deleted")) <= 1
 
 
 @pytest.mark.slow  # Trains to the first evaluation.

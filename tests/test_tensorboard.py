@@ -94,7 +94,7 @@ def test_a_run_writes_metrics_jsonl_numbers_and_samples_and_resumes_without_dupl
   seq2seq.train_and_evaluate(tiny_config(train_path, **overrides), straight)
   expected = sorted(
     (record["step"], tag, value)
-    for record in read_metrics(straight)
+    for record in read_metrics(straight, timing=True)
     for tag, value in metrics.scalar_tags(record).items()
   )
   found = read_events(os.path.join(straight, events.EVENT_FILE))

@@ -544,6 +544,8 @@ class Checkpointer:
     if step in self._manager.all_steps():
       self._manager.delete(step)
       self._intact.discard(step)
+    # orbax moves a replaced step into deleted/ and fails if one of that name is there already.
+    self._empty_deleted()
     self._manager.save(
       step, args=ocp.args.Composite(params=ocp.args.StandardSave(params)), force=True
     )

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -42,6 +43,41 @@ from textgen_jax.training import (
   step_of,
 )
 from textgen_jax.workdir import best_dir, checkpoint_dir
+
+
+class Clock:
+  """The run's wall time, written in its train records for reading: `seconds` spent in the
+  training loop over all its sessions (the checkpoint keeps it, so a resumed run counts on from
+  its checkpoint, and steps that a killed session did after its last checkpoint count once, when
+  they are redone), and the seconds of train steps between two log points (held-out
+  evaluations left out; compilation of a new shape is in)."""
+
+  def __init__(self, seconds: float = 0.0):
+    self._seconds = seconds
+    self._mark = self._interval_start = time.perf_counter()
+    self._left_out = 0.0
+
+  @property
+  def seconds(self) -> float:
+    now = time.perf_counter()
+    self._seconds, self._mark = self._seconds + now - self._mark, now
+    return self._seconds
+
+  @contextlib.contextmanager
+  def left_out(self) -> Iterator[None]:
+    """Time spent inside is not train-step time (it still counts in `seconds`)."""
+    start = time.perf_counter()
+    try:
+      yield
+    finally:
+      self._left_out += time.perf_counter() - start
+
+  def interval(self) -> float:
+    """Seconds of train steps since the last call (or the start)."""
+    now = time.perf_counter()
+    seconds = now - self._interval_start - self._left_out
+    self._interval_start, self._left_out = now, 0.0
+    return max(seconds, 1e-9)
 
 
 def no_generation(params: Any) -> tuple[dict[str, float], list[str]]:
@@ -277,9 +313,13 @@ def train(spec: RunSpec, workdir: str, task: Task) -> TrainState:
   writer = metrics_lib.MetricWriter(workdir, enabled=parallel.is_primary())
   writer.truncate_after(step_of(state))
   procedure = task.procedure
+  clock = Clock()
   if resumed:
-    _restore_run_state(checkpointer.restore_run_state(step_of(state)), members, procedure, writer)
+    saved = checkpointer.restore_run_state(step_of(state))
+    _restore_run_state(saved, members, procedure, writer)
     _drop_non_finite(members, state)
+    # Checkpoints from before the clock was kept: the wall time counts from this resume.
+    clock = Clock(float((saved or {}).get("wall_seconds", 0.0)))
 
   compiled_step, compiled_eval = _compile(task, members, state_sharding, layout)
   row_slice = layout.local_slice(batch_size)  # Of every global batch, this host pads its own.
@@ -315,6 +355,7 @@ def train(spec: RunSpec, workdir: str, task: Task) -> TrainState:
   )
   follow = HeldOutFollower(config, writer, members, best) if plateau.tracked(config) else None
   run_state = lambda: {
+    "wall_seconds": clock.seconds,
     "members": members.run_state(),
     **({} if procedure is None else {procedure.name: procedure.run_state()}),
   }
@@ -333,6 +374,7 @@ def train(spec: RunSpec, workdir: str, task: Task) -> TrainState:
         members,
         skip_allowed=bool(config.opt.skip_non_finite),
         follow=follow,
+        clock=clock,
       )
       ended = "signal" not in stop
       if ended and members.population is not None:
@@ -458,12 +500,14 @@ def _train_steps(
   members: Members,
   skip_allowed: bool,
   follow: "HeldOutFollower | None" = None,
+  clock: Clock | None = None,
 ) -> TrainState:
   """Steps from state.step to num_steps, logging, evaluating and checkpointing when due;
   returns early, after the current step, once `stop` holds a signal or early stopping ends the
   run (`follow`: the held-out metric's plateau state, updated after each evaluation)."""
   if follow is not None and plateau.should_stop(plateau.read(state.opt_state), follow.config):
     return state  # Stopped early before this resume: the run is over.
+  clock = clock or Clock()
   start_step, accumulated, accumulated_steps = step_of(state), None, 0
   progress = tqdm(
     range(start_step, train_cfg.num_steps),
@@ -482,24 +526,26 @@ def _train_steps(
     is_last = done == train_cfg.num_steps
     if done % train_cfg.log_every == 0 or is_last:
       _write_train_records(
-        writer, members, accumulated, accumulated_steps, done, progress, skip_allowed, task
+        writer, members, accumulated, accumulated_steps, done, progress, skip_allowed, task, clock
       )
       accumulated, accumulated_steps = None, 0
     if done % train_cfg.eval_every == 0 or is_last:
-      held_out = _evaluate_and_report(
-        eval_step,
-        state.params,
-        task,
-        writer,
-        done,
-        progress,
-        members,
-        None if follow is None else train_cfg.held_out_metric,
-      )
-      if follow is not None:
-        state, stopped_early = follow(state, held_out, done)
-        if stopped_early:
-          break
+      with clock.left_out():
+        held_out = _evaluate_and_report(
+          eval_step,
+          state.params,
+          task,
+          writer,
+          done,
+          progress,
+          members,
+          None if follow is None else train_cfg.held_out_metric,
+        )
+        stopped_early = False
+        if follow is not None:
+          state, stopped_early = follow(state, held_out, done)
+      if stopped_early:
+        break
     if checkpointer.is_due(done) and accumulated is not None:
       members.check(accumulated, done, skip_allowed)  # Syncs at saves only.
     if not is_last:  # train() saves the last state, with the members' ranking.
@@ -519,15 +565,21 @@ def _write_train_records(
   progress: tqdm,
   skip_allowed: bool,
   task: Task,
+  clock: Clock,
 ) -> None:
-  """One train record per (live) member; one run stops on a non-finite step, a member drops."""
+  """One train record per (live) member, with the pace of the steps since the last one; one
+  run stops on a non-finite step, a member drops."""
   accumulated = jax.device_get(accumulated)  # One transfer for the check and the records.
+  seconds = clock.interval()  # After the transfer: the steps are done.
   members.check(accumulated, step, skip_allowed)
   losses, accuracies = [], []
   for index, sums in enumerate(members.split(accumulated)):
     if index in members.dropped:
       continue
     record = _train_record(sums, num_steps, step, skip_allowed, task.per_step, task.summary)
+    record["train_steps_per_second"] = num_steps / seconds
+    record["train_tokens_per_second"] = float(sums["tokens"]) / seconds
+    record["wall_seconds"] = clock.seconds
     writer.write(step, {**members.label(index), **record})
     losses.append(record["train_loss"])
     accuracies.append(record["train_token_accuracy"])

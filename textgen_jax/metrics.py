@@ -14,6 +14,16 @@ from textgen_jax.files import write_atomically
 from textgen_jax.tensorboard_events import EventWriter
 
 
+# Train-record fields that time the run (loop.Clock): they differ from one run of the same
+# steps to the next, so comparisons of records for exactness leave them out (without_timing).
+TIMING_KEYS = ("train_steps_per_second", "train_tokens_per_second", "wall_seconds")
+
+
+def without_timing(record: dict[str, Any]) -> dict[str, Any]:
+  """A record without its TIMING_KEYS."""
+  return {key: value for key, value in record.items() if key not in TIMING_KEYS}
+
+
 def summarize(
   sums: dict[str, float], derived: Callable[[dict[str, float]], dict[str, float]] | None = None
 ) -> dict[str, float]:
