@@ -393,14 +393,15 @@ def test_subwords_let_attention_copy_names_it_never_saw(tokenizer, tmp_path):
     model__hidden_size=64,
     model__dropout_rate=0.0,
     # Words cannot copy an unseen name however long they train: a short run shows it.
-    train__num_steps=800 if tokenizer == "sentencepiece" else 100,
+    train__num_steps=500 if tokenizer == "sentencepiece" else 100,
     train__log_every=400,
   )
   translator = seq2seq.train_and_evaluate(config, str(tmp_path / "run"))
   outputs = translator.translate([f"my name is {n}." for n in unseen])
   copied = sum(out == f"je m'appelle {n}." for out, n in zip(outputs, unseen))
   if tokenizer == "sentencepiece":
-    assert copied >= 36, (copied, outputs[:5])  # 40 of 40 when measured.
+    # 39 of 40 when measured (22 after 300 steps, 37 after 400, 40 after 800).
+    assert copied >= 36, (copied, outputs[:5])
   else:
     assert copied == 0, outputs[:5]
 
